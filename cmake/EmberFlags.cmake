@@ -1,0 +1,35 @@
+# Compiler flags shared by every Ember target, collected on one interface library.
+add_library(ember_flags INTERFACE)
+target_compile_options(ember_flags INTERFACE -Wall -Wextra -Werror -Wno-missing-field-initializers)
+# GCC 12 flags Asio's coroutine frame operator delete as mismatched with its operator new
+# (they do match: both are awaitable_frame_base's). Not raised by newer GCC or by Clang.
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  target_compile_options(ember_flags INTERFACE -Wno-mismatched-new-delete)
+endif()
+# Asio and Beast are compiled once in src/gateway/asio_impl.cc instead of in every translation unit.
+target_compile_definitions(ember_flags INTERFACE
+  BOOST_ASIO_SEPARATE_COMPILATION BOOST_BEAST_SEPARATE_COMPILATION BOOST_URL_NO_LIB
+  BOOST_ASIO_NO_DEPRECATED)
+
+if(EMBER_SANITIZE)
+  target_compile_options(ember_flags INTERFACE
+    -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  target_link_options(ember_flags INTERFACE -fsanitize=address,undefined)
+endif()
+
+if(CMAKE_BUILD_TYPE STREQUAL "Release" AND NOT EMBER_SANITIZE)
+  target_compile_definitions(ember_flags INTERFACE _FORTIFY_SOURCE=3 _GLIBCXX_ASSERTIONS)
+  target_compile_options(ember_flags INTERFACE
+    -fstack-protector-strong -fstack-clash-protection -fcf-protection -fPIE)
+  target_link_options(ember_flags INTERFACE -pie -Wl,-z,relro -Wl,-z,now -Wl,-z,noexecstack)
+endif()
+
+# Declares one module library: ember_module(NAME SOURCES ... DEPS ...).
+function(ember_module name)
+  cmake_parse_arguments(M "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(ember_${name} STATIC ${M_SOURCES})
+  target_include_directories(ember_${name}
+    PUBLIC ${PROJECT_SOURCE_DIR}/include
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_link_libraries(ember_${name} PUBLIC ember_flags ${M_DEPS})
+endfunction()

@@ -1,0 +1,57 @@
+// Strict reading of JSON objects for configuration files, manifests and request bodies.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "ember/common/result.h"
+
+namespace ember {
+
+// Reads the fields of one JSON object. Each getter consumes its key and leaves the output
+// untouched when the key is absent (so outputs hold defaults). The first error wins and later
+// calls do nothing; finish() reports it, or else the first key no getter asked for. Error
+// messages and Error::field carry the dotted path of the bad field ("limits.max_connections").
+class JsonFields {
+ public:
+  // `prefix` is the path of `object` itself, empty for the document root.
+  JsonFields(const nlohmann::json& object, std::string prefix);
+
+  void integer(std::string_view key, int64_t& out, int64_t min, int64_t max);
+  void integer(std::string_view key, int& out, int min, int max);
+  void boolean(std::string_view key, bool& out);
+  void string(std::string_view key, std::string& out, size_t max_length = 4096);
+  void one_of(std::string_view key, std::string& out,
+              std::initializer_list<std::string_view> allowed);
+  void string_map(std::string_view key, std::map<std::string, std::string>& out);
+  // Returns the nested object at `key`, nullptr when absent or not an object (then an error).
+  const nlohmann::json* object(std::string_view key);
+  // Returns the array at `key`, nullptr when absent or not an array (then an error).
+  const nlohmann::json* array(std::string_view key);
+  // Records an error for `key` found by a check outside this class.
+  void fail(std::string_view key, std::string_view what);
+
+  bool ok() const { return !failed_; }
+  std::string path(std::string_view key) const;
+  Status finish();
+
+ private:
+  const nlohmann::json* take(std::string_view key);
+
+  const nlohmann::json& object_;
+  std::string prefix_;
+  std::set<std::string, std::less<>> seen_;
+  bool failed_ = false;
+  Error error_;
+};
+
+// Parses `text` as a JSON document; a syntax error becomes Errc::kInvalid naming `what`.
+Result<nlohmann::json> parse_json(std::string_view text, std::string_view what);
+
+}  // namespace ember

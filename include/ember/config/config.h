@@ -1,0 +1,61 @@
+// The daemon's configuration: defaults, then the JSON config file, then the environment, then
+// command-line flags. Everything is validated before any of it is used.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ember/common/result.h"
+#include "ember/gateway/server.h"
+#include "ember/registry/bundle.h"
+
+namespace ember::config {
+
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8080;
+};
+
+// Parses "HOST:PORT" or "[V6]:PORT".
+Result<ListenAddress> parse_listen(std::string_view text);
+
+struct Config {
+  ListenAddress listen;
+  std::filesystem::path socket;  // empty: no Unix socket listener
+  std::filesystem::path state_dir;
+  std::string admin_token;  // empty: read or create <state_dir>/admin.token
+  std::filesystem::path deploy_dir;
+  std::string log_level = "info";
+  gateway::ServerOptions http;
+  registry::BundleLimits bundles;
+  int max_versions = 10;
+};
+
+struct CommandLine {
+  std::optional<std::filesystem::path> config_file;
+  std::optional<std::string> listen;
+  std::optional<std::string> socket;
+  std::optional<std::string> state_dir;
+  std::optional<std::string> admin_token;
+  std::optional<std::string> deploy_dir;
+  std::optional<std::string> log_level;
+  bool check_config = false;
+  bool help = false;
+  bool version = false;
+};
+
+Result<CommandLine> parse_command_line(const std::vector<std::string>& args);
+std::string usage();
+
+// Reads a config document into `config`; unknown keys and out-of-range values are errors that
+// carry the JSON path of the field.
+Status apply_config_json(std::string_view text, Config& config);
+
+// Defaults (which depend on whether the daemon runs as root), the config file if one is given,
+// EMBER_ADMIN_TOKEN from `env_token`, then the flags.
+Result<Config> load(const CommandLine& cl, std::optional<std::string> env_token, bool is_root);
+
+}  // namespace ember::config

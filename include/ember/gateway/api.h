@@ -1,0 +1,47 @@
+// Ember's HTTP API: routing, admin authentication and the deploy routes of docs/api.md.
+#pragma once
+
+#include <string>
+
+#include <boost/asio/thread_pool.hpp>
+
+#include "ember/gateway/server.h"
+#include "ember/registry/registry.h"
+
+namespace ember::gateway {
+
+struct ApiOptions {
+  std::string admin_token;
+  uint64_t max_bundle_bytes = 50ull << 20;
+  uint64_t max_body_bytes = 6ull << 20;
+};
+
+// Routes requests to the registry. Runs on the io_context's thread; registry mutations go to
+// `blocking`, a pool for disk work, so a large deploy never stalls other requests.
+class Api final : public Application {
+ public:
+  Api(ApiOptions options, registry::Registry& registry, boost::asio::thread_pool& blocking,
+      const HttpServer* server = nullptr);
+
+  // Lets /readyz report draining; set once the server exists.
+  void set_server(const HttpServer* server) { server_ = server; }
+
+  Plan plan(const RequestHeader& header, Transport transport) override;
+  boost::asio::awaitable<Response> handle(const Plan& plan, Request request) override;
+
+ private:
+  boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> patch(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> rollback(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> remove(const Plan& plan);
+
+  ApiOptions options_;
+  registry::Registry& registry_;
+  boost::asio::thread_pool& blocking_;
+  const HttpServer* server_;
+};
+
+// The JSON view of a function served by GET and returned by mutations.
+nlohmann::json function_view(const registry::FunctionRecord& record);
+
+}  // namespace ember::gateway

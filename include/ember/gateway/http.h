@@ -1,0 +1,30 @@
+// HTTP message types shared by the server and the routes, and the one error format.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ember/common/result.h"
+
+namespace ember::gateway {
+
+namespace http = boost::beast::http;
+
+using Request = http::request<http::string_body>;
+using RequestHeader = http::request_header<>;
+using Response = http::response<http::string_body>;
+
+// A JSON response with Ember's standard headers.
+Response json_response(http::status status, const nlohmann::json& body);
+
+// {"error": {"code": CODE, "message": MESSAGE[, "field": FIELD]}}
+Response error_response(http::status status, std::string_view code, std::string_view message,
+                        std::string_view field = {});
+
+// Maps an Error from a lower layer to its status and error response.
+Response error_response(const Error& error);
+
+}  // namespace ember::gateway

@@ -1,0 +1,103 @@
+// The HTTP transport: Beast sessions on C++20 coroutines over TCP and a Unix socket, with the
+// limits that keep one client from holding or exhausting the daemon. What a request means is
+// the Application's business; this file only moves bytes safely.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "ember/common/log.h"
+#include "ember/common/result.h"
+#include "ember/gateway/http.h"
+
+namespace ember::gateway {
+
+struct ServerOptions {
+  int max_connections = 1024;
+  int max_header_bytes = 16 * 1024;
+  int64_t max_body_bytes = 6 << 20;  // for routes that do not set their own limit
+  int header_timeout_ms = 10'000;    // from the first byte of a request to its last header byte
+  int body_timeout_ms = 60'000;      // to receive the whole body
+  int keepalive_timeout_ms = 60'000;  // idle time allowed between two requests
+  int write_timeout_ms = 30'000;
+  int drain_timeout_ms = 30'000;  // how long shutdown waits for requests in flight
+};
+
+enum class Transport { kTcp, kUnix };
+
+// What the application decides from a request's header alone, before any body byte is read.
+struct Plan {
+  std::optional<Response> reject;  // answer this now; the body is never read
+  uint64_t body_limit = 0;         // larger bodies get 413
+  int route = 0;                   // opaque to the server, handed back to handle()
+  std::string name;                // opaque to the server, handed back to handle()
+};
+
+class Application {
+ public:
+  virtual ~Application() = default;
+  virtual Plan plan(const RequestHeader& header, Transport transport) = 0;
+  virtual boost::asio::awaitable<Response> handle(const Plan& plan, Request request) = 0;
+};
+
+// Owns its listeners and every connection. All of its state lives on the io_context's thread;
+// every method must be called from that thread (or before the io_context runs).
+class HttpServer {
+ public:
+  HttpServer(boost::asio::io_context& io, ServerOptions options, Application& app);
+  ~HttpServer();
+
+  // Binds and listens; port 0 picks a free port. Returns the bound endpoint.
+  Result<boost::asio::ip::tcp::endpoint> listen_tcp(const std::string& host, uint16_t port);
+  // Binds a Unix socket with mode 0660, replacing a stale socket file but never a live one.
+  Status listen_unix(const std::filesystem::path& path);
+  // Starts the accept loops.
+  void start();
+  // Stops accepting, closes idle connections, lets requests in flight finish with
+  // "Connection: close", and closes what is left when drain_timeout_ms runs out.
+  boost::asio::awaitable<void> drain();
+
+  bool draining() const { return draining_; }
+  size_t connection_count() const { return connections_.size(); }
+
+ private:
+  struct Connection {
+    bool idle = false;
+    std::function<void()> close;
+  };
+  using ConnectionList = std::list<Connection>;
+
+  template <class Acceptor>
+  boost::asio::awaitable<void> accept_loop(Acceptor& acceptor, Transport transport);
+  template <class Stream>
+  boost::asio::awaitable<void> session(Stream stream, Transport transport);
+  template <class Stream>
+  boost::asio::awaitable<bool> write(Stream& stream, Response& response, bool keep_alive);
+  void connection_closed(ConnectionList::iterator it);
+  void log_client_error(std::string_view what);
+
+  boost::asio::io_context& io_;
+  ServerOptions options_;
+  Application& app_;
+  std::optional<boost::asio::ip::tcp::acceptor> tcp_;
+  std::optional<boost::asio::local::stream_protocol::acceptor> unix_;
+  std::filesystem::path unix_path_;
+  ConnectionList connections_;
+  bool draining_ = false;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  boost::asio::steady_timer drained_;
+  LogRateLimiter client_errors_log_{5, 20};
+};
+
+}  // namespace ember::gateway

@@ -1,0 +1,111 @@
+// The function registry: every deployed function, its immutable versions and which one is
+// active, kept durably in the state directory.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "ember/common/clock.h"
+#include "ember/common/result.h"
+#include "ember/registry/bundle.h"
+#include "ember/registry/manifest.h"
+
+namespace ember::registry {
+
+// One immutable version: a bundle (by the sha256 of the archive) plus a configuration. Every
+// change to code or configuration creates a new version; rollback makes an older one active.
+struct Version {
+  int number = 0;
+  std::string bundle_sha256;
+  uint64_t bundle_bytes = 0;
+  FunctionConfig config;
+  int64_t created_ms = 0;
+};
+
+struct FunctionRecord {
+  std::string name;
+  int active_version = 0;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  std::vector<Version> versions;  // ascending by number
+
+  const Version& active() const;
+  const Version* find(int number) const;
+  nlohmann::json to_json() const;
+  static Result<FunctionRecord> from_json(const nlohmann::json& j);
+};
+
+using RecordPtr = std::shared_ptr<const FunctionRecord>;
+
+struct RegistryOptions {
+  std::filesystem::path state_dir;
+  BundleLimits limits;
+  int max_versions = 10;  // versions kept per function; the active one is always kept
+  const Clock* clock = &system_clock();
+};
+
+struct DeployRequest {
+  std::string name;
+  std::string bundle;        // archive bytes
+  std::string content_type;  // as sent; the format is sniffed when it is generic
+  nlohmann::json overrides = nlohmann::json::object();  // typed like the manifest
+};
+
+struct Change {
+  RecordPtr record;
+  bool created = false;  // the function did not exist before
+  bool changed = false;  // a new version was made active
+};
+
+// Owns the state directory's `functions/`, `bundles/` and `tmp/`. Thread-safe: mutations are
+// serialized among themselves and block on disk I/O, so callers run them off the event loop;
+// get() and list() take a short lock and never touch the disk.
+class Registry {
+ public:
+  // Opens the registry, recovering from any crash: temporary files and staging directories are
+  // removed, bundles no version refers to are deleted, every record is loaded.
+  static Result<std::unique_ptr<Registry>> open(RegistryOptions options);
+
+  // Unpacks the bundle, validates manifest and overrides, and activates a new version. When
+  // bundle and configuration equal the active version nothing changes (idempotent deploys).
+  Result<Change> deploy(const DeployRequest& request);
+  // Packs `dir` deterministically and deploys it as `name`.
+  Result<Change> deploy_directory(const std::string& name, const std::filesystem::path& dir);
+  // Applies a configuration patch as a new version with the same bundle.
+  Result<Change> patch(const std::string& name, const nlohmann::json& patch);
+  Result<Change> rollback(const std::string& name, int version);
+  Status remove(const std::string& name);
+
+  RecordPtr get(const std::string& name) const;
+  std::vector<RecordPtr> list() const;
+  size_t size() const;
+
+  // Directory holding the unpacked bundle of `version`.
+  std::filesystem::path bundle_dir(const Version& version) const;
+  const std::filesystem::path& state_dir() const { return options_.state_dir; }
+
+ private:
+  explicit Registry(RegistryOptions options);
+  Status recover();
+  Result<Change> commit(const std::string& name, RecordPtr previous, FunctionRecord next);
+  Status write_record(const FunctionRecord& record);
+  void collect_garbage();
+
+  RegistryOptions options_;
+  std::filesystem::path functions_dir_;
+  std::filesystem::path bundles_dir_;
+  std::filesystem::path tmp_dir_;
+
+  std::mutex write_mu_;  // serializes mutations; held across their disk I/O
+  mutable std::mutex table_mu_;  // guards table_; held only to copy or swap pointers
+  std::map<std::string, RecordPtr, std::less<>> table_;
+};
+
+}  // namespace ember::registry

@@ -1,0 +1,52 @@
+#include "ember/common/crypto.h"
+
+#include <sys/random.h>
+
+#include <cerrno>
+#include <vector>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+namespace ember {
+namespace {
+
+std::string to_hex(const unsigned char* data, size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out(n * 2, '0');
+  for (size_t i = 0; i < n; ++i) {
+    out[2 * i] = kDigits[data[i] >> 4];
+    out[2 * i + 1] = kDigits[data[i] & 0xf];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(data.data(), data.size(), digest, &length, EVP_sha256(), nullptr);
+  return to_hex(digest, length);
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+Result<std::string> random_hex(size_t bytes) {
+  std::vector<unsigned char> buf(bytes);
+  size_t filled = 0;
+  while (filled < bytes) {
+    ssize_t n = getrandom(buf.data() + filled, bytes - filled, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error::system("getrandom", "", errno);
+    }
+    filled += static_cast<size_t>(n);
+  }
+  return to_hex(buf.data(), buf.size());
+}
+
+}  // namespace ember

@@ -1,0 +1,158 @@
+#include "ember/common/json_fields.h"
+
+#include <fmt/format.h>
+
+namespace ember {
+
+using nlohmann::json;
+
+JsonFields::JsonFields(const json& object, std::string prefix)
+    : object_(object), prefix_(std::move(prefix)) {
+  if (!object_.is_object()) {
+    failed_ = true;
+    error_ = Error::invalid(
+        fmt::format("{}: must be a JSON object", prefix_.empty() ? "document" : prefix_), prefix_);
+  }
+}
+
+std::string JsonFields::path(std::string_view key) const {
+  return prefix_.empty() ? std::string(key) : fmt::format("{}.{}", prefix_, key);
+}
+
+void JsonFields::fail(std::string_view key, std::string_view what) {
+  if (failed_) return;
+  failed_ = true;
+  std::string p = path(key);
+  error_ = Error::invalid(fmt::format("{}: {}", p, what), p);
+}
+
+const json* JsonFields::take(std::string_view key) {
+  if (failed_) return nullptr;
+  seen_.emplace(key);
+  auto it = object_.find(key);
+  if (it == object_.end()) return nullptr;
+  return &*it;
+}
+
+void JsonFields::integer(std::string_view key, int64_t& out, int64_t min, int64_t max) {
+  const json* v = take(key);
+  if (!v) return;
+  int64_t value = 0;
+  if (v->is_number_unsigned()) {
+    uint64_t u = v->get<uint64_t>();
+    value = u > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(u);
+  } else if (v->is_number_integer()) {
+    value = v->get<int64_t>();
+  } else {
+    fail(key, fmt::format("must be an integer from {} to {}, got {}", min, max, v->dump()));
+    return;
+  }
+  if (value < min || value > max) {
+    fail(key, fmt::format("must be an integer from {} to {}, got {}", min, max, value));
+    return;
+  }
+  out = value;
+}
+
+void JsonFields::integer(std::string_view key, int& out, int min, int max) {
+  int64_t v = out;
+  integer(key, v, min, max);
+  out = static_cast<int>(v);
+}
+
+void JsonFields::boolean(std::string_view key, bool& out) {
+  const json* v = take(key);
+  if (!v) return;
+  if (!v->is_boolean()) return fail(key, fmt::format("must be true or false, got {}", v->dump()));
+  out = v->get<bool>();
+}
+
+void JsonFields::string(std::string_view key, std::string& out, size_t max_length) {
+  const json* v = take(key);
+  if (!v) return;
+  if (!v->is_string()) return fail(key, fmt::format("must be a string, got {}", v->dump()));
+  const auto& s = v->get_ref<const std::string&>();
+  if (s.size() > max_length) {
+    return fail(key, fmt::format("must be at most {} bytes long", max_length));
+  }
+  out = s;
+}
+
+void JsonFields::one_of(std::string_view key, std::string& out,
+                        std::initializer_list<std::string_view> allowed) {
+  std::string value;
+  bool present = object_.is_object() && object_.contains(key);
+  string(key, value, 256);
+  if (!present || failed_) return;
+  for (auto a : allowed) {
+    if (a == value) {
+      out = value;
+      return;
+    }
+  }
+  fail(key, fmt::format("must be one of \"{}\", got \"{}\"", fmt::join(allowed, "\", \""), value));
+}
+
+void JsonFields::string_map(std::string_view key, std::map<std::string, std::string>& out) {
+  const json* v = take(key);
+  if (!v) return;
+  if (!v->is_object()) return fail(key, "must be an object of strings");
+  std::map<std::string, std::string> result;
+  for (auto it = v->begin(); it != v->end(); ++it) {
+    if (!it.value().is_string()) {
+      return fail(fmt::format("{}.{}", key, it.key()),
+                  fmt::format("must be a string, got {}", it.value().dump()));
+    }
+    result.emplace(it.key(), it.value().get<std::string>());
+  }
+  out = std::move(result);
+}
+
+const json* JsonFields::object(std::string_view key) {
+  const json* v = take(key);
+  if (!v) return nullptr;
+  if (!v->is_object()) {
+    fail(key, fmt::format("must be an object, got {}", v->dump()));
+    return nullptr;
+  }
+  return v;
+}
+
+const json* JsonFields::array(std::string_view key) {
+  const json* v = take(key);
+  if (!v) return nullptr;
+  if (!v->is_array()) {
+    fail(key, fmt::format("must be an array, got {}", v->dump()));
+    return nullptr;
+  }
+  return v;
+}
+
+Status JsonFields::finish() {
+  if (failed_) return error_;
+  for (auto it = object_.begin(); it != object_.end(); ++it) {
+    if (!seen_.contains(it.key())) {
+      fail(it.key(), "unknown field");
+      return error_;
+    }
+  }
+  return {};
+}
+
+Result<json> parse_json(std::string_view text, std::string_view what) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    // Parse again with exceptions only to obtain the position of the syntax error.
+    try {
+      json retry = json::parse(text);
+      (void)retry;
+    } catch (const json::parse_error& e) {
+      return Error::invalid(fmt::format("{} is not valid JSON: byte {}: {}", what, e.byte,
+                                        e.what()));
+    }
+    return Error::invalid(fmt::format("{} is not valid JSON", what));
+  }
+  return j;
+}
+
+}  // namespace ember

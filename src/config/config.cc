@@ -1,0 +1,206 @@
+#include "ember/config/config.h"
+
+#include <charconv>
+
+#include <fmt/format.h>
+
+#include "ember/common/json_fields.h"
+#include "ember/common/log.h"
+#include "ember/os/fs.h"
+
+namespace ember::config {
+
+using nlohmann::json;
+
+Result<ListenAddress> parse_listen(std::string_view text) {
+  auto bad = [&] {
+    return Error::invalid(
+        fmt::format("listen address \"{}\" must be HOST:PORT, such as 127.0.0.1:8080", text),
+        "listen");
+  };
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return bad();
+  std::string_view host = text.substr(0, colon);
+  std::string_view port = text.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return bad();
+    host = host.substr(1, host.size() - 2);
+  }
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value > 65535) {
+    return bad();
+  }
+  return ListenAddress{std::string(host), static_cast<uint16_t>(value)};
+}
+
+Status apply_config_json(std::string_view text, Config& c) {
+  auto doc = parse_json(text, "config file");
+  if (!doc) return std::move(doc).error();
+  JsonFields f(*doc, "");
+  std::string listen, socket, state_dir, deploy_dir;
+  f.string("listen", listen, 300);
+  f.string("socket", socket, 107);  // sun_path holds 108 bytes with the NUL
+  f.string("state_dir", state_dir);
+  f.string("admin_token", c.admin_token, 512);
+  f.string("deploy_dir", deploy_dir);
+  f.one_of("log_level", c.log_level, {"trace", "debug", "info", "warn", "error", "off"});
+  if (const json* http = f.object("http")) {
+    JsonFields h(*http, "http");
+    auto& o = c.http;
+    h.integer("max_connections", o.max_connections, 1, 1'000'000);
+    h.integer("max_header_bytes", o.max_header_bytes, 1024, 1 << 20);
+    h.integer("max_body_bytes", o.max_body_bytes, 1024, int64_t{1} << 30);
+    h.integer("header_timeout_ms", o.header_timeout_ms, 100, 3'600'000);
+    h.integer("body_timeout_ms", o.body_timeout_ms, 100, 3'600'000);
+    h.integer("keepalive_timeout_ms", o.keepalive_timeout_ms, 100, 3'600'000);
+    h.integer("write_timeout_ms", o.write_timeout_ms, 100, 3'600'000);
+    h.integer("drain_timeout_ms", o.drain_timeout_ms, 0, 3'600'000);
+    if (auto st = h.finish(); !st) return st;
+  }
+  if (const json* b = f.object("bundles")) {
+    JsonFields h(*b, "bundles");
+    auto& o = c.bundles;
+    int64_t compressed = static_cast<int64_t>(o.max_compressed_bytes);
+    int64_t extracted = static_cast<int64_t>(o.max_extracted_bytes);
+    int64_t entries = static_cast<int64_t>(o.max_entries);
+    int64_t ratio = static_cast<int64_t>(o.max_ratio);
+    h.integer("max_compressed_bytes", compressed, 1024, int64_t{1} << 32);
+    h.integer("max_extracted_bytes", extracted, 1024, int64_t{1} << 36);
+    h.integer("max_entries", entries, 1, 10'000'000);
+    h.integer("max_ratio", ratio, 2, 100'000);
+    h.integer("max_versions", c.max_versions, 1, 1000);
+    if (auto st = h.finish(); !st) return st;
+    o.max_compressed_bytes = static_cast<uint64_t>(compressed);
+    o.max_extracted_bytes = static_cast<uint64_t>(extracted);
+    o.max_entries = static_cast<uint64_t>(entries);
+    o.max_ratio = static_cast<uint64_t>(ratio);
+  }
+  if (auto st = f.finish(); !st) return st;
+  if (!listen.empty()) {
+    auto l = parse_listen(listen);
+    if (!l) return Error::invalid("listen: " + l.error().message, "listen");
+    c.listen = *l;
+  }
+  if (doc->contains("socket")) c.socket = socket;
+  if (!state_dir.empty()) c.state_dir = state_dir;
+  if (!deploy_dir.empty()) c.deploy_dir = deploy_dir;
+  return {};
+}
+
+Result<Config> load(const CommandLine& cl, std::optional<std::string> env_token, bool is_root) {
+  Config c;
+  c.state_dir = is_root ? "/var/lib/ember" : ".ember";
+  c.socket = is_root ? std::filesystem::path("/run/ember/ember.sock") : c.state_dir / "ember.sock";
+  bool socket_from_file = false;
+  if (cl.config_file) {
+    auto text = os::read_file(*cl.config_file, 1 << 20);
+    if (!text) return std::move(text).error();
+    std::filesystem::path default_socket = c.socket;
+    if (auto st = apply_config_json(*text, c); !st) {
+      Error e = std::move(st).error();
+      e.message = cl.config_file->string() + ": " + e.message;
+      return e;
+    }
+    socket_from_file = c.socket != default_socket;
+  }
+  if (env_token && !env_token->empty()) c.admin_token = *env_token;
+  if (cl.listen) {
+    auto l = parse_listen(*cl.listen);
+    if (!l) return std::move(l).error();
+    c.listen = *l;
+  }
+  if (cl.state_dir) {
+    c.state_dir = *cl.state_dir;
+    // A non-root daemon keeps its socket beside its state unless told otherwise.
+    if (!is_root && !socket_from_file) c.socket = c.state_dir / "ember.sock";
+  }
+  if (cl.socket) c.socket = *cl.socket;
+  if (c.socket.string().size() > 107) {
+    return Error::invalid("socket: path longer than 107 bytes: " + c.socket.string(), "socket");
+  }
+  if (cl.admin_token) c.admin_token = *cl.admin_token;
+  if (cl.deploy_dir) c.deploy_dir = *cl.deploy_dir;
+  if (cl.log_level) {
+    if (!parse_log_level(*cl.log_level)) {
+      return Error::invalid("--log-level must be trace, debug, info, warn, error or off");
+    }
+    c.log_level = *cl.log_level;
+  }
+  if (!c.admin_token.empty() && c.admin_token.size() < 16) {
+    return Error::invalid("admin token must be at least 16 characters long", "admin_token");
+  }
+  return c;
+}
+
+Result<CommandLine> parse_command_line(const std::vector<std::string>& args) {
+  CommandLine cl;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i];
+    std::optional<std::string> inline_value;
+    if (size_t eq = arg.find('='); arg.starts_with("--") && eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    auto value = [&]() -> Result<std::string> {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= args.size()) return Error::invalid(arg + " needs a value");
+      return args[++i];
+    };
+    auto take = [&](std::optional<std::string>& slot) -> Status {
+      auto v = value();
+      if (!v) return std::move(v).error();
+      slot = std::move(*v);
+      return {};
+    };
+    Status st;
+    if (arg == "--config") {
+      std::optional<std::string> v;
+      st = take(v);
+      if (v) cl.config_file = *v;
+    } else if (arg == "--listen") {
+      st = take(cl.listen);
+    } else if (arg == "--socket") {
+      st = take(cl.socket);
+    } else if (arg == "--state-dir") {
+      st = take(cl.state_dir);
+    } else if (arg == "--admin-token") {
+      st = take(cl.admin_token);
+    } else if (arg == "--deploy") {
+      st = take(cl.deploy_dir);
+    } else if (arg == "--log-level") {
+      st = take(cl.log_level);
+    } else if (arg == "--check-config" && !inline_value) {
+      cl.check_config = true;
+    } else if ((arg == "--help" || arg == "-h") && !inline_value) {
+      cl.help = true;
+    } else if (arg == "--version" && !inline_value) {
+      cl.version = true;
+    } else {
+      return Error::invalid("unknown argument \"" + args[i] + "\" (see --help)");
+    }
+    if (!st) return std::move(st).error();
+  }
+  return cl;
+}
+
+std::string usage() {
+  return R"(usage: emberd [options]
+
+  --config FILE        JSON configuration file (see docs/configuration.md)
+  --listen HOST:PORT   HTTP listener (default 127.0.0.1:8080; port 0 picks a free port)
+  --socket PATH        Unix socket listener serving the API without a token
+                       (default /run/ember/ember.sock as root, STATE_DIR/ember.sock otherwise;
+                       an empty PATH disables it)
+  --state-dir DIR      where functions, bundles and the admin token live
+                       (default /var/lib/ember as root, ./.ember otherwise)
+  --admin-token TOKEN  admin bearer token (also EMBER_ADMIN_TOKEN; default: generated into
+                       STATE_DIR/admin.token on first start)
+  --deploy DIR         deploy every function folder under DIR at start
+  --log-level LEVEL    trace, debug, info, warn, error or off (default info)
+  --check-config       validate the configuration and exit
+  --version            print the version and exit
+)";
+}
+
+}  // namespace ember::config

@@ -1,0 +1,160 @@
+// emberd: wires the modules together. Policy lives in the modules; this file only decides
+// what is built, in which order, and what happens on signals.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "ember/common/log.h"
+#include "ember/config/config.h"
+#include "ember/gateway/api.h"
+#include "ember/gateway/auth.h"
+#include "ember/gateway/server.h"
+#include "ember/registry/registry.h"
+
+namespace asio = boost::asio;
+namespace fs = std::filesystem;
+using namespace ember;
+
+namespace {
+
+// Deploys each folder of `dir` that holds a function.json; a folder whose packed content and
+// manifest are unchanged keeps its current version.
+void deploy_folders(registry::Registry& registry, const fs::path& dir) {
+  std::error_code ec;
+  std::vector<fs::path> folders;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.is_directory() && fs::exists(e.path() / "function.json")) folders.push_back(e.path());
+  }
+  if (ec) {
+    spdlog::error("deploy: cannot read {}: {}", dir.string(), ec.message());
+    return;
+  }
+  std::sort(folders.begin(), folders.end());
+  for (const auto& folder : folders) {
+    std::string name = folder.filename().string();
+    auto change = registry.deploy_directory(name, folder);
+    if (!change) {
+      spdlog::error("deploy: [fn={}] {}: {}", name, folder.string(), change.error().message);
+    } else if (change->changed) {
+      spdlog::info("deploy: [fn={}] version {} from {}", name, change->record->active_version,
+                   folder.string());
+    } else {
+      spdlog::info("deploy: [fn={}] unchanged, version {}", name, change->record->active_version);
+    }
+  }
+}
+
+int run(const config::Config& cfg) {
+  // Extracted bundles must stay readable by the per-function users of the sandbox; private
+  // state sets its own modes explicitly.
+  ::umask(022);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto registry = registry::Registry::open(registry::RegistryOptions{
+      cfg.state_dir, cfg.bundles, cfg.max_versions, &system_clock()});
+  if (!registry) {
+    spdlog::critical("cannot open state directory {}: {}", cfg.state_dir.string(),
+                     registry.error().message);
+    return 1;
+  }
+  auto& reg = **registry;
+
+  std::string token = cfg.admin_token;
+  if (token.empty()) {
+    auto loaded = gateway::load_or_create_admin_token(reg.state_dir());
+    if (!loaded) {
+      spdlog::critical("admin token: {}", loaded.error().message);
+      return 1;
+    }
+    token = std::move(*loaded);
+    spdlog::info("admin token is in {}", (reg.state_dir() / "admin.token").string());
+  }
+
+  if (!cfg.deploy_dir.empty()) deploy_folders(reg, cfg.deploy_dir);
+
+  asio::io_context io(1);
+  asio::thread_pool blocking(1);
+  gateway::Api api(gateway::ApiOptions{token, cfg.bundles.max_compressed_bytes,
+                                       static_cast<uint64_t>(cfg.http.max_body_bytes)},
+                   reg, blocking);
+  gateway::HttpServer server(io, cfg.http, api);
+  api.set_server(&server);
+
+  auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
+  if (!endpoint) {
+    spdlog::critical("cannot listen: {}", endpoint.error().message);
+    return 1;
+  }
+  if (!cfg.socket.empty()) {
+    if (auto st = server.listen_unix(cfg.socket); !st) {
+      spdlog::critical("cannot listen: {}", st.error().message);
+      return 1;
+    }
+  }
+  server.start();
+  std::string host = endpoint->address().to_string();
+  if (endpoint->address().is_v6()) host = "[" + host + "]";
+  spdlog::info("listening on http://{}:{}", host, endpoint->port());
+  if (!cfg.socket.empty()) spdlog::info("listening on unix:{}", cfg.socket.string());
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+    asio::co_spawn(io, server.drain(), [&](std::exception_ptr) {
+      spdlog::info("stopped");
+      io.stop();
+    });
+  });
+
+  io.run();
+  blocking.join();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  init_logging(spdlog::level::info);
+  auto cl = config::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
+  if (!cl) {
+    std::cerr << "emberd: " << cl.error().message << "\n";
+    return 2;
+  }
+  if (cl->help) {
+    std::cout << config::usage();
+    return 0;
+  }
+  if (cl->version) {
+    std::cout << "emberd " << EMBER_VERSION << "\n";
+    return 0;
+  }
+  const char* env_token = std::getenv("EMBER_ADMIN_TOKEN");
+  auto cfg = config::load(*cl, env_token ? std::optional<std::string>(env_token) : std::nullopt,
+                          ::geteuid() == 0);
+  if (!cfg) {
+    std::cerr << "emberd: invalid configuration: " << cfg.error().message << "\n";
+    return 2;
+  }
+  if (cl->check_config) {
+    std::cout << "configuration is valid\n";
+    return 0;
+  }
+  init_logging(*parse_log_level(cfg->log_level));
+  try {
+    return run(*cfg);
+  } catch (const std::exception& e) {
+    spdlog::critical("fatal: {}", e.what());
+    return 1;
+  }
+}

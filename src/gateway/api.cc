@@ -1,0 +1,256 @@
+#include "ember/gateway/api.h"
+
+#include <charconv>
+
+#include <boost/url/parse.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "ember/common/json_fields.h"
+#include "ember/gateway/auth.h"
+#include "ember/gateway/blocking.h"
+
+namespace ember::gateway {
+
+namespace asio = boost::asio;
+namespace urls = boost::urls;
+using nlohmann::json;
+
+namespace {
+
+constexpr uint64_t kSmallBodyBytes = 64 * 1024;
+
+enum Route : int {
+  kHealth,
+  kReady,
+  kListFunctions,
+  kGetFunction,
+  kDeploy,
+  kPatch,
+  kDelete,
+  kRollback,
+};
+
+Response method_not_allowed(http::verb method, std::string_view allow) {
+  Response res = error_response(http::status::method_not_allowed, "method_not_allowed",
+                                fmt::format("method {} is not allowed here; allowed: {}",
+                                            http::to_string(method), allow));
+  res.set(http::field::allow, allow);
+  return res;
+}
+
+Response unauthorized(std::string_view message) {
+  Response res = error_response(http::status::unauthorized, "unauthorized", message);
+  res.set(http::field::www_authenticate, "Bearer realm=\"ember\"");
+  return res;
+}
+
+Plan reject(Response res) {
+  Plan p;
+  p.reject = std::move(res);
+  return p;
+}
+
+Plan accept(Route route, uint64_t body_limit, std::string name = {}) {
+  Plan p;
+  p.route = route;
+  p.body_limit = body_limit;
+  p.name = std::move(name);
+  return p;
+}
+
+std::vector<std::pair<std::string, std::string>> query_params(std::string_view target) {
+  std::vector<std::pair<std::string, std::string>> out;
+  auto url = urls::parse_origin_form(target);
+  if (!url) return out;
+  for (auto param : url->params()) out.emplace_back(param.key, param.value);
+  return out;
+}
+
+}  // namespace
+
+json function_view(const registry::FunctionRecord& record) {
+  json view = record.to_json();
+  const auto& active = record.active();
+  view["config"] = active.config.to_json();
+  view["bundle_sha256"] = active.bundle_sha256;
+  return view;
+}
+
+Api::Api(ApiOptions options, registry::Registry& registry, asio::thread_pool& blocking,
+         const HttpServer* server)
+    : options_(std::move(options)), registry_(registry), blocking_(blocking), server_(server) {}
+
+Plan Api::plan(const RequestHeader& header, Transport transport) {
+  const http::verb method = header.method();
+  auto url = urls::parse_origin_form(header.target());
+  if (!url) {
+    return reject(error_response(http::status::bad_request, "bad_request",
+                                 "malformed request target"));
+  }
+  std::vector<std::string_view> segments;
+  for (auto seg : url->encoded_segments()) segments.emplace_back(seg.data(), seg.size());
+
+  if (segments.size() == 1 && (segments[0] == "healthz" || segments[0] == "readyz")) {
+    if (method != http::verb::get && method != http::verb::head) {
+      return reject(method_not_allowed(method, "GET, HEAD"));
+    }
+    return accept(segments[0] == "healthz" ? kHealth : kReady, kSmallBodyBytes);
+  }
+
+  if (segments.empty() || segments[0] != "v1") {
+    return reject(error_response(http::status::not_found, "not_found",
+                                 fmt::format("no route for {} {}", http::to_string(method),
+                                             std::string_view(url->encoded_path()))));
+  }
+  // Everything under /v1/ is admin API here; on TCP it needs the admin token. The Unix
+  // socket's file permissions are its access control.
+  if (transport == Transport::kTcp) {
+    auto it = header.find(http::field::authorization);
+    if (it == header.end()) return reject(unauthorized("missing Authorization: Bearer token"));
+    if (!bearer_matches(it->value(), options_.admin_token)) {
+      return reject(unauthorized("invalid admin token"));
+    }
+  }
+
+  if (segments.size() >= 2 && segments[1] == "functions") {
+    if (segments.size() == 2) {
+      if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+      return accept(kListFunctions, kSmallBodyBytes);
+    }
+    // Names never need percent-encoding, so the raw segment is checked: "%2e%2e" is as
+    // invalid as "..".
+    std::string name(segments[2]);
+    if (auto st = registry::validate_name(name); !st) return reject(error_response(st.error()));
+    if (segments.size() == 3) {
+      switch (method) {
+        case http::verb::get:
+          return accept(kGetFunction, kSmallBodyBytes, std::move(name));
+        case http::verb::put:
+          return accept(kDeploy, options_.max_bundle_bytes, std::move(name));
+        case http::verb::patch:
+          return accept(kPatch, kSmallBodyBytes, std::move(name));
+        case http::verb::delete_:
+          return accept(kDelete, kSmallBodyBytes, std::move(name));
+        default:
+          return reject(method_not_allowed(method, "GET, PUT, PATCH, DELETE"));
+      }
+    }
+    if (segments.size() == 4 && segments[3] == "rollback") {
+      if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
+      return accept(kRollback, kSmallBodyBytes, std::move(name));
+    }
+  }
+  return reject(error_response(http::status::not_found, "not_found",
+                               fmt::format("no route for {} {}", http::to_string(method),
+                                           std::string_view(url->encoded_path()))));
+}
+
+asio::awaitable<Response> Api::handle(const Plan& plan, Request request) {
+  switch (static_cast<Route>(plan.route)) {
+    case kHealth:
+      co_return json_response(http::status::ok, json{{"status", "ok"}});
+    case kReady:
+      if (server_ && server_->draining()) {
+        co_return json_response(http::status::service_unavailable, json{{"status", "draining"}});
+      }
+      co_return json_response(http::status::ok, json{{"status", "ready"}});
+    case kListFunctions: {
+      json list = json::array();
+      for (const auto& record : registry_.list()) list.push_back(function_view(*record));
+      co_return json_response(http::status::ok, json{{"functions", std::move(list)}});
+    }
+    case kGetFunction: {
+      auto record = registry_.get(plan.name);
+      if (!record) {
+        co_return error_response(Error::not_found("function " + plan.name + " does not exist"));
+      }
+      co_return json_response(http::status::ok, function_view(*record));
+    }
+    case kDeploy:
+      co_return co_await deploy(plan, std::move(request));
+    case kPatch:
+      co_return co_await patch(plan, std::move(request));
+    case kRollback:
+      co_return co_await rollback(plan, std::move(request));
+    case kDelete:
+      co_return co_await remove(plan);
+  }
+  co_return error_response(http::status::internal_server_error, "internal", "unknown route");
+}
+
+asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
+  auto overrides = registry::overrides_from_query(query_params(request.target()));
+  if (!overrides) co_return error_response(overrides.error());
+  registry::DeployRequest deploy{plan.name, std::move(request.body()),
+                                 std::string(request[http::field::content_type]),
+                                 std::move(*overrides)};
+  auto work = [this, deploy = std::move(deploy)] { return registry_.deploy(deploy); };
+  auto change = co_await run_blocking(blocking_, std::move(work));
+  if (!change) {
+    if (change.error().code == Errc::kSystem) {
+      spdlog::error("api: [fn={}] deploy failed: {}", plan.name, change.error().message);
+    }
+    co_return error_response(change.error());
+  }
+  const auto& record = *change->record;
+  if (change->changed) {
+    spdlog::info("api: [fn={}] deployed version {} (bundle {})", plan.name,
+                 record.active_version, record.active().bundle_sha256.substr(0, 12));
+  }
+  Response res = json_response(change->created ? http::status::created : http::status::ok,
+                               function_view(record));
+  if (change->created) res.set(http::field::location, "/v1/functions/" + plan.name);
+  co_return res;
+}
+
+asio::awaitable<Response> Api::patch(const Plan& plan, Request request) {
+  auto body = parse_json(request.body(), "request body");
+  if (!body) co_return error_response(body.error());
+  if (!body->is_object()) {
+    co_return error_response(Error::invalid("request body must be a JSON object of fields"));
+  }
+  auto work = [this, name = plan.name, patch = std::move(*body)] {
+    return registry_.patch(name, patch);
+  };
+  auto change = co_await run_blocking(blocking_, std::move(work));
+  if (!change) co_return error_response(change.error());
+  if (change->changed) {
+    spdlog::info("api: [fn={}] configuration changed, version {}", plan.name,
+                 change->record->active_version);
+  }
+  co_return json_response(http::status::ok, function_view(*change->record));
+}
+
+asio::awaitable<Response> Api::rollback(const Plan& plan, Request request) {
+  std::optional<int> to;
+  for (const auto& [key, value] : query_params(request.target())) {
+    if (key != "to") {
+      co_return error_response(Error::invalid("unknown query parameter \"" + key + "\"", key));
+    }
+    int v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    if (ec != std::errc() || end != value.data() + value.size() || v < 1) {
+      co_return error_response(Error::invalid("to: must be a version number", "to"));
+    }
+    to = v;
+  }
+  if (!to) co_return error_response(Error::invalid("to: missing, as in ?to=2", "to"));
+  auto work = [this, name = plan.name, v = *to] { return registry_.rollback(name, v); };
+  auto change = co_await run_blocking(blocking_, std::move(work));
+  if (!change) co_return error_response(change.error());
+  spdlog::info("api: [fn={}] version {} is active", plan.name, change->record->active_version);
+  co_return json_response(http::status::ok, function_view(*change->record));
+}
+
+asio::awaitable<Response> Api::remove(const Plan& plan) {
+  auto work = [this, name = plan.name] { return registry_.remove(name); };
+  auto status = co_await run_blocking(blocking_, std::move(work));
+  if (!status) co_return error_response(status.error());
+  spdlog::info("api: [fn={}] deleted", plan.name);
+  Response res{http::status::no_content, 11};
+  res.set(http::field::server, "ember");
+  co_return res;
+}
+
+}  // namespace ember::gateway

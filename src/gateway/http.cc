@@ -1,0 +1,57 @@
+#include "ember/gateway/http.h"
+
+namespace ember::gateway {
+
+using nlohmann::json;
+
+Response json_response(http::status status, const json& body) {
+  Response res{status, 11};
+  res.set(http::field::server, "ember");
+  res.set(http::field::content_type, "application/json");
+  res.body() = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.body().push_back('\n');
+  return res;
+}
+
+Response error_response(http::status status, std::string_view code, std::string_view message,
+                        std::string_view field) {
+  json error{{"code", code}, {"message", message}};
+  if (!field.empty()) error["field"] = field;
+  return json_response(status, json{{"error", std::move(error)}});
+}
+
+Response error_response(const Error& e) {
+  http::status status = http::status::internal_server_error;
+  std::string_view code = "internal";
+  switch (e.code) {
+    case Errc::kInvalid:
+      status = http::status::bad_request;
+      code = "bad_request";
+      break;
+    case Errc::kNotFound:
+      status = http::status::not_found;
+      code = "not_found";
+      break;
+    case Errc::kConflict:
+      status = http::status::conflict;
+      code = "conflict";
+      break;
+    case Errc::kTooLarge:
+      status = http::status::payload_too_large;
+      code = "payload_too_large";
+      break;
+    case Errc::kUnsupported:
+      status = http::status::unsupported_media_type;
+      code = "unsupported_media_type";
+      break;
+    case Errc::kUnavailable:
+      status = http::status::service_unavailable;
+      code = "unavailable";
+      break;
+    case Errc::kSystem:
+      break;
+  }
+  return error_response(status, code, e.message, e.field);
+}
+
+}  // namespace ember::gateway

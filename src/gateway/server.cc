@@ -1,0 +1,333 @@
+#include "ember/gateway/server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "ember/os/fs.h"
+
+namespace ember::gateway {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using asio::ip::tcp;
+using asio::local::stream_protocol;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kFirstReadBytes = 4096;
+
+// Written straight into the socket of a connection over the cap: no session, no parsing.
+constexpr std::string_view kOverloaded =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Server: ember\r\n"
+    "Content-Type: application/json\r\n"
+    "Connection: close\r\n"
+    "Retry-After: 1\r\n"
+    "Content-Length: 85\r\n"
+    "\r\n"
+    "{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections, retry in a moment\"}}\n";
+
+template <class Socket>
+void reject_overloaded(Socket& socket) {
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  // A fresh socket's send buffer takes this whole; if not, the client gets a reset instead.
+  socket.write_some(asio::buffer(kOverloaded.data(), kOverloaded.size()), ec);
+  socket.shutdown(asio::socket_base::shutdown_send, ec);
+  socket.close(ec);
+}
+
+void log_exception(std::string_view what, std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("gateway: {} failed: {}", what, ex.what());
+  } catch (...) {
+    spdlog::error("gateway: {} failed with an unknown exception", what);
+  }
+}
+
+bool is_continue_expected(const RequestHeader& header) {
+  auto it = header.find(http::field::expect);
+  return it != header.end() && beast::iequals(it->value(), "100-continue");
+}
+
+}  // namespace
+
+HttpServer::HttpServer(asio::io_context& io, ServerOptions options, Application& app)
+    : io_(io), options_(options), app_(app), drained_(io) {}
+
+HttpServer::~HttpServer() {
+  *alive_ = false;
+  if (!unix_path_.empty()) ::unlink(unix_path_.c_str());
+}
+
+Result<tcp::endpoint> HttpServer::listen_tcp(const std::string& host, uint16_t port) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return Error::invalid("listen address \"" + host + "\" is not an IP address");
+  tcp::endpoint endpoint(address, port);
+  tcp::acceptor acceptor(io_);
+  std::string where = endpoint.address().to_string() + ":" + std::to_string(port);
+  if (acceptor.open(endpoint.protocol(), ec); ec) return Error::system("socket", where, ec.value());
+  acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (acceptor.bind(endpoint, ec); ec) return Error::system("bind", where, ec.value());
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    return Error::system("listen", where, ec.value());
+  }
+  auto bound = acceptor.local_endpoint(ec);
+  tcp_.emplace(std::move(acceptor));
+  return bound;
+}
+
+Status HttpServer::listen_unix(const std::filesystem::path& path) {
+  std::string where = path.string();
+  if (auto st = os::ensure_dir(path.parent_path().empty() ? "." : path.parent_path(), 0755); !st) {
+    return st;
+  }
+  boost::system::error_code ec;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Error::invalid(where + " exists and is not a socket; not replacing it");
+    }
+    stream_protocol::socket probe(io_);
+    probe.connect(stream_protocol::endpoint(where), ec);
+    if (!ec) return Error::conflict("another daemon already serves " + where);
+    ::unlink(path.c_str());
+  }
+  stream_protocol::acceptor acceptor(io_);
+  if (acceptor.open(stream_protocol(), ec); ec) return Error::system("socket", where, ec.value());
+  if (acceptor.bind(stream_protocol::endpoint(where), ec); ec) {
+    return Error::system("bind", where, ec.value());
+  }
+  // The file mode is the access control, so it is set before listen(): until then nobody can
+  // connect, whatever the umask gave the new file.
+  if (::chmod(path.c_str(), 0660) != 0) return Error::system("chmod", where, errno);
+  if (acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) {
+    return Error::system("listen", where, ec.value());
+  }
+  unix_.emplace(std::move(acceptor));
+  unix_path_ = path;
+  return {};
+}
+
+void HttpServer::start() {
+  if (tcp_) {
+    asio::co_spawn(io_, accept_loop(*tcp_, Transport::kTcp),
+                   [](std::exception_ptr e) { log_exception("tcp accept loop", e); });
+  }
+  if (unix_) {
+    asio::co_spawn(io_, accept_loop(*unix_, Transport::kUnix),
+                   [](std::exception_ptr e) { log_exception("unix accept loop", e); });
+  }
+}
+
+void HttpServer::log_client_error(std::string_view what) {
+  uint64_t suppressed = 0;
+  if (!client_errors_log_.allow(suppressed)) return;
+  if (suppressed) {
+    spdlog::warn("gateway: {} ({} similar messages suppressed)", what, suppressed);
+  } else {
+    spdlog::warn("gateway: {}", what);
+  }
+}
+
+template <class Acceptor>
+asio::awaitable<void> HttpServer::accept_loop(Acceptor& acceptor, Transport transport) {
+  asio::steady_timer backoff(io_);
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(kAwait);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      // Out of descriptors or memory: retrying at once would spin.
+      log_client_error("accept: " + ec.message());
+      backoff.expires_after(milliseconds(50));
+      co_await backoff.async_wait(kAwait);
+      continue;
+    }
+    if (static_cast<int>(connections_.size()) >= options_.max_connections) {
+      log_client_error("connection limit of " + std::to_string(options_.max_connections) +
+                       " reached, refusing a connection");
+      reject_overloaded(socket);
+      continue;
+    }
+    if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) {
+      boost::system::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      asio::co_spawn(io_, session(beast::tcp_stream(std::move(socket)), transport),
+                     [](std::exception_ptr e) { log_exception("session", e); });
+    } else {
+      asio::co_spawn(io_, session(beast::basic_stream<stream_protocol>(std::move(socket)), transport),
+                     [](std::exception_ptr e) { log_exception("session", e); });
+    }
+  }
+}
+
+template <class Stream>
+asio::awaitable<bool> HttpServer::write(Stream& stream, Response& response, bool keep_alive) {
+  response.keep_alive(keep_alive);
+  response.prepare_payload();
+  stream.expires_after(milliseconds(options_.write_timeout_ms));
+  auto [ec, n] = co_await http::async_write(stream, response, kAwait);
+  co_return !ec;
+}
+
+template <class Stream>
+asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
+  connections_.push_back(Connection{false, [&stream] {
+                                      boost::system::error_code ignored;
+                                      stream.socket().close(ignored);
+                                    }});
+  // Unregisters on every exit path, including destruction of the suspended coroutine when the
+  // io_context goes away; `alive` says whether the server still exists then.
+  struct Registration {
+    HttpServer* server;
+    ConnectionList::iterator it;
+    std::weak_ptr<bool> alive;
+    ~Registration() {
+      if (auto a = alive.lock(); a && *a) server->connection_closed(it);
+    }
+  } registration{this, std::prev(connections_.end()), alive_};
+  Connection& self = *registration.it;
+
+  beast::flat_buffer buffer;
+  while (true) {
+    // Idle between requests: wait for the first byte under the keep-alive timeout. Draining
+    // closes connections in this state.
+    if (buffer.size() == 0) {
+      if (draining_) break;
+      self.idle = true;
+      stream.expires_after(milliseconds(options_.keepalive_timeout_ms));
+      auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kFirstReadBytes), kAwait);
+      self.idle = false;
+      if (ec) break;
+      buffer.commit(n);
+    }
+
+    // The whole header must arrive within header_timeout_ms (slowloris); on timeout Beast
+    // closes the socket, so there is nobody left to answer.
+    http::request_parser<http::empty_body> header_parser;
+    header_parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
+    stream.expires_after(milliseconds(options_.header_timeout_ms));
+    auto [ec, n] = co_await http::async_read_header(stream, buffer, header_parser, kAwait);
+    if (ec == http::error::header_limit) {
+      Response res = error_response(http::status::request_header_fields_too_large,
+                                    "header_too_large",
+                                    "request header is over the limit of " +
+                                        std::to_string(options_.max_header_bytes) + " bytes");
+      co_await write(stream, res, false);
+      break;
+    }
+    if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
+        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
+        ec == asio::error::bad_descriptor) {
+      break;
+    }
+    if (ec) {
+      log_client_error("malformed request: " + ec.message());
+      Response res =
+          error_response(http::status::bad_request, "bad_request", "malformed HTTP request: " +
+                                                                       ec.message());
+      co_await write(stream, res, false);
+      break;
+    }
+
+    const RequestHeader& header = header_parser.get();
+    const unsigned version = header.version();
+    const bool keep_alive = header_parser.keep_alive();
+    // Unless the parser is done, a body follows; answering without reading it means the
+    // connection cannot carry another request.
+    const bool body_pending = !header_parser.is_done();
+    Plan plan = app_.plan(header, transport);
+    if (!plan.reject) {
+      auto length = header_parser.content_length();
+      if (length && *length > plan.body_limit) {
+        plan.reject = error_response(http::status::payload_too_large, "payload_too_large",
+                                     "request body of " + std::to_string(*length) +
+                                         " bytes is over the limit of " +
+                                         std::to_string(plan.body_limit) + " bytes");
+      }
+    }
+    if (plan.reject) {
+      plan.reject->version(version);
+      bool again = keep_alive && !body_pending && !draining_;
+      if (!co_await write(stream, *plan.reject, again) || !again) break;
+      continue;
+    }
+    if (body_pending && is_continue_expected(header)) {
+      http::response<http::empty_body> cont{http::status::continue_, version};
+      stream.expires_after(milliseconds(options_.write_timeout_ms));
+      auto [wec, wn] = co_await http::async_write(stream, cont, kAwait);
+      if (wec) break;
+    }
+
+    http::request_parser<http::string_body> parser(std::move(header_parser));
+    parser.body_limit(plan.body_limit);
+    stream.expires_after(milliseconds(options_.body_timeout_ms));
+    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kAwait);
+    if (bec == http::error::body_limit) {
+      Response res = error_response(
+          http::status::payload_too_large, "payload_too_large",
+          "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
+      res.version(version);
+      co_await write(stream, res, false);
+      break;
+    }
+    if (bec) {
+      if (bec != beast::error::timeout && bec != asio::error::operation_aborted) {
+        log_client_error("malformed request body: " + bec.message());
+      }
+      break;
+    }
+
+    Response res = co_await app_.handle(plan, parser.release());
+    res.version(version);
+    bool again = keep_alive && !draining_;
+    if (!co_await write(stream, res, again) || !again) break;
+  }
+  boost::system::error_code ignored;
+  stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+}
+
+void HttpServer::connection_closed(ConnectionList::iterator it) {
+  connections_.erase(it);
+  if (draining_ && connections_.empty()) drained_.cancel();
+}
+
+asio::awaitable<void> HttpServer::drain() {
+  draining_ = true;
+  boost::system::error_code ignored;
+  if (tcp_) tcp_->close(ignored);
+  if (unix_) unix_->close(ignored);
+  for (auto& c : connections_) {
+    if (c.idle) c.close();
+  }
+  if (!connections_.empty()) {
+    spdlog::info("gateway: draining {} connections for up to {} ms", connections_.size(),
+                 options_.drain_timeout_ms);
+    drained_.expires_after(milliseconds(options_.drain_timeout_ms));
+    co_await drained_.async_wait(kAwait);
+  }
+  if (!connections_.empty()) {
+    spdlog::warn("gateway: closing {} connections still busy after {} ms", connections_.size(),
+                 options_.drain_timeout_ms);
+    for (auto& c : connections_) c.close();
+    // Closed sockets fail their pending operations on the next turns of the loop.
+    drained_.expires_after(milliseconds(1000));
+    co_await drained_.async_wait(kAwait);
+  }
+}
+
+}  // namespace ember::gateway

@@ -1,0 +1,365 @@
+#include "ember/registry/registry.h"
+
+#include <algorithm>
+#include <set>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "ember/common/crypto.h"
+#include "ember/common/json_fields.h"
+#include "ember/os/fs.h"
+
+namespace ember::registry {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr size_t kMaxManifestBytes = 64 * 1024;
+constexpr size_t kMaxRecordBytes = 4 << 20;
+constexpr std::string_view kRecordSuffix = ".json";
+
+Result<FunctionConfig> load_manifest(const fs::path& bundle_root, const json& overrides) {
+  json manifest = json::object();
+  fs::path path = bundle_root / "function.json";
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(path, ec))) {
+    auto text = os::read_file(path, kMaxManifestBytes);
+    if (!text) {
+      return Error::invalid("function.json: " + text.error().message);
+    }
+    auto parsed = parse_json(*text, "function.json");
+    if (!parsed) return std::move(parsed).error();
+    manifest = std::move(*parsed);
+    if (!manifest.is_object()) return Error::invalid("function.json must hold a JSON object");
+  }
+  auto config = parse_config(manifest, overrides);
+  if (!config) return std::move(config).error();
+  if (auto st = check_handler(*config, bundle_root); !st) return std::move(st).error();
+  return config;
+}
+
+}  // namespace
+
+// ---- FunctionRecord ----
+
+const Version& FunctionRecord::active() const { return *find(active_version); }
+
+const Version* FunctionRecord::find(int number) const {
+  for (const auto& v : versions) {
+    if (v.number == number) return &v;
+  }
+  return nullptr;
+}
+
+json FunctionRecord::to_json() const {
+  json versions_json = json::array();
+  for (const auto& v : versions) {
+    versions_json.push_back(json{{"version", v.number},
+                                 {"bundle_sha256", v.bundle_sha256},
+                                 {"bundle_bytes", v.bundle_bytes},
+                                 {"created_ms", v.created_ms},
+                                 {"config", v.config.to_json()}});
+  }
+  return json{{"name", name},
+              {"active_version", active_version},
+              {"created_ms", created_ms},
+              {"updated_ms", updated_ms},
+              {"versions", std::move(versions_json)}};
+}
+
+Result<FunctionRecord> FunctionRecord::from_json(const json& j) {
+  FunctionRecord r;
+  JsonFields f(j, "");
+  f.string("name", r.name, 63);
+  f.integer("active_version", r.active_version, 1, INT32_MAX);
+  f.integer("created_ms", r.created_ms, 0, INT64_MAX);
+  f.integer("updated_ms", r.updated_ms, 0, INT64_MAX);
+  const json* versions = f.array("versions");
+  if (auto st = f.finish(); !st) return std::move(st).error();
+  if (!versions) return Error::invalid("versions: missing", "versions");
+  for (size_t i = 0; i < versions->size(); ++i) {
+    const json& vj = (*versions)[i];
+    Version v;
+    JsonFields vf(vj, fmt::format("versions[{}]", i));
+    vf.integer("version", v.number, 1, INT32_MAX);
+    vf.string("bundle_sha256", v.bundle_sha256, 64);
+    int64_t bytes = 0;
+    vf.integer("bundle_bytes", bytes, 0, INT64_MAX);
+    v.bundle_bytes = static_cast<uint64_t>(bytes);
+    vf.integer("created_ms", v.created_ms, 0, INT64_MAX);
+    const json* config = vf.object("config");
+    if (auto st = vf.finish(); !st) return std::move(st).error();
+    if (!config) return Error::invalid(fmt::format("versions[{}].config: missing", i));
+    auto parsed = parse_config(*config);
+    if (!parsed) return std::move(parsed).error();
+    v.config = std::move(*parsed);
+    r.versions.push_back(std::move(v));
+  }
+  if (validate_name(r.name).ok() == false) return Error::invalid("name: invalid");
+  if (!r.find(r.active_version)) return Error::invalid("active_version: no such version");
+  return r;
+}
+
+// ---- Registry ----
+
+Registry::Registry(RegistryOptions options)
+    : options_(std::move(options)),
+      functions_dir_(options_.state_dir / "functions"),
+      bundles_dir_(options_.state_dir / "bundles"),
+      tmp_dir_(options_.state_dir / "tmp") {}
+
+Result<std::unique_ptr<Registry>> Registry::open(RegistryOptions options) {
+  if (auto st = os::ensure_dir(options.state_dir, 0700); !st) return std::move(st).error();
+  // Bundles are unpacked with "never through a symlink" checks on the whole path, so the
+  // state directory is used by its canonical name.
+  std::error_code ec;
+  options.state_dir = fs::canonical(options.state_dir, ec);
+  if (ec) return Error::system("resolve", options.state_dir.string(), ec.value());
+  std::unique_ptr<Registry> r(new Registry(std::move(options)));
+  if (auto st = r->recover(); !st) return std::move(st).error();
+  return r;
+}
+
+Status Registry::recover() {
+  for (const auto* dir : {&functions_dir_, &bundles_dir_, &tmp_dir_}) {
+    if (auto st = os::ensure_dir(*dir, 0700); !st) return st;
+  }
+  // Staging trees of deploys that never finished.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(tmp_dir_, ec)) {
+    if (auto st = os::remove_tree(e.path()); !st) return st;
+  }
+  if (ec) return Error::system("read directory", tmp_dir_.string(), ec.value());
+
+  std::map<std::string, RecordPtr, std::less<>> table;
+  for (const auto& e : fs::directory_iterator(functions_dir_, ec)) {
+    std::string file = e.path().filename().string();
+    if (os::is_temp_name(file)) {
+      if (auto st = os::durable_remove(e.path()); !st) return st;
+      continue;
+    }
+    if (!file.ends_with(kRecordSuffix)) continue;
+    std::string name = file.substr(0, file.size() - kRecordSuffix.size());
+    auto text = os::read_file(e.path(), kMaxRecordBytes);
+    Result<FunctionRecord> record = Error::invalid("unreadable");
+    if (text) {
+      auto parsed = parse_json(*text, e.path().string());
+      record = parsed ? FunctionRecord::from_json(*parsed) : Result<FunctionRecord>(parsed.error());
+    } else {
+      record = text.error();
+    }
+    if (!record || record->name != name) {
+      // Records are written atomically, so this is damage from outside Ember. Keep the file for
+      // the operator and do not guess.
+      spdlog::error("registry: skipping function record {}: {}", e.path().string(),
+                    record ? "name does not match the file name" : record.error().message);
+      continue;
+    }
+    table.emplace(name, std::make_shared<const FunctionRecord>(std::move(*record)));
+  }
+  if (ec) return Error::system("read directory", functions_dir_.string(), ec.value());
+  {
+    std::lock_guard lock(table_mu_);
+    table_ = std::move(table);
+  }
+  collect_garbage();
+  for (const auto& [name, record] : table_) {
+    for (const auto& v : record->versions) {
+      if (!fs::is_directory(bundle_dir(v), ec)) {
+        spdlog::error("registry: [fn={}] version {} has lost its bundle {}", name, v.number,
+                      bundle_dir(v).string());
+      }
+    }
+  }
+  spdlog::info("registry: {} functions loaded from {}", table_.size(),
+               options_.state_dir.string());
+  return {};
+}
+
+void Registry::collect_garbage() {
+  std::set<std::string> referenced;
+  {
+    std::lock_guard lock(table_mu_);
+    for (const auto& [_, record] : table_) {
+      for (const auto& v : record->versions) referenced.insert(v.bundle_sha256);
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(bundles_dir_, ec)) {
+    if (referenced.contains(e.path().filename().string())) continue;
+    if (auto st = os::remove_tree(e.path()); !st) {
+      spdlog::warn("registry: cannot remove unused bundle: {}", st.error().message);
+    }
+  }
+}
+
+fs::path Registry::bundle_dir(const Version& version) const {
+  return bundles_dir_ / version.bundle_sha256;
+}
+
+RecordPtr Registry::get(const std::string& name) const {
+  std::lock_guard lock(table_mu_);
+  auto it = table_.find(name);
+  return it == table_.end() ? nullptr : it->second;
+}
+
+std::vector<RecordPtr> Registry::list() const {
+  std::lock_guard lock(table_mu_);
+  std::vector<RecordPtr> out;
+  out.reserve(table_.size());
+  for (const auto& [_, record] : table_) out.push_back(record);
+  return out;
+}
+
+size_t Registry::size() const {
+  std::lock_guard lock(table_mu_);
+  return table_.size();
+}
+
+Status Registry::write_record(const FunctionRecord& record) {
+  return os::atomic_write_file(functions_dir_ / (record.name + std::string(kRecordSuffix)),
+                               record.to_json().dump(2) + "\n", 0600);
+}
+
+Result<Change> Registry::commit(const std::string& name, RecordPtr previous,
+                                FunctionRecord next) {
+  // Keep the newest versions and always the active one; their bundles go at the next
+  // collection once no version of any function refers to them.
+  while (static_cast<int>(next.versions.size()) > options_.max_versions) {
+    auto victim = std::find_if(next.versions.begin(), next.versions.end(),
+                               [&](const Version& v) { return v.number != next.active_version; });
+    next.versions.erase(victim);
+  }
+  next.updated_ms = options_.clock->wall_ms();
+  if (auto st = write_record(next); !st) return std::move(st).error();
+  auto record = std::make_shared<const FunctionRecord>(std::move(next));
+  {
+    std::lock_guard lock(table_mu_);
+    table_[name] = record;
+  }
+  collect_garbage();
+  return Change{record, previous == nullptr, true};
+}
+
+Result<Change> Registry::deploy(const DeployRequest& req) {
+  if (auto st = validate_name(req.name); !st) return std::move(st).error();
+  auto format = detect_format(req.bundle, req.content_type);
+  if (!format) return std::move(format).error();
+  if (req.bundle.size() > options_.limits.max_compressed_bytes) {
+    return Error::too_large(fmt::format("bundle is {} bytes, over the limit of {} bytes",
+                                        req.bundle.size(), options_.limits.max_compressed_bytes));
+  }
+  const std::string sha = sha256_hex(req.bundle);
+
+  std::lock_guard write_lock(write_mu_);
+  RecordPtr previous = get(req.name);
+  fs::path final_dir = bundles_dir_ / sha;
+  std::error_code ec;
+  const bool have_bundle = fs::is_directory(final_dir, ec);
+
+  fs::path root = final_dir;
+  fs::path staging;
+  if (!have_bundle) {
+    auto dir = os::make_temp_dir(tmp_dir_, "stage-");
+    if (!dir) return std::move(dir).error();
+    staging = *dir;
+    root = staging;
+    if (auto stats = extract_bundle(req.bundle, *format, staging, options_.limits); !stats) {
+      (void)os::remove_tree(staging);
+      return std::move(stats).error();
+    }
+  }
+  auto drop_staging = [&] {
+    if (!staging.empty()) (void)os::remove_tree(staging);
+  };
+  auto config = load_manifest(root, req.overrides);
+  if (!config) {
+    drop_staging();
+    return std::move(config).error();
+  }
+  if (previous && previous->active().bundle_sha256 == sha && previous->active().config == *config) {
+    drop_staging();
+    return Change{previous, false, false};
+  }
+  if (!staging.empty()) {
+    // Every unpacked file must be on disk before the rename publishes the tree: after a crash
+    // a bundle directory under bundles/ is always complete.
+    if (auto st = os::sync_filesystem(staging); !st) {
+      drop_staging();
+      return std::move(st).error();
+    }
+    if (auto st = os::durable_rename(staging, final_dir); !st) {
+      drop_staging();
+      return std::move(st).error();
+    }
+  }
+
+  FunctionRecord next = previous ? *previous : FunctionRecord{};
+  const int64_t now = options_.clock->wall_ms();
+  if (!previous) {
+    next.name = req.name;
+    next.created_ms = now;
+  }
+  int number = next.versions.empty() ? 1 : next.versions.back().number + 1;
+  next.versions.push_back(Version{number, sha, req.bundle.size(), std::move(*config), now});
+  next.active_version = number;
+  return commit(req.name, previous, std::move(next));
+}
+
+Result<Change> Registry::deploy_directory(const std::string& name, const fs::path& dir) {
+  auto packed = pack_directory(dir);
+  if (!packed) return std::move(packed).error();
+  return deploy(DeployRequest{name, std::move(*packed), "application/gzip"});
+}
+
+Result<Change> Registry::patch(const std::string& name, const json& patch) {
+  if (auto st = validate_name(name); !st) return std::move(st).error();
+  std::lock_guard write_lock(write_mu_);
+  RecordPtr previous = get(name);
+  if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
+  const Version& active = previous->active();
+  auto config = patch_config(active.config, patch);
+  if (!config) return std::move(config).error();
+  if (auto st = check_handler(*config, bundle_dir(active)); !st) return std::move(st).error();
+  if (*config == active.config) return Change{previous, false, false};
+  FunctionRecord next = *previous;
+  int number = next.versions.back().number + 1;
+  next.versions.push_back(Version{number, active.bundle_sha256, active.bundle_bytes,
+                                  std::move(*config), options_.clock->wall_ms()});
+  next.active_version = number;
+  return commit(name, previous, std::move(next));
+}
+
+Result<Change> Registry::rollback(const std::string& name, int version) {
+  if (auto st = validate_name(name); !st) return std::move(st).error();
+  std::lock_guard write_lock(write_mu_);
+  RecordPtr previous = get(name);
+  if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
+  if (!previous->find(version)) {
+    return Error::not_found(fmt::format("function {} has no version {}", name, version));
+  }
+  if (previous->active_version == version) return Change{previous, false, false};
+  FunctionRecord next = *previous;
+  next.active_version = version;
+  return commit(name, previous, std::move(next));
+}
+
+Status Registry::remove(const std::string& name) {
+  if (auto st = validate_name(name); !st) return st;
+  std::lock_guard write_lock(write_mu_);
+  if (!get(name)) return Error::not_found(fmt::format("function {} does not exist", name));
+  if (auto st = os::durable_remove(functions_dir_ / (name + std::string(kRecordSuffix))); !st) {
+    return st;
+  }
+  {
+    std::lock_guard lock(table_mu_);
+    table_.erase(name);
+  }
+  collect_garbage();
+  return {};
+}
+
+}  // namespace ember::registry
