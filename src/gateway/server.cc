@@ -220,6 +220,9 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     // closes the socket, so there is nobody left to answer.
     http::request_parser<http::empty_body> header_parser;
     header_parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
+    // The route's body limit is applied below, once the route is known; Beast's default
+    // would otherwise turn a large Content-Length into an error before routing.
+    header_parser.body_limit(boost::none);
     stream.expires_after(milliseconds(options_.header_timeout_ms));
     auto [ec, n] = co_await http::async_read_header(stream, buffer, header_parser, kAwait);
     if (ec == http::error::header_limit) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ember/os/fs.h"
+#include "path_parts.h"
 
 namespace ember::registry {
 
@@ -53,12 +54,7 @@ Result<std::string> normalize_entry_path(std::string_view path) {
   if (path.front() == '/') return Error::invalid("absolute path");
   if (path.size() > kMaxPathBytes) return Error::invalid("path longer than 1024 bytes");
   std::string out;
-  size_t start = 0;
-  while (start <= path.size()) {
-    size_t end = path.find('/', start);
-    if (end == std::string_view::npos) end = path.size();
-    std::string_view part = path.substr(start, end - start);
-    start = end + 1;
+  for (std::string_view part : path_parts(path)) {
     if (part.empty() || part == ".") continue;
     if (part == "..") return Error::invalid("path contains a \"..\" component");
     if (part.size() > kMaxComponentBytes) return Error::invalid("path component over 255 bytes");
@@ -77,18 +73,14 @@ bool symlink_stays_inside(std::string_view entry, std::string_view target) {
   size_t slash = entry.rfind('/');
   std::string_view dir = slash == std::string_view::npos ? "" : entry.substr(0, slash);
   auto push_parts = [&](std::string_view p) {
-    size_t start = 0;
-    while (start <= p.size()) {
-      size_t end = p.find('/', start);
-      if (end == std::string_view::npos) end = p.size();
-      std::string_view part = p.substr(start, end - start);
-      start = end + 1;
+    for (std::string_view part : path_parts(p)) {
       if (part.empty() || part == ".") continue;
-      if (part == "..") {
-        if (stack.empty()) return false;
-        stack.pop_back();
-      } else {
+      if (part != "..") {
         stack.push_back(part);
+      } else if (stack.empty()) {
+        return false;
+      } else {
+        stack.pop_back();
       }
     }
     return true;
@@ -151,6 +143,11 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
 
   const uint64_t ratio_limit = std::max(limits.ratio_floor_bytes,
                                         limits.max_ratio * static_cast<uint64_t>(data.size()));
+  auto bomb_error = [&](std::string_view name) {
+    return entry_error(name, fmt::format("the bundle expands more than {} times its size of {} "
+                                         "bytes (a decompression bomb?)",
+                                         limits.max_ratio, data.size()));
+  };
   ExtractStats stats;
   std::set<std::string> regular_files;
   archive_entry* entry = nullptr;
@@ -208,10 +205,13 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
 
     if (archive_entry_size_is_set(entry) && type == AE_IFREG && !hardlink) {
       auto size = static_cast<uint64_t>(std::max<la_int64_t>(0, archive_entry_size(entry)));
+      // Declared sizes are checked before the entry is created: once libarchive has opened a
+      // file it extends it to the declared size when the entry is abandoned.
       if (stats.bytes + size > limits.max_extracted_bytes) {
         return entry_error(name, fmt::format("unpacks past the limit of {} bytes in all",
                                              limits.max_extracted_bytes));
       }
+      if (stats.bytes + size > ratio_limit) return bomb_error(name);
     }
     archive_entry_set_pathname(entry, (dest / *rel).c_str());
 
@@ -237,11 +237,7 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
           return entry_error(name, fmt::format("unpacks past the limit of {} bytes in all",
                                                limits.max_extracted_bytes));
         }
-        if (stats.bytes > ratio_limit) {
-          return entry_error(name, fmt::format("the bundle expands more than {} times its size of "
-                                               "{} bytes (a decompression bomb?)",
-                                               limits.max_ratio, data.size()));
-        }
+        if (stats.bytes > ratio_limit) return bomb_error(name);
         if (archive_write_data_block(out.get(), block, size, offset) != ARCHIVE_OK) {
           return entry_error(name, archive_message(out.get()));
         }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "ember/common/json_fields.h"
+#include "path_parts.h"
 
 namespace ember::registry {
 
@@ -40,17 +41,12 @@ bool valid_identifier(std::string_view s, bool allow_dollar) {
 
 // A relative path inside the bundle: no empty, "." or ".." components, no leading slash.
 bool valid_relative_path(std::string_view s) {
-  if (s.empty() || s.front() == '/' || s.back() == '/') return false;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find('/', start);
-    if (end == std::string_view::npos) end = s.size();
-    std::string_view part = s.substr(start, end - start);
+  if (s.empty()) return false;
+  for (std::string_view part : path_parts(s)) {
     if (part.empty() || part == "." || part == "..") return false;
     for (char c : part) {
       if (!(is_ident_char(c) || c == '-' || c == '.')) return false;
     }
-    start = end + 1;
   }
   return true;
 }
@@ -64,19 +60,15 @@ Status check_handler_syntax(const FunctionConfig& c) {
         "handler");
   };
   switch (c.runtime) {
-    case Runtime::kNode: {
-      size_t dot = h.rfind('.');
-      if (dot == std::string::npos || !valid_relative_path(h.substr(0, dot)) ||
-          !valid_identifier(h.substr(dot + 1), /*allow_dollar=*/true)) {
-        return bad("\"file.export\" such as \"index.handler\"");
-      }
-      return {};
-    }
+    case Runtime::kNode:
     case Runtime::kPython: {
+      // "path/file.name": a relative path, a dot, an identifier (JavaScript allows '$').
+      const bool node = c.runtime == Runtime::kNode;
       size_t dot = h.rfind('.');
       if (dot == std::string::npos || !valid_relative_path(h.substr(0, dot)) ||
-          !valid_identifier(h.substr(dot + 1), /*allow_dollar=*/false)) {
-        return bad("\"module.function\" such as \"main.handler\"");
+          !valid_identifier(h.substr(dot + 1), /*allow_dollar=*/node)) {
+        return bad(node ? "\"file.export\" such as \"index.handler\""
+                        : "\"module.function\" such as \"main.handler\"");
       }
       return {};
     }

@@ -1,0 +1,150 @@
+#include "daemon.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <regex>
+
+extern char** environ;
+
+namespace ember::testing {
+
+namespace fs = std::filesystem;
+
+Daemon::Daemon(fs::path state_dir, std::vector<std::string> args, bool with_token)
+    : state_dir_(std::move(state_dir)),
+      socket_(state_dir_.parent_path() / (state_dir_.filename().string() + ".sock")),
+      args_(std::move(args)),
+      with_token_(with_token) {}
+
+Daemon::~Daemon() {
+  if (pid_ > 0) stop(SIGKILL);
+}
+
+bool Daemon::start() {
+  {
+    std::lock_guard lock(mu_);
+    log_.clear();
+    eof_ = false;
+  }
+  std::vector<std::string> argv = {EMBER_BINARY,  "--listen",  "127.0.0.1:0", "--state-dir",
+                                   state_dir_.string(), "--socket", socket_.string()};
+  if (with_token_) {
+    argv.push_back("--admin-token");
+    argv.push_back(kTestToken);
+  }
+  argv.insert(argv.end(), args_.begin(), args_.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return false;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+  int rc = ::posix_spawn(&pid_, EMBER_BINARY, &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipefd[1]);
+  if (rc != 0) {
+    ::close(pipefd[0]);
+    pid_ = -1;
+    return false;
+  }
+  reader_ = std::thread([this, fd = pipefd[0]] { reader(fd); });
+
+  std::unique_lock lock(mu_);
+  static const std::regex kListening(R"(listening on http://127\.0\.0\.1:(\d+))");
+  std::smatch m;
+  bool found = cv_.wait_for(lock, std::chrono::seconds(20), [&] {
+    return std::regex_search(log_, m, kListening) || eof_;
+  });
+  if (!found || !std::regex_search(log_, m, kListening)) return false;
+  port_ = static_cast<uint16_t>(std::stoi(m[1]));
+  return true;
+}
+
+void Daemon::reader(int fd) {
+  char buf[4096];
+  while (true) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    std::lock_guard lock(mu_);
+    log_.append(buf, static_cast<size_t>(n));
+    cv_.notify_all();
+  }
+  ::close(fd);
+  std::lock_guard lock(mu_);
+  eof_ = true;
+  cv_.notify_all();
+}
+
+int Daemon::stop(int signal) {
+  if (pid_ <= 0) return -1;
+  ::kill(pid_, signal);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+  if (reader_.joinable()) reader_.join();
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::string Daemon::log() const {
+  std::lock_guard lock(mu_);
+  return log_;
+}
+
+bool Daemon::wait_for_log(const std::string& needle, int timeout_ms) const {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                      [&] { return log_.find(needle) != std::string::npos || eof_; }) &&
+         log_.find(needle) != std::string::npos;
+}
+
+HttpResponse Daemon::admin(const std::string& method, const std::string& target,
+                           const std::string& body, Headers headers) const {
+  headers["Authorization"] = std::string("Bearer ") + kTestToken;
+  return http_request(port_, method, target, body, headers);
+}
+
+RunResult run_emberd(const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {EMBER_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  int pipefd[2];
+  if (::pipe2(pipefd, O_CLOEXEC) != 0) return {};
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, pipefd[1], STDOUT_FILENO);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, EMBER_BINARY, &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(pipefd[1]);
+  RunResult result;
+  if (rc != 0) {
+    ::close(pipefd[0]);
+    return result;
+  }
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) result.output.append(buf, n);
+  ::close(pipefd[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+}  // namespace ember::testing

@@ -1,0 +1,131 @@
+#include <gtest/gtest.h>
+
+#include "ember/common/crypto.h"
+#include "ember/common/json_fields.h"
+#include "ember/common/log.h"
+
+namespace ember {
+namespace {
+
+using nlohmann::json;
+
+TEST(JsonFields, ReadsKnownFieldsAndKeepsDefaults) {
+  json doc = json::parse(R"({"a": 5, "s": "x", "b": true})");
+  JsonFields f(doc, "");
+  int a = 1, missing = 7;
+  std::string s;
+  bool b = false;
+  f.integer("a", a, 0, 10);
+  f.integer("missing", missing, 0, 10);
+  f.string("s", s);
+  f.boolean("b", b);
+  ASSERT_TRUE(f.finish().ok());
+  EXPECT_EQ(a, 5);
+  EXPECT_EQ(missing, 7);
+  EXPECT_EQ(s, "x");
+  EXPECT_TRUE(b);
+}
+
+TEST(JsonFields, UnknownKeyIsAnErrorWithItsPath) {
+  json doc = json::parse(R"({"limits": {"max": 3, "typo": 1}})");
+  JsonFields f(doc, "");
+  const json* limits = f.object("limits");
+  ASSERT_NE(limits, nullptr);
+  JsonFields g(*limits, "limits");
+  int max = 0;
+  g.integer("max", max, 0, 10);
+  auto st = g.finish();
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().field, "limits.typo");
+  EXPECT_NE(st.error().message.find("limits.typo: unknown field"), std::string::npos);
+}
+
+TEST(JsonFields, RangeAndTypeErrorsNameTheField) {
+  json doc = json::parse(R"({"n": 11, "f": 1.5, "s": 3})");
+  {
+    JsonFields f(doc, "x");
+    int n = 0;
+    f.integer("n", n, 0, 10);
+    auto st = f.finish();
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.error().field, "x.n");
+    EXPECT_NE(st.error().message.find("from 0 to 10"), std::string::npos);
+  }
+  {
+    JsonFields f(doc, "");
+    int v = 0;
+    f.integer("f", v, 0, 10);
+    EXPECT_EQ(f.finish().error().field, "f");
+  }
+  {
+    JsonFields f(doc, "");
+    std::string s;
+    f.string("s", s);
+    EXPECT_EQ(f.finish().error().field, "s");
+  }
+}
+
+TEST(JsonFields, OneOfRejectsOtherValues) {
+  json doc = json::parse(R"({"mode": "fast"})");
+  JsonFields f(doc, "");
+  std::string mode = "none";
+  f.one_of("mode", mode, {"none", "host"});
+  auto st = f.finish();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("\"none\", \"host\""), std::string::npos);
+  EXPECT_EQ(mode, "none");
+}
+
+TEST(JsonFields, NonObjectDocumentIsAnError) {
+  JsonFields f(json::array(), "");
+  EXPECT_FALSE(f.finish().ok());
+}
+
+TEST(ParseJson, SyntaxErrorIsInvalid) {
+  auto r = parse_json("{\"a\": ", "body");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().code, Errc::kInvalid);
+  EXPECT_NE(r.error().message.find("body is not valid JSON"), std::string::npos);
+}
+
+TEST(Crypto, Sha256OfKnownInput) {
+  EXPECT_EQ(sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Crypto, ConstantTimeEqual) {
+  EXPECT_TRUE(constant_time_equal("secret", "secret"));
+  EXPECT_FALSE(constant_time_equal("secret", "secreT"));
+  EXPECT_FALSE(constant_time_equal("secret", "secret1"));
+}
+
+TEST(Crypto, RandomHexHasRequestedLengthAndVaries) {
+  auto a = random_hex(16), b = random_hex(16);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->size(), 32u);
+  EXPECT_NE(*a, *b);
+}
+
+TEST(LogRateLimiter, AllowsBurstThenRefillsWithTime) {
+  FakeClock clock;
+  LogRateLimiter limiter(/*per_second=*/2, /*burst=*/3, clock);
+  uint64_t suppressed = 0;
+  EXPECT_TRUE(limiter.allow(suppressed));
+  EXPECT_TRUE(limiter.allow(suppressed));
+  EXPECT_TRUE(limiter.allow(suppressed));
+  EXPECT_FALSE(limiter.allow(suppressed));
+  EXPECT_FALSE(limiter.allow(suppressed));
+  clock.advance(std::chrono::milliseconds(500));
+  ASSERT_TRUE(limiter.allow(suppressed));
+  EXPECT_EQ(suppressed, 2u);
+  EXPECT_FALSE(limiter.allow(suppressed));
+}
+
+TEST(LogLevel, Parses) {
+  EXPECT_EQ(parse_log_level("debug"), spdlog::level::debug);
+  EXPECT_EQ(parse_log_level("error"), spdlog::level::err);
+  EXPECT_FALSE(parse_log_level("loud").has_value());
+}
+
+}  // namespace
+}  // namespace ember

@@ -1,0 +1,126 @@
+#include <gtest/gtest.h>
+
+#include "ember/config/config.h"
+#include "temp_dir.h"
+
+namespace ember::config {
+namespace {
+
+TEST(ParseListen, AcceptsHostPortForms) {
+  auto a = parse_listen("127.0.0.1:8080");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->host, "127.0.0.1");
+  EXPECT_EQ(a->port, 8080);
+  auto b = parse_listen("[::1]:0");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "::1");
+  EXPECT_EQ(b->port, 0);
+  for (const char* bad : {"8080", ":80", "host:", "host:65536", "host:8x", "[::1:80"}) {
+    EXPECT_FALSE(parse_listen(bad).ok()) << bad;
+  }
+}
+
+TEST(CommandLine, ParsesEveryFlagInBothForms) {
+  auto cl = parse_command_line({"--config", "/etc/ember.json", "--listen=0.0.0.0:1",
+                                "--socket", "/s", "--state-dir", "/d", "--admin-token", "t",
+                                "--deploy", "ex", "--log-level", "debug", "--check-config"});
+  ASSERT_TRUE(cl.ok()) << cl.error().message;
+  EXPECT_EQ(cl->config_file->string(), "/etc/ember.json");
+  EXPECT_EQ(*cl->listen, "0.0.0.0:1");
+  EXPECT_EQ(*cl->socket, "/s");
+  EXPECT_EQ(*cl->state_dir, "/d");
+  EXPECT_EQ(*cl->admin_token, "t");
+  EXPECT_EQ(*cl->deploy_dir, "ex");
+  EXPECT_EQ(*cl->log_level, "debug");
+  EXPECT_TRUE(cl->check_config);
+}
+
+TEST(CommandLine, RejectsUnknownAndIncompleteFlags) {
+  EXPECT_FALSE(parse_command_line({"--listn", "x"}).ok());
+  EXPECT_FALSE(parse_command_line({"--listen"}).ok());
+  EXPECT_FALSE(parse_command_line({"positional"}).ok());
+}
+
+TEST(Load, DefaultsDependOnPrivilege) {
+  CommandLine cl;
+  auto root = load(cl, std::nullopt, true);
+  ASSERT_TRUE(root.ok());
+  EXPECT_EQ(root->state_dir, "/var/lib/ember");
+  EXPECT_EQ(root->socket, "/run/ember/ember.sock");
+  EXPECT_EQ(root->listen.port, 8080);
+  auto user = load(cl, std::nullopt, false);
+  EXPECT_EQ(user->state_dir, ".ember");
+  EXPECT_EQ(user->socket, ".ember/ember.sock");
+}
+
+TEST(Load, FlagsBeatEnvironmentBeatFile) {
+  testing::TempDir t;
+  testing::write_text(t / "c.json",
+                      R"({"listen": "127.0.0.1:9000", "admin_token": "from-file-0123456789"})");
+  CommandLine cl;
+  cl.config_file = t / "c.json";
+  auto c = load(cl, std::nullopt, false);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->listen.port, 9000);
+  EXPECT_EQ(c->admin_token, "from-file-0123456789");
+  c = load(cl, std::string("from-env-0123456789"), false);
+  EXPECT_EQ(c->admin_token, "from-env-0123456789");
+  cl.admin_token = "from-flag-0123456789";
+  cl.listen = "127.0.0.1:9001";
+  c = load(cl, std::string("from-env-0123456789"), false);
+  EXPECT_EQ(c->admin_token, "from-flag-0123456789");
+  EXPECT_EQ(c->listen.port, 9001);
+}
+
+TEST(Load, ShortTokensAreRefused) {
+  CommandLine cl;
+  cl.admin_token = "short";
+  EXPECT_FALSE(load(cl, std::nullopt, false).ok());
+}
+
+TEST(ConfigFile, EveryKeyIsAccepted) {
+  Config c;
+  auto st = apply_config_json(R"({
+    "listen": "0.0.0.0:8081", "socket": "/tmp/e.sock", "state_dir": "/tmp/e",
+    "admin_token": "0123456789abcdef", "deploy_dir": "/srv/fns", "log_level": "warn",
+    "http": {"max_connections": 10, "max_header_bytes": 4096, "max_body_bytes": 2048,
+             "header_timeout_ms": 500, "body_timeout_ms": 600, "keepalive_timeout_ms": 700,
+             "write_timeout_ms": 800, "drain_timeout_ms": 900},
+    "bundles": {"max_compressed_bytes": 4096, "max_extracted_bytes": 8192,
+                "max_entries": 5, "max_ratio": 50, "max_versions": 3}
+  })", c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.listen.host, "0.0.0.0");
+  EXPECT_EQ(c.http.max_connections, 10);
+  EXPECT_EQ(c.http.drain_timeout_ms, 900);
+  EXPECT_EQ(c.bundles.max_entries, 5u);
+  EXPECT_EQ(c.max_versions, 3);
+  EXPECT_EQ(c.log_level, "warn");
+}
+
+TEST(ConfigFile, ErrorsCarryTheJsonPath) {
+  struct Case {
+    const char* text;
+    const char* field;
+  } cases[] = {
+      {R"({"lisen": "x"})", "lisen"},
+      {R"({"http": {"max_conections": 3}})", "http.max_conections"},
+      {R"({"http": {"max_connections": 0}})", "http.max_connections"},
+      {R"({"http": {"header_timeout_ms": "fast"}})", "http.header_timeout_ms"},
+      {R"({"bundles": {"max_ratio": 1}})", "bundles.max_ratio"},
+      {R"({"log_level": "verbose"})", "log_level"},
+      {R"({"http": 5})", "http"},
+      {R"({"listen": "nowhere"})", "listen"},
+  };
+  for (const auto& k : cases) {
+    Config c;
+    auto st = apply_config_json(k.text, c);
+    ASSERT_FALSE(st.ok()) << k.text;
+    EXPECT_EQ(st.error().field, k.field) << k.text << " -> " << st.error().message;
+  }
+  Config c;
+  EXPECT_FALSE(apply_config_json("{not json", c).ok());
+}
+
+}  // namespace
+}  // namespace ember::config

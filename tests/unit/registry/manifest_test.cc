@@ -1,0 +1,163 @@
+#include <gtest/gtest.h>
+
+#include "ember/registry/manifest.h"
+#include "temp_dir.h"
+
+namespace ember::registry {
+namespace {
+
+using nlohmann::json;
+
+TEST(Name, AcceptsValidNames) {
+  for (const char* n : {"a", "hello", "hello-world", "0day", "a1-b2-c3"}) {
+    EXPECT_TRUE(validate_name(n).ok()) << n;
+  }
+  EXPECT_TRUE(validate_name(std::string(63, 'a')).ok());
+}
+
+TEST(Name, RejectsEverythingElse) {
+  for (std::string n : std::vector<std::string>{"", "-a", "A", "hello_world", "a.b", "..", ".", "a/b", "%2e%2e", "a b",
+                        std::string("a\0b", 3), std::string(64, 'a'), "héllo", "a%00"}) {
+    auto st = validate_name(n);
+    ASSERT_FALSE(st.ok()) << n;
+    EXPECT_EQ(st.error().code, Errc::kInvalid);
+  }
+}
+
+TEST(Manifest, DefaultsAreFilledIn) {
+  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->runtime, Runtime::kNode);
+  EXPECT_EQ(c->memory_mb, 128);
+  EXPECT_EQ(c->timeout_ms, 3000);
+  EXPECT_EQ(c->max_instances, 10);
+  EXPECT_EQ(c->min_instances, 0);
+  EXPECT_EQ(c->idle_timeout_s, 60);
+  EXPECT_EQ(c->concurrency, 1);
+  EXPECT_EQ(c->network, "none");
+  EXPECT_EQ(c->auth, "none");
+}
+
+TEST(Manifest, FullExampleFromTheDesign) {
+  auto c = parse_config(json::parse(R"({ "runtime": "node", "handler": "index.handler",
+    "memory_mb": 128, "timeout_ms": 3000, "max_instances": 10, "min_instances": 0,
+    "idle_timeout_s": 60, "concurrency": 1, "env": {"GREETING": "hi"}, "network": "none",
+    "auth": "none" })"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->env.at("GREETING"), "hi");
+}
+
+struct BadCase {
+  const char* manifest;
+  const char* field;
+};
+
+TEST(Manifest, BadFieldsAreNamed) {
+  const BadCase cases[] = {
+      {R"({"handler":"index.handler"})", "runtime"},
+      {R"({"runtime":"ruby","handler":"x.y"})", "runtime"},
+      {R"({"runtime":"node"})", "handler"},
+      {R"({"runtime":"node","handler":"index"})", "handler"},
+      {R"({"runtime":"node","handler":"../x.handler"})", "handler"},
+      {R"({"runtime":"node","handler":"/etc/passwd.x"})", "handler"},
+      {R"({"runtime":"python","handler":"main.1bad"})", "handler"},
+      {R"({"runtime":"node","handler":"i.h","memory_mb":1})", "memory_mb"},
+      {R"({"runtime":"node","handler":"i.h","memory_mb":"128"})", "memory_mb"},
+      {R"({"runtime":"node","handler":"i.h","memory_mb":128.5})", "memory_mb"},
+      {R"({"runtime":"node","handler":"i.h","timeout_ms":0})", "timeout_ms"},
+      {R"({"runtime":"node","handler":"i.h","max_instances":0})", "max_instances"},
+      {R"({"runtime":"node","handler":"i.h","max_instances":2,"min_instances":3})",
+       "min_instances"},
+      {R"({"runtime":"python","handler":"m.h","concurrency":4})", "concurrency"},
+      {R"({"runtime":"node","handler":"i.h","network":"bridge"})", "network"},
+      {R"({"runtime":"node","handler":"i.h","auth":"basic"})", "auth"},
+      {R"({"runtime":"node","handler":"i.h","env":{"A":1}})", "env.A"},
+      {R"({"runtime":"node","handler":"i.h","env":{"EMBER_X":"1"}})", "env.EMBER_X"},
+      {R"({"runtime":"node","handler":"i.h","env":{"1A":"1"}})", "env"},
+      {R"({"runtime":"node","handler":"i.h","env":[]})", "env"},
+      {R"({"runtime":"node","handler":"i.h","colour":"red"})", "colour"},
+  };
+  for (const auto& c : cases) {
+    auto r = parse_config(json::parse(c.manifest));
+    ASSERT_FALSE(r.ok()) << c.manifest;
+    EXPECT_EQ(r.error().code, Errc::kInvalid) << c.manifest;
+    EXPECT_EQ(r.error().field, c.field) << c.manifest << ": " << r.error().message;
+    EXPECT_NE(r.error().message.find(c.field), std::string::npos) << r.error().message;
+  }
+}
+
+TEST(Manifest, EnvHasASizeBudget) {
+  json m = json::parse(R"({"runtime":"node","handler":"i.h"})");
+  m["env"]["BIG"] = std::string(5000, 'x');
+  auto r = parse_config(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().field, "env");
+}
+
+TEST(Manifest, OverridesWinOverTheManifest) {
+  auto overrides = overrides_from_query({{"memory_mb", "256"}, {"handler", "main.run"}});
+  ASSERT_TRUE(overrides.ok());
+  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"),
+                        *overrides);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->memory_mb, 256);
+  EXPECT_EQ(c->handler, "main.run");
+}
+
+TEST(Manifest, QueryOverridesAreTypedAndStrict) {
+  EXPECT_FALSE(overrides_from_query({{"memory_mb", "lots"}}).ok());
+  EXPECT_FALSE(overrides_from_query({{"memory_mb", "12x"}}).ok());
+  EXPECT_FALSE(overrides_from_query({{"colour", "red"}}).ok());
+  EXPECT_FALSE(overrides_from_query({{"runtime", "node"}, {"runtime", "python"}}).ok());
+  auto only_query = overrides_from_query({{"runtime", "python"}, {"handler", "main.handler"}});
+  ASSERT_TRUE(only_query.ok());
+  EXPECT_TRUE(parse_config(json::object(), *only_query).ok()) << "manifest is optional";
+}
+
+TEST(Manifest, ProvidedDefaultsItsHandler) {
+  auto c = parse_config(json::parse(R"({"runtime":"provided"})"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->handler, "bootstrap");
+}
+
+TEST(Manifest, PatchChangesOnlyGivenFields) {
+  auto base = parse_config(json::parse(R"({"runtime":"node","handler":"i.h","memory_mb":256})"));
+  ASSERT_TRUE(base.ok());
+  auto patched = patch_config(*base, json::parse(R"({"timeout_ms": 9000})"));
+  ASSERT_TRUE(patched.ok());
+  EXPECT_EQ(patched->timeout_ms, 9000);
+  EXPECT_EQ(patched->memory_mb, 256);
+  EXPECT_FALSE(patch_config(*base, json::parse(R"({"timeout_ms": -1})")).ok());
+  EXPECT_FALSE(patch_config(*base, json::parse(R"({"nope": 1})")).ok());
+}
+
+TEST(Manifest, RoundTripsThroughJson) {
+  auto c = parse_config(json::parse(
+      R"({"runtime":"python","handler":"app.main","env":{"K":"v"},"memory_mb":512})"));
+  ASSERT_TRUE(c.ok());
+  auto again = parse_config(c->to_json());
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*c, *again);
+}
+
+TEST(CheckHandler, FindsTheFileInTheBundle) {
+  testing::TempDir t;
+  testing::write_text(t / "src" / "app.mjs", "");
+  testing::write_text(t / "pkg" / "mod.py", "");
+  testing::write_text(t / "bootstrap", "");
+  auto node = parse_config(json::parse(R"({"runtime":"node","handler":"src/app.handler"})"));
+  EXPECT_TRUE(check_handler(*node, t.path()).ok());
+  auto missing = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"));
+  auto st = check_handler(*missing, t.path());
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("index.js"), std::string::npos);
+  auto py = parse_config(json::parse(R"({"runtime":"python","handler":"pkg.mod.handler"})"));
+  EXPECT_TRUE(check_handler(*py, t.path()).ok());
+  auto provided = parse_config(json::parse(R"({"runtime":"provided"})"));
+  EXPECT_FALSE(check_handler(*provided, t.path()).ok()) << "bootstrap is not executable";
+  std::filesystem::permissions(t / "bootstrap", std::filesystem::perms::owner_all);
+  EXPECT_TRUE(check_handler(*provided, t.path()).ok());
+}
+
+}  // namespace
+}  // namespace ember::registry

@@ -1,0 +1,235 @@
+#include <gtest/gtest.h>
+
+#include "archive_builder.h"
+#include "ember/registry/registry.h"
+#include "temp_dir.h"
+
+namespace ember::registry {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::ArchiveBuilder;
+using testing::ArchiveKind;
+using testing::hello_bundle;
+using testing::count_entries;
+using testing::TempDir;
+
+std::string bundle_with(const std::string& body, ArchiveKind kind = ArchiveKind::kZip) {
+  return ArchiveBuilder(kind)
+      .file("function.json", R"({"runtime":"node","handler":"index.handler"})")
+      .file("index.js", body)
+      .build();
+}
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Registry> open() {
+    RegistryOptions o;
+    o.state_dir = tmp_ / "state";
+    o.clock = &clock_;
+    o.max_versions = max_versions_;
+    auto r = Registry::open(o);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? std::move(*r) : nullptr;
+  }
+  Result<Change> deploy(Registry& r, const std::string& name, const std::string& bundle,
+                        json overrides = json::object()) {
+    return r.deploy(DeployRequest{name, bundle, "", std::move(overrides)});
+  }
+
+  TempDir tmp_;
+  FakeClock clock_;
+  int max_versions_ = 10;
+};
+
+TEST_F(RegistryTest, DeployCreatesVersionOne) {
+  auto reg = open();
+  auto c = deploy(*reg, "hello", bundle_with("exports.handler = () => 1;"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_TRUE(c->created);
+  EXPECT_TRUE(c->changed);
+  EXPECT_EQ(c->record->active_version, 1);
+  EXPECT_EQ(c->record->created_ms, clock_.wall_ms());
+  auto dir = reg->bundle_dir(c->record->active());
+  EXPECT_EQ(testing::read_text(dir / "index.js"), "exports.handler = () => 1;");
+  EXPECT_EQ(reg->get("hello"), c->record);
+}
+
+TEST_F(RegistryTest, SameBundleAndConfigIsNotANewVersion) {
+  auto reg = open();
+  auto b = bundle_with("a");
+  ASSERT_TRUE(deploy(*reg, "f", b).ok());
+  auto again = deploy(*reg, "f", b);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->changed);
+  EXPECT_FALSE(again->created);
+  EXPECT_EQ(again->record->versions.size(), 1u);
+  auto overridden = deploy(*reg, "f", b, json{{"memory_mb", 512}});
+  ASSERT_TRUE(overridden.ok());
+  EXPECT_TRUE(overridden->changed);
+  EXPECT_EQ(overridden->record->active_version, 2);
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), 1u) << "both versions share one bundle";
+}
+
+TEST_F(RegistryTest, NewCodeIsNewVersionAndRollbackReturns) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  clock_.advance(std::chrono::seconds(1));
+  auto v2 = deploy(*reg, "f", bundle_with("v2", ArchiveKind::kTarGz));
+  ASSERT_TRUE(v2.ok()) << v2.error().message;
+  EXPECT_EQ(v2->record->active_version, 2);
+  EXPECT_FALSE(v2->created);
+  auto back = reg->rollback("f", 1);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->record->active_version, 1);
+  EXPECT_EQ(testing::read_text(reg->bundle_dir(back->record->active()) / "index.js"), "v1");
+  EXPECT_EQ(reg->rollback("f", 7).error().code, Errc::kNotFound);
+  EXPECT_EQ(reg->rollback("nope", 1).error().code, Errc::kNotFound);
+  // The next deploy numbers after the highest version, not after the active one.
+  auto v3 = deploy(*reg, "f", bundle_with("v3"));
+  EXPECT_EQ(v3->record->active_version, 3);
+}
+
+TEST_F(RegistryTest, PatchMakesAVersionWithTheSameBundle) {
+  auto reg = open();
+  auto v1 = deploy(*reg, "f", bundle_with("x"));
+  auto p = reg->patch("f", json{{"timeout_ms", 10000}, {"env", {{"A", "b"}}}});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_EQ(p->record->active_version, 2);
+  EXPECT_EQ(p->record->active().config.timeout_ms, 10000);
+  EXPECT_EQ(p->record->active().bundle_sha256, v1->record->active().bundle_sha256);
+  auto bad = reg->patch("f", json{{"handler", "missing.handler"}});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().field, "handler");
+  EXPECT_EQ(reg->get("f")->active_version, 2);
+  EXPECT_EQ(reg->patch("nope", json::object()).error().code, Errc::kNotFound);
+}
+
+TEST_F(RegistryTest, RejectedDeployKeepsPreviousVersionAndLeavesNothing) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("good")).ok());
+  auto bundles_before = count_entries(tmp_ / "state" / "bundles");
+  auto evil = ArchiveBuilder(ArchiveKind::kTarGz)
+                  .file("function.json", R"({"runtime":"node","handler":"index.handler"})")
+                  .file("index.js", "x")
+                  .symlink("escape", "/etc")
+                  .build();
+  auto r = deploy(*reg, "f", evil);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("escape"), std::string::npos);
+  auto bad_manifest = ArchiveBuilder(ArchiveKind::kZip)
+                          .file("function.json", R"({"runtime":"node","handler":"index.handler",)")
+                          .file("index.js", "x")
+                          .build();
+  auto m = deploy(*reg, "f", bad_manifest);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().message.find("function.json"), std::string::npos);
+  EXPECT_EQ(reg->get("f")->active_version, 1);
+  EXPECT_EQ(count_entries(tmp_ / "state" / "tmp"), 0u);
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), bundles_before);
+}
+
+TEST_F(RegistryTest, NamesAreCheckedBeforeAnythingElse) {
+  auto reg = open();
+  for (const char* bad : {"..", "../etc", "a/b", "UPPER", ""}) {
+    auto r = deploy(*reg, bad, hello_bundle(ArchiveKind::kZip));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, Errc::kInvalid);
+  }
+  EXPECT_EQ(count_entries(tmp_ / "state" / "functions"), 0u);
+}
+
+TEST_F(RegistryTest, RemoveDeletesRecordAndUnusedBundles) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "a", bundle_with("shared")).ok());
+  ASSERT_TRUE(deploy(*reg, "b", bundle_with("shared")).ok());
+  ASSERT_TRUE(reg->remove("a").ok());
+  EXPECT_EQ(reg->get("a"), nullptr);
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), 1u) << "b still uses the bundle";
+  ASSERT_TRUE(reg->remove("b").ok());
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), 0u);
+  EXPECT_EQ(reg->remove("b").error().code, Errc::kNotFound);
+}
+
+TEST_F(RegistryTest, ReopenRestoresEveryFunction) {
+  {
+    auto reg = open();
+    ASSERT_TRUE(deploy(*reg, "a", bundle_with("1")).ok());
+    ASSERT_TRUE(deploy(*reg, "a", bundle_with("2")).ok());
+    ASSERT_TRUE(reg->rollback("a", 1).ok());
+    ASSERT_TRUE(deploy(*reg, "b", bundle_with("3")).ok());
+  }
+  auto reg = open();
+  ASSERT_EQ(reg->size(), 2u);
+  auto a = reg->get("a");
+  EXPECT_EQ(a->active_version, 1);
+  EXPECT_EQ(a->versions.size(), 2u);
+  EXPECT_EQ(testing::read_text(reg->bundle_dir(a->active()) / "index.js"), "1");
+}
+
+TEST_F(RegistryTest, RecoverySweepsLeftoversOfACrash) {
+  {
+    auto reg = open();
+    ASSERT_TRUE(deploy(*reg, "a", bundle_with("1")).ok());
+  }
+  fs::path state = tmp_ / "state";
+  // What a crash can leave: a staging tree, a temp record, a published but unreferenced bundle.
+  testing::write_text(state / "tmp" / "stage-abc" / "index.js", "partial");
+  testing::write_text(state / "functions" / ".tmp-a.json.123456", "{\"trunc");
+  testing::write_text(state / "bundles" / std::string(64, 'f') / "index.js", "orphan");
+  auto reg = open();
+  EXPECT_EQ(count_entries(state / "tmp"), 0u);
+  EXPECT_EQ(count_entries(state / "functions"), 1u);
+  EXPECT_EQ(count_entries(state / "bundles"), 1u);
+  EXPECT_EQ(reg->get("a")->active_version, 1);
+}
+
+TEST_F(RegistryTest, DamagedRecordIsSkippedNotGuessed) {
+  {
+    auto reg = open();
+    ASSERT_TRUE(deploy(*reg, "a", bundle_with("1")).ok());
+    ASSERT_TRUE(deploy(*reg, "b", bundle_with("2")).ok());
+  }
+  testing::write_text(tmp_ / "state" / "functions" / "b.json", "not json");
+  auto reg = open();
+  EXPECT_NE(reg->get("a"), nullptr);
+  EXPECT_EQ(reg->get("b"), nullptr);
+  EXPECT_TRUE(fs::exists(tmp_ / "state" / "functions" / "b.json")) << "kept for the operator";
+}
+
+TEST_F(RegistryTest, OldVersionsArePrunedButTheActiveOneStays) {
+  max_versions_ = 3;
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v2")).ok());
+  ASSERT_TRUE(reg->rollback("f", 1).ok());
+  for (int i = 3; i <= 6; ++i) {
+    ASSERT_TRUE(deploy(*reg, "f", bundle_with("v" + std::to_string(i))).ok());
+  }
+  ASSERT_TRUE(reg->rollback("f", 6).ok());
+  auto r = reg->get("f");
+  ASSERT_EQ(r->versions.size(), 3u);
+  EXPECT_EQ(r->versions.front().number, 4);
+  EXPECT_EQ(r->versions.back().number, 6);
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), 3u);
+}
+
+TEST_F(RegistryTest, DeployDirectoryIsIdempotent) {
+  TempDir src;
+  testing::write_text(src / "function.json", R"({"runtime":"python","handler":"main.handler"})");
+  testing::write_text(src / "main.py", "def handler(event, context):\n    return 1\n");
+  auto reg = open();
+  auto first = reg->deploy_directory("py", src.path());
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = reg->deploy_directory("py", src.path());
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->changed);
+  testing::write_text(src / "main.py", "def handler(event, context):\n    return 2\n");
+  auto third = reg->deploy_directory("py", src.path());
+  EXPECT_TRUE(third->changed);
+  EXPECT_EQ(third->record->active_version, 2);
+}
+
+}  // namespace
+}  // namespace ember::registry
