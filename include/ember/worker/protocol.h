@@ -1,0 +1,56 @@
+// Frames between emberd and a worker on fd 3; docs/worker-protocol.md is the contract.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ember/common/result.h"
+
+namespace ember::worker {
+
+enum class FrameType : uint32_t {
+  kReady = 1,
+  kInitError = 2,
+  kInvoke = 3,
+  kResult = 4,
+  kError = 5,
+  kKvRequest = 6,
+  kKvReply = 7,
+  kShutdown = 8,
+};
+
+inline constexpr size_t kHeaderBytes = 16;
+inline constexpr uint32_t kMaxMetaBytes = 64 * 1024;
+inline constexpr uint32_t kMaxBodyBytes = 64 * 1024 * 1024;
+
+struct Frame {
+  FrameType type = FrameType::kReady;
+  uint32_t id = 0;
+  std::string meta = "{}";  // a JSON object
+  std::string body;
+};
+
+// Appends the wire form of `frame` to `out`.
+void encode(const Frame& frame, std::string& out);
+std::string encode(const Frame& frame);
+
+// Reassembles frames from a byte stream. One owner thread.
+class FrameDecoder {
+ public:
+  // Appends received bytes.
+  void feed(std::string_view bytes);
+  // The next complete frame, nullopt when more bytes are needed, or an error when the stream
+  // breaks the protocol (unknown type, lengths over the limits); after an error the stream is
+  // unusable.
+  Result<std::optional<Frame>> next();
+  // Bytes received but not yet returned as frames.
+  size_t buffered() const { return buffer_.size() - offset_; }
+
+ private:
+  std::string buffer_;
+  size_t offset_ = 0;
+};
+
+}  // namespace ember::worker

@@ -1,0 +1,193 @@
+'use strict';
+// Ember's Node.js runtime shim. Loads the function's handler, then serves invocations over the
+// frames of docs/worker-protocol.md on fd 3. stdout and stderr are the function's own.
+
+const fs = require('fs');
+const net = require('net');
+const path = require('path');
+const Module = require('module');
+const { pathToFileURL } = require('url');
+
+const READY = 1;
+const INIT_ERROR = 2;
+const INVOKE = 3;
+const RESULT = 4;
+const ERROR = 5;
+const SHUTDOWN = 8;
+const HEADER_BYTES = 16;
+const MAX_META = 64 * 1024;
+const MAX_BODY = 64 * 1024 * 1024;
+
+const env = process.env;
+const taskRoot = env.LAMBDA_TASK_ROOT || process.cwd();
+const functionName = env.EMBER_FUNCTION_NAME || '';
+const functionVersion = env.EMBER_FUNCTION_VERSION || '';
+const memoryLimitMB = Number(env.EMBER_MEMORY_MB || 0);
+
+const channel = new net.Socket({ fd: 3, readable: true, writable: true });
+let inFlight = 0;
+let shuttingDown = false;
+
+function send(type, id, meta, body) {
+  const metaBuf = Buffer.from(JSON.stringify(meta || {}));
+  const bodyBuf = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
+  const header = Buffer.allocUnsafe(HEADER_BYTES);
+  header.writeUInt32LE(type, 0);
+  header.writeUInt32LE(id, 4);
+  header.writeUInt32LE(metaBuf.length, 8);
+  header.writeUInt32LE(bodyBuf.length, 12);
+  channel.cork();
+  channel.write(header);
+  channel.write(metaBuf);
+  if (bodyBuf.length) channel.write(bodyBuf);
+  channel.uncork();
+}
+
+function describe(err) {
+  if (err instanceof Error) {
+    return {
+      errorType: err.name || 'Error',
+      errorMessage: err.message,
+      stack: String(err.stack || '').split('\n'),
+    };
+  }
+  return { errorType: 'Error', errorMessage: String(err), stack: [] };
+}
+
+// Loads `file.export` from the task root. A CommonJS file that only declares a top-level
+// `function export(...)` works too: the file is compiled once with a trailer that exports the
+// declaration when nothing else was exported under that name.
+async function loadHandler(spec) {
+  const dot = spec.lastIndexOf('.');
+  const file = spec.slice(0, dot);
+  const name = spec.slice(dot + 1);
+  let found = null;
+  for (const ext of ['.js', '.mjs', '.cjs']) {
+    const candidate = path.join(taskRoot, file + ext);
+    if (fs.existsSync(candidate)) {
+      found = candidate;
+      break;
+    }
+  }
+  if (!found) throw Object.assign(new Error(`cannot find ${file}.js, .mjs or .cjs`), { name: 'Runtime.ImportModuleError' });
+
+  let exported;
+  if (found.endsWith('.mjs')) {
+    exported = (await import(pathToFileURL(found).href))[name];
+  } else {
+    const source = fs.readFileSync(found, 'utf8');
+    const mod = new Module(found, null);
+    mod.filename = found;
+    mod.paths = Module._nodeModulePaths(path.dirname(found));
+    const trailer = `\n;if (typeof ${name} === 'function' && module.exports &&` +
+      ` !Object.prototype.hasOwnProperty.call(module.exports, '${name}')) {` +
+      ` module.exports.${name} = ${name}; }\n`;
+    try {
+      mod._compile(source + trailer, found);
+      exported = mod.exports[name];
+    } catch (err) {
+      if (err && err.code === 'ERR_REQUIRE_ESM') {
+        exported = (await import(pathToFileURL(found).href))[name];
+      } else {
+        throw err;
+      }
+    }
+  }
+  if (typeof exported !== 'function') {
+    throw Object.assign(new Error(`${path.basename(found)} does not export a function named ${name}`),
+      { name: 'Runtime.HandlerNotFound' });
+  }
+  return exported;
+}
+
+function makeContext(meta) {
+  return {
+    requestId: meta.requestId,
+    awsRequestId: meta.requestId,
+    functionName,
+    functionVersion,
+    memoryLimitMB,
+    memoryLimitInMB: String(memoryLimitMB),
+    callbackWaitsForEmptyEventLoop: true,
+    getRemainingTimeInMillis: () => Math.max(0, (meta.deadlineMs || 0) - Date.now()),
+  };
+}
+
+// Runs the handler in async or callback style; resolves with its value.
+function callHandler(handler, event, context) {
+  if (handler.length < 3) return Promise.resolve().then(() => handler(event, context));
+  return new Promise((resolve, reject) => {
+    const callback = (err, value) => (err ? reject(err) : resolve(value));
+    const returned = handler(event, context, callback);
+    if (returned && typeof returned.then === 'function') returned.then(resolve, reject);
+  });
+}
+
+async function invoke(handler, id, meta, body) {
+  inFlight++;
+  try {
+    const event = JSON.parse(body.toString('utf8'));
+    const value = await callHandler(handler, event, makeContext(meta));
+    const text = JSON.stringify(value === undefined ? null : value);
+    send(RESULT, id, {}, text === undefined ? 'null' : text);
+  } catch (err) {
+    send(ERROR, id, describe(err));
+  } finally {
+    inFlight--;
+    if (shuttingDown && inFlight === 0) process.exit(0);
+  }
+}
+
+// Chunks are joined only once a whole frame has arrived, so a 6 MB event costs one copy.
+function serve(handler) {
+  let chunks = [];
+  let length = 0;
+  let need = HEADER_BYTES;  // bytes needed before the next step: a header, then a whole frame
+  let frameBytes = 0;       // size of the frame whose header was read, 0 before that
+  channel.on('data', (chunk) => {
+    chunks.push(chunk);
+    length += chunk.length;
+    while (length >= need) {
+      const buf = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
+      chunks = [buf];
+      if (frameBytes === 0) {
+        const metaLen = buf.readUInt32LE(8);
+        const bodyLen = buf.readUInt32LE(12);
+        if (metaLen > MAX_META || bodyLen > MAX_BODY) process.exit(70);
+        frameBytes = HEADER_BYTES + metaLen + bodyLen;
+        need = frameBytes;
+        continue;
+      }
+      const type = buf.readUInt32LE(0);
+      const id = buf.readUInt32LE(4);
+      const metaEnd = HEADER_BYTES + buf.readUInt32LE(8);
+      const meta = JSON.parse(buf.toString('utf8', HEADER_BYTES, metaEnd));
+      const body = buf.subarray(metaEnd, frameBytes);
+      const rest = buf.subarray(frameBytes);
+      chunks = rest.length ? [rest] : [];
+      length = rest.length;
+      frameBytes = 0;
+      need = HEADER_BYTES;
+      if (type === INVOKE) {
+        invoke(handler, id, meta, body);
+      } else if (type === SHUTDOWN) {
+        shuttingDown = true;
+        if (inFlight === 0) process.exit(0);
+      }
+    }
+  });
+}
+
+channel.on('end', () => process.exit(0));
+channel.on('error', () => process.exit(0));
+
+loadHandler(env._HANDLER || 'index.handler').then(
+  (handler) => {
+    serve(handler);
+    send(READY, 0, {});
+  },
+  (err) => {
+    send(INIT_ERROR, 0, describe(err));
+    channel.end(() => process.exit(1));
+  },
+);

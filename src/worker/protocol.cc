@@ -1,0 +1,79 @@
+#include "ember/worker/protocol.h"
+
+#include <fmt/format.h>
+
+namespace ember::worker {
+
+namespace {
+
+void put_u32(std::string& out, uint32_t v) {
+  char b[4] = {static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff),
+               static_cast<char>((v >> 16) & 0xff), static_cast<char>((v >> 24) & 0xff)};
+  out.append(b, 4);
+}
+
+uint32_t get_u32(const char* p) {
+  auto u = [&](int i) { return static_cast<uint32_t>(static_cast<unsigned char>(p[i])); };
+  return u(0) | (u(1) << 8) | (u(2) << 16) | (u(3) << 24);
+}
+
+bool known_type(uint32_t t) { return t >= 1 && t <= 8; }
+
+}  // namespace
+
+void encode(const Frame& frame, std::string& out) {
+  out.reserve(out.size() + kHeaderBytes + frame.meta.size() + frame.body.size());
+  put_u32(out, static_cast<uint32_t>(frame.type));
+  put_u32(out, frame.id);
+  put_u32(out, static_cast<uint32_t>(frame.meta.size()));
+  put_u32(out, static_cast<uint32_t>(frame.body.size()));
+  out.append(frame.meta);
+  out.append(frame.body);
+}
+
+std::string encode(const Frame& frame) {
+  std::string out;
+  encode(frame, out);
+  return out;
+}
+
+void FrameDecoder::feed(std::string_view bytes) {
+  // Compact once the consumed prefix dominates, so a long-lived stream does not grow.
+  if (offset_ > 0 && offset_ >= buffer_.size() / 2) {
+    buffer_.erase(0, offset_);
+    offset_ = 0;
+  }
+  buffer_.append(bytes);
+}
+
+Result<std::optional<Frame>> FrameDecoder::next() {
+  const size_t available = buffer_.size() - offset_;
+  if (available < kHeaderBytes) return std::optional<Frame>();
+  const char* p = buffer_.data() + offset_;
+  const uint32_t type = get_u32(p);
+  const uint32_t meta_len = get_u32(p + 8);
+  const uint32_t body_len = get_u32(p + 12);
+  if (!known_type(type)) {
+    return Error::invalid(fmt::format("worker protocol: unknown frame type {}", type));
+  }
+  if (meta_len > kMaxMetaBytes || body_len > kMaxBodyBytes) {
+    return Error::invalid(fmt::format(
+        "worker protocol: frame of {} meta and {} body bytes is over the limits", meta_len,
+        body_len));
+  }
+  const size_t total = kHeaderBytes + meta_len + body_len;
+  if (available < total) return std::optional<Frame>();
+  Frame f;
+  f.type = static_cast<FrameType>(type);
+  f.id = get_u32(p + 4);
+  f.meta.assign(p + kHeaderBytes, meta_len);
+  f.body.assign(p + kHeaderBytes + meta_len, body_len);
+  offset_ += total;
+  if (offset_ == buffer_.size()) {
+    buffer_.clear();
+    offset_ = 0;
+  }
+  return std::optional<Frame>(std::move(f));
+}
+
+}  // namespace ember::worker
