@@ -1,0 +1,160 @@
+// The spawner helper creates real processes: they are this process's children, see only the
+// descriptors and environment they were given, and report exec failures.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "ember/sandbox/spawner.h"
+
+namespace ember::sandbox {
+namespace {
+
+Spawner* g_spawner = nullptr;
+
+struct Pipe {
+  int r = -1, w = -1;
+  Pipe() { EXPECT_EQ(::pipe2(&r, O_CLOEXEC), 0); }
+  ~Pipe() {
+    if (r >= 0) ::close(r);
+    if (w >= 0) ::close(w);
+  }
+  void close_write() {
+    ::close(w);
+    w = -1;
+  }
+  std::string read_all() {
+    std::string out;
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(r, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+    return out;
+  }
+};
+
+// Runs `argv` with its stdout captured; returns what it printed and its exit.
+std::pair<std::string, os::ExitStatus> run(std::vector<std::string> argv,
+                                           std::vector<std::string> env, int fd3 = -1) {
+  Pipe out;
+  SpawnRequest req;
+  req.argv = std::move(argv);
+  req.env = std::move(env);
+  req.fds = {-1, out.w, -1, fd3};
+  auto child = g_spawner->spawn(req);
+  EXPECT_TRUE(child.ok()) << (child.ok() ? "" : child.error().message);
+  if (!child.ok()) return {};
+  out.close_write();
+  std::string text = out.read_all();
+  auto status = child->wait();
+  EXPECT_TRUE(status.ok());
+  return {text, status.ok() ? *status : os::ExitStatus{}};
+}
+
+std::pair<std::string, os::ExitStatus> run_sh(const std::string& script,
+                                              std::vector<std::string> env = {"PATH=/usr/bin:/bin"},
+                                              int fd3 = -1) {
+  return run({"/bin/sh", "-c", script}, std::move(env), fd3);
+}
+
+TEST(Spawner, RunsAProgramAndReportsItsExit) {
+  auto [text, status] = run_sh("echo hello; exit 3");
+  EXPECT_EQ(text, "hello\n");
+  EXPECT_FALSE(status.signaled);
+  EXPECT_EQ(status.code, 3);
+}
+
+TEST(Spawner, ChildrenBelongToTheDaemonNotTheHelper) {
+  auto [text, status] = run_sh("echo $PPID");
+  EXPECT_EQ(text, std::to_string(::getpid()) + "\n");
+}
+
+TEST(Spawner, EnvironmentIsExactlyTheOneGiven) {
+  ::setenv("EMBER_TEST_SECRET", "leak", 1);
+  auto [text, status] = run({"/usr/bin/env"}, {"A=1", "B=two"});
+  EXPECT_EQ(text, "A=1\nB=two\n");
+}
+
+TEST(Spawner, OnlyDescriptorsZeroToThreeAreOpen) {
+  Pipe extra;  // close-on-exec here, but passed as fd 3
+  auto [text, status] = run_sh("ls /proc/self/fd | sort -n | tr '\\n' ' '", {"PATH=/usr/bin:/bin"},
+                               extra.w);
+  // ls's own directory descriptor shows up as the next free number.
+  EXPECT_EQ(text, "0 1 2 3 4 ");
+  auto [without, s2] = run_sh("ls /proc/self/fd | sort -n | tr '\\n' ' '");
+  EXPECT_EQ(without, "0 1 2 3 ") << "fd 3 is closed when none is given";
+}
+
+TEST(Spawner, ExecFailureIsAnErrorNamingTheBinary) {
+  SpawnRequest req;
+  req.argv = {"/nonexistent/runtime"};
+  auto child = g_spawner->spawn(req);
+  ASSERT_FALSE(child.ok());
+  EXPECT_EQ(child.error().sys_errno, ENOENT);
+  EXPECT_NE(child.error().message.find("/nonexistent/runtime"), std::string::npos);
+  EXPECT_NE(child.error().message.find("execve"), std::string::npos);
+}
+
+TEST(Spawner, DestroyingTheHandleKillsTheProcess) {
+  SpawnRequest req;
+  req.argv = {"/bin/sleep", "60"};
+  pid_t pid;
+  int pidfd_copy;
+  {
+    auto child = g_spawner->spawn(req);
+    ASSERT_TRUE(child.ok());
+    pid = child->pid();
+    pidfd_copy = ::dup(child->pidfd());
+    pollfd p{pidfd_copy, POLLIN, 0};
+    EXPECT_EQ(::poll(&p, 1, 0), 0) << "running";
+  }
+  pollfd p{pidfd_copy, POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 0), 1) << "exited once the handle was destroyed";
+  EXPECT_NE(::kill(pid, 0), 0) << "and was reaped";
+  ::close(pidfd_copy);
+}
+
+TEST(Spawner, SignalAndTryWait) {
+  SpawnRequest req;
+  req.argv = {"/bin/sleep", "60"};
+  auto child = g_spawner->spawn(req);
+  ASSERT_TRUE(child.ok());
+  auto running = child->try_wait();
+  ASSERT_TRUE(running.ok());
+  EXPECT_FALSE(running->has_value());
+  ASSERT_TRUE(child->signal(SIGTERM).ok());
+  auto status = child->wait();
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(status->signaled);
+  EXPECT_EQ(status->code, SIGTERM);
+  EXPECT_TRUE(child->signal(SIGKILL).ok()) << "signalling an exited child is harmless";
+}
+
+TEST(Spawner, ManySpawnsLeakNoDescriptors) {
+  auto count_fds = [] {
+    int n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  int before = count_fds();
+  for (int i = 0; i < 50; ++i) run_sh("true");
+  EXPECT_EQ(count_fds(), before);
+}
+
+}  // namespace
+}  // namespace ember::sandbox
+
+int main(int argc, char** argv) {
+  // The helper is forked first, while this process has one thread, as emberd does.
+  auto spawner = ember::sandbox::Spawner::start();
+  if (!spawner.ok()) {
+    std::fprintf(stderr, "spawner: %s\n", spawner.error().message.c_str());
+    return 1;
+  }
+  ember::sandbox::g_spawner = spawner->get();
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
