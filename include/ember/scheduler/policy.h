@@ -1,0 +1,70 @@
+// The scheduler's decisions as pure functions of pool state and the time, so every rule is
+// tested by moving a fake clock instead of sleeping.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "ember/common/clock.h"
+
+namespace ember::scheduler {
+
+// What policy needs to know of one instance.
+struct MemberView {
+  uint64_t id = 0;
+  int version = 0;
+  bool starting = false;  // launched, not READY yet
+  bool stopping = false;  // asked to exit; takes no calls
+  int leased = 0;         // calls in flight
+  int concurrency = 1;    // calls it may take at once
+  Clock::time_point idle_since{};  // when `leased` last dropped to zero
+  Clock::time_point last_used{};
+  int memory_mb = 0;
+};
+
+// The instance a new call should go to: a ready instance of `version` with spare capacity, the
+// most recently used first (LIFO keeps the fewest instances warm, so the rest can idle out).
+std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int version);
+
+struct StartInputs {
+  int waiters = 0;          // calls queued for an instance
+  int max_instances = 1;
+  int concurrency = 1;
+  int max_concurrent_starts = 2;
+};
+
+// How many instances to launch now for `version`: enough that every waiter will have a slot,
+// counting the capacity of instances already starting, never more than max_instances live
+// instances and never more than max_concurrent_starts starting at once.
+int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in);
+
+struct ReapInputs {
+  int active_version = 0;
+  std::chrono::seconds idle_timeout{60};
+  int min_instances = 0;
+};
+
+// Idle instances to stop at `now`: those of other versions at once; those of the active version
+// once idle for idle_timeout, keeping min_instances of them. Busy instances are never reaped:
+// their idle clock starts only when their last call ends.
+std::vector<uint64_t> idle_to_reap(const std::vector<MemberView>& members, Clock::time_point now,
+                                   const ReapInputs& in);
+
+// Instances to launch so the active version has min_instances live or starting.
+int prewarm_needed(const std::vector<MemberView>& members, int active_version, int min_instances);
+
+// One idle instance anywhere, as a candidate for eviction under memory pressure.
+struct EvictionCandidate {
+  size_t pool = 0;
+  uint64_t id = 0;
+  Clock::time_point last_used{};
+  int memory_mb = 0;
+};
+
+// Whether `needed_mb` fits in the budget, and if not, which idle instances to stop, least
+// recently used first, to make it fit. nullopt when even stopping all of them is not enough.
+std::optional<std::vector<EvictionCandidate>> plan_eviction(
+    std::vector<EvictionCandidate> idle, int64_t used_mb, int64_t budget_mb, int64_t needed_mb);
+
+}  // namespace ember::scheduler

@@ -1,0 +1,138 @@
+// One worker process serving one function version: its frames channel on fd 3, its stdout and
+// stderr captured line by line, its exit watched through its pidfd. Everything runs on the
+// event loop's thread; an Instance is shared by the scheduler and the calls in flight on it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "ember/common/result.h"
+#include "ember/os/child_process.h"
+#include "ember/sandbox/spawner.h"
+#include "ember/worker/protocol.h"
+
+namespace ember::worker {
+
+struct LaunchSpec {
+  std::string function;
+  int version = 0;
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string cwd = "/";
+  int concurrency = 1;
+};
+
+struct CallResult {
+  enum class Kind { kOk, kFunctionError, kTimeout, kCrash };
+  Kind kind = Kind::kCrash;
+  std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
+                     // kCrash and kTimeout: a sentence saying what happened
+  std::chrono::nanoseconds duration{0};
+};
+
+// Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
+// when it cannot be told), and the text without its newline.
+using LogSink = std::function<void(std::string_view stream, std::string_view request_id,
+                                   std::string text)>;
+
+class Instance : public std::enable_shared_from_this<Instance> {
+ public:
+  enum class State { kStarting, kReady, kStopping, kDead };
+
+  // Starts the process; the instance is kStarting until ready() completes.
+  static Result<std::shared_ptr<Instance>> launch(boost::asio::io_context& io,
+                                                  sandbox::Spawner& spawner, LaunchSpec spec,
+                                                  LogSink log);
+  ~Instance();
+
+  // Waits for READY. An init error (the handler failed to load) is Errc::kInvalid whose message
+  // is the error object as JSON; a crash or the timeout is Errc::kSystem with the reason.
+  boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout);
+
+  // Sends one INVOKE and waits for its answer until `deadline`; past it the process is killed.
+  boost::asio::awaitable<CallResult> call(std::string request_id, std::string event_json,
+                                          std::string_view kind,
+                                          std::chrono::steady_clock::time_point deadline,
+                                          int64_t deadline_wall_ms);
+
+  // Asks the worker to exit (SHUTDOWN) and kills it if it is still there after `grace`.
+  void stop(std::chrono::milliseconds grace);
+  // Kills the process now; calls in flight end as crashes with `reason`.
+  void kill(std::string reason);
+
+  // Called once, on the event loop, when the process has exited and been reaped.
+  void on_exit(std::function<void(Instance&)> fn) { on_exit_ = std::move(fn); }
+
+  uint64_t id() const { return id_; }
+  pid_t pid() const { return child_.pid(); }
+  const LaunchSpec& spec() const { return spec_; }
+  State state() const { return state_; }
+  int in_flight() const { return static_cast<int>(pending_.size()); }
+  std::chrono::nanoseconds init_duration() const { return init_duration_; }
+  // Why the process ended, once it has.
+  const std::string& exit_reason() const { return exit_reason_; }
+
+ private:
+  struct Pending {
+    boost::asio::steady_timer timer;
+    std::string request_id;
+    std::optional<CallResult> result;
+  };
+
+  Instance(boost::asio::io_context& io, LaunchSpec spec, LogSink log, os::ChildProcess child,
+           int channel, int out, int err);
+  void start_loops();
+  // Each loop holds `self`, so the instance lives until its process is gone and reaped.
+  boost::asio::awaitable<void> read_frames(std::shared_ptr<Instance> self);
+  boost::asio::awaitable<void> read_output(std::shared_ptr<Instance> self,
+                                           boost::asio::posix::stream_descriptor& pipe,
+                                           std::string stream);
+  boost::asio::awaitable<void> watch_exit(std::shared_ptr<Instance> self);
+  boost::asio::awaitable<void> write_frames(std::shared_ptr<Instance> self);
+  void send(Frame frame);
+  void handle(Frame frame);
+  void drain_output();
+  void take_lines(std::string& buffer, std::string_view stream, bool flush_partial);
+  std::string current_request() const;
+  void fail_all(const std::string& reason);
+
+  boost::asio::io_context& io_;
+  LaunchSpec spec_;
+  LogSink log_;
+  os::ChildProcess child_;
+  uint64_t id_;
+  State state_ = State::kStarting;
+  boost::asio::local::stream_protocol::socket channel_;
+  boost::asio::posix::stream_descriptor stdout_;
+  boost::asio::posix::stream_descriptor stderr_;
+  boost::asio::posix::stream_descriptor pidfd_;
+  std::string stdout_buffer_, stderr_buffer_;
+  FrameDecoder decoder_;
+  std::deque<std::string> outbox_;
+  bool writing_ = false;
+  boost::asio::steady_timer write_signal_;
+  boost::asio::steady_timer ready_signal_;
+  boost::asio::steady_timer kill_timer_;
+  std::optional<Status> ready_result_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::nanoseconds init_duration_{0};
+  uint32_t next_call_ = 1;
+  std::map<uint32_t, Pending*> pending_;
+  std::string exit_reason_;
+  std::function<void(Instance&)> on_exit_;
+};
+
+}  // namespace ember::worker

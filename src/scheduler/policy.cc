@@ -1,0 +1,92 @@
+#include "ember/scheduler/policy.h"
+
+#include <algorithm>
+
+namespace ember::scheduler {
+
+namespace {
+bool serves(const MemberView& m, int version) {
+  return m.version == version && !m.stopping;
+}
+}  // namespace
+
+std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int version) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const auto& m = members[i];
+    if (!serves(m, version) || m.starting || m.leased >= m.concurrency) continue;
+    if (!best || m.last_used > members[*best].last_used ||
+        (m.last_used == members[*best].last_used && m.id > members[*best].id)) {
+      best = i;
+    }
+  }
+  return best;
+}
+
+int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in) {
+  int live = 0, starting = 0;
+  for (const auto& m : members) {
+    if (m.stopping) continue;
+    ++live;  // every version counts against max_instances while it runs
+    if (m.starting && m.version == version) ++starting;
+  }
+  const int per_instance = std::max(1, in.concurrency);
+  const int uncovered = in.waiters - starting * per_instance;
+  if (uncovered <= 0) return 0;
+  int wanted = (uncovered + per_instance - 1) / per_instance;
+  wanted = std::min(wanted, in.max_instances - live);
+  wanted = std::min(wanted, in.max_concurrent_starts - starting);
+  return std::max(0, wanted);
+}
+
+std::vector<uint64_t> idle_to_reap(const std::vector<MemberView>& members, Clock::time_point now,
+                                   const ReapInputs& in) {
+  std::vector<uint64_t> out;
+  std::vector<const MemberView*> expired;
+  int active_live = 0;
+  for (const auto& m : members) {
+    if (m.stopping) continue;
+    if (m.version != in.active_version) {
+      if (!m.starting && m.leased == 0) out.push_back(m.id);
+      continue;
+    }
+    ++active_live;
+    if (!m.starting && m.leased == 0 && now - m.idle_since >= in.idle_timeout) {
+      expired.push_back(&m);
+    }
+  }
+  // The longest idle go first; min_instances of the active version stay.
+  std::sort(expired.begin(), expired.end(),
+            [](const MemberView* a, const MemberView* b) { return a->idle_since < b->idle_since; });
+  int can_stop = std::max(0, active_live - in.min_instances);
+  for (const MemberView* m : expired) {
+    if (can_stop-- <= 0) break;
+    out.push_back(m->id);
+  }
+  return out;
+}
+
+int prewarm_needed(const std::vector<MemberView>& members, int active_version, int min_instances) {
+  int live = 0;
+  for (const auto& m : members) {
+    if (!m.stopping && m.version == active_version) ++live;
+  }
+  return std::max(0, min_instances - live);
+}
+
+std::optional<std::vector<EvictionCandidate>> plan_eviction(
+    std::vector<EvictionCandidate> idle, int64_t used_mb, int64_t budget_mb, int64_t needed_mb) {
+  std::vector<EvictionCandidate> victims;
+  std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
+    return a.last_used < b.last_used;
+  });
+  for (const auto& c : idle) {
+    if (used_mb + needed_mb <= budget_mb) break;
+    victims.push_back(c);
+    used_mb -= c.memory_mb;
+  }
+  if (used_mb + needed_mb > budget_mb) return std::nullopt;
+  return victims;
+}
+
+}  // namespace ember::scheduler

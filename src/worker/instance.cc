@@ -1,0 +1,330 @@
+#include "ember/worker/instance.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace ember::worker {
+
+namespace asio = boost::asio;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kMaxLineBytes = 16 * 1024;
+std::atomic<uint64_t> g_next_instance{1};
+
+void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
+
+void log_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("worker: instance loop failed: {}", ex.what());
+  }
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io,
+                                                   sandbox::Spawner& spawner, LaunchSpec spec,
+                                                   LogSink log) {
+  int sv[2], out[2], err[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    return Error::system("socketpair", spec.function, errno);
+  }
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    int e = errno;
+    ::close(sv[0]);
+    ::close(sv[1]);
+    return Error::system("pipe", spec.function, e);
+  }
+  if (::pipe2(err, O_CLOEXEC) != 0) {
+    int e = errno;
+    for (int fd : {sv[0], sv[1], out[0], out[1]}) ::close(fd);
+    return Error::system("pipe", spec.function, e);
+  }
+  sandbox::SpawnRequest req;
+  req.argv = spec.argv;
+  req.env = spec.env;
+  req.cwd = spec.cwd;
+  req.fds = {-1, out[1], err[1], sv[1]};
+  auto child = spawner.spawn(req);
+  for (int fd : {sv[1], out[1], err[1]}) ::close(fd);
+  if (!child) {
+    for (int fd : {sv[0], out[0], err[0]}) ::close(fd);
+    return std::move(child).error();
+  }
+  for (int fd : {out[0], err[0]}) set_nonblocking(fd);
+  std::shared_ptr<Instance> instance(
+      new Instance(io, std::move(spec), std::move(log), std::move(*child), sv[0], out[0], err[0]));
+  instance->start_loops();
+  return instance;
+}
+
+Instance::Instance(asio::io_context& io, LaunchSpec spec, LogSink log, os::ChildProcess child,
+                   int channel, int out, int err)
+    : io_(io),
+      spec_(std::move(spec)),
+      log_(std::move(log)),
+      child_(std::move(child)),
+      id_(g_next_instance++),
+      channel_(io, asio::local::stream_protocol(), channel),
+      stdout_(io, out),
+      stderr_(io, err),
+      pidfd_(io, ::dup(child_.pidfd())),
+      write_signal_(io, steady_clock::time_point::max()),
+      ready_signal_(io),
+      kill_timer_(io),
+      started_(steady_clock::now()) {}
+
+Instance::~Instance() = default;
+
+void Instance::start_loops() {
+  auto self = shared_from_this();
+  asio::co_spawn(io_, read_frames(self), log_exception);
+  asio::co_spawn(io_, read_output(self, stdout_, "stdout"), log_exception);
+  asio::co_spawn(io_, read_output(self, stderr_, "stderr"), log_exception);
+  asio::co_spawn(io_, write_frames(self), log_exception);
+  asio::co_spawn(io_, watch_exit(self), log_exception);
+}
+
+asio::awaitable<void> Instance::read_frames(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+  std::vector<char> buf(64 * 1024);
+  while (true) {
+    auto [ec, n] = co_await channel_.async_read_some(asio::buffer(buf), kAwait);
+    if (ec) break;
+    decoder_.feed(std::string_view(buf.data(), n));
+    while (true) {
+      auto frame = decoder_.next();
+      if (!frame) {
+        kill(frame.error().message);
+        co_return;
+      }
+      if (!frame->has_value()) break;
+      handle(std::move(**frame));
+    }
+  }
+  // End of the channel: the worker is exiting; watch_exit reports why.
+}
+
+void Instance::handle(Frame frame) {
+  switch (frame.type) {
+    case FrameType::kReady:
+      if (state_ == State::kStarting) {
+        state_ = State::kReady;
+        init_duration_ = steady_clock::now() - started_;
+        ready_result_ = Status{};
+        ready_signal_.cancel();
+      }
+      return;
+    case FrameType::kInitError:
+      if (!ready_result_) {
+        ready_result_ = Error::invalid(frame.meta);
+        ready_signal_.cancel();
+      }
+      return;
+    case FrameType::kResult:
+    case FrameType::kError: {
+      auto it = pending_.find(frame.id);
+      if (it == pending_.end()) return;  // answer to a call that already timed out
+      // Lines the handler printed before answering are in the pipes now; read them under this
+      // call's request id before the call completes.
+      drain_output();
+      Pending& p = *it->second;
+      p.result = CallResult{frame.type == FrameType::kResult ? CallResult::Kind::kOk
+                                                             : CallResult::Kind::kFunctionError,
+                            frame.type == FrameType::kResult ? std::move(frame.body)
+                                                             : std::move(frame.meta)};
+      p.timer.cancel();
+      return;
+    }
+    default:
+      kill(fmt::format("worker protocol: unexpected frame type {}",
+                       static_cast<uint32_t>(frame.type)));
+  }
+}
+
+asio::awaitable<void> Instance::read_output(std::shared_ptr<Instance> /*self*/,
+                                            asio::posix::stream_descriptor& pipe,
+                                            std::string stream) {
+  std::string& buffer = &pipe == &stdout_ ? stdout_buffer_ : stderr_buffer_;
+  std::vector<char> buf(16 * 1024);
+  while (true) {
+    auto [ec, n] = co_await pipe.async_read_some(asio::buffer(buf), kAwait);
+    if (ec) break;
+    buffer.append(buf.data(), n);
+    take_lines(buffer, stream, false);
+  }
+  take_lines(buffer, stream, true);
+}
+
+void Instance::drain_output() {
+  char buf[16 * 1024];
+  for (auto* pipe : {&stdout_, &stderr_}) {
+    if (!pipe->is_open()) continue;
+    std::string& buffer = pipe == &stdout_ ? stdout_buffer_ : stderr_buffer_;
+    while (true) {
+      ssize_t n = ::read(pipe->native_handle(), buf, sizeof buf);
+      if (n <= 0) break;
+      buffer.append(buf, static_cast<size_t>(n));
+    }
+    take_lines(buffer, pipe == &stdout_ ? "stdout" : "stderr", false);
+  }
+}
+
+void Instance::take_lines(std::string& buffer, std::string_view stream, bool flush_partial) {
+  const std::string request = current_request();
+  size_t start = 0;
+  while (true) {
+    size_t nl = buffer.find('\n', start);
+    if (nl == std::string::npos) break;
+    size_t length = nl - start;
+    // Over-long lines are cut into pieces, so one line never holds more than kMaxLineBytes.
+    for (size_t off = 0; off < length || off == 0; off += kMaxLineBytes) {
+      log_(stream, request, buffer.substr(start + off, std::min(kMaxLineBytes, length - off)));
+      if (length == 0) break;
+    }
+    start = nl + 1;
+  }
+  buffer.erase(0, start);
+  while (buffer.size() >= kMaxLineBytes) {
+    log_(stream, request, buffer.substr(0, kMaxLineBytes));
+    buffer.erase(0, kMaxLineBytes);
+  }
+  if (flush_partial && !buffer.empty()) {
+    log_(stream, request, std::move(buffer));
+    buffer.clear();
+  }
+}
+
+std::string Instance::current_request() const {
+  // With one call in flight every line is that call's; with several they cannot be told apart.
+  return pending_.size() == 1 ? pending_.begin()->second->request_id : std::string();
+}
+
+asio::awaitable<void> Instance::write_frames(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+  while (state_ != State::kDead) {
+    if (outbox_.empty()) {
+      write_signal_.expires_at(steady_clock::time_point::max());
+      co_await write_signal_.async_wait(kAwait);
+      continue;
+    }
+    std::string data = std::move(outbox_.front());
+    outbox_.pop_front();
+    auto [ec, n] = co_await asio::async_write(channel_, asio::buffer(data), kAwait);
+    if (ec) break;
+  }
+}
+
+void Instance::send(Frame frame) {
+  outbox_.push_back(encode(frame));
+  write_signal_.cancel();
+}
+
+asio::awaitable<void> Instance::watch_exit(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+  co_await pidfd_.async_wait(asio::posix::stream_descriptor::wait_read, kAwait);
+  auto status = child_.wait();  // the pidfd is readable: this does not block
+  if (exit_reason_.empty()) {
+    exit_reason_ = status ? status->describe() : status.error().message;
+  }
+  state_ = State::kDead;
+  drain_output();
+  take_lines(stdout_buffer_, "stdout", true);
+  take_lines(stderr_buffer_, "stderr", true);
+  fail_all(exit_reason_);
+  if (!ready_result_) {
+    ready_result_ = Error{Errc::kSystem, "worker " + exit_reason_ + " before it was ready"};
+    ready_signal_.cancel();
+  }
+  boost::system::error_code ignored;
+  // Descendants of the worker may still hold the pipes; the instance is done with them.
+  stdout_.close(ignored);
+  stderr_.close(ignored);
+  channel_.close(ignored);
+  pidfd_.close(ignored);
+  kill_timer_.cancel();
+  write_signal_.cancel();
+  if (on_exit_) on_exit_(*this);
+}
+
+void Instance::fail_all(const std::string& reason) {
+  for (auto& [_, p] : pending_) {
+    if (!p->result) p->result = CallResult{CallResult::Kind::kCrash, "worker " + reason};
+    p->timer.cancel();
+  }
+}
+
+asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  if (!ready_result_) {
+    ready_signal_.expires_after(timeout);
+    co_await ready_signal_.async_wait(kAwait);
+  }
+  if (!ready_result_) {
+    kill(fmt::format("was not ready within {} ms", timeout.count()));
+    ready_result_ = Error{Errc::kSystem,
+                          fmt::format("worker was not ready within {} ms", timeout.count())};
+  }
+  co_return *ready_result_;
+}
+
+asio::awaitable<CallResult> Instance::call(std::string request_id, std::string event_json,
+                                           std::string_view kind, steady_clock::time_point deadline,
+                                           int64_t deadline_wall_ms) {
+  auto self = shared_from_this();
+  const auto t0 = steady_clock::now();
+  if (state_ == State::kDead) {
+    co_return CallResult{CallResult::Kind::kCrash, "worker " + exit_reason_, {}};
+  }
+  const uint32_t id = next_call_++;
+  Pending p{asio::steady_timer(io_, deadline), request_id, std::nullopt};
+  pending_.emplace(id, &p);
+  nlohmann::json meta{{"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
+  send(Frame{FrameType::kInvoke, id, meta.dump(), std::move(event_json)});
+  co_await p.timer.async_wait(kAwait);
+  pending_.erase(id);
+  CallResult r;
+  if (p.result) {
+    r = std::move(*p.result);
+  } else {
+    r.kind = CallResult::Kind::kTimeout;
+    r.body = "the call did not finish before its deadline";
+    kill("killed after a call timed out");
+  }
+  r.duration = steady_clock::now() - t0;
+  co_return r;
+}
+
+void Instance::stop(std::chrono::milliseconds grace) {
+  if (state_ == State::kDead || state_ == State::kStopping) return;
+  state_ = State::kStopping;
+  send(Frame{FrameType::kShutdown, 0, "{}", ""});
+  kill_timer_.expires_after(grace);
+  kill_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    if (auto self = weak.lock()) self->kill("did not exit after SHUTDOWN");
+  });
+}
+
+void Instance::kill(std::string reason) {
+  if (state_ == State::kDead) return;
+  if (exit_reason_.empty()) exit_reason_ = std::move(reason);
+  (void)child_.signal(SIGKILL);
+}
+
+}  // namespace ember::worker

@@ -1,0 +1,139 @@
+#include <gtest/gtest.h>
+
+#include "ember/scheduler/policy.h"
+
+namespace ember::scheduler {
+namespace {
+
+using std::chrono::seconds;
+
+MemberView member(uint64_t id, int version = 1) {
+  MemberView m;
+  m.id = id;
+  m.version = version;
+  return m;
+}
+
+TEST(PickInstance, PrefersTheMostRecentlyUsedIdleInstance) {
+  FakeClock clock;
+  std::vector<MemberView> ms = {member(1), member(2), member(3)};
+  ms[0].last_used = clock.now() + seconds(3);
+  ms[1].last_used = clock.now() + seconds(5);
+  ms[2].last_used = clock.now() + seconds(1);
+  EXPECT_EQ(pick_instance(ms, 1), 1u);
+  ms[1].leased = 1;
+  EXPECT_EQ(pick_instance(ms, 1), 0u) << "busy instances are skipped";
+}
+
+TEST(PickInstance, SkipsStartingStoppingAndOtherVersions) {
+  std::vector<MemberView> ms = {member(1), member(2), member(3, 2)};
+  ms[0].starting = true;
+  ms[1].stopping = true;
+  EXPECT_FALSE(pick_instance(ms, 1).has_value());
+  EXPECT_EQ(pick_instance(ms, 2), 2u);
+}
+
+TEST(PickInstance, ConcurrencyAllowsSeveralCallsPerInstance) {
+  std::vector<MemberView> ms = {member(1)};
+  ms[0].concurrency = 3;
+  ms[0].leased = 2;
+  EXPECT_EQ(pick_instance(ms, 1), 0u);
+  ms[0].leased = 3;
+  EXPECT_FALSE(pick_instance(ms, 1).has_value());
+}
+
+TEST(StartsNeeded, ABurstStartsOnlyWhatTheCapsAllow) {
+  std::vector<MemberView> none;
+  // 50 first calls: two starts at a time, not fifty.
+  EXPECT_EQ(starts_needed(none, 1, {50, 4, 1, 2}), 2);
+  std::vector<MemberView> two_starting = {member(1), member(2)};
+  two_starting[0].starting = two_starting[1].starting = true;
+  EXPECT_EQ(starts_needed(two_starting, 1, {50, 4, 1, 2}), 0);
+  // One became ready and busy: room for one more start, still at most 4 live.
+  two_starting[0].starting = false;
+  two_starting[0].leased = 1;
+  EXPECT_EQ(starts_needed(two_starting, 1, {49, 4, 1, 2}), 1);
+  std::vector<MemberView> four = {member(1), member(2), member(3), member(4)};
+  EXPECT_EQ(starts_needed(four, 1, {10, 4, 1, 2}), 0) << "max_instances reached";
+}
+
+TEST(StartsNeeded, StartingCapacityCoversWaiters) {
+  std::vector<MemberView> ms = {member(1)};
+  ms[0].starting = true;
+  EXPECT_EQ(starts_needed(ms, 1, {1, 10, 1, 5}), 0) << "one waiter, one instance on its way";
+  EXPECT_EQ(starts_needed(ms, 1, {3, 10, 1, 5}), 2);
+  EXPECT_EQ(starts_needed(ms, 1, {3, 10, 4, 5}), 0) << "concurrency 4 covers 3 waiters";
+  EXPECT_EQ(starts_needed({}, 1, {0, 10, 1, 5}), 0) << "no waiter, no start";
+}
+
+TEST(StartsNeeded, OldVersionsCountAgainstMaxInstances) {
+  std::vector<MemberView> ms = {member(1, 1), member(2, 1)};
+  ms[0].leased = ms[1].leased = 1;
+  EXPECT_EQ(starts_needed(ms, 2, {5, 3, 1, 2}), 1);
+}
+
+TEST(IdleToReap, ReapsAfterTheIdleTimeoutOnly) {
+  FakeClock clock;
+  std::vector<MemberView> ms = {member(1), member(2)};
+  ms[0].idle_since = clock.now();
+  ms[1].idle_since = clock.now() + seconds(20);
+  ReapInputs in{1, seconds(30), 0};
+  clock.advance(seconds(29));
+  EXPECT_TRUE(idle_to_reap(ms, clock.now(), in).empty());
+  clock.advance(seconds(1));
+  EXPECT_EQ(idle_to_reap(ms, clock.now(), in), std::vector<uint64_t>{1});
+  clock.advance(seconds(20));
+  EXPECT_EQ(idle_to_reap(ms, clock.now(), in), (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(IdleToReap, ABusyInstanceIsNeverReapedHoweverLongItRuns) {
+  FakeClock clock;
+  std::vector<MemberView> ms = {member(1)};
+  ms[0].leased = 1;
+  ms[0].idle_since = clock.now();
+  clock.advance(seconds(3600));
+  EXPECT_TRUE(idle_to_reap(ms, clock.now(), {1, seconds(1), 0}).empty());
+  // The call ends now: the idle clock starts from here, not from when it was leased.
+  ms[0].leased = 0;
+  ms[0].idle_since = clock.now();
+  clock.advance(seconds(1) - std::chrono::milliseconds(1));
+  EXPECT_TRUE(idle_to_reap(ms, clock.now(), {1, seconds(1), 0}).empty());
+}
+
+TEST(IdleToReap, KeepsMinInstancesAndDropsOldVersionsAtOnce) {
+  FakeClock clock;
+  std::vector<MemberView> ms = {member(1, 1), member(2, 2), member(3, 2), member(4, 2)};
+  for (auto& m : ms) m.idle_since = clock.now();
+  ms[3].idle_since = clock.now() + seconds(5);
+  ReapInputs in{2, seconds(10), 2};
+  EXPECT_EQ(idle_to_reap(ms, clock.now(), in), std::vector<uint64_t>{1}) << "old version goes";
+  clock.advance(seconds(60));
+  auto reaped = idle_to_reap(ms, clock.now(), in);
+  EXPECT_EQ(reaped, (std::vector<uint64_t>{1, 2})) << "the longest idle goes; two stay";
+}
+
+TEST(Prewarm, FillsUpToMinInstances) {
+  std::vector<MemberView> ms = {member(1, 2)};
+  EXPECT_EQ(prewarm_needed(ms, 2, 3), 2);
+  EXPECT_EQ(prewarm_needed(ms, 3, 1), 1) << "other versions do not count";
+  EXPECT_EQ(prewarm_needed(ms, 2, 0), 0);
+}
+
+TEST(Eviction, LeastRecentlyUsedGoFirst) {
+  FakeClock clock;
+  std::vector<EvictionCandidate> idle = {{0, 1, clock.now() + seconds(5), 256},
+                                         {1, 2, clock.now() + seconds(1), 128},
+                                         {2, 3, clock.now() + seconds(3), 128}};
+  auto fits = plan_eviction(idle, 512, 1024, 256);
+  ASSERT_TRUE(fits.has_value());
+  EXPECT_TRUE(fits->empty());
+  auto plan = plan_eviction(idle, 1024, 1024, 200);
+  ASSERT_TRUE(plan.has_value());
+  ASSERT_EQ(plan->size(), 2u);
+  EXPECT_EQ((*plan)[0].id, 2u);
+  EXPECT_EQ((*plan)[1].id, 3u);
+  EXPECT_FALSE(plan_eviction(idle, 1024, 1024, 1000).has_value()) << "cannot fit at all";
+}
+
+}  // namespace
+}  // namespace ember::scheduler
