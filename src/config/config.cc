@@ -76,7 +76,33 @@ Status apply_config_json(std::string_view text, Config& c) {
     o.max_entries = static_cast<uint64_t>(entries);
     o.max_ratio = static_cast<uint64_t>(ratio);
   }
+  std::string runtimes_dir;
+  f.string("runtimes_dir", runtimes_dir);
+  f.string("node_path", c.scheduler.node_path);
+  f.string("python_path", c.scheduler.python_path);
+  if (const json* sch = f.object("scheduler")) {
+    JsonFields h(*sch, "scheduler");
+    auto& o = c.scheduler;
+    int64_t queue_timeout = o.queue_timeout.count(), init_timeout = o.init_timeout.count(),
+            stop_grace = o.stop_grace.count();
+    h.integer("max_concurrent_starts", o.max_concurrent_starts, 1, 1000);
+    h.integer("max_queue", o.max_queue, 0, 1'000'000);
+    h.integer("queue_timeout_ms", queue_timeout, 0, 3'600'000);
+    h.integer("init_timeout_ms", init_timeout, 100, 3'600'000);
+    h.integer("stop_grace_ms", stop_grace, 0, 600'000);
+    h.integer("memory_budget_mb", o.memory_budget_mb, 0, int64_t{1} << 40);
+    if (auto st = h.finish(); !st) return st;
+    o.queue_timeout = std::chrono::milliseconds(queue_timeout);
+    o.init_timeout = std::chrono::milliseconds(init_timeout);
+    o.stop_grace = std::chrono::milliseconds(stop_grace);
+  }
+  if (const json* logs = f.object("logs")) {
+    JsonFields h(*logs, "logs");
+    h.integer("bytes_per_function", c.log_bytes_per_function, 4096, int64_t{1} << 30);
+    if (auto st = h.finish(); !st) return st;
+  }
   if (auto st = f.finish(); !st) return st;
+  if (!runtimes_dir.empty()) c.scheduler.runtimes_dir = runtimes_dir;
   if (!listen.empty()) {
     auto l = parse_listen(listen);
     if (!l) return Error::invalid("listen: " + l.error().message, "listen");

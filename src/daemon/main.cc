@@ -20,6 +20,9 @@
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
 #include "ember/registry/registry.h"
+#include "ember/sandbox/spawner.h"
+#include "ember/scheduler/scheduler.h"
+#include "ember/worker/logs.h"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -54,7 +57,25 @@ void deploy_folders(registry::Registry& registry, const fs::path& dir) {
   }
 }
 
-int run(const config::Config& cfg) {
+// Where the runtime shims are: the configured folder, else share/ember/runtimes beside an
+// installed binary, else the source tree this binary was built from.
+fs::path find_runtimes(const fs::path& configured) {
+  if (!configured.empty()) return configured;
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  fs::path installed = exe.parent_path().parent_path() / "share" / "ember" / "runtimes";
+  if (!ec && fs::exists(installed / "node" / "bootstrap.js", ec)) return installed;
+  return EMBER_SOURCE_RUNTIMES;
+}
+
+// 75% of the machine's memory when no budget is configured.
+int64_t default_memory_budget_mb() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES);
+  const long page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page / (1 << 20) * 3 / 4 : 0;
+}
+
+int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   // Extracted bundles must stay readable by the per-function users of the sandbox; private
   // state sets its own modes explicitly.
   ::umask(022);
@@ -82,11 +103,24 @@ int run(const config::Config& cfg) {
 
   if (!cfg.deploy_dir.empty()) deploy_folders(reg, cfg.deploy_dir);
 
+  // Declared before the event loop: instances still held by suspended coroutines log into it
+  // until the loop is destroyed.
+  worker::LogStore logs(static_cast<size_t>(cfg.log_bytes_per_function));
   asio::io_context io(1);
   asio::thread_pool blocking(1);
+
+  scheduler::SchedulerOptions sched_options = cfg.scheduler;
+  sched_options.runtimes_dir = find_runtimes(cfg.scheduler.runtimes_dir);
+  if (sched_options.memory_budget_mb == 0) sched_options.memory_budget_mb = default_memory_budget_mb();
+  scheduler::Scheduler scheduler(io, spawner, reg, logs, sched_options);
+  scheduler.start();
+  spdlog::info("scheduler: runtimes in {}, memory budget {} MiB",
+               sched_options.runtimes_dir.string(), sched_options.memory_budget_mb);
+
   gateway::Api api(gateway::ApiOptions{token, cfg.bundles.max_compressed_bytes,
-                                       static_cast<uint64_t>(cfg.http.max_body_bytes)},
-                   reg, blocking);
+                                       static_cast<uint64_t>(cfg.http.max_body_bytes),
+                                       std::chrono::milliseconds(cfg.http.drain_timeout_ms)},
+                   reg, blocking, &scheduler, &logs);
   gateway::HttpServer server(io, cfg.http, api);
   api.set_server(&server);
 
@@ -111,7 +145,11 @@ int run(const config::Config& cfg) {
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    asio::co_spawn(io, server.drain(), [&](std::exception_ptr) {
+    auto stop = [&]() -> asio::awaitable<void> {
+      co_await server.drain();
+      co_await scheduler.shutdown();
+    };
+    asio::co_spawn(io, stop(), [&](std::exception_ptr) {
       spdlog::info("stopped");
       io.stop();
     });
@@ -151,8 +189,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(*parse_log_level(cfg->log_level));
+  // First, while this process has a single thread: the helper that creates workers.
+  auto spawner = sandbox::Spawner::start();
+  if (!spawner) {
+    spdlog::critical("cannot start the spawner: {}", spawner.error().message);
+    return 1;
+  }
   try {
-    return run(*cfg);
+    return run(*cfg, **spawner);
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());
     return 1;

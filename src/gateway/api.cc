@@ -9,6 +9,7 @@
 #include "ember/common/json_fields.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/blocking.h"
+#include "invocation.h"
 
 namespace ember::gateway {
 
@@ -29,6 +30,9 @@ enum Route : int {
   kPatch,
   kDelete,
   kRollback,
+  kInvoke,
+  kHttpTrigger,
+  kLogs,
 };
 
 Response method_not_allowed(http::verb method, std::string_view allow) {
@@ -78,8 +82,18 @@ json function_view(const registry::FunctionRecord& record) {
 }
 
 Api::Api(ApiOptions options, registry::Registry& registry, asio::thread_pool& blocking,
-         const HttpServer* server)
-    : options_(std::move(options)), registry_(registry), blocking_(blocking), server_(server) {}
+         scheduler::Scheduler* scheduler, worker::LogStore* logs)
+    : options_(std::move(options)),
+      registry_(registry),
+      blocking_(blocking),
+      scheduler_(scheduler),
+      logs_(logs) {}
+
+json Api::view(const registry::FunctionRecord& record) const {
+  json v = function_view(record);
+  if (scheduler_) v["instances"] = scheduler_->instance_counts(record.name);
+  return v;
+}
 
 Plan Api::plan(const RequestHeader& header, Transport transport) {
   const http::verb method = header.method();
@@ -96,6 +110,27 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       return reject(method_not_allowed(method, "GET, HEAD"));
     }
     return accept(segments[0] == "healthz" ? kHealth : kReady, kSmallBodyBytes);
+  }
+
+  // Invoke routes: open unless the function asks for a token ("auth": "token").
+  const bool is_invoke = segments.size() == 4 && segments[0] == "v1" && segments[1] == "functions" &&
+                         segments[3] == "invoke";
+  const bool is_trigger = segments.size() >= 2 && segments[0] == "fn";
+  if (is_invoke || is_trigger) {
+    std::string name(segments[is_invoke ? 2 : 1]);
+    if (auto st = registry::validate_name(name); !st) return reject(error_response(st.error()));
+    if (is_invoke && method != http::verb::post) return reject(method_not_allowed(method, "POST"));
+    auto record = registry_.get(name);
+    if (!record) {
+      return reject(error_response(Error::not_found("function " + name + " does not exist")));
+    }
+    if (record->active().config.auth == "token" && transport == Transport::kTcp) {
+      auto it = header.find(http::field::authorization);
+      if (it == header.end() || !bearer_matches(it->value(), options_.admin_token)) {
+        return reject(unauthorized("function " + name + " needs a bearer token"));
+      }
+    }
+    return accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
   }
 
   if (segments.empty() || segments[0] != "v1") {
@@ -140,6 +175,10 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
       return accept(kRollback, kSmallBodyBytes, std::move(name));
     }
+    if (segments.size() == 4 && segments[3] == "logs") {
+      if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+      return accept(kLogs, kSmallBodyBytes, std::move(name));
+    }
   }
   return reject(error_response(http::status::not_found, "not_found",
                                fmt::format("no route for {} {}", http::to_string(method),
@@ -157,7 +196,7 @@ asio::awaitable<Response> Api::handle(const Plan& plan, Request request) {
       co_return json_response(http::status::ok, json{{"status", "ready"}});
     case kListFunctions: {
       json list = json::array();
-      for (const auto& record : registry_.list()) list.push_back(function_view(*record));
+      for (const auto& record : registry_.list()) list.push_back(view(*record));
       co_return json_response(http::status::ok, json{{"functions", std::move(list)}});
     }
     case kGetFunction: {
@@ -165,8 +204,13 @@ asio::awaitable<Response> Api::handle(const Plan& plan, Request request) {
       if (!record) {
         co_return error_response(Error::not_found("function " + plan.name + " does not exist"));
       }
-      co_return json_response(http::status::ok, function_view(*record));
+      co_return json_response(http::status::ok, view(*record));
     }
+    case kInvoke:
+    case kHttpTrigger:
+      co_return co_await invoke(plan, std::move(request));
+    case kLogs:
+      co_return logs(plan, request);
     case kDeploy:
       co_return co_await deploy(plan, std::move(request));
     case kPatch:
@@ -198,8 +242,9 @@ asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
     spdlog::info("api: [fn={}] deployed version {} (bundle {})", plan.name,
                  record.active_version, record.active().bundle_sha256.substr(0, 12));
   }
+  if (change->changed && scheduler_) scheduler_->on_deployed(change->record);
   Response res = json_response(change->created ? http::status::created : http::status::ok,
-                               function_view(record));
+                               view(record));
   if (change->created) res.set(http::field::location, "/v1/functions/" + plan.name);
   co_return res;
 }
@@ -218,8 +263,9 @@ asio::awaitable<Response> Api::patch(const Plan& plan, Request request) {
   if (change->changed) {
     spdlog::info("api: [fn={}] configuration changed, version {}", plan.name,
                  change->record->active_version);
+    if (scheduler_) scheduler_->on_deployed(change->record);
   }
-  co_return json_response(http::status::ok, function_view(*change->record));
+  co_return json_response(http::status::ok, view(*change->record));
 }
 
 asio::awaitable<Response> Api::rollback(const Plan& plan, Request request) {
@@ -240,10 +286,16 @@ asio::awaitable<Response> Api::rollback(const Plan& plan, Request request) {
   auto change = co_await run_blocking(blocking_, std::move(work));
   if (!change) co_return error_response(change.error());
   spdlog::info("api: [fn={}] version {} is active", plan.name, change->record->active_version);
-  co_return json_response(http::status::ok, function_view(*change->record));
+  if (change->changed && scheduler_) scheduler_->on_deployed(change->record);
+  co_return json_response(http::status::ok, view(*change->record));
 }
 
 asio::awaitable<Response> Api::remove(const Plan& plan) {
+  if (!registry_.get(plan.name)) {
+    co_return error_response(Error::not_found("function " + plan.name + " does not exist"));
+  }
+  // Calls in flight finish first; new ones are refused while the function drains.
+  if (scheduler_) co_await scheduler_->remove(plan.name, options_.delete_drain);
   auto work = [this, name = plan.name] { return registry_.remove(name); };
   auto status = co_await run_blocking(blocking_, std::move(work));
   if (!status) co_return error_response(status.error());
@@ -251,6 +303,52 @@ asio::awaitable<Response> Api::remove(const Plan& plan) {
   Response res{http::status::no_content, 11};
   res.set(http::field::server, "ember");
   co_return res;
+}
+
+asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
+  const std::string request_id = new_request_id();
+  if (!scheduler_) {
+    co_return error_response(http::status::service_unavailable, "unavailable",
+                             "invocation is not enabled");
+  }
+  const bool trigger = plan.route == kHttpTrigger;
+  scheduler::InvokeRequest call{request_id,
+                                trigger ? http_event(request, plan.name)
+                                        : invoke_event(request.body()),
+                                trigger ? "http" : "invoke"};
+  auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
+  co_return invoke_response(outcome, request_id, trigger);
+}
+
+Response Api::logs(const Plan& plan, const Request& request) {
+  if (!registry_.get(plan.name)) {
+    return error_response(Error::not_found("function " + plan.name + " does not exist"));
+  }
+  uint64_t since = 0;
+  size_t limit = 1000;
+  for (const auto& [key, value] : query_params(request.target())) {
+    uint64_t v = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+    const bool number = ec == std::errc() && end == value.data() + value.size();
+    if (key == "since" && number) {
+      since = v;
+    } else if (key == "limit" && number && v >= 1 && v <= 10000) {
+      limit = static_cast<size_t>(v);
+    } else {
+      return error_response(Error::invalid(
+          "query parameter \"" + key + "\" must be since=SEQ or limit=1..10000", key));
+    }
+  }
+  json lines = json::array();
+  bool truncated = false;
+  uint64_t next = since;
+  if (logs_) {
+    auto& ring = logs_->ring(plan.name);
+    for (const auto& line : ring.read(since, limit, truncated)) lines.push_back(line.to_json());
+    next = lines.empty() ? std::max(since, ring.next_seq()) : lines.back()["seq"].get<uint64_t>() + 1;
+  }
+  return json_response(http::status::ok,
+                       json{{"lines", std::move(lines)}, {"next", next}, {"truncated", truncated}});
 }
 
 }  // namespace ember::gateway

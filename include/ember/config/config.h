@@ -11,6 +11,7 @@
 #include "ember/common/result.h"
 #include "ember/gateway/server.h"
 #include "ember/registry/bundle.h"
+#include "ember/scheduler/scheduler.h"
 
 namespace ember::config {
 
@@ -32,6 +33,10 @@ struct Config {
   gateway::ServerOptions http;
   registry::BundleLimits bundles;
   int max_versions = 10;
+  // runtimes_dir, node_path and python_path live here too; an empty runtimes_dir means "next to
+  // the binary when installed, else the source tree's runtimes/".
+  scheduler::SchedulerOptions scheduler;
+  int64_t log_bytes_per_function = 1 << 20;
 };
 
 struct CommandLine {

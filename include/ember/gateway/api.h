@@ -7,21 +7,25 @@
 
 #include "ember/gateway/server.h"
 #include "ember/registry/registry.h"
+#include "ember/scheduler/scheduler.h"
+#include "ember/worker/logs.h"
 
 namespace ember::gateway {
 
 struct ApiOptions {
   std::string admin_token;
   uint64_t max_bundle_bytes = 50ull << 20;
-  uint64_t max_body_bytes = 6ull << 20;
+  uint64_t max_body_bytes = 6ull << 20;  // events of invoke and HTTP-trigger routes
+  std::chrono::milliseconds delete_drain{30'000};
 };
 
-// Routes requests to the registry. Runs on the io_context's thread; registry mutations go to
-// `blocking`, a pool for disk work, so a large deploy never stalls other requests.
+// Routes requests to the registry and the scheduler. Runs on the io_context's thread; registry
+// mutations go to `blocking`, a pool for disk work, so a large deploy never stalls other
+// requests. Without a scheduler (unit tests of routing) invoke routes answer 503.
 class Api final : public Application {
  public:
   Api(ApiOptions options, registry::Registry& registry, boost::asio::thread_pool& blocking,
-      const HttpServer* server = nullptr);
+      scheduler::Scheduler* scheduler = nullptr, worker::LogStore* logs = nullptr);
 
   // Lets /readyz report draining; set once the server exists.
   void set_server(const HttpServer* server) { server_ = server; }
@@ -34,11 +38,16 @@ class Api final : public Application {
   boost::asio::awaitable<Response> patch(const Plan& plan, Request request);
   boost::asio::awaitable<Response> rollback(const Plan& plan, Request request);
   boost::asio::awaitable<Response> remove(const Plan& plan);
+  boost::asio::awaitable<Response> invoke(const Plan& plan, Request request);
+  Response logs(const Plan& plan, const Request& request);
+  nlohmann::json view(const registry::FunctionRecord& record) const;
 
   ApiOptions options_;
   registry::Registry& registry_;
   boost::asio::thread_pool& blocking_;
-  const HttpServer* server_;
+  scheduler::Scheduler* scheduler_;
+  worker::LogStore* logs_;
+  const HttpServer* server_ = nullptr;
 };
 
 // The JSON view of a function served by GET and returned by mutations.

@@ -80,6 +80,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   pid_t pid() const { return child_.pid(); }
   const LaunchSpec& spec() const { return spec_; }
   State state() const { return state_; }
+  // False once the process was killed or exited: it must get no further calls.
+  bool usable() const { return state_ == State::kReady && exit_reason_.empty(); }
   int in_flight() const { return static_cast<int>(pending_.size()); }
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
   // Why the process ended, once it has.

@@ -129,3 +129,35 @@ TEST(LogLevel, Parses) {
 
 }  // namespace
 }  // namespace ember
+
+#include "ember/common/text.h"
+
+namespace ember {
+namespace {
+
+TEST(Utf8, AcceptsValidAndRejectsMalformed) {
+  EXPECT_TRUE(is_valid_utf8("plain ascii"));
+  EXPECT_TRUE(is_valid_utf8("h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x94\xA5"));
+  EXPECT_FALSE(is_valid_utf8("\xFF"));
+  EXPECT_FALSE(is_valid_utf8("\xC3"));              // truncated
+  EXPECT_FALSE(is_valid_utf8("\xC0\xAF"));          // overlong '/'
+  EXPECT_FALSE(is_valid_utf8("\xED\xA0\x80"));      // surrogate
+  EXPECT_FALSE(is_valid_utf8("\xF4\x90\x80\x80"));  // past U+10FFFF
+}
+
+TEST(Base64, RoundTripsBinary) {
+  std::string binary;
+  for (int i = 0; i < 256; ++i) binary.push_back(static_cast<char>(i));
+  for (size_t len : {0u, 1u, 2u, 3u, 4u, 255u, 256u}) {
+    auto s = binary.substr(0, len);
+    auto decoded = base64_decode(base64_encode(s));
+    ASSERT_TRUE(decoded.has_value()) << len;
+    EXPECT_EQ(*decoded, s) << len;
+  }
+  EXPECT_EQ(base64_encode("hi"), "aGk=");
+  EXPECT_FALSE(base64_decode("abc").has_value());
+  EXPECT_FALSE(base64_decode("a*c=").has_value());
+}
+
+}  // namespace
+}  // namespace ember

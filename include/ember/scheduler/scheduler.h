@@ -1,0 +1,128 @@
+// Per-function pools of warm instances: dispatch to an idle instance (LIFO), cold-start new
+// ones under load within the caps, queue callers with a deadline, reap idle instances to zero,
+// keep min_instances warm, and respect a host memory budget by evicting idle instances of other
+// functions. Owned by the event loop's thread: no locks; every method runs on that thread.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <nlohmann/json.hpp>
+
+#include "ember/common/clock.h"
+#include "ember/registry/registry.h"
+#include "ember/sandbox/spawner.h"
+#include "ember/worker/instance.h"
+#include "ember/worker/logs.h"
+
+namespace ember::scheduler {
+
+struct SchedulerOptions {
+  std::filesystem::path runtimes_dir;  // holds node/bootstrap.js and python/bootstrap.py
+  std::string node_path = "/usr/bin/node";
+  std::string python_path = "/usr/bin/python3";
+  int max_concurrent_starts = 2;  // per function
+  int max_queue = 1000;           // waiting calls per function; more get 429
+  std::chrono::milliseconds queue_timeout{10'000};
+  std::chrono::milliseconds init_timeout{10'000};
+  std::chrono::milliseconds stop_grace{2'000};
+  std::chrono::milliseconds reap_interval{1'000};
+  int64_t memory_budget_mb = 0;  // sum of memory_mb of live instances; 0: no budget
+};
+
+struct InvokeRequest {
+  std::string request_id;
+  std::string event_json;
+  std::string kind = "invoke";  // "invoke" or "http"
+};
+
+struct InvokeOutcome {
+  enum class Kind {
+    kOk,             // body: the value as JSON
+    kFunctionError,  // body: {"errorType","errorMessage","stack"}
+    kTimeout,
+    kCrash,          // body: what happened to the worker
+    kInitError,      // body: the init error object, or what happened
+    kThrottled,      // queue full or queue wait over
+    kNotFound,
+    kUnavailable,    // the function is being removed or the daemon is stopping
+  };
+  Kind kind = Kind::kCrash;
+  std::string body;
+  bool cold = false;
+  int version = 0;
+  std::chrono::nanoseconds init{0};
+  std::chrono::nanoseconds duration{0};
+  std::chrono::nanoseconds queued{0};
+};
+
+class Scheduler {
+ public:
+  Scheduler(boost::asio::io_context& io, sandbox::Spawner& spawner, registry::Registry& registry,
+            worker::LogStore& logs, SchedulerOptions options);
+  ~Scheduler();
+
+  // Starts the reaper (idle timeouts, min_instances).
+  void start();
+
+  boost::asio::awaitable<InvokeOutcome> invoke(const std::string& function, InvokeRequest request);
+
+  // A new version is active: idle instances of older versions stop, and when the function is
+  // warm, one instance of the new version starts at once, before the old ones drain.
+  void on_deployed(const registry::RecordPtr& record);
+
+  // Refuses new calls for `function`, waits for calls in flight, then stops its instances.
+  boost::asio::awaitable<void> remove(const std::string& function,
+                                      std::chrono::milliseconds deadline);
+
+  // Stops every instance: SHUTDOWN, then SIGKILL after the grace period; returns once all exited.
+  boost::asio::awaitable<void> shutdown();
+
+  // {"starting": n, "idle": n, "busy": n, "stopping": n} for one function.
+  nlohmann::json instance_counts(const std::string& function) const;
+  size_t live_instances() const;
+  int64_t memory_used_mb() const { return memory_used_mb_; }
+
+ private:
+  struct Member;
+  struct Waiter;
+  struct Pool;
+
+  Pool& pool_for(const std::string& name);
+  void refresh(Pool& pool, const registry::RecordPtr& record);
+  std::shared_ptr<Member> acquire(Pool& pool);
+  void release(Pool& pool, const std::shared_ptr<Member>& member);
+  void dispatch_waiters(Pool& pool);
+  void ensure_starts(Pool& pool);
+  bool reserve_memory(Pool& pool, int memory_mb);
+  boost::asio::awaitable<void> start_instance(std::string name, registry::RecordPtr record,
+                                              bool on_demand);
+  void stop_member(Pool& pool, const std::shared_ptr<Member>& member);
+  void member_exited(const std::string& name, uint64_t id);
+  void fail_waiters(Pool& pool, const std::string& error);
+  void reap();
+  boost::asio::awaitable<void> reaper();
+  Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record) const;
+
+  boost::asio::io_context& io_;
+  sandbox::Spawner& spawner_;
+  registry::Registry& registry_;
+  worker::LogStore& logs_;
+  SchedulerOptions options_;
+  std::map<std::string, std::unique_ptr<Pool>> pools_;
+  int64_t memory_used_mb_ = 0;
+  bool stopping_ = false;
+  boost::asio::steady_timer reap_timer_;
+  boost::asio::steady_timer exits_;  // woken whenever an instance exits
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace ember::scheduler

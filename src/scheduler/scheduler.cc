@@ -1,0 +1,562 @@
+#include "ember/scheduler/scheduler.h"
+
+#include <algorithm>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "ember/scheduler/policy.h"
+
+namespace ember::scheduler {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
+
+Clock::time_point now() { return system_clock().now(); }
+
+void log_exception(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("scheduler: task failed: {}", ex.what());
+  }
+}
+
+std::string error_json(std::string_view type, std::string_view message) {
+  return json{{"errorType", type}, {"errorMessage", message}, {"stack", json::array()}}.dump();
+}
+
+}  // namespace
+
+struct Scheduler::Member {
+  uint64_t id = 0;
+  std::shared_ptr<worker::Instance> instance;
+  int version = 0;
+  int concurrency = 1;
+  int memory_mb = 0;
+  bool starting = true;
+  bool stopping = false;
+  bool counted = true;     // memory_mb is part of memory_used_mb_
+  bool on_demand = false;  // started because calls were waiting
+  bool fresh = true;       // has served no call yet
+  int leased = 0;
+  Clock::time_point idle_since{};
+  Clock::time_point last_used{};
+};
+
+struct Scheduler::Waiter {
+  asio::steady_timer timer;
+  std::shared_ptr<Member> member;    // the instance handed over, already leased
+  std::optional<std::string> error;  // set when the instance meant for it failed to start
+};
+
+struct Scheduler::Pool {
+  explicit Pool(asio::io_context& io, std::string n) : name(std::move(n)), drained(io) {}
+  std::string name;
+  registry::RecordPtr record;
+  std::vector<std::shared_ptr<Member>> members;
+  std::deque<Waiter*> waiters;
+  bool removing = false;
+  int calls = 0;  // invoke() coroutines holding this pool
+  asio::steady_timer drained;
+
+  std::vector<MemberView> views() const {
+    std::vector<MemberView> out;
+    out.reserve(members.size());
+    for (const auto& m : members) {
+      out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
+                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
+    }
+    return out;
+  }
+  std::shared_ptr<Member> find(uint64_t id) const {
+    for (const auto& m : members) {
+      if (m->id == id) return m;
+    }
+    return nullptr;
+  }
+};
+
+namespace {
+uint64_t g_next_member = 1;
+}
+
+Scheduler::Scheduler(asio::io_context& io, sandbox::Spawner& spawner,
+                     registry::Registry& registry, worker::LogStore& logs,
+                     SchedulerOptions options)
+    : io_(io),
+      spawner_(spawner),
+      registry_(registry),
+      logs_(logs),
+      options_(std::move(options)),
+      reap_timer_(io),
+      exits_(io) {}
+
+Scheduler::~Scheduler() { *alive_ = false; }
+
+void Scheduler::start() { asio::co_spawn(io_, reaper(), log_exception); }
+
+Scheduler::Pool& Scheduler::pool_for(const std::string& name) {
+  auto& slot = pools_[name];
+  if (!slot) slot = std::make_unique<Pool>(io_, name);
+  return *slot;
+}
+
+void Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
+  if (pool.record == record) return;
+  const bool new_version = !pool.record || pool.record->active_version != record->active_version;
+  pool.record = record;
+  if (!new_version) return;
+  for (const auto& m : std::vector(pool.members)) {
+    if (m->version != record->active_version && m->leased == 0 && !m->starting) {
+      stop_member(pool, m);
+    }
+  }
+}
+
+std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
+  auto index = pick_instance(pool.views(), pool.record->active_version);
+  if (!index) return nullptr;
+  auto m = pool.members[*index];
+  ++m->leased;
+  m->last_used = now();
+  return m;
+}
+
+void Scheduler::release(Pool& pool, const std::shared_ptr<Member>& m) {
+  --m->leased;
+  m->last_used = now();
+  // A worker killed by a timeout or crashed mid-call takes no further calls; the next caller
+  // gets a fresh instance.
+  if (!m->instance->usable()) stop_member(pool, m);
+  if (m->leased == 0) {
+    m->idle_since = m->last_used;
+    if (pool.record && m->version != pool.record->active_version) stop_member(pool, m);
+  }
+  dispatch_waiters(pool);
+}
+
+void Scheduler::dispatch_waiters(Pool& pool) {
+  while (!pool.waiters.empty()) {
+    auto m = acquire(pool);
+    if (!m) break;
+    Waiter* w = pool.waiters.front();
+    pool.waiters.pop_front();
+    w->member = std::move(m);
+    w->timer.cancel();
+  }
+  if (!pool.waiters.empty()) ensure_starts(pool);
+}
+
+void Scheduler::ensure_starts(Pool& pool) {
+  if (stopping_ || pool.removing || !pool.record) return;
+  const auto& config = pool.record->active().config;
+  int n = starts_needed(pool.views(), pool.record->active_version,
+                        StartInputs{static_cast<int>(pool.waiters.size()), config.max_instances,
+                                    config.concurrency, options_.max_concurrent_starts});
+  for (int i = 0; i < n; ++i) {
+    if (!reserve_memory(pool, config.memory_mb)) break;
+    asio::co_spawn(io_, start_instance(pool.name, pool.record, /*on_demand=*/true),
+                   log_exception);
+  }
+}
+
+bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
+  if (options_.memory_budget_mb > 0 &&
+      memory_used_mb_ + memory_mb > options_.memory_budget_mb) {
+    std::vector<EvictionCandidate> idle;
+    std::vector<Pool*> owners;
+    for (auto& [_, p] : pools_) {
+      for (const auto& m : p->members) {
+        if (m->starting || m->stopping || m->leased > 0) continue;
+        idle.push_back({owners.size(), m->id, m->last_used, m->memory_mb});
+        owners.push_back(p.get());
+      }
+    }
+    auto plan = plan_eviction(idle, memory_used_mb_, options_.memory_budget_mb, memory_mb);
+    if (!plan) return false;
+    for (const auto& victim : *plan) {
+      Pool& owner = *owners[victim.pool];
+      spdlog::info("scheduler: [fn={}] evicting an idle instance to make room for {}", owner.name,
+                   pool.name);
+      stop_member(owner, owner.find(victim.id));
+    }
+  }
+  memory_used_mb_ += memory_mb;
+  return true;
+}
+
+Result<worker::LaunchSpec> Scheduler::launch_spec(const registry::FunctionRecord& record) const {
+  const registry::Version& v = record.active();
+  const registry::FunctionConfig& c = v.config;
+  const std::string bundle = registry_.bundle_dir(v).string();
+  worker::LaunchSpec spec;
+  spec.function = record.name;
+  spec.version = v.number;
+  spec.concurrency = c.concurrency;
+  spec.cwd = bundle;
+  // Built from scratch: nothing of the daemon's own environment reaches a function.
+  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin",
+              "LANG=C.UTF-8",
+              "TZ=UTC",
+              "HOME=/tmp",
+              "_HANDLER=" + c.handler,
+              "LAMBDA_TASK_ROOT=" + bundle,
+              "EMBER_FUNCTION_NAME=" + record.name,
+              "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
+              "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb)};
+  for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
+  switch (c.runtime) {
+    case registry::Runtime::kNode:
+      spec.argv = {options_.node_path,
+                   "--max-old-space-size=" + std::to_string(std::max(16, c.memory_mb * 3 / 4)),
+                   (options_.runtimes_dir / "node" / "bootstrap.js").string()};
+      break;
+    case registry::Runtime::kPython:
+      spec.argv = {options_.python_path, "-I", "-u",
+                   (options_.runtimes_dir / "python" / "bootstrap.py").string()};
+      break;
+    case registry::Runtime::kProvided:
+      return Error::unsupported(
+          "runtime provided needs the Lambda Runtime API shim, which this build of Ember does "
+          "not include yet");
+  }
+  return spec;
+}
+
+asio::awaitable<void> Scheduler::start_instance(std::string name, registry::RecordPtr record,
+                                                bool on_demand) {
+  auto member = std::make_shared<Member>();
+  const auto& config = record->active().config;
+  member->id = g_next_member++;
+  member->version = record->active_version;
+  member->concurrency = config.concurrency;
+  member->memory_mb = config.memory_mb;
+  member->on_demand = on_demand;
+  pool_for(name).members.push_back(member);
+
+  auto spec = launch_spec(*record);
+  Result<std::shared_ptr<worker::Instance>> instance =
+      spec ? worker::Instance::launch(
+                 io_, spawner_, std::move(*spec),
+                 [logs = &logs_, name](std::string_view stream, std::string_view request,
+                                       std::string text) {
+                   logs->ring(name).append(worker::LogLine{0, system_clock().wall_ms(),
+                                                           std::string(stream),
+                                                           std::string(request), std::move(text)});
+                 })
+           : Result<std::shared_ptr<worker::Instance>>(spec.error());
+  if (!instance) {
+    spdlog::error("scheduler: [fn={}] cannot start an instance: {}", name,
+                  instance.error().message);
+    Pool& pool = pool_for(name);
+    stop_member(pool, member);
+    std::erase(pool.members, member);
+    fail_waiters(pool, error_json("Runtime.StartError", instance.error().message));
+    co_return;
+  }
+  member->instance = *instance;
+  (*instance)->on_exit([this, alive = std::weak_ptr<bool>(alive_), name,
+                        id = member->id](worker::Instance&) {
+    if (auto a = alive.lock(); a && *a) member_exited(name, id);
+  });
+
+  Status ready = co_await (*instance)->ready(options_.init_timeout);
+  auto it = pools_.find(name);
+  if (it == pools_.end()) {
+    (*instance)->kill("its function was removed");
+    co_return;
+  }
+  Pool& pool = *it->second;
+  if (!ready) {
+    // An init error is the worker's own error object; anything else is described here.
+    std::string body = ready.error().code == Errc::kInvalid
+                           ? ready.error().message
+                           : error_json("Runtime.ExitError", ready.error().message);
+    logs_.ring(name).append(worker::LogLine{0, system_clock().wall_ms(), "ember", "",
+                                            "init failed: " + body});
+    stop_member(pool, member);
+    fail_waiters(pool, body);
+    co_return;
+  }
+  member->starting = false;
+  member->idle_since = member->last_used = now();
+  spdlog::debug("scheduler: [fn={} inst={}] ready in {} ms", name, member->id,
+                std::chrono::duration_cast<milliseconds>((*instance)->init_duration()).count());
+  if (member->stopping) co_return;
+  if (!pool.record || member->version != pool.record->active_version || pool.removing) {
+    stop_member(pool, member);
+    co_return;
+  }
+  dispatch_waiters(pool);
+}
+
+void Scheduler::stop_member(Pool& pool, const std::shared_ptr<Member>& m) {
+  (void)pool;
+  if (!m || m->stopping) return;
+  m->stopping = true;
+  if (m->counted) {
+    memory_used_mb_ -= m->memory_mb;
+    m->counted = false;
+  }
+  if (m->instance) m->instance->stop(options_.stop_grace);
+}
+
+void Scheduler::member_exited(const std::string& name, uint64_t id) {
+  exits_.cancel();
+  auto it = pools_.find(name);
+  if (it == pools_.end()) return;
+  Pool& pool = *it->second;
+  auto m = pool.find(id);
+  if (!m) return;
+  if (!m->stopping) {
+    logs_.ring(name).append(worker::LogLine{0, system_clock().wall_ms(), "ember", "",
+                                            "instance " + std::to_string(id) + " " +
+                                                m->instance->exit_reason()});
+  }
+  if (m->counted) {
+    memory_used_mb_ -= m->memory_mb;
+    m->counted = false;
+  }
+  m->stopping = true;
+  std::erase(pool.members, m);
+  // Room was made: calls waiting here or elsewhere (for memory) may start instances now.
+  for (auto& [_, p] : pools_) {
+    if (!p->waiters.empty()) dispatch_waiters(*p);
+  }
+}
+
+void Scheduler::fail_waiters(Pool& pool, const std::string& error) {
+  // Loading the same code again would fail the same way: every waiter gets the error.
+  while (!pool.waiters.empty()) {
+    Waiter* w = pool.waiters.front();
+    pool.waiters.pop_front();
+    w->error = error;
+    w->timer.cancel();
+  }
+}
+
+asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
+                                                 InvokeRequest request) {
+  InvokeOutcome out;
+  auto record = registry_.get(function);
+  if (!record) {
+    out.kind = InvokeOutcome::Kind::kNotFound;
+    out.body = "function " + function + " does not exist";
+    co_return out;
+  }
+  Pool& pool = pool_for(function);
+  if (stopping_ || pool.removing) {
+    out.kind = InvokeOutcome::Kind::kUnavailable;
+    out.body = stopping_ ? "the daemon is stopping" : "the function is being removed";
+    co_return out;
+  }
+  refresh(pool, record);
+  const auto& config = record->active().config;
+  ++pool.calls;
+  struct CallGuard {
+    Pool& pool;
+    ~CallGuard() {
+      if (--pool.calls == 0 && pool.removing) pool.drained.cancel();
+    }
+  } guard{pool};
+
+  const auto queued_at = steady_clock::now();
+  std::shared_ptr<Member> member = acquire(pool);
+  if (!member) {
+    if (static_cast<int>(pool.waiters.size()) >= options_.max_queue) {
+      out.kind = InvokeOutcome::Kind::kThrottled;
+      out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), function);
+      co_return out;
+    }
+    Waiter w{asio::steady_timer(io_, steady_clock::now() + options_.queue_timeout), nullptr,
+             std::nullopt};
+    pool.waiters.push_back(&w);
+    ensure_starts(pool);
+    co_await w.timer.async_wait(kAwait);
+    std::erase(pool.waiters, &w);
+    if (w.error) {
+      out.kind = InvokeOutcome::Kind::kInitError;
+      out.body = *w.error;
+      co_return out;
+    }
+    if (!w.member) {
+      out.kind = stopping_ || pool.removing ? InvokeOutcome::Kind::kUnavailable
+                                            : InvokeOutcome::Kind::kThrottled;
+      out.body = out.kind == InvokeOutcome::Kind::kThrottled
+                     ? fmt::format("no instance of {} became free within {} ms", function,
+                                   options_.queue_timeout.count())
+                     : "the function is being removed or the daemon is stopping";
+      co_return out;
+    }
+    member = std::move(w.member);
+  }
+  out.queued = steady_clock::now() - queued_at;
+  out.version = member->version;
+  out.cold = member->fresh && member->on_demand;
+  if (out.cold) out.init = member->instance->init_duration();
+  member->fresh = false;
+
+  const auto timeout = milliseconds(config.timeout_ms);
+  auto result = co_await member->instance->call(
+      std::move(request.request_id), std::move(request.event_json), request.kind,
+      steady_clock::now() + timeout, system_clock().wall_ms() + config.timeout_ms);
+  release(pool, member);
+  out.duration = result.duration;
+  out.body = std::move(result.body);
+  switch (result.kind) {
+    case worker::CallResult::Kind::kOk:
+      out.kind = InvokeOutcome::Kind::kOk;
+      break;
+    case worker::CallResult::Kind::kFunctionError:
+      out.kind = InvokeOutcome::Kind::kFunctionError;
+      break;
+    case worker::CallResult::Kind::kTimeout:
+      out.kind = InvokeOutcome::Kind::kTimeout;
+      out.body = fmt::format("the function did not finish within its timeout of {} ms",
+                             config.timeout_ms);
+      break;
+    case worker::CallResult::Kind::kCrash:
+      out.kind = InvokeOutcome::Kind::kCrash;
+      break;
+  }
+  co_return out;
+}
+
+void Scheduler::on_deployed(const registry::RecordPtr& record) {
+  auto it = pools_.find(record->name);
+  if (it == pools_.end()) return;
+  Pool& pool = *it->second;
+  bool warm = std::any_of(pool.members.begin(), pool.members.end(),
+                          [](const auto& m) { return !m->stopping; });
+  refresh(pool, record);
+  // A function that is serving gets an instance of the new version now, so calls after the
+  // switch find it ready instead of each waiting for a cold start.
+  const auto& config = record->active().config;
+  if (warm && starts_needed(pool.views(), record->active_version,
+                            StartInputs{1, config.max_instances, config.concurrency,
+                                        options_.max_concurrent_starts}) > 0 &&
+      reserve_memory(pool, config.memory_mb)) {
+    asio::co_spawn(io_, start_instance(pool.name, record, /*on_demand=*/false), log_exception);
+  }
+}
+
+asio::awaitable<void> Scheduler::remove(const std::string& function, milliseconds deadline) {
+  auto it = pools_.find(function);
+  if (it == pools_.end()) co_return;
+  Pool& pool = *it->second;
+  pool.removing = true;
+  for (Waiter* w : pool.waiters) w->timer.cancel();
+  pool.waiters.clear();
+  if (pool.calls > 0) {
+    pool.drained.expires_after(deadline);
+    co_await pool.drained.async_wait(kAwait);
+  }
+  for (const auto& m : std::vector(pool.members)) {
+    stop_member(pool, m);
+    if (pool.calls > 0 && m->instance) m->instance->kill("its function was removed");
+  }
+  // Calls cut short by the kill above finish on the next turns of the loop.
+  while (pool.calls > 0) {
+    pool.drained.expires_after(milliseconds(100));
+    co_await pool.drained.async_wait(kAwait);
+  }
+  logs_.erase(function);
+  pools_.erase(function);
+}
+
+void Scheduler::reap() {
+  const auto t = now();
+  for (const auto& record : registry_.list()) {
+    if (record->active().config.min_instances > 0) pool_for(record->name);
+  }
+  for (auto& [name, pool] : pools_) {
+    if (pool->removing) continue;
+    auto record = registry_.get(name);
+    if (!record) {
+      for (const auto& m : std::vector(pool->members)) {
+        if (m->leased == 0) stop_member(*pool, m);
+      }
+      continue;
+    }
+    refresh(*pool, record);
+    const auto& config = record->active().config;
+    for (uint64_t id : idle_to_reap(pool->views(), t,
+                                    ReapInputs{record->active_version,
+                                               std::chrono::seconds(config.idle_timeout_s),
+                                               config.min_instances})) {
+      stop_member(*pool, pool->find(id));
+    }
+    int warm = prewarm_needed(pool->views(), record->active_version, config.min_instances);
+    for (int i = 0; i < warm && !stopping_; ++i) {
+      if (!reserve_memory(*pool, config.memory_mb)) break;
+      asio::co_spawn(io_, start_instance(name, record, /*on_demand=*/false), log_exception);
+    }
+  }
+}
+
+asio::awaitable<void> Scheduler::reaper() {
+  while (!stopping_) {
+    reap_timer_.expires_after(options_.reap_interval);
+    auto [ec] = co_await reap_timer_.async_wait(kAwait);
+    if (ec || stopping_) break;
+    reap();
+  }
+}
+
+asio::awaitable<void> Scheduler::shutdown() {
+  stopping_ = true;
+  reap_timer_.cancel();
+  for (auto& [_, pool] : pools_) {
+    for (Waiter* w : pool->waiters) w->timer.cancel();
+    pool->waiters.clear();
+    for (const auto& m : std::vector(pool->members)) stop_member(*pool, m);
+  }
+  const auto deadline = steady_clock::now() + options_.stop_grace + milliseconds(1000);
+  while (live_instances() > 0 && steady_clock::now() < deadline) {
+    exits_.expires_at(deadline);
+    co_await exits_.async_wait(kAwait);
+  }
+  for (auto& [_, pool] : pools_) {
+    for (const auto& m : pool->members) {
+      if (m->instance) m->instance->kill("the daemon is stopping");
+    }
+  }
+}
+
+json Scheduler::instance_counts(const std::string& function) const {
+  int starting = 0, idle = 0, busy = 0, stopping = 0;
+  auto it = pools_.find(function);
+  if (it != pools_.end()) {
+    for (const auto& m : it->second->members) {
+      if (m->stopping) {
+        ++stopping;
+      } else if (m->starting) {
+        ++starting;
+      } else if (m->leased > 0) {
+        ++busy;
+      } else {
+        ++idle;
+      }
+    }
+  }
+  return json{{"starting", starting}, {"idle", idle}, {"busy", busy}, {"stopping", stopping}};
+}
+
+size_t Scheduler::live_instances() const {
+  size_t n = 0;
+  for (const auto& [_, pool] : pools_) n += pool->members.size();
+  return n;
+}
+
+}  // namespace ember::scheduler
