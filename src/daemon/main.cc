@@ -75,6 +75,13 @@ int64_t default_memory_budget_mb() {
   return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page / (1 << 20) * 3 / 4 : 0;
 }
 
+// A plain function rather than a lambda: a coroutine lambda's captures die with the closure,
+// which the signal handler destroys long before the drain ends.
+asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, scheduler::Scheduler& scheduler) {
+  co_await server.drain();
+  co_await scheduler.shutdown();
+}
+
 int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   // Extracted bundles must stay readable by the per-function users of the sandbox; private
   // state sets its own modes explicitly.
@@ -145,11 +152,7 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    auto stop = [&]() -> asio::awaitable<void> {
-      co_await server.drain();
-      co_await scheduler.shutdown();
-    };
-    asio::co_spawn(io, stop(), [&](std::exception_ptr) {
+    asio::co_spawn(io, drain_and_stop(server, scheduler), [&](std::exception_ptr) {
       spdlog::info("stopped");
       io.stop();
     });

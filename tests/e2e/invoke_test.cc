@@ -1,0 +1,461 @@
+// Invocation against the real emberd: cold and warm starts, scale to zero, bursts, queueing,
+// timeouts, crashes, init errors, logs, large payloads, redeploys, drains and daemon death.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "archive_builder.h"
+#include "daemon.h"
+#include "temp_dir.h"
+
+namespace ember::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using std::chrono::milliseconds;
+using std::chrono::steady_clock;
+
+// Worker processes of `daemon`: its children, except the spawner helper.
+std::vector<pid_t> worker_pids(pid_t daemon) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::string comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
+    char state = 0;
+    int ppid = 0;
+    std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid);
+    if (ppid == daemon && state != 'Z' && comm != "ember-spawner") {
+      out.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+  }
+  return out;
+}
+
+bool alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && line[close + 2] != 'Z';
+}
+
+// Polls `done` every 20 ms for up to `limit`; for conditions that settle asynchronously.
+template <class F>
+bool eventually(F done, milliseconds limit = milliseconds(10'000)) {
+  auto until = steady_clock::now() + limit;
+  while (steady_clock::now() < until) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return done();
+}
+
+class InvokeE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::access("/usr/bin/node", X_OK) != 0) GTEST_SKIP() << "node is not installed";
+    write_text(tmp_ / "config.json", R"({"scheduler": {"stop_grace_ms": 500}})");
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  }
+  void TearDown() override {
+    if (daemon_.running()) {
+      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
+    }
+  }
+  // Deploys `code` as index.js with the manifest fields in `config`.
+  void deploy(const std::string& name, const std::string& code, json config = json::object(),
+              const std::string& file = "index.js") {
+    json manifest = {{"runtime", "node"}, {"handler", "index.handler"}};
+    manifest.update(config);
+    auto r = daemon_.admin("PUT", "/v1/functions/" + name,
+                           ArchiveBuilder(ArchiveKind::kZip)
+                               .file("function.json", manifest.dump())
+                               .file(file, code)
+                               .build());
+    ASSERT_TRUE(r.status == 200 || r.status == 201) << r.body;
+  }
+  HttpResponse invoke(const std::string& name, const std::string& body = "{}") {
+    return http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", body);
+  }
+
+  TempDir tmp_;
+  Daemon daemon_{tmp_ / "state", {"--config", (tmp_ / "config.json").string()}};
+};
+
+const char* kPid = "exports.handler = async (e) => ({ pid: process.pid, e });\n";
+
+TEST_F(InvokeE2E, ColdThenWarmOnTheSameInstance) {
+  deploy("pid", kPid);
+  auto first = invoke("pid", R"({"n":1})");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("x-ember-start"), "cold");
+  EXPECT_FALSE(first.header("x-ember-init-ms").empty());
+  EXPECT_EQ(first.header("x-ember-request-id").size(), 36u);
+  EXPECT_GE(std::stoi(first.header("x-ember-billed-ms")), 1);
+  auto second = invoke("pid", R"({"n":2})");
+  ASSERT_EQ(second.status, 200);
+  EXPECT_EQ(second.header("x-ember-start"), "warm");
+  EXPECT_TRUE(second.header("x-ember-init-ms").empty());
+  EXPECT_EQ(first.json()["pid"], second.json()["pid"]);
+  EXPECT_EQ(second.json()["e"]["n"], 2);
+  EXPECT_NE(first.header("x-ember-request-id"), second.header("x-ember-request-id"));
+}
+
+TEST_F(InvokeE2E, EventsAreJsonOrStrings) {
+  deploy("echo", "exports.handler = async (e) => e;\n");
+  EXPECT_EQ(invoke("echo", R"({"a":[1,2]})").json(), json::parse(R"({"a":[1,2]})"));
+  EXPECT_EQ(invoke("echo", "plain text").json(), "plain text");
+  EXPECT_EQ(invoke("echo", "").json(), json::object());
+}
+
+TEST_F(InvokeE2E, ScalesToZeroAfterIdleTimeout) {
+  deploy("idle", kPid, {{"idle_timeout_s", 1}});
+  auto r = invoke("idle");
+  ASSERT_EQ(r.status, 200);
+  pid_t worker = r.json()["pid"];
+  EXPECT_TRUE(alive(worker));
+  EXPECT_TRUE(eventually([&] { return !alive(worker); })) << "the idle worker was not reaped";
+  EXPECT_TRUE(worker_pids(daemon_.pid()).empty());
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/idle").json()["instances"]["idle"], 0);
+  EXPECT_EQ(invoke("idle").header("x-ember-start"), "cold") << "a new instance after zero";
+}
+
+TEST_F(InvokeE2E, ABurstIsServedWithinMaxInstances) {
+  deploy("burst", "exports.handler = async () => { await new Promise(r => setTimeout(r, 30));"
+                  " return process.pid; };\n",
+         {{"max_instances", 4}});
+  std::vector<std::future<HttpResponse>> calls;
+  for (int i = 0; i < 50; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] { return invoke("burst"); }));
+  }
+  std::set<int> pids;
+  int ok = 0;
+  for (auto& c : calls) {
+    auto r = c.get();
+    if (r.status == 200) {
+      ++ok;
+      pids.insert(r.json().get<int>());
+    }
+  }
+  EXPECT_EQ(ok, 50);
+  EXPECT_GE(pids.size(), 1u);
+  EXPECT_LE(pids.size(), 4u) << "more instances than max_instances";
+}
+
+TEST_F(InvokeE2E, AFullQueueAnswers429) {
+  ASSERT_EQ(daemon_.stop(SIGTERM), 0);
+  write_text(tmp_ / "config.json", R"({"scheduler": {"max_queue": 3}})");
+  ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  deploy("slow", "exports.handler = async () => new Promise(r => setTimeout(() => r(1), 800));\n",
+         {{"max_instances", 1}});
+  std::vector<std::future<HttpResponse>> calls;
+  for (int i = 0; i < 8; ++i) {
+    calls.push_back(std::async(std::launch::async, [&] { return invoke("slow"); }));
+  }
+  int ok = 0, throttled = 0;
+  for (auto& c : calls) {
+    auto r = c.get();
+    if (r.status == 200) ++ok;
+    if (r.status == 429) {
+      ++throttled;
+      EXPECT_EQ(r.header("retry-after"), "1");
+      EXPECT_EQ(r.json()["error"]["code"], "throttled");
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(throttled, 1);
+  EXPECT_EQ(ok + throttled, 8);
+}
+
+TEST_F(InvokeE2E, TimeoutIs504AndTheNextCallWorks) {
+  deploy("sleepy",
+         "exports.handler = async (e) => { if (e.hang) await new Promise(() => {});"
+         " return process.pid; };\n",
+         {{"timeout_ms", 300}});
+  auto first = invoke("sleepy");
+  ASSERT_EQ(first.status, 200);
+  auto hung = invoke("sleepy", R"({"hang":true})");
+  EXPECT_EQ(hung.status, 504);
+  EXPECT_EQ(hung.json()["error"]["code"], "timeout");
+  auto after = invoke("sleepy");
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_NE(after.json(), first.json()) << "the timed-out instance must not be reused";
+  EXPECT_FALSE(alive(first.json().get<int>()));
+}
+
+TEST_F(InvokeE2E, ProcessExitIs502ThenAFreshInstance) {
+  deploy("quitter", "exports.handler = async (e) => { if (e.exit) process.exit(3);"
+                    " return process.pid; };\n");
+  auto before = invoke("quitter");
+  ASSERT_EQ(before.status, 200);
+  auto crashed = invoke("quitter", R"({"exit":true})");
+  EXPECT_EQ(crashed.status, 502);
+  EXPECT_EQ(crashed.json()["error"]["code"], "worker_crashed");
+  EXPECT_NE(crashed.json()["error"]["message"].get<std::string>().find("exited with code 3"),
+            std::string::npos)
+      << crashed.body;
+  auto after = invoke("quitter");
+  ASSERT_EQ(after.status, 200) << after.body;
+  EXPECT_NE(after.json(), before.json());
+}
+
+TEST_F(InvokeE2E, HandlerErrorIs500WithTheErrorObject) {
+  deploy("thrower", "exports.handler = async () => { throw new TypeError('bad thing'); };\n");
+  auto r = invoke("thrower");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_EQ(r.header("x-ember-function-error"), "Unhandled");
+  EXPECT_EQ(r.json()["errorType"], "TypeError");
+  EXPECT_EQ(r.json()["errorMessage"], "bad thing");
+  EXPECT_TRUE(r.json()["stack"].is_array());
+}
+
+TEST_F(InvokeE2E, InitErrorIs502WithItsMessage) {
+  deploy("broken", "throw new Error('DATABASE_URL is not set');\nexports.handler = async () => 1;\n");
+  auto r = invoke("broken");
+  EXPECT_EQ(r.status, 502);
+  EXPECT_EQ(r.json()["error"]["code"], "init_error");
+  EXPECT_NE(r.json()["error"]["message"].get<std::string>().find("DATABASE_URL is not set"),
+            std::string::npos)
+      << r.body;
+}
+
+TEST_F(InvokeE2E, UnknownFunctionIs404) {
+  EXPECT_EQ(invoke("nobody").status, 404);
+  EXPECT_EQ(http_request(daemon_.port(), "GET", "/fn/nobody/x").status, 404);
+  EXPECT_EQ(http_request(daemon_.port(), "GET", "/v1/functions/x/invoke").status, 405);
+}
+
+TEST_F(InvokeE2E, LogsOfConcurrentCallsCarryTheirRequestIds) {
+  deploy("talker",
+         "exports.handler = async (e) => { console.log('start ' + e.tag);"
+         " await new Promise(r => setTimeout(r, 200)); console.error('end ' + e.tag);"
+         " return e.tag; };\n",
+         {{"max_instances", 2}});
+  auto a = std::async(std::launch::async, [&] { return invoke("talker", R"({"tag":"A"})"); });
+  auto b = std::async(std::launch::async, [&] { return invoke("talker", R"({"tag":"B"})"); });
+  auto ra = a.get(), rb = b.get();
+  ASSERT_EQ(ra.status, 200);
+  ASSERT_EQ(rb.status, 200);
+  std::map<std::string, std::string> id_of = {{"A", ra.header("x-ember-request-id")},
+                                              {"B", rb.header("x-ember-request-id")}};
+  auto logs = daemon_.admin("GET", "/v1/functions/talker/logs").json();
+  int seen = 0;
+  for (const auto& line : logs["lines"]) {
+    std::string text = line["text"];
+    if (text.size() < 2) continue;
+    std::string tag = text.substr(text.size() - 1);
+    if (!id_of.contains(tag)) continue;
+    ++seen;
+    EXPECT_EQ(line["request_id"], id_of[tag]) << text;
+    EXPECT_EQ(line["stream"], text.starts_with("start") ? "stdout" : "stderr");
+  }
+  EXPECT_EQ(seen, 4) << logs.dump();
+  auto later = daemon_.admin("GET", "/v1/functions/talker/logs?since=" +
+                                        std::to_string(logs["next"].get<int>()));
+  EXPECT_TRUE(later.json()["lines"].empty());
+}
+
+TEST_F(InvokeE2E, LargeEventAndResultPassIntact) {
+  deploy("echo", "exports.handler = async (e) => e;\n");
+  std::string big(5 << 20, 'x');
+  for (size_t i = 0; i < big.size(); i += 101) big[i] = static_cast<char>('a' + i % 26);
+  std::string body = json{{"data", big}}.dump();
+  auto r = invoke("echo", body);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, body);
+  auto too_big = invoke("echo", std::string(7 << 20, 'y'));
+  EXPECT_EQ(too_big.status, 413);
+}
+
+TEST_F(InvokeE2E, HttpTriggerShapesTheResponse) {
+  deploy("web",
+         "exports.handler = async (e) => {\n"
+         "  if (e.path === '/bin') return { statusCode: 201, headers: {'content-type':"
+         " 'application/octet-stream', 'x-custom': 'yes'}, body: Buffer.from([0,1,2,255])"
+         ".toString('base64'), isBase64Encoded: true };\n"
+         "  if (e.path === '/plain') return ['just', 'json'];\n"
+         "  return { statusCode: 200, headers: {'content-type': 'text/html'},"
+         " body: `<p>${e.method} ${e.path} ${e.query.q} ${e.headers['x-in']} ${e.body}</p>` };\n"
+         "};\n");
+  auto html = http_request(daemon_.port(), "PUT", "/fn/web/a/b%20c?q=1", "payload",
+                           {{"X-In", "hdr"}});
+  ASSERT_EQ(html.status, 200) << html.body;
+  EXPECT_EQ(html.header("content-type"), "text/html");
+  EXPECT_EQ(html.body, "<p>PUT /a/b c 1 hdr payload</p>");
+  auto bin = http_request(daemon_.port(), "GET", "/fn/web/bin");
+  EXPECT_EQ(bin.status, 201);
+  EXPECT_EQ(bin.header("x-custom"), "yes");
+  EXPECT_EQ(bin.body, std::string("\x00\x01\x02\xff", 4));
+  auto plain = http_request(daemon_.port(), "GET", "/fn/web/plain");
+  EXPECT_EQ(plain.status, 200);
+  EXPECT_EQ(plain.json(), json::parse(R"(["just","json"])"));
+}
+
+TEST_F(InvokeE2E, BinaryBodiesReachTheHttpTriggerAsBase64) {
+  deploy("bin", "exports.handler = async (e) => ({ b64: e.isBase64Encoded, body: e.body });\n");
+  auto r = http_request(daemon_.port(), "POST", "/fn/bin", std::string("\xff\xfe\x00", 3));
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.json()["b64"], true);
+  EXPECT_EQ(r.json()["body"], "//4A");
+}
+
+TEST_F(InvokeE2E, NodeConcurrencyServesCallsInParallelOnOneInstance) {
+  deploy("para", "exports.handler = async () => { await new Promise(r => setTimeout(r, 300));"
+                 " return process.pid; };\n",
+         {{"max_instances", 1}, {"concurrency", 3}});
+  ASSERT_EQ(invoke("para").status, 200);  // warm it up
+  auto t0 = steady_clock::now();
+  std::vector<std::future<HttpResponse>> calls;
+  for (int i = 0; i < 3; ++i) calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
+  std::set<int> pids;
+  for (auto& c : calls) {
+    auto r = c.get();
+    ASSERT_EQ(r.status, 200);
+    pids.insert(r.json().get<int>());
+  }
+  EXPECT_EQ(pids.size(), 1u);
+  // Three 300 ms calls one after another would take 900 ms.
+  EXPECT_LT(steady_clock::now() - t0, milliseconds(850));
+}
+
+TEST_F(InvokeE2E, RedeployUnderLoadFailsNoCall) {
+  deploy("live", "exports.handler = async () => 'v1';\n");
+  ASSERT_EQ(invoke("live").status, 200);
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0}, served{0};
+  std::set<std::string> versions;
+  std::mutex mu;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 400 && !stop; ++i) {
+        auto r = invoke("live");
+        if (r.status != 200) {
+          ++failed;
+          continue;
+        }
+        ++served;
+        std::lock_guard lock(mu);
+        versions.insert(r.json().get<std::string>());
+      }
+    });
+  }
+  std::this_thread::sleep_for(milliseconds(200));
+  deploy("live", "exports.handler = async () => 'v2';\n");
+  // Keep calling until the new version has answered for a while.
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard lock(mu);
+    return versions.contains("v2");
+  }));
+  std::this_thread::sleep_for(milliseconds(200));
+  stop = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(failed, 0);
+  EXPECT_GT(served, 0);
+  EXPECT_TRUE(versions.contains("v1"));
+  EXPECT_TRUE(versions.contains("v2"));
+  EXPECT_EQ(invoke("live").json(), "v2");
+}
+
+TEST_F(InvokeE2E, DeleteDrainsTheCallInFlight) {
+  deploy("drain", "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
+  ASSERT_EQ(invoke("drain").status, 200);
+  auto call = std::async(std::launch::async, [&] { return invoke("drain"); });
+  std::this_thread::sleep_for(milliseconds(150));
+  auto del = daemon_.admin("DELETE", "/v1/functions/drain");
+  EXPECT_EQ(del.status, 204);
+  auto r = call.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.json(), "done");
+  EXPECT_EQ(invoke("drain").status, 404);
+  EXPECT_TRUE(eventually([&] { return worker_pids(daemon_.pid()).empty(); }));
+}
+
+TEST_F(InvokeE2E, SigtermFinishesCallsThenExitsZero) {
+  deploy("drain", "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
+  ASSERT_EQ(invoke("drain").status, 200);
+  auto call = std::async(std::launch::async, [&] { return invoke("drain"); });
+  std::this_thread::sleep_for(milliseconds(150));
+  auto workers = worker_pids(daemon_.pid());
+  ASSERT_FALSE(workers.empty());
+  EXPECT_EQ(daemon_.stop(SIGTERM), 0);
+  auto r = call.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.json(), "done");
+  for (pid_t w : workers) EXPECT_TRUE(eventually([&] { return !alive(w); })) << w;
+}
+
+TEST_F(InvokeE2E, KillNineOfTheDaemonLeavesNoWorker) {
+  deploy("orphan", kPid, {{"min_instances", 2}});
+  ASSERT_EQ(invoke("orphan").status, 200);
+  EXPECT_TRUE(eventually([&] { return worker_pids(daemon_.pid()).size() >= 2; }));
+  auto workers = worker_pids(daemon_.pid());
+  daemon_.stop(SIGKILL);
+  for (pid_t w : workers) {
+    EXPECT_TRUE(eventually([&] { return !alive(w); }, milliseconds(5000))) << "worker " << w;
+  }
+}
+
+TEST_F(InvokeE2E, MinInstancesAreKeptWarm) {
+  deploy("warm", kPid, {{"min_instances", 1}, {"idle_timeout_s", 1}});
+  EXPECT_TRUE(eventually([&] {
+    return daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"] == 1;
+  }));
+  auto r = invoke("warm");
+  EXPECT_EQ(r.header("x-ember-start"), "warm") << "a pre-started instance is not a cold start";
+  std::this_thread::sleep_for(milliseconds(2500));
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"], 1);
+}
+
+TEST_F(InvokeE2E, PythonFunctionsRun) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "python3 is not installed";
+  auto r = daemon_.admin("PUT", "/v1/functions/py?runtime=python&handler=main.handler",
+                         ArchiveBuilder(ArchiveKind::kTarGz)
+                             .file("main.py", "import os\ndef handler(event, context):\n"
+                                              "    print('hi from', context.function_name)\n"
+                                              "    return {'got': event, 'pid': os.getpid(),"
+                                              " 'left': context.get_remaining_time_in_millis() > 0}\n")
+                             .build());
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto first = invoke("py", R"({"x": 1})");
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("x-ember-start"), "cold");
+  EXPECT_EQ(first.json()["got"]["x"], 1);
+  EXPECT_EQ(first.json()["left"], true);
+  auto second = invoke("py");
+  EXPECT_EQ(second.header("x-ember-start"), "warm");
+  EXPECT_EQ(second.json()["pid"], first.json()["pid"]);
+  auto logs = daemon_.admin("GET", "/v1/functions/py/logs").json();
+  ASSERT_FALSE(logs["lines"].empty());
+  EXPECT_EQ(logs["lines"][0]["text"], "hi from py");
+  EXPECT_EQ(logs["lines"][0]["request_id"], first.header("x-ember-request-id"));
+}
+
+TEST_F(InvokeE2E, WorkersGetAScratchEnvironment) {
+  deploy("env", "exports.handler = async () => process.env;\n", {{"env", {{"GREETING", "hi"}}}});
+  auto env = invoke("env").json();
+  EXPECT_EQ(env["GREETING"], "hi");
+  EXPECT_EQ(env["EMBER_FUNCTION_NAME"], "env");
+  EXPECT_FALSE(env.contains("NODE_EXTRA_CA_CERTS"));
+  for (auto it = env.begin(); it != env.end(); ++it) {
+    EXPECT_FALSE(it.key().find("TOKEN") != std::string::npos) << it.key();
+  }
+}
+
+}  // namespace
+}  // namespace ember::testing
