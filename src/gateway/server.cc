@@ -7,6 +7,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
@@ -185,6 +186,29 @@ asio::awaitable<bool> HttpServer::write(Stream& stream, Response& response, bool
 }
 
 template <class Stream>
+asio::awaitable<bool> HttpServer::write_stream(Stream& stream, Reply& reply, bool keep_alive) {
+  http::response<http::empty_body> head{reply.response.base()};
+  head.keep_alive(keep_alive);
+  head.chunked(true);
+  http::response_serializer<http::empty_body> serializer{head};
+  stream.expires_after(milliseconds(options_.write_timeout_ms));
+  auto [ec, n] = co_await http::async_write_header(stream, serializer, kAwait);
+  if (ec) co_return false;
+  while (true) {
+    std::optional<std::string> piece = co_await reply.stream->next();
+    stream.expires_after(milliseconds(options_.write_timeout_ms));
+    if (!piece) {
+      auto [lec, ln] = co_await asio::async_write(stream, http::make_chunk_last(), kAwait);
+      co_return !lec;
+    }
+    if (piece->empty()) continue;
+    auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(*piece)),
+                                                kAwait);
+    if (cec) co_return false;
+  }
+}
+
+template <class Stream>
 asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
   connections_.push_back(Connection{false, [&stream] {
                                       boost::system::error_code ignored;
@@ -295,10 +319,12 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       break;
     }
 
-    Response res = co_await app_.handle(plan, parser.release());
-    res.version(version);
+    Reply reply = co_await app_.handle(plan, parser.release());
+    reply.response.version(version);
     bool again = keep_alive && !draining_;
-    if (!co_await write(stream, res, again) || !again) break;
+    bool written = reply.stream ? co_await write_stream(stream, reply, again)
+                                : co_await write(stream, reply.response, again);
+    if (!written || !again || draining_) break;
   }
   boost::system::error_code ignored;
   stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);

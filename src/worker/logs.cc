@@ -56,6 +56,11 @@ LogRing& LogStore::ring(const std::string& function) {
   return *slot;
 }
 
+void LogStore::unsubscribe(const std::string& function, uint64_t id) {
+  auto it = rings_.find(function);
+  if (it != rings_.end()) it->second->unsubscribe(id);
+}
+
 size_t LogStore::bytes() const {
   size_t total = 0;
   for (const auto& [_, r] : rings_) total += r->bytes();

@@ -10,6 +10,11 @@
 #include <set>
 #include <thread>
 
+#include <poll.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <gtest/gtest.h>
 
 #include "archive_builder.h"
@@ -268,6 +273,36 @@ TEST_F(InvokeE2E, LogsOfConcurrentCallsCarryTheirRequestIds) {
   auto later = daemon_.admin("GET", "/v1/functions/talker/logs?since=" +
                                         std::to_string(logs["next"].get<int>()));
   EXPECT_TRUE(later.json()["lines"].empty());
+}
+
+TEST_F(InvokeE2E, FollowStreamsNewLogLines) {
+  deploy("chatty", "exports.handler = async (e) => { console.log('marker ' + e.n); return 1; };\n");
+  ASSERT_EQ(invoke("chatty", R"({"n":1})").status, 200);
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket s(io);
+  s.connect({boost::asio::ip::make_address("127.0.0.1"), daemon_.port()});
+  std::string req = std::string("GET /v1/functions/chatty/logs?follow=1&since=0 HTTP/1.1\r\n"
+                                "Host: x\r\nAuthorization: Bearer ") + kTestToken + "\r\n\r\n";
+  boost::asio::write(s, boost::asio::buffer(req));
+  std::string seen;
+  auto read_until = [&](const std::string& needle) {
+    char buf[4096];
+    auto until = steady_clock::now() + milliseconds(10'000);
+    while (seen.find(needle) == std::string::npos && steady_clock::now() < until) {
+      pollfd p{s.native_handle(), POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      ssize_t n = ::recv(s.native_handle(), buf, sizeof buf, 0);
+      if (n <= 0) break;
+      seen.append(buf, static_cast<size_t>(n));
+    }
+    return seen.find(needle) != std::string::npos;
+  };
+  EXPECT_TRUE(read_until("marker 1")) << seen;
+  EXPECT_NE(seen.find("Transfer-Encoding: chunked"), std::string::npos);
+  EXPECT_NE(seen.find("application/x-ndjson"), std::string::npos);
+  // A line printed after the follower attached arrives on the open stream.
+  ASSERT_EQ(invoke("chatty", R"({"n":2})").status, 200);
+  EXPECT_TRUE(read_until("marker 2")) << seen;
 }
 
 TEST_F(InvokeE2E, LargeEventAndResultPassIntact) {

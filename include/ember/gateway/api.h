@@ -31,7 +31,7 @@ class Api final : public Application {
   void set_server(const HttpServer* server) { server_ = server; }
 
   Plan plan(const RequestHeader& header, Transport transport) override;
-  boost::asio::awaitable<Response> handle(const Plan& plan, Request request) override;
+  boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) override;
 
  private:
   boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);
@@ -39,7 +39,7 @@ class Api final : public Application {
   boost::asio::awaitable<Response> rollback(const Plan& plan, Request request);
   boost::asio::awaitable<Response> remove(const Plan& plan);
   boost::asio::awaitable<Response> invoke(const Plan& plan, Request request);
-  Response logs(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Reply> logs(const Plan& plan, const Request& request);
   nlohmann::json view(const registry::FunctionRecord& record) const;
 
   ApiOptions options_;

@@ -44,11 +44,28 @@ struct Plan {
   std::string name;                // opaque to the server, handed back to handle()
 };
 
+// A body produced over time and sent with chunked transfer encoding (a followed log).
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  // The next piece of the body; nullopt ends it. May wait as long as it needs.
+  virtual boost::asio::awaitable<std::optional<std::string>> next() = 0;
+};
+
+// What a handler answers: a whole response, or its head plus a body stream.
+struct Reply {
+  Reply(Response r) : response(std::move(r)) {}  // NOLINT: implicit by design
+  Reply(Response head, std::unique_ptr<BodyStream> s)
+      : response(std::move(head)), stream(std::move(s)) {}
+  Response response;
+  std::unique_ptr<BodyStream> stream;
+};
+
 class Application {
  public:
   virtual ~Application() = default;
   virtual Plan plan(const RequestHeader& header, Transport transport) = 0;
-  virtual boost::asio::awaitable<Response> handle(const Plan& plan, Request request) = 0;
+  virtual boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) = 0;
 };
 
 // Owns its listeners and every connection. All of its state lives on the io_context's thread;
@@ -84,6 +101,8 @@ class HttpServer {
   boost::asio::awaitable<void> session(Stream stream, Transport transport);
   template <class Stream>
   boost::asio::awaitable<bool> write(Stream& stream, Response& response, bool keep_alive);
+  template <class Stream>
+  boost::asio::awaitable<bool> write_stream(Stream& stream, Reply& reply, bool keep_alive);
   void connection_closed(ConnectionList::iterator it);
   void log_client_error(std::string_view what);
 

@@ -55,6 +55,8 @@ class LogStore {
   explicit LogStore(size_t bytes_per_function) : bytes_per_function_(bytes_per_function) {}
   LogRing& ring(const std::string& function);
   void erase(const std::string& function) { rings_.erase(function); }
+  // Unsubscribes from a function's ring if it still exists (it may have been erased since).
+  void unsubscribe(const std::string& function, uint64_t id);
   size_t bytes() const;
 
  private:
