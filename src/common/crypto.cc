@@ -1,12 +1,11 @@
 #include "ember/common/crypto.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <sys/random.h>
 
 #include <cerrno>
 #include <vector>
-
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 namespace ember {
 namespace {

@@ -147,8 +147,8 @@ Result<json> parse_json(std::string_view text, std::string_view what) {
       json retry = json::parse(text);
       (void)retry;
     } catch (const json::parse_error& e) {
-      return Error::invalid(fmt::format("{} is not valid JSON: byte {}: {}", what, e.byte,
-                                        e.what()));
+      return Error::invalid(
+          fmt::format("{} is not valid JSON: byte {}: {}", what, e.byte, e.what()));
     }
     return Error::invalid(fmt::format("{} is not valid JSON", what));
   }

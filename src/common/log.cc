@@ -1,8 +1,8 @@
 #include "ember/common/log.h"
 
-#include <algorithm>
-
 #include <spdlog/sinks/stdout_sinks.h>
+
+#include <algorithm>
 
 namespace ember {
 

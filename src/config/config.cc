@@ -1,8 +1,8 @@
 #include "ember/config/config.h"
 
-#include <charconv>
-
 #include <fmt/format.h>
+
+#include <charconv>
 
 #include "ember/common/json_fields.h"
 #include "ember/common/log.h"

@@ -1,18 +1,17 @@
 // emberd: wires the modules together. Policy lives in the modules; this file only decides
 // what is built, in which order, and what happens on signals.
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#include <csignal>
-#include <cstdlib>
-#include <iostream>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
 
 #include "ember/common/log.h"
 #include "ember/config/config.h"
@@ -88,8 +87,8 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   ::umask(022);
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto registry = registry::Registry::open(registry::RegistryOptions{
-      cfg.state_dir, cfg.bundles, cfg.max_versions, &system_clock()});
+  auto registry = registry::Registry::open(
+      registry::RegistryOptions{cfg.state_dir, cfg.bundles, cfg.max_versions, &system_clock()});
   if (!registry) {
     spdlog::critical("cannot open state directory {}: {}", cfg.state_dir.string(),
                      registry.error().message);
@@ -118,7 +117,8 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
 
   scheduler::SchedulerOptions sched_options = cfg.scheduler;
   sched_options.runtimes_dir = find_runtimes(cfg.scheduler.runtimes_dir);
-  if (sched_options.memory_budget_mb == 0) sched_options.memory_budget_mb = default_memory_budget_mb();
+  if (sched_options.memory_budget_mb == 0)
+    sched_options.memory_budget_mb = default_memory_budget_mb();
   scheduler::Scheduler scheduler(io, spawner, reg, logs, sched_options);
   scheduler.start();
   spdlog::info("scheduler: runtimes in {}, memory budget {} MiB",

@@ -1,14 +1,14 @@
 #include "ember/gateway/api.h"
 
-#include <charconv>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
+#include <charconv>
 
 #include "ember/common/json_fields.h"
 #include "ember/gateway/auth.h"
@@ -40,9 +40,9 @@ enum Route : int {
 };
 
 Response method_not_allowed(http::verb method, std::string_view allow) {
-  Response res = error_response(http::status::method_not_allowed, "method_not_allowed",
-                                fmt::format("method {} is not allowed here; allowed: {}",
-                                            http::to_string(method), allow));
+  Response res = error_response(
+      http::status::method_not_allowed, "method_not_allowed",
+      fmt::format("method {} is not allowed here; allowed: {}", http::to_string(method), allow));
   res.set(http::field::allow, allow);
   return res;
 }
@@ -103,8 +103,8 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
   const http::verb method = header.method();
   auto url = urls::parse_origin_form(header.target());
   if (!url) {
-    return reject(error_response(http::status::bad_request, "bad_request",
-                                 "malformed request target"));
+    return reject(
+        error_response(http::status::bad_request, "bad_request", "malformed request target"));
   }
   std::vector<std::string_view> segments;
   for (auto seg : url->encoded_segments()) segments.emplace_back(seg.data(), seg.size());
@@ -117,8 +117,8 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
   }
 
   // Invoke routes: open unless the function asks for a token ("auth": "token").
-  const bool is_invoke = segments.size() == 4 && segments[0] == "v1" && segments[1] == "functions" &&
-                         segments[3] == "invoke";
+  const bool is_invoke = segments.size() == 4 && segments[0] == "v1" &&
+                         segments[1] == "functions" && segments[3] == "invoke";
   const bool is_trigger = segments.size() >= 2 && segments[0] == "fn";
   if (is_invoke || is_trigger) {
     std::string name(segments[is_invoke ? 2 : 1]);
@@ -243,12 +243,12 @@ asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
   }
   const auto& record = *change->record;
   if (change->changed) {
-    spdlog::info("api: [fn={}] deployed version {} (bundle {})", plan.name,
-                 record.active_version, record.active().bundle_sha256.substr(0, 12));
+    spdlog::info("api: [fn={}] deployed version {} (bundle {})", plan.name, record.active_version,
+                 record.active().bundle_sha256.substr(0, 12));
   }
   if (change->changed && scheduler_) scheduler_->on_deployed(change->record);
-  Response res = json_response(change->created ? http::status::created : http::status::ok,
-                               view(record));
+  Response res =
+      json_response(change->created ? http::status::created : http::status::ok, view(record));
   if (change->created) res.set(http::field::location, "/v1/functions/" + plan.name);
   co_return res;
 }
@@ -316,10 +316,9 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
                              "invocation is not enabled");
   }
   const bool trigger = plan.route == kHttpTrigger;
-  scheduler::InvokeRequest call{request_id,
-                                trigger ? http_event(request, plan.name)
-                                        : invoke_event(request.body()),
-                                trigger ? "http" : "invoke"};
+  scheduler::InvokeRequest call{
+      request_id, trigger ? http_event(request, plan.name) : invoke_event(request.body()),
+      trigger ? "http" : "invoke"};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   co_return invoke_response(outcome, request_id, trigger);
 }
@@ -387,9 +386,8 @@ asio::awaitable<Reply> Api::logs(const Plan& plan, const Request& request) {
     } else if (key == "follow" && (value == "1" || value == "true" || value == "0")) {
       follow = value != "0";
     } else {
-      co_return error_response(Error::invalid("query parameter \"" + key +
-                                               "\" must be since=SEQ, limit=1..10000 or follow=1",
-                                           key));
+      co_return error_response(Error::invalid(
+          "query parameter \"" + key + "\" must be since=SEQ, limit=1..10000 or follow=1", key));
     }
   }
   if (!logs_) co_return error_response(http::status::service_unavailable, "unavailable", "no logs");
@@ -407,8 +405,9 @@ asio::awaitable<Reply> Api::logs(const Plan& plan, const Request& request) {
   for (const auto& line : ring.read(since, limit, truncated)) lines.push_back(line.to_json());
   uint64_t next =
       lines.empty() ? std::max(since, ring.next_seq()) : lines.back()["seq"].get<uint64_t>() + 1;
-  co_return json_response(http::status::ok,
-                          json{{"lines", std::move(lines)}, {"next", next}, {"truncated", truncated}});
+  co_return json_response(
+      http::status::ok,
+      json{{"lines", std::move(lines)}, {"next", next}, {"truncated", truncated}});
 }
 
 }  // namespace ember::gateway

@@ -1,14 +1,13 @@
 #include "invocation.h"
 
+#include <fmt/format.h>
 #include <sys/random.h>
-
-#include <cmath>
-#include <random>
 
 #include <boost/url/decode_view.hpp>
 #include <boost/url/parse.hpp>
-#include <fmt/format.h>
+#include <cmath>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "ember/common/text.h"
 
@@ -163,8 +162,10 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       std::string message = e.is_object() ? fmt::format("{}: {}", e.value("errorType", "Error"),
                                                         e.value("errorMessage", ""))
                                           : o.body;
-      res = error_response(http::status::bad_gateway, "init_error", "the function failed to "
-                                                                    "initialize: " + message);
+      res = error_response(http::status::bad_gateway, "init_error",
+                           "the function failed to "
+                           "initialize: " +
+                               message);
       res.set("X-Ember-Function-Error", "Init");
       break;
     }

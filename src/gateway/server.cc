@@ -1,5 +1,6 @@
 #include "ember/gateway/server.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,7 +11,6 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <spdlog/spdlog.h>
 
 #include "ember/os/fs.h"
 
@@ -36,7 +36,8 @@ constexpr std::string_view kOverloaded =
     "Retry-After: 1\r\n"
     "Content-Length: 85\r\n"
     "\r\n"
-    "{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections, retry in a moment\"}}\n";
+    "{\"error\":{\"code\":\"overloaded\",\"message\":\"too many connections, retry in a "
+    "moment\"}}\n";
 
 template <class Socket>
 void reject_overloaded(Socket& socket) {
@@ -170,7 +171,8 @@ asio::awaitable<void> HttpServer::accept_loop(Acceptor& acceptor, Transport tran
       asio::co_spawn(io_, session(beast::tcp_stream(std::move(socket)), transport),
                      [](std::exception_ptr e) { log_exception("session", e); });
     } else {
-      asio::co_spawn(io_, session(beast::basic_stream<stream_protocol>(std::move(socket)), transport),
+      asio::co_spawn(io_,
+                     session(beast::basic_stream<stream_protocol>(std::move(socket)), transport),
                      [](std::exception_ptr e) { log_exception("session", e); });
     }
   }
@@ -202,8 +204,8 @@ asio::awaitable<bool> HttpServer::write_stream(Stream& stream, Reply& reply, boo
       co_return !lec;
     }
     if (piece->empty()) continue;
-    auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(*piece)),
-                                                kAwait);
+    auto [cec, cn] =
+        co_await asio::async_write(stream, http::make_chunk(asio::buffer(*piece)), kAwait);
     if (cec) co_return false;
   }
 }
@@ -250,10 +252,10 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     stream.expires_after(milliseconds(options_.header_timeout_ms));
     auto [ec, n] = co_await http::async_read_header(stream, buffer, header_parser, kAwait);
     if (ec == http::error::header_limit) {
-      Response res = error_response(http::status::request_header_fields_too_large,
-                                    "header_too_large",
-                                    "request header is over the limit of " +
-                                        std::to_string(options_.max_header_bytes) + " bytes");
+      Response res =
+          error_response(http::status::request_header_fields_too_large, "header_too_large",
+                         "request header is over the limit of " +
+                             std::to_string(options_.max_header_bytes) + " bytes");
       co_await write(stream, res, false);
       break;
     }
@@ -264,9 +266,8 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     }
     if (ec) {
       log_client_error("malformed request: " + ec.message());
-      Response res =
-          error_response(http::status::bad_request, "bad_request", "malformed HTTP request: " +
-                                                                       ec.message());
+      Response res = error_response(http::status::bad_request, "bad_request",
+                                    "malformed HTTP request: " + ec.message());
       co_await write(stream, res, false);
       break;
     }

@@ -2,15 +2,14 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "ember/os/fs.h"
 #include "path_parts.h"
@@ -141,8 +140,8 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
                                                 ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                                                 ARCHIVE_EXTRACT_NO_OVERWRITE);
 
-  const uint64_t ratio_limit = std::max(limits.ratio_floor_bytes,
-                                        limits.max_ratio * static_cast<uint64_t>(data.size()));
+  const uint64_t ratio_limit =
+      std::max(limits.ratio_floor_bytes, limits.max_ratio * static_cast<uint64_t>(data.size()));
   auto bomb_error = [&](std::string_view name) {
     return entry_error(name, fmt::format("the bundle expands more than {} times its size of {} "
                                          "bytes (a decompression bomb?)",
@@ -162,8 +161,7 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
     if (!raw_name) return Error::invalid("bundle has an entry whose name cannot be decoded");
 
     if (++stats.entries > limits.max_entries) {
-      return Error::invalid(
-          fmt::format("bundle has more than {} entries", limits.max_entries));
+      return Error::invalid(fmt::format("bundle has more than {} entries", limits.max_entries));
     }
     auto rel = normalize_entry_path(name);
     if (!rel) return entry_error(name, rel.error().message);
@@ -232,8 +230,7 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
         // of sparse entries count as data: they are bytes a reader of the file will see.
         uint64_t end = static_cast<uint64_t>(offset) + size;
         stats.bytes += size;
-        if (stats.bytes > limits.max_extracted_bytes ||
-            end > limits.max_extracted_bytes) {
+        if (stats.bytes > limits.max_extracted_bytes || end > limits.max_extracted_bytes) {
           return entry_error(name, fmt::format("unpacks past the limit of {} bytes in all",
                                                limits.max_extracted_bytes));
         }
@@ -309,8 +306,7 @@ Result<std::string> pack_directory(const fs::path& dir) {
       return Error::invalid(path.string() + " is not a regular file, directory or symlink");
     }
     if (archive_write_header(out.get(), entry.get()) != ARCHIVE_OK ||
-        (!content.empty() &&
-         archive_write_data(out.get(), content.data(), content.size()) < 0)) {
+        (!content.empty() && archive_write_data(out.get(), content.data(), content.size()) < 0)) {
       return Error::invalid("pack " + path.string() + ": " + archive_message(out.get()));
     }
   }

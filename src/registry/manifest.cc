@@ -1,11 +1,10 @@
 #include "ember/registry/manifest.h"
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <array>
 #include <charconv>
-
-#include <fmt/format.h>
 
 #include "ember/common/json_fields.h"
 #include "path_parts.h"
@@ -54,10 +53,9 @@ bool valid_relative_path(std::string_view s) {
 Status check_handler_syntax(const FunctionConfig& c) {
   const std::string& h = c.handler;
   auto bad = [&](std::string_view expected) {
-    return Error::invalid(
-        fmt::format("handler: {} is not a valid {} handler, expected {}", printable(h),
-                    runtime_name(c.runtime), expected),
-        "handler");
+    return Error::invalid(fmt::format("handler: {} is not a valid {} handler, expected {}",
+                                      printable(h), runtime_name(c.runtime), expected),
+                          "handler");
   };
   switch (c.runtime) {
     case Runtime::kNode:
@@ -108,9 +106,9 @@ Status check_env(const std::map<std::string, std::string>& env) {
     total += key.size() + value.size() + 2;
   }
   if (total > kMaxEnvBytes) {
-    return Error::invalid(fmt::format("env: total size {} bytes is over the limit of {} bytes",
-                                      total, kMaxEnvBytes),
-                          "env");
+    return Error::invalid(
+        fmt::format("env: total size {} bytes is over the limit of {} bytes", total, kMaxEnvBytes),
+        "env");
   }
   return {};
 }
@@ -132,7 +130,7 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   f.one_of("network", c.network, {"none", "host"});
   f.one_of("auth", c.auth, {"none", "token"});
   if (auto st = f.finish(); !st) return st;
-  c.runtime = runtime == "python" ? Runtime::kPython
+  c.runtime = runtime == "python"     ? Runtime::kPython
               : runtime == "provided" ? Runtime::kProvided
                                       : Runtime::kNode;
   return {};
@@ -172,7 +170,8 @@ Status validate_name(std::string_view name) {
   for (char c : name) ok = ok && (is_lower_alnum(c) || c == '-');
   if (ok) return {};
   return Error::invalid(
-      fmt::format("function name {} must match [a-z0-9][a-z0-9-]{{0,62}}", printable(name)), "name");
+      fmt::format("function name {} must match [a-z0-9][a-z0-9-]{{0,62}}", printable(name)),
+      "name");
 }
 
 std::string_view runtime_name(Runtime runtime) {
@@ -227,7 +226,7 @@ Result<FunctionConfig> patch_config(const FunctionConfig& base, const json& patc
 
 Result<json> overrides_from_query(const std::vector<std::pair<std::string, std::string>>& params) {
   static constexpr std::array<std::string_view, 7> kIntegers = {
-      "memory_mb", "timeout_ms", "max_instances", "min_instances",
+      "memory_mb",      "timeout_ms",  "max_instances", "min_instances",
       "idle_timeout_s", "concurrency", "tmp_mb"};
   static constexpr std::array<std::string_view, 4> kStrings = {"runtime", "handler", "network",
                                                                "auth"};
@@ -268,9 +267,9 @@ Status check_handler(const FunctionConfig& c, const fs::path& root) {
       std::string module = c.handler.substr(0, c.handler.rfind('.'));
       std::replace(module.begin(), module.end(), '.', '/');
       if (is_file(root / (module + ".py")) || is_file(root / module / "__init__.py")) return {};
-      return Error::invalid(fmt::format("handler: {} needs {}.py in the bundle",
-                                        printable(c.handler), module),
-                            "handler");
+      return Error::invalid(
+          fmt::format("handler: {} needs {}.py in the bundle", printable(c.handler), module),
+          "handler");
     }
     case Runtime::kProvided:
       if (is_file(root / "bootstrap", /*executable=*/true)) return {};

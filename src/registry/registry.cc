@@ -1,10 +1,10 @@
 #include "ember/registry/registry.h"
 
-#include <algorithm>
-#include <set>
-
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <set>
 
 #include "ember/common/crypto.h"
 #include "ember/common/json_fields.h"
@@ -174,8 +174,7 @@ Status Registry::recover() {
       }
     }
   }
-  spdlog::info("registry: {} functions loaded from {}", table_.size(),
-               options_.state_dir.string());
+  spdlog::info("registry: {} functions loaded from {}", table_.size(), options_.state_dir.string());
   return {};
 }
 
@@ -224,8 +223,7 @@ Status Registry::write_record(const FunctionRecord& record) {
                                record.to_json().dump(2) + "\n", 0600);
 }
 
-Result<Change> Registry::commit(const std::string& name, RecordPtr previous,
-                                FunctionRecord next) {
+Result<Change> Registry::commit(const std::string& name, RecordPtr previous, FunctionRecord next) {
   // Keep the newest versions and always the active one; their bundles go at the next
   // collection once no version of any function refers to them.
   while (static_cast<int>(next.versions.size()) > options_.max_versions) {

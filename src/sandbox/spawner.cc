@@ -258,8 +258,8 @@ Spawner::~Spawner() {
 Result<os::ChildProcess> Spawner::spawn(const SpawnRequest& req) {
   if (req.argv.empty()) return Error::invalid("spawn: empty argv");
   std::string msg;
-  uint32_t head[3] = {static_cast<uint32_t>(req.argv.size()),
-                      static_cast<uint32_t>(req.env.size()), 0};
+  uint32_t head[3] = {static_cast<uint32_t>(req.argv.size()), static_cast<uint32_t>(req.env.size()),
+                      0};
   int fds[4];
   size_t nfds = 0;
   for (int i = 0; i < 4; ++i) {

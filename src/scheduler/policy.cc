@@ -5,9 +5,7 @@
 namespace ember::scheduler {
 
 namespace {
-bool serves(const MemberView& m, int version) {
-  return m.version == version && !m.stopping;
-}
+bool serves(const MemberView& m, int version) { return m.version == version && !m.stopping; }
 }  // namespace
 
 std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int version) {
@@ -74,12 +72,12 @@ int prewarm_needed(const std::vector<MemberView>& members, int active_version, i
   return std::max(0, min_instances - live);
 }
 
-std::optional<std::vector<EvictionCandidate>> plan_eviction(
-    std::vector<EvictionCandidate> idle, int64_t used_mb, int64_t budget_mb, int64_t needed_mb) {
+std::optional<std::vector<EvictionCandidate>> plan_eviction(std::vector<EvictionCandidate> idle,
+                                                            int64_t used_mb, int64_t budget_mb,
+                                                            int64_t needed_mb) {
   std::vector<EvictionCandidate> victims;
-  std::sort(idle.begin(), idle.end(), [](const auto& a, const auto& b) {
-    return a.last_used < b.last_used;
-  });
+  std::sort(idle.begin(), idle.end(),
+            [](const auto& a, const auto& b) { return a.last_used < b.last_used; });
   for (const auto& c : idle) {
     if (used_mb + needed_mb <= budget_mb) break;
     victims.push_back(c);

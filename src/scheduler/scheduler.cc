@@ -1,12 +1,12 @@
 #include "ember/scheduler/scheduler.h"
 
-#include <algorithm>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "ember/scheduler/policy.h"
 
@@ -91,9 +91,8 @@ namespace {
 uint64_t g_next_member = 1;
 }
 
-Scheduler::Scheduler(asio::io_context& io, sandbox::Spawner& spawner,
-                     registry::Registry& registry, worker::LogStore& logs,
-                     SchedulerOptions options)
+Scheduler::Scheduler(asio::io_context& io, sandbox::Spawner& spawner, registry::Registry& registry,
+                     worker::LogStore& logs, SchedulerOptions options)
     : io_(io),
       spawner_(spawner),
       registry_(registry),
@@ -166,14 +165,12 @@ void Scheduler::ensure_starts(Pool& pool) {
                                     config.concurrency, options_.max_concurrent_starts});
   for (int i = 0; i < n; ++i) {
     if (!reserve_memory(pool, config.memory_mb)) break;
-    asio::co_spawn(io_, start_instance(pool.name, pool.record, /*on_demand=*/true),
-                   log_exception);
+    asio::co_spawn(io_, start_instance(pool.name, pool.record, /*on_demand=*/true), log_exception);
   }
 }
 
 bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
-  if (options_.memory_budget_mb > 0 &&
-      memory_used_mb_ + memory_mb > options_.memory_budget_mb) {
+  if (options_.memory_budget_mb > 0 && memory_used_mb_ + memory_mb > options_.memory_budget_mb) {
     std::vector<EvictionCandidate> idle;
     std::vector<Pool*> owners;
     for (auto& [_, p] : pools_) {
@@ -266,10 +263,10 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     co_return;
   }
   member->instance = *instance;
-  (*instance)->on_exit([this, alive = std::weak_ptr<bool>(alive_), name,
-                        id = member->id](worker::Instance&) {
-    if (auto a = alive.lock(); a && *a) member_exited(name, id);
-  });
+  (*instance)->on_exit(
+      [this, alive = std::weak_ptr<bool>(alive_), name, id = member->id](worker::Instance&) {
+        if (auto a = alive.lock(); a && *a) member_exited(name, id);
+      });
 
   Status ready = co_await (*instance)->ready(options_.init_timeout);
   auto it = pools_.find(name);
@@ -283,8 +280,8 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     std::string body = ready.error().code == Errc::kInvalid
                            ? ready.error().message
                            : error_json("Runtime.ExitError", ready.error().message);
-    logs_.ring(name).append(worker::LogLine{0, system_clock().wall_ms(), "ember", "",
-                                            "init failed: " + body});
+    logs_.ring(name).append(
+        worker::LogLine{0, system_clock().wall_ms(), "ember", "", "init failed: " + body});
     stop_member(pool, member);
     fail_waiters(pool, body);
     co_return;
@@ -320,9 +317,9 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   auto m = pool.find(id);
   if (!m) return;
   if (!m->stopping) {
-    logs_.ring(name).append(worker::LogLine{0, system_clock().wall_ms(), "ember", "",
-                                            "instance " + std::to_string(id) + " " +
-                                                m->instance->exit_reason()});
+    logs_.ring(name).append(
+        worker::LogLine{0, system_clock().wall_ms(), "ember", "",
+                        "instance " + std::to_string(id) + " " + m->instance->exit_reason()});
   }
   if (m->counted) {
     memory_used_mb_ -= m->memory_mb;
@@ -423,8 +420,8 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       break;
     case worker::CallResult::Kind::kTimeout:
       out.kind = InvokeOutcome::Kind::kTimeout;
-      out.body = fmt::format("the function did not finish within its timeout of {} ms",
-                             config.timeout_ms);
+      out.body =
+          fmt::format("the function did not finish within its timeout of {} ms", config.timeout_ms);
       break;
     case worker::CallResult::Kind::kCrash:
       out.kind = InvokeOutcome::Kind::kCrash;
@@ -443,9 +440,10 @@ void Scheduler::on_deployed(const registry::RecordPtr& record) {
   // A function that is serving gets an instance of the new version now, so calls after the
   // switch find it ready instead of each waiting for a cold start.
   const auto& config = record->active().config;
-  if (warm && starts_needed(pool.views(), record->active_version,
-                            StartInputs{1, config.max_instances, config.concurrency,
-                                        options_.max_concurrent_starts}) > 0 &&
+  if (warm &&
+      starts_needed(pool.views(), record->active_version,
+                    StartInputs{1, config.max_instances, config.concurrency,
+                                options_.max_concurrent_starts}) > 0 &&
       reserve_memory(pool, config.memory_mb)) {
     asio::co_spawn(io_, start_instance(pool.name, record, /*on_demand=*/false), log_exception);
   }
@@ -491,10 +489,10 @@ void Scheduler::reap() {
     }
     refresh(*pool, record);
     const auto& config = record->active().config;
-    for (uint64_t id : idle_to_reap(pool->views(), t,
-                                    ReapInputs{record->active_version,
-                                               std::chrono::seconds(config.idle_timeout_s),
-                                               config.min_instances})) {
+    for (uint64_t id : idle_to_reap(
+             pool->views(), t,
+             ReapInputs{record->active_version, std::chrono::seconds(config.idle_timeout_s),
+                        config.min_instances})) {
       stop_member(*pool, pool->find(id));
     }
     int warm = prewarm_needed(pool->views(), record->active_version, config.min_instances);

@@ -1,20 +1,19 @@
 #include "ember/worker/instance.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 namespace ember::worker {
 
@@ -40,9 +39,8 @@ void log_exception(std::exception_ptr e) {
 
 }  // namespace
 
-Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io,
-                                                   sandbox::Spawner& spawner, LaunchSpec spec,
-                                                   LogSink log) {
+Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox::Spawner& spawner,
+                                                   LaunchSpec spec, LogSink log) {
   int sv[2], out[2], err[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return Error::system("socketpair", spec.function, errno);
@@ -103,7 +101,8 @@ void Instance::start_loops() {
   asio::co_spawn(io_, watch_exit(self), log_exception);
 }
 
-asio::awaitable<void> Instance::read_frames(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+asio::awaitable<void> Instance::read_frames(
+    std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
   std::vector<char> buf(64 * 1024);
   while (true) {
     auto [ec, n] = co_await channel_.async_read_some(asio::buffer(buf), kAwait);
@@ -146,10 +145,10 @@ void Instance::handle(Frame frame) {
       // call's request id before the call completes.
       drain_output();
       Pending& p = *it->second;
-      p.result = CallResult{frame.type == FrameType::kResult ? CallResult::Kind::kOk
-                                                             : CallResult::Kind::kFunctionError,
-                            frame.type == FrameType::kResult ? std::move(frame.body)
-                                                             : std::move(frame.meta)};
+      p.result = CallResult{
+          frame.type == FrameType::kResult ? CallResult::Kind::kOk
+                                           : CallResult::Kind::kFunctionError,
+          frame.type == FrameType::kResult ? std::move(frame.body) : std::move(frame.meta)};
       p.timer.cancel();
       return;
     }
@@ -217,7 +216,8 @@ std::string Instance::current_request() const {
   return pending_.size() == 1 ? pending_.begin()->second->request_id : std::string();
 }
 
-asio::awaitable<void> Instance::write_frames(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+asio::awaitable<void> Instance::write_frames(
+    std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
   while (state_ != State::kDead) {
     if (outbox_.empty()) {
       write_signal_.expires_at(steady_clock::time_point::max());
@@ -236,7 +236,8 @@ void Instance::send(Frame frame) {
   write_signal_.cancel();
 }
 
-asio::awaitable<void> Instance::watch_exit(std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
+asio::awaitable<void> Instance::watch_exit(
+    std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
   co_await pidfd_.async_wait(asio::posix::stream_descriptor::wait_read, kAwait);
   auto status = child_.wait();  // the pidfd is readable: this does not block
   if (exit_reason_.empty()) {
@@ -277,8 +278,8 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
   }
   if (!ready_result_) {
     kill(fmt::format("was not ready within {} ms", timeout.count()));
-    ready_result_ = Error{Errc::kSystem,
-                          fmt::format("worker was not ready within {} ms", timeout.count())};
+    ready_result_ =
+        Error{Errc::kSystem, fmt::format("worker was not ready within {} ms", timeout.count())};
   }
   co_return *ready_result_;
 }

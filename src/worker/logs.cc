@@ -8,8 +8,11 @@ size_t cost(const LogLine& l) { return l.text.size() + l.request_id.size() + 64;
 }  // namespace
 
 nlohmann::json LogLine::to_json() const {
-  return nlohmann::json{{"seq", seq},       {"time_ms", time_ms}, {"stream", stream},
-                        {"request_id", request_id}, {"text", text}};
+  return nlohmann::json{{"seq", seq},
+                        {"time_ms", time_ms},
+                        {"stream", stream},
+                        {"request_id", request_id},
+                        {"text", text}};
 }
 
 void LogRing::append(LogLine line) {

@@ -57,9 +57,9 @@ Result<std::optional<Frame>> FrameDecoder::next() {
     return Error::invalid(fmt::format("worker protocol: unknown frame type {}", type));
   }
   if (meta_len > kMaxMetaBytes || body_len > kMaxBodyBytes) {
-    return Error::invalid(fmt::format(
-        "worker protocol: frame of {} meta and {} body bytes is over the limits", meta_len,
-        body_len));
+    return Error::invalid(
+        fmt::format("worker protocol: frame of {} meta and {} body bytes is over the limits",
+                    meta_len, body_len));
   }
   const size_t total = kHeaderBytes + meta_len + body_len;
   if (available < total) return std::optional<Frame>();

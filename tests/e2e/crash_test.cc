@@ -1,10 +1,10 @@
 // kill -9 at random moments during deploys: after every restart the registry shows the old or
 // the new version, complete, and nothing temporary piles up.
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <random>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "archive_builder.h"
 #include "daemon.h"
@@ -48,9 +48,9 @@ TEST(CrashE2E, KillNineDuringDeploysNeverLeavesABrokenFunction) {
   ASSERT_TRUE(daemon.start()) << daemon.log();
   auto t0 = std::chrono::steady_clock::now();
   ASSERT_EQ(daemon.admin("PUT", "/v1/functions/calibrate", bundles[0].bytes).status, 201);
-  auto deploy_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                       std::chrono::steady_clock::now() - t0)
-                       .count();
+  auto deploy_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
   ASSERT_EQ(daemon.admin("DELETE", "/v1/functions/calibrate").status, 204);
   daemon.stop(SIGKILL);
 
@@ -78,7 +78,7 @@ TEST(CrashE2E, KillNineDuringDeploysNeverLeavesABrokenFunction) {
       ASSERT_EQ(got.status, 200) << got.body;
       existed = true;
       const std::string sha = got.json()["bundle_sha256"];
-      const Bundle* active = sha == bundles[0].sha ? &bundles[0]
+      const Bundle* active = sha == bundles[0].sha   ? &bundles[0]
                              : sha == bundles[1].sha ? &bundles[1]
                                                      : nullptr;
       ASSERT_NE(active, nullptr) << "round " << round << ": unknown bundle " << sha;
@@ -104,8 +104,9 @@ TEST(CrashE2E, KillNineDuringDeploysNeverLeavesABrokenFunction) {
     EXPECT_LE(count_entries(daemon.state_dir() / "bundles"), 2u) << "round " << round;
     daemon.stop(SIGKILL);
   }
-  std::cout << "[ crash    ] " << kRounds << " rounds: " << interrupted << " deploys cut by kill -9, "
-            << completed << " answered first; one deploy takes ~" << deploy_us / 1000 << " ms\n";
+  std::cout << "[ crash    ] " << kRounds << " rounds: " << interrupted
+            << " deploys cut by kill -9, " << completed << " answered first; one deploy takes ~"
+            << deploy_us / 1000 << " ms\n";
   EXPECT_GT(interrupted, 0) << "no kill landed inside a deploy";
 }
 

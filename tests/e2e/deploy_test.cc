@@ -1,10 +1,10 @@
 // The deploy half of the API, exercised against the real emberd over HTTP.
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include "archive_builder.h"
 #include "daemon.h"
@@ -147,8 +147,8 @@ TEST_F(DeployE2E, BadInputGetsClearErrors) {
   EXPECT_EQ(manifest.status, 400);
   EXPECT_EQ(manifest.json()["error"]["field"], "memory_mb");
 
-  auto bad_query = daemon_.admin("PUT", "/v1/functions/q?colour=red",
-                                 node_bundle(ArchiveKind::kZip, "x"), kZip);
+  auto bad_query =
+      daemon_.admin("PUT", "/v1/functions/q?colour=red", node_bundle(ArchiveKind::kZip, "x"), kZip);
   EXPECT_EQ(bad_query.status, 400);
   EXPECT_EQ(bad_query.json()["error"]["field"], "colour");
 
@@ -169,15 +169,17 @@ TEST_F(DeployE2E, MalformedRequestsAre400AndClosed) {
   EXPECT_NE(reply.find("HTTP/1.1 400"), std::string::npos) << reply;
   EXPECT_NE(reply.find("\"error\""), std::string::npos);
   EXPECT_TRUE(closed);
-  reply = raw_exchange(daemon_.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
-                       5000, &closed);
+  reply =
+      raw_exchange(daemon_.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+                   5000, &closed);
   EXPECT_NE(reply.find("HTTP/1.1 400"), std::string::npos) << reply;
   EXPECT_TRUE(closed);
 }
 
 TEST_F(DeployE2E, KeepAliveServesSeveralRequestsOnOneConnection) {
-  std::string two = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n"
-                    "Connection: close\r\n\r\n";
+  std::string two =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n"
+      "Connection: close\r\n\r\n";
   bool closed = false;
   auto reply = raw_exchange(daemon_.port(), two, 5000, &closed);
   EXPECT_NE(reply.find("\"ok\""), std::string::npos) << reply;
@@ -216,22 +218,25 @@ TEST(DeployE2ELimits, HeaderBodyConnectionAndSlowClientLimits) {
 
   // 413 from the Content-Length alone: the body is never sent.
   bool closed = false;
-  std::string head = std::string("PUT /v1/functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: "
-                                 "Bearer ") + kTestToken + "\r\nContent-Length: 100000000\r\n\r\n";
+  std::string head = std::string(
+                         "PUT /v1/functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                         "Bearer ") +
+                     kTestToken + "\r\nContent-Length: 100000000\r\n\r\n";
   auto reply = raw_exchange(daemon.port(), head, 5000, &closed);
   EXPECT_NE(reply.find("HTTP/1.1 413"), std::string::npos) << reply;
   EXPECT_TRUE(closed);
   // 413 for a chunked body that grows past the limit.
-  std::string chunked = std::string("PUT /v1/functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: "
-                                    "Bearer ") + kTestToken +
-                        "\r\nTransfer-Encoding: chunked\r\n\r\n2000\r\n" + std::string(0x2000, 'z') +
-                        "\r\n0\r\n\r\n";
+  std::string chunked = std::string(
+                            "PUT /v1/functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                            "Bearer ") +
+                        kTestToken + "\r\nTransfer-Encoding: chunked\r\n\r\n2000\r\n" +
+                        std::string(0x2000, 'z') + "\r\n0\r\n\r\n";
   reply = raw_exchange(daemon.port(), chunked, 5000, &closed);
   EXPECT_NE(reply.find("HTTP/1.1 413"), std::string::npos) << reply;
 
   // A client that sends half a header and stalls is disconnected by the header deadline.
-  reply = raw_exchange(daemon.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", 5000,
-                       &closed);
+  reply =
+      raw_exchange(daemon.port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", 5000, &closed);
   EXPECT_TRUE(closed) << "slow client was not disconnected";
   EXPECT_TRUE(reply.empty()) << reply;
 

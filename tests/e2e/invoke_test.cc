@@ -1,21 +1,19 @@
 // Invocation against the real emberd: cold and warm starts, scale to zero, bursts, queueing,
 // timeouts, crashes, init errors, logs, large payloads, redeploys, drains and daemon death.
+#include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <chrono>
 #include <fstream>
 #include <future>
 #include <set>
 #include <thread>
-
-#include <poll.h>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/write.hpp>
-#include <gtest/gtest.h>
 
 #include "archive_builder.h"
 #include "daemon.h"
@@ -141,8 +139,9 @@ TEST_F(InvokeE2E, ScalesToZeroAfterIdleTimeout) {
 }
 
 TEST_F(InvokeE2E, ABurstIsServedWithinMaxInstances) {
-  deploy("burst", "exports.handler = async () => { await new Promise(r => setTimeout(r, 30));"
-                  " return process.pid; };\n",
+  deploy("burst",
+         "exports.handler = async () => { await new Promise(r => setTimeout(r, 30));"
+         " return process.pid; };\n",
          {{"max_instances", 4}});
   std::vector<std::future<HttpResponse>> calls;
   for (int i = 0; i < 50; ++i) {
@@ -204,8 +203,9 @@ TEST_F(InvokeE2E, TimeoutIs504AndTheNextCallWorks) {
 }
 
 TEST_F(InvokeE2E, ProcessExitIs502ThenAFreshInstance) {
-  deploy("quitter", "exports.handler = async (e) => { if (e.exit) process.exit(3);"
-                    " return process.pid; };\n");
+  deploy("quitter",
+         "exports.handler = async (e) => { if (e.exit) process.exit(3);"
+         " return process.pid; };\n");
   auto before = invoke("quitter");
   ASSERT_EQ(before.status, 200);
   auto crashed = invoke("quitter", R"({"exit":true})");
@@ -230,7 +230,8 @@ TEST_F(InvokeE2E, HandlerErrorIs500WithTheErrorObject) {
 }
 
 TEST_F(InvokeE2E, InitErrorIs502WithItsMessage) {
-  deploy("broken", "throw new Error('DATABASE_URL is not set');\nexports.handler = async () => 1;\n");
+  deploy("broken",
+         "throw new Error('DATABASE_URL is not set');\nexports.handler = async () => 1;\n");
   auto r = invoke("broken");
   EXPECT_EQ(r.status, 502);
   EXPECT_EQ(r.json()["error"]["code"], "init_error");
@@ -270,8 +271,8 @@ TEST_F(InvokeE2E, LogsOfConcurrentCallsCarryTheirRequestIds) {
     EXPECT_EQ(line["stream"], text.starts_with("start") ? "stdout" : "stderr");
   }
   EXPECT_EQ(seen, 4) << logs.dump();
-  auto later = daemon_.admin("GET", "/v1/functions/talker/logs?since=" +
-                                        std::to_string(logs["next"].get<int>()));
+  auto later = daemon_.admin(
+      "GET", "/v1/functions/talker/logs?since=" + std::to_string(logs["next"].get<int>()));
   EXPECT_TRUE(later.json()["lines"].empty());
 }
 
@@ -281,8 +282,10 @@ TEST_F(InvokeE2E, FollowStreamsNewLogLines) {
   boost::asio::io_context io;
   boost::asio::ip::tcp::socket s(io);
   s.connect({boost::asio::ip::make_address("127.0.0.1"), daemon_.port()});
-  std::string req = std::string("GET /v1/functions/chatty/logs?follow=1&since=0 HTTP/1.1\r\n"
-                                "Host: x\r\nAuthorization: Bearer ") + kTestToken + "\r\n\r\n";
+  std::string req = std::string(
+                        "GET /v1/functions/chatty/logs?follow=1&since=0 HTTP/1.1\r\n"
+                        "Host: x\r\nAuthorization: Bearer ") +
+                    kTestToken + "\r\n\r\n";
   boost::asio::write(s, boost::asio::buffer(req));
   std::string seen;
   auto read_until = [&](const std::string& needle) {
@@ -327,8 +330,8 @@ TEST_F(InvokeE2E, HttpTriggerShapesTheResponse) {
          "  return { statusCode: 200, headers: {'content-type': 'text/html'},"
          " body: `<p>${e.method} ${e.path} ${e.query.q} ${e.headers['x-in']} ${e.body}</p>` };\n"
          "};\n");
-  auto html = http_request(daemon_.port(), "PUT", "/fn/web/a/b%20c?q=1", "payload",
-                           {{"X-In", "hdr"}});
+  auto html =
+      http_request(daemon_.port(), "PUT", "/fn/web/a/b%20c?q=1", "payload", {{"X-In", "hdr"}});
   ASSERT_EQ(html.status, 200) << html.body;
   EXPECT_EQ(html.header("content-type"), "text/html");
   EXPECT_EQ(html.body, "<p>PUT /a/b c 1 hdr payload</p>");
@@ -350,13 +353,15 @@ TEST_F(InvokeE2E, BinaryBodiesReachTheHttpTriggerAsBase64) {
 }
 
 TEST_F(InvokeE2E, NodeConcurrencyServesCallsInParallelOnOneInstance) {
-  deploy("para", "exports.handler = async () => { await new Promise(r => setTimeout(r, 300));"
-                 " return process.pid; };\n",
+  deploy("para",
+         "exports.handler = async () => { await new Promise(r => setTimeout(r, 300));"
+         " return process.pid; };\n",
          {{"max_instances", 1}, {"concurrency", 3}});
   ASSERT_EQ(invoke("para").status, 200);  // warm it up
   auto t0 = steady_clock::now();
   std::vector<std::future<HttpResponse>> calls;
-  for (int i = 0; i < 3; ++i) calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
+  for (int i = 0; i < 3; ++i)
+    calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
   std::set<int> pids;
   for (auto& c : calls) {
     auto r = c.get();
@@ -408,7 +413,8 @@ TEST_F(InvokeE2E, RedeployUnderLoadFailsNoCall) {
 }
 
 TEST_F(InvokeE2E, DeleteDrainsTheCallInFlight) {
-  deploy("drain", "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
+  deploy("drain",
+         "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
   ASSERT_EQ(invoke("drain").status, 200);
   auto call = std::async(std::launch::async, [&] { return invoke("drain"); });
   std::this_thread::sleep_for(milliseconds(150));
@@ -422,7 +428,8 @@ TEST_F(InvokeE2E, DeleteDrainsTheCallInFlight) {
 }
 
 TEST_F(InvokeE2E, SigtermFinishesCallsThenExitsZero) {
-  deploy("drain", "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
+  deploy("drain",
+         "exports.handler = async () => new Promise(r => setTimeout(() => r('done'), 500));\n");
   ASSERT_EQ(invoke("drain").status, 200);
   auto call = std::async(std::launch::async, [&] { return invoke("drain"); });
   std::this_thread::sleep_for(milliseconds(150));
@@ -448,9 +455,8 @@ TEST_F(InvokeE2E, KillNineOfTheDaemonLeavesNoWorker) {
 
 TEST_F(InvokeE2E, MinInstancesAreKeptWarm) {
   deploy("warm", kPid, {{"min_instances", 1}, {"idle_timeout_s", 1}});
-  EXPECT_TRUE(eventually([&] {
-    return daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"] == 1;
-  }));
+  EXPECT_TRUE(eventually(
+      [&] { return daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"] == 1; }));
   auto r = invoke("warm");
   EXPECT_EQ(r.header("x-ember-start"), "warm") << "a pre-started instance is not a cold start";
   std::this_thread::sleep_for(milliseconds(2500));
@@ -461,10 +467,11 @@ TEST_F(InvokeE2E, PythonFunctionsRun) {
   if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "python3 is not installed";
   auto r = daemon_.admin("PUT", "/v1/functions/py?runtime=python&handler=main.handler",
                          ArchiveBuilder(ArchiveKind::kTarGz)
-                             .file("main.py", "import os\ndef handler(event, context):\n"
-                                              "    print('hi from', context.function_name)\n"
-                                              "    return {'got': event, 'pid': os.getpid(),"
-                                              " 'left': context.get_remaining_time_in_millis() > 0}\n")
+                             .file("main.py",
+                                   "import os\ndef handler(event, context):\n"
+                                   "    print('hi from', context.function_name)\n"
+                                   "    return {'got': event, 'pid': os.getpid(),"
+                                   " 'left': context.get_remaining_time_in_millis() > 0}\n")
                              .build());
   ASSERT_EQ(r.status, 201) << r.body;
   auto first = invoke("py", R"({"x": 1})");

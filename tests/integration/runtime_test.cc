@@ -1,6 +1,7 @@
 // The runtime shims in runtimes/, run as real child processes and driven over fd 3 exactly as
 // emberd drives them (docs/worker-protocol.md).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -8,7 +9,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "ember/worker/protocol.h"
@@ -26,7 +26,8 @@ struct Runtime {
 };
 
 const Runtime kNode{"node", {"/usr/bin/node", EMBER_RUNTIMES_DIR "/node/bootstrap.js"}};
-const Runtime kPython{"python", {"/usr/bin/python3", "-I", EMBER_RUNTIMES_DIR "/python/bootstrap.py"}};
+const Runtime kPython{"python",
+                      {"/usr/bin/python3", "-I", EMBER_RUNTIMES_DIR "/python/bootstrap.py"}};
 
 // One worker process: fd 3 is our socket, stdout and stderr are pipes.
 class Worker {
@@ -44,9 +45,13 @@ class Worker {
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
     posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
     // A clean environment, as the daemon gives workers.
-    std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp",
-                                    "_HANDLER=" + handler, "LAMBDA_TASK_ROOT=" + root.string(),
-                                    "EMBER_FUNCTION_NAME=fn", "EMBER_FUNCTION_VERSION=3",
+    std::vector<std::string> env = {"PATH=/usr/bin:/bin",
+                                    "LANG=C.UTF-8",
+                                    "HOME=/tmp",
+                                    "_HANDLER=" + handler,
+                                    "LAMBDA_TASK_ROOT=" + root.string(),
+                                    "EMBER_FUNCTION_NAME=fn",
+                                    "EMBER_FUNCTION_VERSION=3",
                                     "EMBER_MEMORY_MB=128"};
     std::vector<char*> cenv, cargv;
     for (auto& e : env) cenv.push_back(e.data());
@@ -139,7 +144,9 @@ class RuntimeTest : public ::testing::Test {
       if (::access(bin, X_OK) != 0) GTEST_SKIP() << bin << " is not installed (scripts/setup)";
     }
   }
-  void file(const std::string& rel, const std::string& text) { testing::write_text(dir_ / rel, text); }
+  void file(const std::string& rel, const std::string& text) {
+    testing::write_text(dir_ / rel, text);
+  }
   static json meta(const Frame& f) { return json::parse(f.meta); }
 
   testing::TempDir dir_;
@@ -184,9 +191,11 @@ TEST_F(RuntimeTest, NodeTopLevelFunctionDeclarationWorks) {
 }
 
 TEST_F(RuntimeTest, NodeCallbackStyleAndUndefinedResult) {
-  file("cb.js", "exports.handler = (event, context, callback) => { setTimeout(() => callback(null, event * 2), 5); };\n"
-                "exports.nothing = async () => {};\n"
-                "exports.fails = (event, context, callback) => callback(new TypeError('bad input'));\n");
+  file("cb.js",
+       "exports.handler = (event, context, callback) => { setTimeout(() => callback(null, event * "
+       "2), 5); };\n"
+       "exports.nothing = async () => {};\n"
+       "exports.fails = (event, context, callback) => callback(new TypeError('bad input'));\n");
   {
     Worker w(kNode, dir_.path(), "cb.handler");
     expect_ready(w);
@@ -221,7 +230,8 @@ TEST_F(RuntimeTest, NodeEsmModuleWorks) {
 }
 
 TEST_F(RuntimeTest, NodeServesConcurrentCallsOutOfOrder) {
-  file("index.js", "exports.handler = (e) => new Promise((r) => setTimeout(() => r(e.n), e.ms));\n");
+  file("index.js",
+       "exports.handler = (e) => new Promise((r) => setTimeout(() => r(e.n), e.ms));\n");
   Worker w(kNode, dir_.path(), "index.handler");
   expect_ready(w);
   w.invoke(1, R"({"n":1,"ms":300})");
@@ -302,8 +312,9 @@ TEST_P(BothRuntimes, MissingHandlerIsAnInitError) {
 }
 
 TEST_P(BothRuntimes, LogLinesArriveBeforeTheAnswer) {
-  auto w = start("exports.handler = async (e) => { console.log('line for', e.id); return 1; };\n",
-                 "def handler(event, context):\n    print('line for', event['id'])\n    return 1\n");
+  auto w =
+      start("exports.handler = async (e) => { console.log('line for', e.id); return 1; };\n",
+            "def handler(event, context):\n    print('line for', event['id'])\n    return 1\n");
   expect_ready(*w);
   w->invoke(1, R"({"id":"first"})");
   ASSERT_EQ(w->receive()->type, FrameType::kResult);

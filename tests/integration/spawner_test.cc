@@ -1,15 +1,14 @@
 // The spawner helper creates real processes: they are this process's children, see only the
 // descriptors and environment they were given, and report exec failures.
+#include "ember/sandbox/spawner.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
-
-#include <gtest/gtest.h>
-
-#include "ember/sandbox/spawner.h"
 
 namespace ember::sandbox {
 namespace {
@@ -80,8 +79,8 @@ TEST(Spawner, EnvironmentIsExactlyTheOneGiven) {
 
 TEST(Spawner, OnlyDescriptorsZeroToThreeAreOpen) {
   Pipe extra;  // close-on-exec here, but passed as fd 3
-  auto [text, status] = run_sh("ls /proc/self/fd | sort -n | tr '\\n' ' '", {"PATH=/usr/bin:/bin"},
-                               extra.w);
+  auto [text, status] =
+      run_sh("ls /proc/self/fd | sort -n | tr '\\n' ' '", {"PATH=/usr/bin:/bin"}, extra.w);
   // ls's own directory descriptor shows up as the next free number.
   EXPECT_EQ(text, "0 1 2 3 4 ");
   auto [without, s2] = run_sh("ls /proc/self/fd | sort -n | tr '\\n' ' '");

@@ -2,8 +2,9 @@
 // real packer would refuse to make (absolute paths, "..", devices, links out of the tree).
 #pragma once
 
-#include <string>
 #include <sys/types.h>
+
+#include <string>
 #include <vector>
 
 namespace ember::testing {

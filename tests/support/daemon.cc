@@ -31,7 +31,7 @@ bool Daemon::start() {
     log_.clear();
     eof_ = false;
   }
-  std::vector<std::string> argv = {EMBER_BINARY,  "--listen",  "127.0.0.1:0", "--state-dir",
+  std::vector<std::string> argv = {EMBER_BINARY,        "--listen", "127.0.0.1:0",   "--state-dir",
                                    state_dir_.string(), "--socket", socket_.string()};
   if (with_token_) {
     argv.push_back("--admin-token");
@@ -61,9 +61,8 @@ bool Daemon::start() {
   std::unique_lock lock(mu_);
   static const std::regex kListening(R"(listening on http://127\.0\.0\.1:(\d+))");
   std::smatch m;
-  bool found = cv_.wait_for(lock, std::chrono::seconds(20), [&] {
-    return std::regex_search(log_, m, kListening) || eof_;
-  });
+  bool found = cv_.wait_for(lock, std::chrono::seconds(20),
+                            [&] { return std::regex_search(log_, m, kListening) || eof_; });
   if (!found || !std::regex_search(log_, m, kListening)) return false;
   port_ = static_cast<uint16_t>(std::stoi(m[1]));
   return true;
@@ -105,9 +104,9 @@ std::string Daemon::log() const {
 
 bool Daemon::wait_for_log(const std::string& needle, int timeout_ms) const {
   std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                      [&] { return log_.find(needle) != std::string::npos || eof_; }) &&
-         log_.find(needle) != std::string::npos;
+  return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    return log_.find(needle) != std::string::npos || eof_;
+  }) && log_.find(needle) != std::string::npos;
 }
 
 HttpResponse Daemon::admin(const std::string& method, const std::string& target,

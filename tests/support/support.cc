@@ -99,8 +99,8 @@ std::string ArchiveBuilder::build() const {
       archive_entry_set_hardlink(entry, e.link.c_str());
       archive_entry_set_size(entry, 0);
     } else if (e.type == AE_IFREG) {
-      archive_entry_set_size(entry, static_cast<la_int64_t>(e.zero_bytes ? e.zero_bytes
-                                                                          : e.content.size()));
+      archive_entry_set_size(
+          entry, static_cast<la_int64_t>(e.zero_bytes ? e.zero_bytes : e.content.size()));
     }
     if (archive_write_header(a.get(), entry) != ARCHIVE_OK) {
       std::string msg = archive_error_string(a.get()) ? archive_error_string(a.get()) : "?";

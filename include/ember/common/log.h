@@ -2,12 +2,12 @@
 // name, so lines carry only level and message; context is written as "[fn=NAME req=ID]".
 #pragma once
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string_view>
-
-#include <spdlog/spdlog.h>
 
 #include "ember/common/clock.h"
 

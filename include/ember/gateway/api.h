@@ -1,9 +1,8 @@
 // Ember's HTTP API: routing, admin authentication and the deploy routes of docs/api.md.
 #pragma once
 
-#include <string>
-
 #include <boost/asio/thread_pool.hpp>
+#include <string>
 
 #include "ember/gateway/server.h"
 #include "ember/registry/registry.h"

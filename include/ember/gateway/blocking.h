@@ -2,22 +2,20 @@
 // coroutine on its own executor with the result, so the event loop never waits on the disk.
 #pragma once
 
-#include <type_traits>
-#include <utility>
-
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <type_traits>
+#include <utility>
 
 namespace ember::gateway {
 
 // A plain function, not a coroutine: GCC 12 mishandles coroutine parameters built from
 // temporaries inside a co_await expression, so nothing here adds a coroutine frame.
 template <class F>
-boost::asio::awaitable<std::invoke_result_t<F&>> run_blocking(boost::asio::thread_pool& pool,
-                                                              F f) {
+boost::asio::awaitable<std::invoke_result_t<F&>> run_blocking(boost::asio::thread_pool& pool, F f) {
   using R = std::invoke_result_t<F&>;
   namespace asio = boost::asio;
   return asio::async_initiate<const asio::use_awaitable_t<>, void(R)>(

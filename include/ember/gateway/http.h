@@ -1,11 +1,10 @@
 // HTTP message types shared by the server and the routes, and the one error format.
 #pragma once
 
-#include <string>
-#include <string_view>
-
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
 
 #include "ember/common/result.h"
 

@@ -3,6 +3,11 @@
 // the Application's business; this file only moves bytes safely.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -10,12 +15,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "ember/common/log.h"
 #include "ember/common/result.h"
@@ -26,9 +25,9 @@ namespace ember::gateway {
 struct ServerOptions {
   int max_connections = 1024;
   int max_header_bytes = 16 * 1024;
-  int64_t max_body_bytes = 6 << 20;  // for routes that do not set their own limit
-  int header_timeout_ms = 10'000;    // from the first byte of a request to its last header byte
-  int body_timeout_ms = 60'000;      // to receive the whole body
+  int64_t max_body_bytes = 6 << 20;   // for routes that do not set their own limit
+  int header_timeout_ms = 10'000;     // from the first byte of a request to its last header byte
+  int body_timeout_ms = 60'000;       // to receive the whole body
   int keepalive_timeout_ms = 60'000;  // idle time allowed between two requests
   int write_timeout_ms = 30'000;
   int drain_timeout_ms = 30'000;  // how long shutdown waits for requests in flight

@@ -13,7 +13,7 @@ namespace ember::os {
 
 struct ExitStatus {
   bool signaled = false;
-  int code = 0;  // exit code, or the signal number when signaled
+  int code = 0;                  // exit code, or the signal number when signaled
   std::string describe() const;  // "exited with code 3", "killed by signal 9 (Killed)"
 };
 

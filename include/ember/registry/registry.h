@@ -6,11 +6,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "ember/common/clock.h"
 #include "ember/common/result.h"
@@ -103,7 +102,7 @@ class Registry {
   std::filesystem::path bundles_dir_;
   std::filesystem::path tmp_dir_;
 
-  std::mutex write_mu_;  // serializes mutations; held across their disk I/O
+  std::mutex write_mu_;          // serializes mutations; held across their disk I/O
   mutable std::mutex table_mu_;  // guards table_; held only to copy or swap pointers
   std::map<std::string, RecordPtr, std::less<>> table_;
 };

@@ -14,10 +14,10 @@ namespace ember::scheduler {
 struct MemberView {
   uint64_t id = 0;
   int version = 0;
-  bool starting = false;  // launched, not READY yet
-  bool stopping = false;  // asked to exit; takes no calls
-  int leased = 0;         // calls in flight
-  int concurrency = 1;    // calls it may take at once
+  bool starting = false;           // launched, not READY yet
+  bool stopping = false;           // asked to exit; takes no calls
+  int leased = 0;                  // calls in flight
+  int concurrency = 1;             // calls it may take at once
   Clock::time_point idle_since{};  // when `leased` last dropped to zero
   Clock::time_point last_used{};
   int memory_mb = 0;
@@ -28,7 +28,7 @@ struct MemberView {
 std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int version);
 
 struct StartInputs {
-  int waiters = 0;          // calls queued for an instance
+  int waiters = 0;  // calls queued for an instance
   int max_instances = 1;
   int concurrency = 1;
   int max_concurrent_starts = 2;
@@ -64,7 +64,8 @@ struct EvictionCandidate {
 
 // Whether `needed_mb` fits in the budget, and if not, which idle instances to stop, least
 // recently used first, to make it fit. nullopt when even stopping all of them is not enough.
-std::optional<std::vector<EvictionCandidate>> plan_eviction(
-    std::vector<EvictionCandidate> idle, int64_t used_mb, int64_t budget_mb, int64_t needed_mb);
+std::optional<std::vector<EvictionCandidate>> plan_eviction(std::vector<EvictionCandidate> idle,
+                                                            int64_t used_mb, int64_t budget_mb,
+                                                            int64_t needed_mb);
 
 }  // namespace ember::scheduler

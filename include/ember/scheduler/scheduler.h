@@ -4,18 +4,17 @@
 // functions. Owned by the event loop's thread: no locks; every method runs on that thread.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <nlohmann/json.hpp>
 
 #include "ember/common/clock.h"
 #include "ember/registry/registry.h"
@@ -49,11 +48,11 @@ struct InvokeOutcome {
     kOk,             // body: the value as JSON
     kFunctionError,  // body: {"errorType","errorMessage","stack"}
     kTimeout,
-    kCrash,          // body: what happened to the worker
-    kInitError,      // body: the init error object, or what happened
-    kThrottled,      // queue full or queue wait over
+    kCrash,      // body: what happened to the worker
+    kInitError,  // body: the init error object, or what happened
+    kThrottled,  // queue full or queue wait over
     kNotFound,
-    kUnavailable,    // the function is being removed or the daemon is stopping
+    kUnavailable,  // the function is being removed or the daemon is stopping
   };
   Kind kind = Kind::kCrash;
   std::string body;

@@ -3,6 +3,11 @@
 // event loop's thread; an Instance is shared by the scheduler and the calls in flight on it.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -12,12 +17,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "ember/common/result.h"
 #include "ember/os/child_process.h"
@@ -45,8 +44,8 @@ struct CallResult {
 
 // Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
 // when it cannot be told), and the text without its newline.
-using LogSink = std::function<void(std::string_view stream, std::string_view request_id,
-                                   std::string text)>;
+using LogSink =
+    std::function<void(std::string_view stream, std::string_view request_id, std::string text)>;
 
 class Instance : public std::enable_shared_from_this<Instance> {
  public:

@@ -89,8 +89,7 @@ TEST(ParseJson, SyntaxErrorIsInvalid) {
 }
 
 TEST(Crypto, Sha256OfKnownInput) {
-  EXPECT_EQ(sha256_hex("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(Crypto, ConstantTimeEqual) {

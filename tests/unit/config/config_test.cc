@@ -1,6 +1,7 @@
+#include "ember/config/config.h"
+
 #include <gtest/gtest.h>
 
-#include "ember/config/config.h"
 #include "temp_dir.h"
 
 namespace ember::config {
@@ -21,9 +22,9 @@ TEST(ParseListen, AcceptsHostPortForms) {
 }
 
 TEST(CommandLine, ParsesEveryFlagInBothForms) {
-  auto cl = parse_command_line({"--config", "/etc/ember.json", "--listen=0.0.0.0:1",
-                                "--socket", "/s", "--state-dir", "/d", "--admin-token", "t",
-                                "--deploy", "ex", "--log-level", "debug", "--check-config"});
+  auto cl = parse_command_line({"--config", "/etc/ember.json", "--listen=0.0.0.0:1", "--socket",
+                                "/s", "--state-dir", "/d", "--admin-token", "t", "--deploy", "ex",
+                                "--log-level", "debug", "--check-config"});
   ASSERT_TRUE(cl.ok()) << cl.error().message;
   EXPECT_EQ(cl->config_file->string(), "/etc/ember.json");
   EXPECT_EQ(*cl->listen, "0.0.0.0:1");
@@ -88,7 +89,8 @@ TEST(ConfigFile, EveryKeyIsAccepted) {
              "write_timeout_ms": 800, "drain_timeout_ms": 900},
     "bundles": {"max_compressed_bytes": 4096, "max_extracted_bytes": 8192,
                 "max_entries": 5, "max_ratio": 50, "max_versions": 3}
-  })", c);
+  })",
+                              c);
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_EQ(c.listen.host, "0.0.0.0");
   EXPECT_EQ(c.http.max_connections, 10);

@@ -1,7 +1,7 @@
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <boost/asio/thread_pool.hpp>
-#include <gtest/gtest.h>
 
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
@@ -76,11 +76,17 @@ TEST_F(PlanTest, AdminRoutesNeedTheTokenOnTcpOnly) {
 }
 
 TEST_F(PlanTest, NameRulesApplyOnEveryFunctionRoute) {
-  const char* bad_names[] = {"..", "%2e%2e", "%2E%2E", "a%2fb", "%00", "a%00b", "UP",
-                             "x_y", "-x", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+  const char* bad_names[] = {
+      "..",     "%2e%2e",
+      "%2E%2E", "a%2fb",
+      "%00",    "a%00b",
+      "UP",     "x_y",
+      "-x",     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
   for (const char* name : bad_names) {
-    for (auto [method, suffix] : {std::pair{http::verb::get, ""}, {http::verb::put, ""},
-                                  {http::verb::patch, ""}, {http::verb::delete_, ""},
+    for (auto [method, suffix] : {std::pair{http::verb::get, ""},
+                                  {http::verb::put, ""},
+                                  {http::verb::patch, ""},
+                                  {http::verb::delete_, ""},
                                   {http::verb::post, "/rollback"}}) {
       std::string target = std::string("/v1/functions/") + name + suffix;
       EXPECT_EQ(status(plan(method, target, Transport::kUnix)), 400) << target;

@@ -1,16 +1,16 @@
+#include "ember/os/fs.h"
+
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <gtest/gtest.h>
-
-#include "ember/os/fs.h"
 #include "temp_dir.h"
 
 namespace ember::os {
 namespace {
 
-using testing::read_text;
 using testing::count_entries;
+using testing::read_text;
 using testing::TempDir;
 using testing::write_text;
 

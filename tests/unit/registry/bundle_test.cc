@@ -1,12 +1,12 @@
+#include "ember/registry/bundle.h"
+
 #include <archive_entry.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <utime.h>
 
-#include <gtest/gtest.h>
-
 #include "archive_builder.h"
 #include "ember/common/crypto.h"
-#include "ember/registry/bundle.h"
 #include "temp_dir.h"
 
 namespace ember::registry {
@@ -96,8 +96,11 @@ TEST_P(BundleTest, RejectsSymlinksLeavingTheTree) {
 }
 
 TEST_P(BundleTest, AcceptsSymlinksInsideTheTree) {
-  auto data = builder().file("lib/real.js", "R").symlink("lib/alias.js", "real.js")
-                  .symlink("top", "lib/../lib/real.js").build();
+  auto data = builder()
+                  .file("lib/real.js", "R")
+                  .symlink("lib/alias.js", "real.js")
+                  .symlink("top", "lib/../lib/real.js")
+                  .build();
   auto r = extract(data);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(testing::read_text(dest() / "lib/alias.js"), "R");
@@ -171,8 +174,8 @@ TEST_P(BundleTest, StopsADecompressionBomb) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("expands more than 200 times"), std::string::npos)
       << r.error().message;
-  EXPECT_LE(bytes_on_disk(dest()), std::max<uint64_t>(limits.ratio_floor_bytes,
-                                                      limits.max_ratio * data.size()));
+  EXPECT_LE(bytes_on_disk(dest()),
+            std::max<uint64_t>(limits.ratio_floor_bytes, limits.max_ratio * data.size()));
 }
 
 TEST_P(BundleTest, RejectsAnArchiveOverTheCompressedLimit) {
@@ -227,7 +230,9 @@ TEST(PackDirectory, IsDeterministicAndRoundTrips) {
   auto first = pack_directory(src.path());
   ASSERT_TRUE(first.ok()) << first.error().message;
   // Times do not matter, content does.
-  struct utimbuf times {1000, 1000};
+  struct utimbuf times {
+    1000, 1000
+  };
   ::utime((src / "lib" / "a.js").c_str(), &times);
   auto second = pack_directory(src.path());
   ASSERT_TRUE(second.ok());

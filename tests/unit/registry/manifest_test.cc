@@ -1,6 +1,7 @@
+#include "ember/registry/manifest.h"
+
 #include <gtest/gtest.h>
 
-#include "ember/registry/manifest.h"
 #include "temp_dir.h"
 
 namespace ember::registry {
@@ -16,8 +17,9 @@ TEST(Name, AcceptsValidNames) {
 }
 
 TEST(Name, RejectsEverythingElse) {
-  for (std::string n : std::vector<std::string>{"", "-a", "A", "hello_world", "a.b", "..", ".", "a/b", "%2e%2e", "a b",
-                        std::string("a\0b", 3), std::string(64, 'a'), "héllo", "a%00"}) {
+  for (std::string n : std::vector<std::string>{"", "-a", "A", "hello_world", "a.b", "..", ".",
+                                                "a/b", "%2e%2e", "a b", std::string("a\0b", 3),
+                                                std::string(64, 'a'), "héllo", "a%00"}) {
     auto st = validate_name(n);
     ASSERT_FALSE(st.ok()) << n;
     EXPECT_EQ(st.error().code, Errc::kInvalid);
@@ -97,8 +99,7 @@ TEST(Manifest, EnvHasASizeBudget) {
 TEST(Manifest, OverridesWinOverTheManifest) {
   auto overrides = overrides_from_query({{"memory_mb", "256"}, {"handler", "main.run"}});
   ASSERT_TRUE(overrides.ok());
-  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"),
-                        *overrides);
+  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"), *overrides);
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->memory_mb, 256);
   EXPECT_EQ(c->handler, "main.run");
@@ -132,8 +133,8 @@ TEST(Manifest, PatchChangesOnlyGivenFields) {
 }
 
 TEST(Manifest, RoundTripsThroughJson) {
-  auto c = parse_config(json::parse(
-      R"({"runtime":"python","handler":"app.main","env":{"K":"v"},"memory_mb":512})"));
+  auto c = parse_config(
+      json::parse(R"({"runtime":"python","handler":"app.main","env":{"K":"v"},"memory_mb":512})"));
   ASSERT_TRUE(c.ok());
   auto again = parse_config(c->to_json());
   ASSERT_TRUE(again.ok());

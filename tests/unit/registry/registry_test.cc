@@ -1,7 +1,8 @@
+#include "ember/registry/registry.h"
+
 #include <gtest/gtest.h>
 
 #include "archive_builder.h"
-#include "ember/registry/registry.h"
 #include "temp_dir.h"
 
 namespace ember::registry {
@@ -11,8 +12,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using testing::ArchiveBuilder;
 using testing::ArchiveKind;
-using testing::hello_bundle;
 using testing::count_entries;
+using testing::hello_bundle;
 using testing::TempDir;
 
 std::string bundle_with(const std::string& body, ArchiveKind kind = ArchiveKind::kZip) {

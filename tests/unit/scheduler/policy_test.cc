@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "ember/scheduler/policy.h"
+
+#include <gtest/gtest.h>
 
 namespace ember::scheduler {
 namespace {

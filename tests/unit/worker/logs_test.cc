@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "ember/worker/logs.h"
+
+#include <gtest/gtest.h>
 
 namespace ember::worker {
 namespace {

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "ember/worker/protocol.h"
+
+#include <gtest/gtest.h>
 
 namespace ember::worker {
 namespace {
