@@ -123,14 +123,27 @@ function callHandler(handler, event, context) {
   });
 }
 
+// Node queues writes to a full pipe in memory; the answer must not overtake the output, or the
+// daemon could not attribute those lines to this call. Resolves once both streams are drained.
+function flushStdio() {
+  const pending = [process.stdout, process.stderr]
+    .filter((s) => s.writableLength > 0)
+    .map((s) => new Promise((resolve) => s.write('', resolve)));
+  return pending.length ? Promise.all(pending) : null;
+}
+
 async function invoke(handler, id, meta, body) {
   inFlight++;
   try {
     const event = JSON.parse(body.toString('utf8'));
     const value = await callHandler(handler, event, makeContext(meta));
     const text = JSON.stringify(value === undefined ? null : value);
+    const flushed = flushStdio();
+    if (flushed) await flushed;
     send(RESULT, id, {}, text === undefined ? 'null' : text);
   } catch (err) {
+    const flushed = flushStdio();
+    if (flushed) await flushed;
     send(ERROR, id, describe(err));
   } finally {
     inFlight--;

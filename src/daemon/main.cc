@@ -56,6 +56,24 @@ void deploy_folders(registry::Registry& registry, const fs::path& dir) {
   }
 }
 
+sigset_t stop_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+void block_stop_signals() {
+  sigset_t set = stop_signals();
+  ::sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+void unblock_stop_signals() {
+  sigset_t set = stop_signals();
+  ::sigprocmask(SIG_UNBLOCK, &set, nullptr);
+}
+
 // Where the runtime shims are: the configured folder, else share/ember/runtimes beside an
 // installed binary, else the source tree this binary was built from.
 fs::path find_runtimes(const fs::path& configured) {
@@ -113,6 +131,10 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   // until the loop is destroyed.
   worker::LogStore logs(static_cast<size_t>(cfg.log_bytes_per_function));
   asio::io_context io(1);
+  // SIGINT and SIGTERM have been blocked since main() began; from here they are queued for the
+  // event loop, so a stop request at any moment of start-up ends in a clean drain.
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  unblock_stop_signals();
   asio::thread_pool blocking(1);
 
   scheduler::SchedulerOptions sched_options = cfg.scheduler;
@@ -148,7 +170,6 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   spdlog::info("listening on http://{}:{}", host, endpoint->port());
   if (!cfg.socket.empty()) spdlog::info("listening on unix:{}", cfg.socket.string());
 
-  asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -166,6 +187,7 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  block_stop_signals();
   init_logging(spdlog::level::info);
   auto cl = config::parse_command_line(std::vector<std::string>(argv + 1, argv + argc));
   if (!cl) {

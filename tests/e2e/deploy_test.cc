@@ -313,6 +313,16 @@ TEST(DeployE2EStartup, DeployFlagIsIdempotentAcrossRestarts) {
   EXPECT_EQ(daemon.admin("GET", "/v1/functions/hello").json()["active_version"], 2);
 }
 
+TEST(DeployE2EStartup, SigtermRightAfterStartIsAStillCleanExit) {
+  // A stop request that lands while the daemon is still wiring itself up must drain, not kill.
+  TempDir tmp;
+  Daemon daemon(tmp / "state");
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(daemon.start()) << daemon.log();
+    EXPECT_EQ(daemon.stop(SIGTERM), 0) << "round " << i << "\n" << daemon.log();
+  }
+}
+
 TEST(DeployE2EStartup, BadConfigurationIsRefusedWithTheFieldPath) {
   TempDir tmp;
   write_text(tmp / "bad.json", R"({"http": {"max_connections": -1}})");

@@ -353,24 +353,27 @@ TEST_F(InvokeE2E, BinaryBodiesReachTheHttpTriggerAsBase64) {
 }
 
 TEST_F(InvokeE2E, NodeConcurrencyServesCallsInParallelOnOneInstance) {
+  // Each call waits until three calls are inside the handler at once: only an instance that
+  // really runs them in parallel answers all three (else they time out).
   deploy("para",
-         "exports.handler = async () => { await new Promise(r => setTimeout(r, 300));"
-         " return process.pid; };\n",
-         {{"max_instances", 1}, {"concurrency", 3}});
-  ASSERT_EQ(invoke("para").status, 200);  // warm it up
-  auto t0 = steady_clock::now();
+         "let inside = 0;\n"
+         "exports.handler = async (e) => { inside++; const t0 = Date.now();\n"
+         "  while (inside < 3 && Date.now() - t0 < 4000) await new Promise(r => setTimeout(r, 5));\n"
+         "  const seen = inside; await new Promise(r => setTimeout(r, 20)); inside--;\n"
+         "  return { pid: process.pid, seen }; };\n",
+         {{"max_instances", 1}, {"concurrency", 3}, {"timeout_ms", 10000}});
   std::vector<std::future<HttpResponse>> calls;
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < 3; ++i) {
     calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
+  }
   std::set<int> pids;
   for (auto& c : calls) {
     auto r = c.get();
-    ASSERT_EQ(r.status, 200);
-    pids.insert(r.json().get<int>());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.json()["seen"], 3) << "the calls did not overlap on the instance";
+    pids.insert(r.json()["pid"].get<int>());
   }
   EXPECT_EQ(pids.size(), 1u);
-  // Three 300 ms calls one after another would take 900 ms.
-  EXPECT_LT(steady_clock::now() - t0, milliseconds(850));
 }
 
 TEST_F(InvokeE2E, RedeployUnderLoadFailsNoCall) {
@@ -461,6 +464,58 @@ TEST_F(InvokeE2E, MinInstancesAreKeptWarm) {
   EXPECT_EQ(r.header("x-ember-start"), "warm") << "a pre-started instance is not a cold start";
   std::this_thread::sleep_for(milliseconds(2500));
   EXPECT_EQ(daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"], 1);
+}
+
+// Resident memory of a process in KiB.
+long rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+TEST_F(InvokeE2E, AFunctionPrinting100MBDoesNotGrowTheDaemon) {
+  deploy("loud",
+         "exports.handler = async () => { const line = 'x'.repeat(1023) + '\\n';"
+         " const block = line.repeat(1024);"
+         " for (let i = 0; i < 100; i++) process.stdout.write(block); return 'done'; };\n",
+         {{"timeout_ms", 60000}});
+  ASSERT_EQ(invoke("loud").status, 200);  // warms up allocator and buffers once
+  const long before = rss_kib(daemon_.pid());
+  auto r = invoke("loud");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const long after = rss_kib(daemon_.pid());
+  EXPECT_LT(after - before, 32 * 1024) << "daemon RSS grew from " << before << " to " << after
+                                        << " KiB";
+  auto logs = daemon_.admin("GET", "/v1/functions/loud/logs?limit=10").json();
+  EXPECT_TRUE(logs["truncated"].get<bool>()) << "the ring keeps only its budget: "
+                                             << logs.dump().substr(0, 600);
+}
+
+TEST_F(InvokeE2E, MemoryBudgetEvictsIdleInstancesOfOtherFunctions) {
+  ASSERT_EQ(daemon_.stop(SIGTERM), 0);
+  write_text(tmp_ / "config.json", R"({"scheduler": {"memory_budget_mb": 256,
+                                                      "queue_timeout_ms": 2000}})");
+  ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  deploy("small", kPid, {{"memory_mb", 128}});
+  deploy("big", kPid, {{"memory_mb", 256}});
+  auto small = invoke("small");
+  ASSERT_EQ(small.status, 200);
+  pid_t small_pid = small.json()["pid"];
+  // big needs the whole budget: small's idle instance is evicted to make room.
+  auto big = invoke("big");
+  ASSERT_EQ(big.status, 200) << big.body;
+  EXPECT_TRUE(eventually([&] { return !alive(small_pid); }));
+  // While big is busy nothing can be evicted: a call to small waits, then gets 429.
+  deploy("big", "exports.handler = async () => new Promise(r => setTimeout(() => r(1), 3000));\n",
+         {{"memory_mb", 256}, {"timeout_ms", 10000}});
+  auto busy = std::async(std::launch::async, [&] { return invoke("big"); });
+  std::this_thread::sleep_for(milliseconds(500));
+  auto refused = invoke("small");
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(busy.get().status, 200);
 }
 
 TEST_F(InvokeE2E, PythonFunctionsRun) {
