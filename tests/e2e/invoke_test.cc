@@ -355,13 +355,14 @@ TEST_F(InvokeE2E, BinaryBodiesReachTheHttpTriggerAsBase64) {
 TEST_F(InvokeE2E, NodeConcurrencyServesCallsInParallelOnOneInstance) {
   // Each call waits until three calls are inside the handler at once: only an instance that
   // really runs them in parallel answers all three (else they time out).
-  deploy("para",
-         "let inside = 0;\n"
-         "exports.handler = async (e) => { inside++; const t0 = Date.now();\n"
-         "  while (inside < 3 && Date.now() - t0 < 4000) await new Promise(r => setTimeout(r, 5));\n"
-         "  const seen = inside; await new Promise(r => setTimeout(r, 20)); inside--;\n"
-         "  return { pid: process.pid, seen }; };\n",
-         {{"max_instances", 1}, {"concurrency", 3}, {"timeout_ms", 10000}});
+  deploy(
+      "para",
+      "let inside = 0;\n"
+      "exports.handler = async (e) => { inside++; const t0 = Date.now();\n"
+      "  while (inside < 3 && Date.now() - t0 < 4000) await new Promise(r => setTimeout(r, 5));\n"
+      "  const seen = inside; await new Promise(r => setTimeout(r, 20)); inside--;\n"
+      "  return { pid: process.pid, seen }; };\n",
+      {{"max_instances", 1}, {"concurrency", 3}, {"timeout_ms", 10000}});
   std::vector<std::future<HttpResponse>> calls;
   for (int i = 0; i < 3; ++i) {
     calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
@@ -487,11 +488,18 @@ TEST_F(InvokeE2E, AFunctionPrinting100MBDoesNotGrowTheDaemon) {
   auto r = invoke("loud");
   ASSERT_EQ(r.status, 200) << r.body;
   const long after = rss_kib(daemon_.pid());
-  EXPECT_LT(after - before, 32 * 1024) << "daemon RSS grew from " << before << " to " << after
-                                        << " KiB";
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer keeps freed memory in a quarantine of up to 256 MiB, so RSS says nothing
+  // about the daemon here; the Release suite checks it.
+  (void)before;
+  (void)after;
+#else
+  EXPECT_LT(after - before, 32 * 1024)
+      << "daemon RSS grew from " << before << " to " << after << " KiB";
+#endif
   auto logs = daemon_.admin("GET", "/v1/functions/loud/logs?limit=10").json();
-  EXPECT_TRUE(logs["truncated"].get<bool>()) << "the ring keeps only its budget: "
-                                             << logs.dump().substr(0, 600);
+  EXPECT_TRUE(logs["truncated"].get<bool>())
+      << "the ring keeps only its budget: " << logs.dump().substr(0, 600);
 }
 
 TEST_F(InvokeE2E, MemoryBudgetEvictsIdleInstancesOfOtherFunctions) {
