@@ -5,19 +5,61 @@
 // by the daemon through their pidfds.
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <array>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "ember/common/result.h"
 #include "ember/os/child_process.h"
 #include "ember/os/unique_fd.h"
+#include "ember/sandbox/seccomp.h"
 
 namespace ember::sandbox {
+
+// One step in building a worker's root file system. The steps run in the new mount namespace,
+// in order, with the current directory at the root being built, so every `target` is relative
+// ("usr", "etc/hosts"). The daemon writes the plan (root_plan() in sandbox.h); the spawner only
+// carries it out.
+struct RootOp {
+  enum class Kind : uint32_t {
+    kDir = 1,     // mkdir target (mode)
+    kFile,        // write `text` into target (mode)
+    kSymlink,     // symlink target -> text
+    kBindHost,    // bind the host path `text` at target (created as a file or directory)
+    kBindInside,  // bind the path `text` of the new root at target (masks: dev/null over a file)
+    kTmpfs,       // a tmpfs at target of `size` bytes and `mode`
+    kProc,        // a fresh procfs at target
+    kReadOnly,    // make the mount at target read-only (flags it carries are kept)
+  };
+  Kind kind;
+  std::string target;
+  std::string text;
+  uint64_t size = 0;
+  uint32_t mode = 0755;
+  bool read_only = true;  // for binds
+  bool optional = false;  // skipped when the target does not exist (masks over /proc files)
+};
+
+// Where and how a worker is isolated. Every namespace but the network one is new per worker;
+// the network namespace is shared by a function's workers and joined first.
+struct Isolation {
+  uid_t host_uid = 0;  // what the worker's uid is on the host
+  gid_t host_gid = 0;
+  uid_t uid = 1000;  // the worker's uid and gid inside its user namespace
+  gid_t gid = 1000;
+  std::string hostname = "ember";
+  int netns_fd = -1;         // a network namespace to join; -1 keeps the host's network
+  std::vector<RootOp> root;  // the new root; empty: no mount namespace, no pivot_root
+  // cgroups: a v2 directory to clone into, or v1 `cgroup.procs` files to write the pid into.
+  int cgroup_dir_fd = -1;
+  std::vector<int> cgroup_procs_fds;
+};
 
 struct SpawnRequest {
   std::vector<std::string> argv;  // argv[0] is the executable's absolute path
@@ -26,17 +68,32 @@ struct SpawnRequest {
   // Descriptors that become the child's 0, 1, 2 and 3; -1 gives /dev/null for 0-2 and nothing
   // for 3. Every other descriptor is closed in the child.
   std::array<int, 4> fds = {-1, -1, -1, -1};
+  std::optional<Isolation> isolation;  // none: a plain child process
+  // Resource limits set in the child (RLIMIT_NOFILE always; these when non-zero).
+  rlim_t max_processes = 0;   // RLIMIT_NPROC, counted per host uid
+  rlim_t max_data_bytes = 0;  // RLIMIT_DATA
+};
+
+// What confines every process the spawner creates. Prepared before the helper is forked, so the
+// helper holds it in its own memory and applies it with raw syscalls between clone and exec.
+struct Confinement {
+  std::optional<SeccompProgram> seccomp;  // loaded last, just before execve
+  rlim_t max_open_files = 1024;           // RLIMIT_NOFILE; core dumps are always off
 };
 
 // Owns the helper process and the socket to it. spawn() is thread-safe.
 class Spawner {
  public:
   // Forks the helper. Must run while the process has a single thread.
-  static Result<std::unique_ptr<Spawner>> start();
+  static Result<std::unique_ptr<Spawner>> start(Confinement confinement = {});
   ~Spawner();
 
-  // Creates a process; errors from exec (missing binary, permissions) are reported here.
+  // Creates a process; errors from setting up the sandbox or from exec (missing binary,
+  // permissions) are reported here, naming the step that failed.
   Result<os::ChildProcess> spawn(const SpawnRequest& request);
+
+  // A new network namespace with only the loopback interface, up.
+  Result<os::UniqueFd> new_network_namespace();
 
   pid_t helper_pid() const { return helper_pid_; }
 
