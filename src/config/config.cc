@@ -96,6 +96,28 @@ Status apply_config_json(std::string_view text, Config& c) {
     o.init_timeout = std::chrono::milliseconds(init_timeout);
     o.stop_grace = std::chrono::milliseconds(stop_grace);
   }
+  if (const json* sb = f.object("sandbox")) {
+    JsonFields h(*sb, "sandbox");
+    auto& o = c.sandbox;
+    int64_t uid_base = o.uid_base, uid_count = o.uid_count, max_pids = o.max_pids,
+            max_files = static_cast<int64_t>(o.max_open_files), cpu = o.cpu_max_percent;
+    h.boolean("insecure", o.insecure);
+    h.integer("uid_base", uid_base, 100000, 4'000'000'000);
+    h.integer("uid_count", uid_count, 16, 1 << 24);
+    h.integer("max_pids", max_pids, 8, 1 << 22);
+    h.integer("max_open_files", max_files, 64, 1 << 20);
+    h.integer("cpu_max_percent", cpu, 1, 100000);
+    if (auto st = h.finish(); !st) return st;
+    if (uid_base + uid_count > 4'294'967'294) {
+      return Error::invalid("sandbox.uid_base + sandbox.uid_count must stay below 2^32 - 1",
+                            "sandbox.uid_count");
+    }
+    o.uid_base = static_cast<uid_t>(uid_base);
+    o.uid_count = static_cast<uint32_t>(uid_count);
+    o.max_pids = static_cast<uint32_t>(max_pids);
+    o.max_open_files = static_cast<rlim_t>(max_files);
+    o.cpu_max_percent = static_cast<uint32_t>(cpu);
+  }
   if (const json* logs = f.object("logs")) {
     JsonFields h(*logs, "logs");
     h.integer("bytes_per_function", c.log_bytes_per_function, 4096, int64_t{1} << 30);
@@ -147,6 +169,7 @@ Result<Config> load(const CommandLine& cl, std::optional<std::string> env_token,
   }
   if (cl.admin_token) c.admin_token = *cl.admin_token;
   if (cl.deploy_dir) c.deploy_dir = *cl.deploy_dir;
+  if (cl.insecure) c.sandbox.insecure = true;
   if (cl.log_level) {
     if (!parse_log_level(*cl.log_level)) {
       return Error::invalid("--log-level must be trace, debug, info, warn, error or off");
@@ -198,6 +221,8 @@ Result<CommandLine> parse_command_line(const std::vector<std::string>& args) {
       st = take(cl.log_level);
     } else if (arg == "--check-config" && !inline_value) {
       cl.check_config = true;
+    } else if (arg == "--insecure" && !inline_value) {
+      cl.insecure = true;
     } else if ((arg == "--help" || arg == "-h") && !inline_value) {
       cl.help = true;
     } else if (arg == "--version" && !inline_value) {
@@ -225,6 +250,8 @@ std::string usage() {
   --deploy DIR         deploy every function folder under DIR at start
   --log-level LEVEL    trace, debug, info, warn, error or off (default info)
   --check-config       validate the configuration and exit
+  --insecure           start even when functions cannot be given their own network namespace
+                       (they could then reach the admin API on 127.0.0.1)
   --version            print the version and exit
 )";
 }

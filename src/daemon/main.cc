@@ -13,13 +13,14 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "ember/common/crypto.h"
 #include "ember/common/log.h"
 #include "ember/config/config.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
 #include "ember/registry/registry.h"
-#include "ember/sandbox/spawner.h"
+#include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 #include "ember/worker/logs.h"
 
@@ -99,7 +100,7 @@ asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, scheduler::Sch
   co_await scheduler.shutdown();
 }
 
-int run(const config::Config& cfg, sandbox::Spawner& spawner) {
+int run(const config::Config& cfg, sandbox::Sandbox& sandbox) {
   // Extracted bundles must stay readable by the per-function users of the sandbox; private
   // state sets its own modes explicitly.
   ::umask(022);
@@ -141,7 +142,7 @@ int run(const config::Config& cfg, sandbox::Spawner& spawner) {
   sched_options.runtimes_dir = find_runtimes(cfg.scheduler.runtimes_dir);
   if (sched_options.memory_budget_mb == 0)
     sched_options.memory_budget_mb = default_memory_budget_mb();
-  scheduler::Scheduler scheduler(io, spawner, reg, logs, sched_options);
+  scheduler::Scheduler scheduler(io, sandbox, reg, logs, sched_options);
   scheduler.start();
   spdlog::info("scheduler: runtimes in {}, memory budget {} MiB",
                sched_options.runtimes_dir.string(), sched_options.memory_budget_mb);
@@ -214,14 +215,20 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(*parse_log_level(cfg->log_level));
-  // First, while this process has a single thread: the helper that creates workers.
-  auto spawner = sandbox::Spawner::start();
-  if (!spawner) {
-    spdlog::critical("cannot start the spawner: {}", spawner.error().message);
+  // First, while this process has a single thread: the sandbox and its spawner helper.
+  sandbox::SandboxOptions sandbox_options = cfg->sandbox;
+  sandbox_options.runtimes_dir = find_runtimes(cfg->scheduler.runtimes_dir);
+  sandbox_options.interpreters = {cfg->scheduler.node_path, cfg->scheduler.python_path};
+  // One cgroup subtree per state directory: two daemons never touch each other's workers.
+  sandbox_options.tag =
+      sha256_hex(std::filesystem::weakly_canonical(cfg->state_dir).string()).substr(0, 12);
+  auto sandbox = sandbox::Sandbox::create(std::move(sandbox_options));
+  if (!sandbox) {
+    spdlog::critical("cannot start the sandbox: {}", sandbox.error().message);
     return 1;
   }
   try {
-    return run(*cfg, **spawner);
+    return run(*cfg, **sandbox);
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());
     return 1;

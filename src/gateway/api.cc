@@ -95,7 +95,10 @@ Api::Api(ApiOptions options, registry::Registry& registry, asio::thread_pool& bl
 
 json Api::view(const registry::FunctionRecord& record) const {
   json v = function_view(record);
-  if (scheduler_) v["instances"] = scheduler_->instance_counts(record.name);
+  if (scheduler_) {
+    v["instances"] = scheduler_->instance_counts(record.name);
+    v["sandbox"] = scheduler_->sandbox_counts(record.name);
+  }
   return v;
 }
 

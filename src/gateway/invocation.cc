@@ -155,7 +155,16 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       res = error_response(http::status::gateway_timeout, "timeout", o.body);
       break;
     case Kind::kCrash:
-      res = error_response(http::status::bad_gateway, "worker_crashed", o.body);
+      if (o.crash_type == "Runtime.OutOfMemory") {
+        res = error_response(http::status::bad_gateway, "out_of_memory",
+                             "Runtime.OutOfMemory: " + o.body);
+      } else if (o.crash_type == "Runtime.SandboxViolation") {
+        res = error_response(http::status::bad_gateway, "sandbox_violation",
+                             "Runtime.SandboxViolation: " + o.body);
+      } else {
+        res = error_response(http::status::bad_gateway, "worker_crashed", o.body);
+      }
+      if (!o.crash_type.empty()) res.set("X-Ember-Function-Error", o.crash_type);
       break;
     case Kind::kInitError: {
       json e = json::parse(o.body, nullptr, false);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <set>
@@ -188,7 +189,10 @@ void Registry::collect_garbage() {
   }
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(bundles_dir_, ec)) {
-    if (referenced.contains(e.path().filename().string())) continue;
+    if (referenced.contains(e.path().filename().string())) {
+      ::chmod(e.path().c_str(), 0755);  // bundles unpacked before the sandbox were private
+      continue;
+    }
     if (auto st = os::remove_tree(e.path()); !st) {
       spdlog::warn("registry: cannot remove unused bundle: {}", st.error().message);
     }
@@ -268,6 +272,13 @@ Result<Change> Registry::deploy(const DeployRequest& req) {
     if (auto stats = extract_bundle(req.bundle, *format, staging, options_.limits); !stats) {
       (void)os::remove_tree(staging);
       return std::move(stats).error();
+    }
+    // The sandbox shows the bundle to the function's own user: its root must be readable
+    // like every entry in it (bundles/ itself stays private to the daemon).
+    if (::chmod(staging.c_str(), 0755) != 0) {
+      int err = errno;
+      (void)os::remove_tree(staging);
+      return Error::system("chmod", staging.string(), err);
     }
   }
   auto drop_staging = [&] {

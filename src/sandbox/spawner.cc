@@ -413,12 +413,12 @@ void drop_privileges(const Prepared& p, int error_fd) {
   // Die with the daemon. Outside a pid namespace the parent is visible: if it is already gone,
   // the signal will never come. Inside one, the helper checks the daemon after this is armed.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  char byte = 1;
+  if (::write(sync_fd, &byte, 1) != 1 || ::read(sync_fd, &byte, 1) != 1) {
+    child_fail(error_fd, kStepSync, -1, EPIPE);
+  }
+  ::close(sync_fd);
   if (p.isolate) {
-    char byte = 1;
-    if (::write(sync_fd, &byte, 1) != 1 || ::read(sync_fd, &byte, 1) != 1) {
-      child_fail(error_fd, kStepSync, -1, EPIPE);
-    }
-    ::close(sync_fd);
     // Until the final switch, files are created as the worker's own user: the namespace's
     // root is not mapped, and a tmpfs refuses owners it cannot map.
     ::syscall(SYS_setfsgid, p.gid);
@@ -525,6 +525,7 @@ const char* parse_spawn(Reader& r, const int* fds, size_t nfds, Prepared& p) {
     }
     p.ops.push_back(op);
   }
+  if (!p.isolate && !p.ops.empty()) return "request: a root without a user namespace";
   // Descriptors, moved above the range the child writes into.
   size_t used = 0;
   auto take = [&](int& out) -> bool {
@@ -604,8 +605,9 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
   if (::pipe2(pipefd, O_CLOEXEC) != 0) return reply(sock, errno, 0, "pipe", -1);
   int error_fd = high_dup(pipefd[1]);
   ::close(pipefd[1]);
+  // The child waits on `sync` until the helper has mapped its ids and placed it in its cgroups.
   int sync[2] = {-1, -1};
-  if (p.isolate && ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) != 0) {
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sync) != 0) {
     int err = errno;
     ::close(pipefd[0]);
     ::close(error_fd);
@@ -647,19 +649,22 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
 
   int setup_error = 0;
   const char* setup_where = "";
-  if (p.isolate) {
+  {
     // The child has armed its death signal; map its ids and place it in its cgroups, then let
     // it go. If the daemon died meanwhile, the signal came too early: kill the child here.
     char byte = 0;
     char path[64], map[64];
     if (::read(sync[0], &byte, 1) == 1) {
-      std::snprintf(map, sizeof map, "%u %u 1\n", p.uid, p.host_uid);
-      std::snprintf(path, sizeof path, "/proc/%ld/uid_map", pid);
-      if (!write_file(path, map)) setup_error = errno, setup_where = "write uid_map";
-      std::snprintf(map, sizeof map, "%u %u 1\n", p.gid, p.host_gid);
-      std::snprintf(path, sizeof path, "/proc/%ld/gid_map", pid);
-      if (!setup_error && !write_file(path, map))
-        setup_error = errno, setup_where = "write gid_map";
+      if (p.isolate) {
+        std::snprintf(map, sizeof map, "%u %u 1\n", p.uid, p.host_uid);
+        std::snprintf(path, sizeof path, "/proc/%ld/uid_map", pid);
+        if (!write_file(path, map)) setup_error = errno, setup_where = "write uid_map";
+        std::snprintf(map, sizeof map, "%u %u 1\n", p.gid, p.host_gid);
+        std::snprintf(path, sizeof path, "/proc/%ld/gid_map", pid);
+        if (!setup_error && !write_file(path, map)) {
+          setup_error = errno, setup_where = "write gid_map";
+        }
+      }
       std::snprintf(map, sizeof map, "%ld", pid);
       for (int fd : p.cgroup_procs) {
         if (!setup_error && ::write(fd, map, std::strlen(map)) < 0) {
@@ -691,7 +696,7 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
       std::snprintf(where, sizeof where, "%s", step_name(child_error.step));
     }
     reply(sock, child_error.error, static_cast<pid_t>(pid), where, pidfd);
-  } else if (got != 0 && p.isolate) {
+  } else if (got != 0) {
     reply(sock, EPROTO, static_cast<pid_t>(pid), "sandbox setup", pidfd);
   } else {
     reply(sock, 0, static_cast<pid_t>(pid), "", pidfd);
@@ -828,7 +833,7 @@ Result<os::ChildProcess> Spawner::spawn(const SpawnRequest& req) {
   w.u32(kSpawn);
   w.u32(mask);
   w.u32(static_cast<uint32_t>(iso.cgroup_procs_fds.size()));
-  w.u32(req.isolation ? 1 : 0);
+  w.u32(req.isolation && iso.namespaces ? 1u : 0u);
   w.u32(iso.host_uid);
   w.u32(iso.host_gid);
   w.u32(iso.uid);
@@ -837,12 +842,16 @@ Result<os::ChildProcess> Spawner::spawn(const SpawnRequest& req) {
   w.u64(req.max_data_bytes);
   w.u32(static_cast<uint32_t>(req.argv.size()));
   w.u32(static_cast<uint32_t>(req.env.size()));
-  w.u32(static_cast<uint32_t>(iso.root.size()));
+  // A root is only ever built inside a user namespace: never with the host's privileges.
+  const bool isolate = req.isolation && iso.namespaces;
+  const std::vector<RootOp> no_root;
+  const std::vector<RootOp>& root = isolate ? iso.root : no_root;
+  w.u32(static_cast<uint32_t>(root.size()));
   w.str(req.cwd);
   w.str(iso.hostname);
   for (const auto& a : req.argv) w.str(a);
   for (const auto& e : req.env) w.str(e);
-  for (const auto& op : iso.root) {
+  for (const auto& op : root) {
     w.u32(static_cast<uint32_t>(op.kind));
     w.u32(op.mode);
     w.u32(op.read_only ? 1 : 0);

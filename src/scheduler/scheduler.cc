@@ -91,10 +91,10 @@ namespace {
 uint64_t g_next_member = 1;
 }
 
-Scheduler::Scheduler(asio::io_context& io, sandbox::Spawner& spawner, registry::Registry& registry,
+Scheduler::Scheduler(asio::io_context& io, sandbox::Sandbox& sandbox, registry::Registry& registry,
                      worker::LogStore& logs, SchedulerOptions options)
     : io_(io),
-      spawner_(spawner),
+      sandbox_(sandbox),
       registry_(registry),
       logs_(logs),
       options_(std::move(options)),
@@ -201,14 +201,21 @@ Result<worker::LaunchSpec> Scheduler::launch_spec(const registry::FunctionRecord
   spec.function = record.name;
   spec.version = v.number;
   spec.concurrency = c.concurrency;
-  spec.cwd = bundle;
+  const std::string task_root = sandbox_.task_root(bundle);
+  const std::filesystem::path runtimes = sandbox_.runtime_root();
+  spec.cwd = task_root;
+  spec.worker.function = record.name;
+  spec.worker.bundle_dir = bundle;
+  spec.worker.memory_mb = c.memory_mb;
+  spec.worker.tmp_mb = c.tmp_mb;
+  spec.worker.host_network = c.network == "host";
   // Built from scratch: nothing of the daemon's own environment reaches a function.
   spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin",
               "LANG=C.UTF-8",
               "TZ=UTC",
               "HOME=/tmp",
               "_HANDLER=" + c.handler,
-              "LAMBDA_TASK_ROOT=" + bundle,
+              "LAMBDA_TASK_ROOT=" + task_root,
               "EMBER_FUNCTION_NAME=" + record.name,
               "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
               "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb)};
@@ -217,11 +224,11 @@ Result<worker::LaunchSpec> Scheduler::launch_spec(const registry::FunctionRecord
     case registry::Runtime::kNode:
       spec.argv = {options_.node_path,
                    "--max-old-space-size=" + std::to_string(std::max(16, c.memory_mb * 3 / 4)),
-                   (options_.runtimes_dir / "node" / "bootstrap.js").string()};
+                   (runtimes / "node" / "bootstrap.js").string()};
       break;
     case registry::Runtime::kPython:
       spec.argv = {options_.python_path, "-I", "-u",
-                   (options_.runtimes_dir / "python" / "bootstrap.py").string()};
+                   (runtimes / "python" / "bootstrap.py").string()};
       break;
     case registry::Runtime::kProvided:
       return Error::unsupported(
@@ -245,7 +252,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   auto spec = launch_spec(*record);
   Result<std::shared_ptr<worker::Instance>> instance =
       spec ? worker::Instance::launch(
-                 io_, spawner_, std::move(*spec),
+                 io_, sandbox_, std::move(*spec),
                  [logs = &logs_, name](std::string_view stream, std::string_view request,
                                        std::string text) {
                    logs->ring(name).append(worker::LogLine{0, system_clock().wall_ms(),
@@ -316,6 +323,11 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   Pool& pool = *it->second;
   auto m = pool.find(id);
   if (!m) return;
+  const auto& events = m->instance->events();
+  auto& counts = sandbox_counts_[name];
+  counts.pids_limit_hits += events.pids_limited;
+  if (m->instance->exit_type() == "Runtime.OutOfMemory") ++counts.oom_kills;
+  if (m->instance->exit_type() == "Runtime.SandboxViolation") ++counts.violations;
   if (!m->stopping) {
     logs_.ring(name).append(
         worker::LogLine{0, system_clock().wall_ms(), "ember", "",
@@ -425,6 +437,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       break;
     case worker::CallResult::Kind::kCrash:
       out.kind = InvokeOutcome::Kind::kCrash;
+      out.crash_type = result.error_type;
       break;
   }
   co_return out;
@@ -471,6 +484,8 @@ asio::awaitable<void> Scheduler::remove(const std::string& function, millisecond
   }
   logs_.erase(function);
   pools_.erase(function);
+  sandbox_counts_.erase(function);
+  sandbox_.forget(function);
 }
 
 void Scheduler::reap() {
@@ -530,6 +545,14 @@ asio::awaitable<void> Scheduler::shutdown() {
       if (m->instance) m->instance->kill("the daemon is stopping");
     }
   }
+}
+
+json Scheduler::sandbox_counts(const std::string& function) const {
+  auto it = sandbox_counts_.find(function);
+  SandboxCounts c = it == sandbox_counts_.end() ? SandboxCounts{} : it->second;
+  return json{{"oom_kills", c.oom_kills},
+              {"sandbox_violations", c.violations},
+              {"pids_limit_hits", c.pids_limit_hits}};
 }
 
 json Scheduler::instance_counts(const std::string& function) const {

@@ -39,7 +39,7 @@ void log_exception(std::exception_ptr e) {
 
 }  // namespace
 
-Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox::Spawner& spawner,
+Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox::Sandbox& sandbox,
                                                    LaunchSpec spec, LogSink log) {
   int sv[2], out[2], err[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
@@ -61,7 +61,7 @@ Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox
   req.env = spec.env;
   req.cwd = spec.cwd;
   req.fds = {-1, out[1], err[1], sv[1]};
-  auto child = spawner.spawn(req);
+  auto child = sandbox.spawn(std::move(req), spec.worker);
   for (int fd : {sv[1], out[1], err[1]}) ::close(fd);
   if (!child) {
     for (int fd : {sv[0], out[0], err[0]}) ::close(fd);
@@ -74,12 +74,13 @@ Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox
   return instance;
 }
 
-Instance::Instance(asio::io_context& io, LaunchSpec spec, LogSink log, os::ChildProcess child,
+Instance::Instance(asio::io_context& io, LaunchSpec spec, LogSink log, sandbox::Worker worker,
                    int channel, int out, int err)
     : io_(io),
       spec_(std::move(spec)),
       log_(std::move(log)),
-      child_(std::move(child)),
+      child_(std::move(worker.process)),
+      cgroup_(std::move(worker.cgroup)),
       id_(g_next_instance++),
       channel_(io, asio::local::stream_protocol(), channel),
       stdout_(io, out),
@@ -240,7 +241,21 @@ asio::awaitable<void> Instance::watch_exit(
     std::shared_ptr<Instance> /*self: keeps the instance alive*/) {
   co_await pidfd_.async_wait(asio::posix::stream_descriptor::wait_read, kAwait);
   auto status = child_.wait();  // the pidfd is readable: this does not block
-  if (exit_reason_.empty()) {
+  if (cgroup_) {
+    events_ = cgroup_->events();
+    cgroup_.reset();  // kills whatever the worker left behind and removes the cgroup
+  }
+  // What the kernel did to it says more than any reason the daemon had for killing it.
+  if (events_.oom_kills > 0) {
+    exit_type_ = "Runtime.OutOfMemory";
+    exit_reason_ = fmt::format("was killed at its memory limit of {} MB (OutOfMemory)",
+                               spec_.worker.memory_mb);
+  } else if (status && status->signaled && status->code == SIGSYS) {
+    exit_type_ = "Runtime.SandboxViolation";
+    exit_reason_ =
+        "was killed for a system call the sandbox forbids (SandboxViolation, SIGSYS); "
+        "docs/sandbox.md lists them";
+  } else if (exit_reason_.empty()) {
     exit_reason_ = status ? status->describe() : status.error().message;
   }
   state_ = State::kDead;
@@ -265,7 +280,9 @@ asio::awaitable<void> Instance::watch_exit(
 
 void Instance::fail_all(const std::string& reason) {
   for (auto& [_, p] : pending_) {
-    if (!p->result) p->result = CallResult{CallResult::Kind::kCrash, "worker " + reason};
+    if (!p->result) {
+      p->result = CallResult{CallResult::Kind::kCrash, "worker " + reason, {}, exit_type_};
+    }
     p->timer.cancel();
   }
 }
@@ -290,7 +307,7 @@ asio::awaitable<CallResult> Instance::call(std::string request_id, std::string e
   auto self = shared_from_this();
   const auto t0 = steady_clock::now();
   if (state_ == State::kDead) {
-    co_return CallResult{CallResult::Kind::kCrash, "worker " + exit_reason_, {}};
+    co_return CallResult{CallResult::Kind::kCrash, "worker " + exit_reason_, {}, exit_type_};
   }
   const uint32_t id = next_call_++;
   Pending p{asio::steady_timer(io_, deadline), request_id, std::nullopt};

@@ -100,7 +100,11 @@ class InvokeE2E : public ::testing::Test {
   Daemon daemon_{tmp_ / "state", {"--config", (tmp_ / "config.json").string()}};
 };
 
-const char* kPid = "exports.handler = async (e) => ({ pid: process.pid, e });\n";
+// Workers are the first process of their own pid namespace, so process.pid is 1 in every one:
+// an instance is told apart by a random id drawn when it starts.
+const char* kPid =
+    "const ID = Math.random().toString(36).slice(2);\n"
+    "exports.handler = async (e) => ({ pid: ID, e });\n";
 
 TEST_F(InvokeE2E, ColdThenWarmOnTheSameInstance) {
   deploy("pid", kPid);
@@ -130,8 +134,9 @@ TEST_F(InvokeE2E, ScalesToZeroAfterIdleTimeout) {
   deploy("idle", kPid, {{"idle_timeout_s", 1}});
   auto r = invoke("idle");
   ASSERT_EQ(r.status, 200);
-  pid_t worker = r.json()["pid"];
-  EXPECT_TRUE(alive(worker));
+  auto workers = worker_pids(daemon_.pid());
+  ASSERT_EQ(workers.size(), 1u);
+  pid_t worker = workers[0];
   EXPECT_TRUE(eventually([&] { return !alive(worker); })) << "the idle worker was not reaped";
   EXPECT_TRUE(worker_pids(daemon_.pid()).empty());
   EXPECT_EQ(daemon_.admin("GET", "/v1/functions/idle").json()["instances"]["idle"], 0);
@@ -140,20 +145,21 @@ TEST_F(InvokeE2E, ScalesToZeroAfterIdleTimeout) {
 
 TEST_F(InvokeE2E, ABurstIsServedWithinMaxInstances) {
   deploy("burst",
+         "const ID = Math.random().toString(36).slice(2);\n"
          "exports.handler = async () => { await new Promise(r => setTimeout(r, 30));"
-         " return process.pid; };\n",
+         " return ID; };\n",
          {{"max_instances", 4}});
   std::vector<std::future<HttpResponse>> calls;
   for (int i = 0; i < 50; ++i) {
     calls.push_back(std::async(std::launch::async, [&] { return invoke("burst"); }));
   }
-  std::set<int> pids;
+  std::set<std::string> pids;
   int ok = 0;
   for (auto& c : calls) {
     auto r = c.get();
     if (r.status == 200) {
       ++ok;
-      pids.insert(r.json().get<int>());
+      pids.insert(r.json().get<std::string>());
     }
   }
   EXPECT_EQ(ok, 50);
@@ -188,24 +194,27 @@ TEST_F(InvokeE2E, AFullQueueAnswers429) {
 
 TEST_F(InvokeE2E, TimeoutIs504AndTheNextCallWorks) {
   deploy("sleepy",
+         "const ID = Math.random().toString(36).slice(2);\n"
          "exports.handler = async (e) => { if (e.hang) await new Promise(() => {});"
-         " return process.pid; };\n",
+         " return ID; };\n",
          {{"timeout_ms", 300}});
   auto first = invoke("sleepy");
   ASSERT_EQ(first.status, 200);
+  auto first_workers = worker_pids(daemon_.pid());
+  ASSERT_EQ(first_workers.size(), 1u);
   auto hung = invoke("sleepy", R"({"hang":true})");
   EXPECT_EQ(hung.status, 504);
   EXPECT_EQ(hung.json()["error"]["code"], "timeout");
   auto after = invoke("sleepy");
   ASSERT_EQ(after.status, 200) << after.body;
   EXPECT_NE(after.json(), first.json()) << "the timed-out instance must not be reused";
-  EXPECT_FALSE(alive(first.json().get<int>()));
+  EXPECT_FALSE(alive(first_workers[0]));
 }
 
 TEST_F(InvokeE2E, ProcessExitIs502ThenAFreshInstance) {
   deploy("quitter",
-         "exports.handler = async (e) => { if (e.exit) process.exit(3);"
-         " return process.pid; };\n");
+         "const ID = Math.random().toString(36).slice(2);\n"
+         "exports.handler = async (e) => { if (e.exit) process.exit(3); return ID; };\n");
   auto before = invoke("quitter");
   ASSERT_EQ(before.status, 200);
   auto crashed = invoke("quitter", R"({"exit":true})");
@@ -357,22 +366,22 @@ TEST_F(InvokeE2E, NodeConcurrencyServesCallsInParallelOnOneInstance) {
   // really runs them in parallel answers all three (else they time out).
   deploy(
       "para",
-      "let inside = 0;\n"
+      "let inside = 0; const ID = Math.random().toString(36).slice(2);\n"
       "exports.handler = async (e) => { inside++; const t0 = Date.now();\n"
       "  while (inside < 3 && Date.now() - t0 < 4000) await new Promise(r => setTimeout(r, 5));\n"
       "  const seen = inside; await new Promise(r => setTimeout(r, 20)); inside--;\n"
-      "  return { pid: process.pid, seen }; };\n",
+      "  return { pid: ID, seen }; };\n",
       {{"max_instances", 1}, {"concurrency", 3}, {"timeout_ms", 10000}});
   std::vector<std::future<HttpResponse>> calls;
   for (int i = 0; i < 3; ++i) {
     calls.push_back(std::async(std::launch::async, [&] { return invoke("para"); }));
   }
-  std::set<int> pids;
+  std::set<std::string> pids;
   for (auto& c : calls) {
     auto r = c.get();
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.json()["seen"], 3) << "the calls did not overlap on the instance";
-    pids.insert(r.json()["pid"].get<int>());
+    pids.insert(r.json()["pid"].get<std::string>());
   }
   EXPECT_EQ(pids.size(), 1u);
 }
@@ -511,7 +520,9 @@ TEST_F(InvokeE2E, MemoryBudgetEvictsIdleInstancesOfOtherFunctions) {
   deploy("big", kPid, {{"memory_mb", 256}});
   auto small = invoke("small");
   ASSERT_EQ(small.status, 200);
-  pid_t small_pid = small.json()["pid"];
+  auto small_workers = worker_pids(daemon_.pid());
+  ASSERT_EQ(small_workers.size(), 1u);
+  pid_t small_pid = small_workers[0];
   // big needs the whole budget: small's idle instance is evicted to make room.
   auto big = invoke("big");
   ASSERT_EQ(big.status, 200) << big.body;
@@ -531,9 +542,10 @@ TEST_F(InvokeE2E, PythonFunctionsRun) {
   auto r = daemon_.admin("PUT", "/v1/functions/py?runtime=python&handler=main.handler",
                          ArchiveBuilder(ArchiveKind::kTarGz)
                              .file("main.py",
-                                   "import os\ndef handler(event, context):\n"
+                                   "import uuid\nID = uuid.uuid4().hex\n"
+                                   "def handler(event, context):\n"
                                    "    print('hi from', context.function_name)\n"
-                                   "    return {'got': event, 'pid': os.getpid(),"
+                                   "    return {'got': event, 'pid': ID,"
                                    " 'left': context.get_remaining_time_in_millis() > 0}\n")
                              .build());
   ASSERT_EQ(r.status, 201) << r.body;

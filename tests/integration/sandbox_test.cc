@@ -4,8 +4,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -264,6 +266,59 @@ TEST_F(SandboxTest, AMissingBundleIsAnErrorNamingTheStep) {
   }
   auto o = run({"/bin/true"}, iso);
   EXPECT_NE(o.error.find("/nonexistent/bundle"), std::string::npos) << o.error;
+}
+
+// The v2 path for real, on whatever cgroup2 mount the host has (controllers or not): the worker
+// is cloned straight into its cgroup and cgroup.kill ends it with everything it started.
+TEST_F(SandboxTest, CloneIntoACgroupV2AndKillItThere) {
+  fs::path mount;
+  for (const char* candidate : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    struct statfs st;
+    if (::statfs(candidate, &st) == 0 && st.f_type == CGROUP2_SUPER_MAGIC) {
+      mount = candidate;
+      break;
+    }
+  }
+  if (mount.empty()) GTEST_SKIP() << "no cgroup2 mount on this host";
+  fs::path dir = mount / ("ember-test-" + std::to_string(::getpid()));
+  if (::mkdir(dir.c_str(), 0755) != 0) GTEST_SKIP() << "cannot create " << dir;
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  Isolation iso = isolation();
+  iso.cgroup_dir_fd = fd;
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  SpawnRequest req;
+  req.argv = {"/bin/sh", "-c", "sleep 60 & cat /proc/self/cgroup; exec sleep 60"};
+  req.env = {"PATH=/usr/bin:/bin"};
+  req.fds = {-1, out[1], -1, -1};
+  req.isolation = std::move(iso);
+  auto child = g_spawner->spawn(req);
+  ::close(out[1]);
+  ASSERT_TRUE(child.ok()) << child.error().message;
+  char buf[4096];
+  ssize_t n = ::read(out[0], buf, sizeof buf);
+  ::close(out[0]);
+  // Inside its own cgroup namespace-less view the path is the one made here.
+  EXPECT_NE(std::string(buf, n > 0 ? static_cast<size_t>(n) : 0).find(dir.filename().string()),
+            std::string::npos);
+  // sh (now sleep) and its background sleep, once cat has gone.
+  int count = 0;
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream procs(dir / "cgroup.procs");
+    count = 0;
+    for (pid_t p; procs >> p;) ++count;
+    if (count == 2) break;
+    ::usleep(5000);
+  }
+  EXPECT_EQ(count, 2);
+  std::ofstream(dir / "cgroup.kill") << "1";
+  auto status = child->wait();
+  ASSERT_TRUE(status.ok());
+  EXPECT_TRUE(status->signaled);
+  for (int i = 0; i < 200 && ::rmdir(dir.c_str()) != 0; ++i) ::usleep(5000);
+  EXPECT_FALSE(fs::exists(dir));
+  ::close(fd);
 }
 
 }  // namespace

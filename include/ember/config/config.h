@@ -11,6 +11,7 @@
 #include "ember/common/result.h"
 #include "ember/gateway/server.h"
 #include "ember/registry/bundle.h"
+#include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 
 namespace ember::config {
@@ -37,6 +38,8 @@ struct Config {
   // the binary when installed, else the source tree's runtimes/".
   scheduler::SchedulerOptions scheduler;
   int64_t log_bytes_per_function = 1 << 20;
+  // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
+  sandbox::SandboxOptions sandbox;
 };
 
 struct CommandLine {
@@ -48,6 +51,7 @@ struct CommandLine {
   std::optional<std::string> deploy_dir;
   std::optional<std::string> log_level;
   bool check_config = false;
+  bool insecure = false;
   bool help = false;
   bool version = false;
 };

@@ -49,7 +49,8 @@ struct RootOp {
 // Where and how a worker is isolated. Every namespace but the network one is new per worker;
 // the network namespace is shared by a function's workers and joined first.
 struct Isolation {
-  uid_t host_uid = 0;  // what the worker's uid is on the host
+  bool namespaces = true;  // false: only the cgroups below apply
+  uid_t host_uid = 0;      // what the worker's uid is on the host
   gid_t host_gid = 0;
   uid_t uid = 1000;  // the worker's uid and gid inside its user namespace
   gid_t gid = 1000;

@@ -18,7 +18,7 @@
 
 #include "ember/common/clock.h"
 #include "ember/registry/registry.h"
-#include "ember/sandbox/spawner.h"
+#include "ember/sandbox/sandbox.h"
 #include "ember/worker/instance.h"
 #include "ember/worker/logs.h"
 
@@ -48,7 +48,8 @@ struct InvokeOutcome {
     kOk,             // body: the value as JSON
     kFunctionError,  // body: {"errorType","errorMessage","stack"}
     kTimeout,
-    kCrash,      // body: what happened to the worker
+    kCrash,      // body: what happened to the worker; crash_type: Runtime.ExitError,
+                 // Runtime.OutOfMemory or Runtime.SandboxViolation
     kInitError,  // body: the init error object, or what happened
     kThrottled,  // queue full or queue wait over
     kNotFound,
@@ -56,6 +57,7 @@ struct InvokeOutcome {
   };
   Kind kind = Kind::kCrash;
   std::string body;
+  std::string crash_type;
   bool cold = false;
   int version = 0;
   std::chrono::nanoseconds init{0};
@@ -65,7 +67,7 @@ struct InvokeOutcome {
 
 class Scheduler {
  public:
-  Scheduler(boost::asio::io_context& io, sandbox::Spawner& spawner, registry::Registry& registry,
+  Scheduler(boost::asio::io_context& io, sandbox::Sandbox& sandbox, registry::Registry& registry,
             worker::LogStore& logs, SchedulerOptions options);
   ~Scheduler();
 
@@ -87,6 +89,9 @@ class Scheduler {
 
   // {"starting": n, "idle": n, "busy": n, "stopping": n} for one function.
   nlohmann::json instance_counts(const std::string& function) const;
+  // What the sandbox stopped since the daemon started: {"oom_kills": n,
+  // "sandbox_violations": n, "pids_limit_hits": n} for one function.
+  nlohmann::json sandbox_counts(const std::string& function) const;
   size_t live_instances() const;
   int64_t memory_used_mb() const { return memory_used_mb_; }
 
@@ -112,11 +117,15 @@ class Scheduler {
   Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record) const;
 
   boost::asio::io_context& io_;
-  sandbox::Spawner& spawner_;
+  sandbox::Sandbox& sandbox_;
   registry::Registry& registry_;
   worker::LogStore& logs_;
   SchedulerOptions options_;
   std::map<std::string, std::unique_ptr<Pool>> pools_;
+  struct SandboxCounts {
+    uint64_t oom_kills = 0, violations = 0, pids_limit_hits = 0;
+  };
+  std::map<std::string, SandboxCounts> sandbox_counts_;
   int64_t memory_used_mb_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer reap_timer_;

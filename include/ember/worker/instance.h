@@ -19,8 +19,9 @@
 #include <vector>
 
 #include "ember/common/result.h"
+#include "ember/os/cgroup.h"
 #include "ember/os/child_process.h"
-#include "ember/sandbox/spawner.h"
+#include "ember/sandbox/sandbox.h"
 #include "ember/worker/protocol.h"
 
 namespace ember::worker {
@@ -32,6 +33,7 @@ struct LaunchSpec {
   std::vector<std::string> env;
   std::string cwd = "/";
   int concurrency = 1;
+  sandbox::WorkerSpec worker;  // how the sandbox confines it
 };
 
 struct CallResult {
@@ -40,6 +42,9 @@ struct CallResult {
   std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
                      // kCrash and kTimeout: a sentence saying what happened
   std::chrono::nanoseconds duration{0};
+  // kCrash: Runtime.ExitError, Runtime.OutOfMemory (killed at its memory limit) or
+  // Runtime.SandboxViolation (killed for a forbidden system call).
+  std::string error_type;
 };
 
 // Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
@@ -53,7 +58,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
 
   // Starts the process; the instance is kStarting until ready() completes.
   static Result<std::shared_ptr<Instance>> launch(boost::asio::io_context& io,
-                                                  sandbox::Spawner& spawner, LaunchSpec spec,
+                                                  sandbox::Sandbox& sandbox, LaunchSpec spec,
                                                   LogSink log);
   ~Instance();
 
@@ -85,6 +90,10 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
+  // Why the process ended as an error type (see CallResult::error_type), once it has.
+  const std::string& exit_type() const { return exit_type_; }
+  // What the kernel counted in the worker's cgroup, read when it exited.
+  const os::CgroupEvents& events() const { return events_; }
 
  private:
   struct Pending {
@@ -93,7 +102,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
     std::optional<CallResult> result;
   };
 
-  Instance(boost::asio::io_context& io, LaunchSpec spec, LogSink log, os::ChildProcess child,
+  Instance(boost::asio::io_context& io, LaunchSpec spec, LogSink log, sandbox::Worker worker,
            int channel, int out, int err);
   void start_loops();
   // Each loop holds `self`, so the instance lives until its process is gone and reaped.
@@ -114,6 +123,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   LaunchSpec spec_;
   LogSink log_;
   os::ChildProcess child_;
+  std::unique_ptr<os::Cgroup> cgroup_;
+  os::CgroupEvents events_;
   uint64_t id_;
   State state_ = State::kStarting;
   boost::asio::local::stream_protocol::socket channel_;
@@ -133,6 +144,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   uint32_t next_call_ = 1;
   std::map<uint32_t, Pending*> pending_;
   std::string exit_reason_;
+  std::string exit_type_ = "Runtime.ExitError";
   std::function<void(Instance&)> on_exit_;
 };
 
