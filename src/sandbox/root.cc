@@ -101,14 +101,14 @@ std::vector<RootOp> root_plan(const WorkerRoot& root, const HostLayout& host) {
   plan.push_back(op(K::kDir, "opt"));
   plan.push_back(op(K::kDir, "opt/ember"));
   plan.push_back(op(K::kBindHost, "opt/ember/runtime", root.runtime_dir));
+  // /tmp before the extra directories: one that lives under /tmp must not be hidden by it.
+  plan.push_back(tmpfs("tmp", root.tmp_bytes, 01777));
   for (const auto& dir : root.extra_dirs) {
     fs::path inside = fs::path(dir).relative_path();
     if (inside.empty()) continue;
     add_parents(plan, inside);
     plan.push_back(op(K::kBindHost, inside.string(), dir));
   }
-
-  plan.push_back(tmpfs("tmp", root.tmp_bytes, 01777));
 
   plan.push_back(tmpfs("dev", 64 * 1024, 0755));
   for (const char* name : kDevices) {

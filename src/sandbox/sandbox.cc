@@ -182,7 +182,8 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
     if (!cgroup) return cgroup.error();
     worker.cgroup = std::move(*cgroup);
   } else {
-    request.max_processes = options_.max_pids;
+    // RLIMIT_NPROC counts every process of the uid: only meaningful with a uid per function.
+    if (layers_.namespaces) request.max_processes = options_.max_pids;
     request.max_data_bytes = memory_bytes;
   }
 

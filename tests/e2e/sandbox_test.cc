@@ -1,6 +1,7 @@
 // Hostile functions against the real emberd: each attack ends as the sandbox says, is reported
 // as what it was, and the daemon and a well-behaved function keep answering.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -344,6 +345,52 @@ TEST_F(SandboxE2E, KillingEveryProcessItCanSeeHarmsNothingOutside) {
   EXPECT_TRUE(r.status == 200 || r.status == 502) << r.body;
   expect_bystanders_fine();
   EXPECT_EQ(attack("view", {{"paths", json::array()}}).status, 200);
+}
+
+TEST_F(SandboxE2E, CgroupsLeftByAKilledDaemonAreRemovedAtStart) {
+  deploy_node("warm", "exports.handler = async () => 1;\n", {{"min_instances", 2}});
+  ASSERT_TRUE(eventually(
+      [&] { return daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"] == 2; }));
+  daemon_.stop(SIGKILL);
+  ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  EXPECT_TRUE(daemon_.wait_for_log("removed 2 worker cgroups left by an earlier run"))
+      << daemon_.log();
+  expect_bystanders_fine();
+}
+
+// Runs emberd as an unprivileged user for at most `seconds`; returns its output and exit code
+// (124 when it was still running and `timeout` stopped it).
+std::pair<std::string, int> run_unprivileged(const fs::path& state, const std::string& extra,
+                                             int seconds) {
+  std::string cmd = "timeout -s TERM " + std::to_string(seconds) +
+                    " setpriv --reuid=65534 --regid=65534 --clear-groups " EMBER_BINARY
+                    " --listen 127.0.0.1:0 --socket '' --state-dir " +
+                    state.string() + " " + extra + " 2>&1";
+  std::string out;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {"popen failed", -1};
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST(SandboxStartup, WithoutNetworkNamespacesTheDaemonRefusesUnlessInsecure) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to an unprivileged user";
+  if (::access("/usr/bin/setpriv", X_OK) != 0) GTEST_SKIP() << "setpriv is not installed";
+  TempDir tmp;
+  ASSERT_EQ(::chown(tmp.path().c_str(), 65534, 65534), 0);
+  auto [refused, code] = run_unprivileged(tmp / "state", "", 10);
+  EXPECT_EQ(code, 1) << refused;
+  EXPECT_NE(refused.find("network namespaces are unavailable"), std::string::npos) << refused;
+  EXPECT_NE(refused.find("pass --insecure"), std::string::npos) << refused;
+  EXPECT_EQ(refused.find("listening on"), std::string::npos);
+
+  auto [started, code2] = run_unprivileged(tmp / "state", "--insecure", 3);
+  EXPECT_EQ(code2, 124) << "it ran until stopped: " << started;
+  EXPECT_NE(started.find("starting INSECURE"), std::string::npos) << started;
+  EXPECT_NE(started.find("listening on"), std::string::npos) << started;
 }
 
 }  // namespace

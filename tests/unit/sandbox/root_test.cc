@@ -109,6 +109,12 @@ TEST(RootPlan, InterpretersOutsideUsrAreBoundAtTheirOwnPath) {
   EXPECT_EQ(node->text, "/opt/node");
 }
 
+TEST(RootPlan, ADirectoryUnderTmpIsBoundAfterTmpIsMounted) {
+  auto plan = root_plan(WorkerRoot{"/b", "/r", {"/tmp/node"}, 1 << 20}, merged_usr());
+  EXPECT_LT(index_of(plan, "tmp"), index_of(plan, "tmp/node"));
+  EXPECT_LT(index_of(plan, "tmp/node"), plan.size());
+}
+
 TEST(RootPlan, GeneratedEtcNamesTheWorkersUser) {
   auto plan = root_plan(WorkerRoot{"/b", "/r", {}, 1 << 20}, merged_usr());
   const RootOp* passwd = find(plan, "etc/passwd");
