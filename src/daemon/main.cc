@@ -1,6 +1,7 @@
 // emberd: wires the modules together. Policy lives in the modules; this file only decides
 // what is built, in which order, and what happens on signals.
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -215,6 +216,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   init_logging(*parse_log_level(cfg->log_level));
+  // Connections, worker pipes and one network namespace per function are all descriptors:
+  // take the hard limit rather than the soft 1024 a shell hands down. Workers get their own.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   // First, while this process has a single thread: the sandbox and its spawner helper.
   sandbox::SandboxOptions sandbox_options = cfg->sandbox;
   sandbox_options.runtimes_dir = find_runtimes(cfg->scheduler.runtimes_dir);

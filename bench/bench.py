@@ -1,0 +1,696 @@
+#!/usr/bin/python3
+"""Ember's benchmark: every scenario of docs/benchmarks.md against emberd (sandbox on) and its
+references, in one run, written to bench/results/<date>-<commit>.md.
+
+Run through bench/run, which installs the tools and builds Ember first. Everything talks only to
+127.0.0.1, every load loop is bounded in time or count, and every process started here is
+stopped before the script ends.
+"""
+import argparse
+import concurrent.futures
+import datetime
+import http.client
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+EMBERD = os.path.join(ROOT, "build", "src", "daemon", "emberd")
+SANDBOX_BENCH = os.path.join(ROOT, "build", "bench", "ember-bench-sandbox")
+NODE = "/usr/bin/node"
+PYTHON = "/usr/bin/python3"
+TOKEN = "bench-admin-token-0123456789abcdef"
+EVENT = b'{"name":"bench"}'
+CLEAN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
+# As root, nginx workers would drop to nobody, who cannot reach fcgiwrap's socket.
+NGINX_USER = "user root; " if os.geteuid() == 0 else ""
+
+
+# ---------------------------------------------------------------- helpers
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "not found"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=15):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def pct(values, p):
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p * len(s)))] if s else float("nan")
+
+
+def proc_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def proc_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def children_of(pid, exclude_comm=("ember-spawner",)):
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid and fields[0] != "Z" and comm not in exclude_comm:
+            out.append(int(name))
+    return out
+
+
+class Service:
+    """A background process stopped at the end, with its output kept in a file."""
+
+    def __init__(self, name, cmd, workdir, env=None):
+        self.log_path = os.path.join(workdir, name + ".log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+
+    def wait_for(self, pattern, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path) as f:
+                m = re.search(pattern, f.read())
+            if m:
+                return m
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        with open(self.log_path) as f:
+            raise RuntimeError(f"{self.proc.args[0]} did not print {pattern!r}:\n{f.read()[-2000:]}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+class Ember:
+    def __init__(self, workdir, config=None):
+        self.state = os.path.join(workdir, "ember-state")
+        cfg = os.path.join(workdir, "ember.json")
+        with open(cfg, "w") as f:
+            json.dump(config or {}, f)
+        self.service = Service("emberd", [EMBERD, "--listen", "127.0.0.1:0", "--state-dir",
+                                          self.state, "--socket", "", "--admin-token", TOKEN,
+                                          "--config", cfg], workdir)
+        m = self.service.wait_for(r"listening on http://127\.0\.0\.1:(\d+)")
+        self.port = int(m.group(1))
+        self.pid = self.service.proc.pid
+        with open(self.service.log_path) as f:
+            m = re.search(r"sandbox: (.*rlimits.*)", f.read())
+        self.sandbox = m.group(1) if m else "unknown"
+
+    def request(self, method, path, body=b"", admin=False, timeout=60):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Authorization": "Bearer " + TOKEN} if admin else {}
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+    def deploy(self, name, runtime, manifest=None):
+        src, handler = (("hello.js", "hello.handler") if runtime == "node"
+                        else ("hello.py", "hello.handler"))
+        m = {"runtime": runtime, "handler": handler}
+        m.update(manifest or {})
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            z.writestr("function.json", json.dumps(m))
+            with open(os.path.join(BENCH, "functions", src)) as f:
+                z.writestr(src, f.read())
+        status, _, body = self.request("PUT", "/v1/functions/" + name, buf.getvalue(), admin=True)
+        if status not in (200, 201):
+            raise RuntimeError(f"deploy {name}: {status} {body[:300]}")
+
+    def invoke(self, name, timeout=60):
+        return self.request("POST", f"/v1/functions/{name}/invoke", EVENT, timeout=timeout)
+
+    def workers(self):
+        return children_of(self.pid)
+
+    def stop(self):
+        self.service.stop()
+
+
+# ---------------------------------------------------------------- wrk
+
+WRK_POST = """wrk.method = "POST"
+wrk.body = '{"name":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+
+def parse_wrk(text):
+    def to_us(v):
+        m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+        n, unit = float(m.group(1)), m.group(2)
+        return n * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
+
+    out = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))}
+    for p in ("50", "90", "99"):
+        m = re.search(rf"^\s+{p}%\s+(\S+)", text, re.M)
+        out["p" + p] = to_us(m.group(1)) if m else float("nan")
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["errors"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        out["errors"] += sum(int(x) for x in m.groups())
+    return out
+
+
+def wrk(url, connections, seconds, workdir, script=WRK_POST, env=None):
+    path = os.path.join(workdir, "wrk.lua")
+    with open(path, "w") as f:
+        f.write(script)
+    threads = min(2, connections)
+    text = run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+                "--latency", "-s", path, url], env=env, timeout=seconds + 120)
+    return parse_wrk(text)
+
+
+# ---------------------------------------------------------------- scenarios
+
+def scenario_warm(opts, workdir, report):
+    """1. Warm throughput and latency against the direct servers and nginx in front of Node."""
+    secs = 3 if opts.quick else 10
+    ember = Ember(workdir)
+    rows = []
+    try:
+        ember.deploy("hello-node", "node")
+        ember.deploy("hello-python", "python")
+        for name in ("hello-node", "hello-python"):
+            for _ in range(3):
+                assert ember.invoke(name)[0] == 200
+        node_port, py_port, nginx_port = free_port(), free_port(), free_port()
+        node = Service("direct-node", [NODE, os.path.join(BENCH, "servers", "direct.js"),
+                                       str(node_port)], workdir, env=CLEAN_ENV)
+        py = Service("direct-python", [PYTHON, os.path.join(BENCH, "servers", "direct.py"),
+                                       str(py_port)], workdir, env=CLEAN_ENV)
+        conf = os.path.join(workdir, "nginx-proxy.conf")
+        with open(conf, "w") as f:
+            f.write(f"""{NGINX_USER}worker_processes 1; daemon off; pid {workdir}/nginx-proxy.pid;
+error_log {workdir}/nginx-proxy.err warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  upstream node {{ server 127.0.0.1:{node_port}; keepalive 64; }}
+  server {{ listen 127.0.0.1:{nginx_port};
+    location / {{ proxy_pass http://node; proxy_http_version 1.1;
+                  proxy_set_header Connection ""; }} }} }}
+""")
+        nginx = Service("nginx-proxy", ["nginx", "-p", workdir, "-c", conf], workdir)
+        try:
+            node.wait_for(r"listening")
+            py.wait_for(r"listening")
+            wait_port(nginx_port)
+            targets = [
+                ("node", "Ember", f"http://127.0.0.1:{ember.port}/v1/functions/hello-node/invoke"),
+                ("node", "direct (http.createServer)", f"http://127.0.0.1:{node_port}/"),
+                ("node", "nginx → direct", f"http://127.0.0.1:{nginx_port}/"),
+                ("python", "Ember",
+                 f"http://127.0.0.1:{ember.port}/v1/functions/hello-python/invoke"),
+                ("python", "direct (asyncio)", f"http://127.0.0.1:{py_port}/"),
+            ]
+            for conns in (1, 50):
+                for runtime, what, url in targets:
+                    log(f"warm: {runtime} {what} c{conns}")
+                    r = wrk(url, conns, secs, workdir)
+                    rows.append((runtime, what, conns, r))
+        finally:
+            for s in (nginx, node, py):
+                s.stop()
+    finally:
+        ember.stop()
+
+    def find(runtime, what_prefix, conns):
+        for rt, what, c, r in rows:
+            if rt == runtime and what.startswith(what_prefix) and c == conns:
+                return r
+        return None
+
+    lines = ["| runtime | server | connections | req/s | p50 µs | p90 µs | p99 µs | errors |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for rt, what, c, r in rows:
+        lines.append(f"| {rt} | {what} | {c} | {r['rps']:.0f} | {r['p50']:.0f} | "
+                     f"{r['p90']:.0f} | {r['p99']:.0f} | {r['errors']} |")
+    ratios = ["", "| runtime | connections | Ember / direct req/s | Ember − direct p50 µs |",
+              "|---|---:|---:|---:|"]
+    for rt in ("node", "python"):
+        for c in (1, 50):
+            e, d = find(rt, "Ember", c), find(rt, "direct", c)
+            ratios.append(f"| {rt} | {c} | {e['rps'] / d['rps']:.2f}× | "
+                          f"{e['p50'] - d['p50']:+.0f} |")
+            report.targets_warm[(rt, c)] = (e, d)
+    report.section("1. Warm throughput and latency",
+                   f"wrk, {secs} s per row, POST of `{EVENT.decode()}`; Ember answers through "
+                   "`/v1/functions/NAME/invoke` with the sandbox on.",
+                   "\n".join(lines + ratios))
+
+
+def scenario_cold(opts, workdir, report):
+    """2. Cold start per runtime, against bare process start."""
+    n = 5 if opts.quick else 30
+    ember = Ember(workdir)
+    rows, breakdown = [], []
+    try:
+        for runtime in ("node", "python"):
+            totals, inits = [], []
+            for i in range(n):
+                name = f"cold-{runtime}-{i}"
+                ember.deploy(name, runtime)
+                t0 = time.perf_counter()
+                status, headers, body = ember.invoke(name)
+                t1 = time.perf_counter()
+                if status != 200 or headers.get("x-ember-start") != "cold":
+                    raise RuntimeError(f"cold {name}: {status} {headers} {body[:200]}")
+                totals.append((t1 - t0) * 1e3)
+                inits.append(float(headers["x-ember-init-ms"]))
+            rows.append((runtime, totals, inits))
+    finally:
+        ember.stop()
+    refs = {}
+    out = os.path.join(workdir, "hyperfine.json")
+    # With the environment workers get (built from scratch): a variable such as
+    # NODE_EXTRA_CA_CERTS in this shell would slow the reference, not Ember's workers.
+    run(["hyperfine", "-N", "--warmup", "3", "--runs", str(n), "--export-json", out,
+         f"{NODE} -e 0", f"{PYTHON} -I -c pass"], timeout=600, env=CLEAN_ENV)
+    with open(out) as f:
+        for r in json.load(f)["results"]:
+            refs["node" if "node" in r["command"] else "python"] = r
+    sandbox = {}
+    if os.access(SANDBOX_BENCH, os.X_OK):
+        text = run([SANDBOX_BENCH, "50" if opts.quick else "200"], timeout=900)
+        for line in text.splitlines():
+            cells = [c.strip() for c in line.split("|")[1:-1]]
+            if len(cells) == 5 and cells[1] == "`/usr/bin/true`":
+                sandbox[cells[0]] = float(cells[2]) / 1000
+    spawn_ms = sandbox.get("plain child (clone3, rlimits, fds)", float("nan"))
+    full_ms = sandbox.get("+ a cgroup (create, limits, join, remove)", float("nan"))
+    lines = ["| runtime | cold starts | first response p50 ms | p99 ms | init p50 ms | "
+             "bare process p50 ms (hyperfine) | Ember / bare |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for runtime, totals, inits in rows:
+        bare = statistics.median(refs[runtime]["times"]) * 1e3
+        lines.append(f"| {runtime} | {n} | {pct(totals, .5):.1f} | {pct(totals, .99):.1f} | "
+                     f"{pct(inits, .5):.1f} | {bare:.1f} | {pct(totals, .5) / bare:.2f}× |")
+        report.targets_cold[runtime] = (pct(totals, .5), bare)
+        breakdown.append(f"| {runtime} | {full_ms - spawn_ms:.1f} | {bare:.1f} | "
+                         f"{pct(inits, .5) - (full_ms - spawn_ms) - bare:.1f} | "
+                         f"{pct(totals, .5) - pct(inits, .5):.1f} |")
+    text = "\n".join(lines + [
+        "", "Where the time of a cold start goes (p50, ms): the sandbox layers from "
+        "`ember-bench-sandbox` (spawning `/usr/bin/true` with all layers minus a plain spawn), "
+        "process creation and runtime start from hyperfine's bare process, the shim and "
+        "handler load with the READY frame are what remains of Ember's init time, and the rest "
+        "of the first response is scheduling, the INVOKE round trip and HTTP.", "",
+        "| runtime | sandbox layers | bare process start | shim + handler load + READY | "
+        "call + HTTP |", "|---|---:|---:|---:|---:|"] + breakdown)
+    report.section("2. Cold start", f"{n} functions per runtime, each invoked once (so every "
+                   "call is a cold start), sandbox on. References: `node -e 0` and "
+                   "`python3 -I -c pass` run by hyperfine in the same run.", text)
+
+
+def burst(url, total, concurrency):
+    def one(_):
+        host, port = "127.0.0.1", int(url.split(":")[2].split("/")[0])
+        path = "/" + url.split("/", 3)[3]
+        t0 = time.perf_counter()
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=60)
+            c.request("POST", path, body=EVENT, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            start = r.getheader("X-Ember-Start")
+            c.close()
+            return (time.perf_counter() - t0) * 1e3, r.status, start
+        except OSError:
+            return (time.perf_counter() - t0) * 1e3, 0, None
+
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, range(total)))
+
+
+def scenario_burst(opts, workdir, report):
+    """3. Burst from zero against uWSGI in cheaper mode."""
+    total, conc = (100, 25) if opts.quick else (200, 50)
+    ember = Ember(workdir)
+    rows = []
+    try:
+        ember.deploy("burst", "python", {"max_instances": 8})
+        url = f"http://127.0.0.1:{ember.port}/v1/functions/burst/invoke"
+        peak, seen = [0], set()
+        stop = threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                live = ember.workers()
+                seen.update(live)
+                peak[0] = max(peak[0], len(live))
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        results = burst(url, total, conc)
+        stop.set()
+        watcher.join()
+        seen.update(ember.workers())
+        rows.append(("Ember (python, max_instances 8)", results, len(seen), peak[0]))
+    finally:
+        ember.stop()
+    port = free_port()
+    uwsgi = Service("uwsgi", ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
+                              "--wsgi-file", os.path.join(BENCH, "servers", "wsgi.py"),
+                              "--master", "--processes", "8", "--cheaper", "1",
+                              "--cheaper-initial", "1", "--cheaper-step", "1",
+                              "--die-on-term", "--disable-logging"], workdir)
+    try:
+        wait_port(port)
+        time.sleep(0.5)
+        results = burst(f"http://127.0.0.1:{port}/", total, conc)
+        rows.append(("uWSGI cheaper (1 → 8 workers)", results, None, None))
+    finally:
+        uwsgi.stop()
+    lines = ["| server | calls | concurrency | errors | p50 ms | p90 ms | p99 ms | max ms | "
+             "instances started | peak live |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for what, results, started, peak in rows:
+        lat = [r[0] for r in results]
+        errors = sum(1 for r in results if r[1] != 200)
+        lines.append(f"| {what} | {total} | {conc} | {errors} | {pct(lat, .5):.1f} | "
+                     f"{pct(lat, .9):.1f} | {pct(lat, .99):.1f} | {max(lat):.1f} | "
+                     f"{'' if started is None else started} | {'' if peak is None else peak} |")
+        if started is not None:
+            report.targets_burst = (errors, started)
+    report.section("3. Burst from zero", f"{total} calls, {conc} at a time, on a function with "
+                   "no instance and `max_instances` 8; the reference is uWSGI spawning workers "
+                   "under load (`--cheaper`) with the same Python handler.", "\n".join(lines))
+
+
+def scenario_cgi(opts, workdir, report):
+    """4. Fork per request: nginx + fcgiwrap running the handler as CGI."""
+    secs = 3 if opts.quick else 10
+    port = free_port()
+    sock = os.path.join(workdir, "fcgiwrap.sock")
+    fcgi = Service("fcgiwrap", ["fcgiwrap", "-c", "4", "-s", f"unix:{sock}"], workdir)
+    conf = os.path.join(workdir, "nginx-cgi.conf")
+    with open(conf, "w") as f:
+        f.write(f"""{NGINX_USER}worker_processes 1; daemon off; pid {workdir}/nginx-cgi.pid;
+error_log {workdir}/nginx-cgi.err warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+  server {{ listen 127.0.0.1:{port};
+    location / {{ include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME {BENCH}/servers/cgi.py;
+      fastcgi_pass unix:{sock}; }} }} }}
+""")
+    nginx = Service("nginx-cgi", ["nginx", "-p", workdir, "-c", conf], workdir)
+    rows = []
+    try:
+        wait_port(port)
+        for conns in (1, 50):
+            log(f"cgi: c{conns}")
+            rows.append((conns, wrk(f"http://127.0.0.1:{port}/", conns, secs, workdir)))
+    finally:
+        nginx.stop()
+        fcgi.stop()
+    lines = ["| server | connections | req/s | p50 µs | p99 µs | errors |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for conns, r in rows:
+        lines.append(f"| nginx + fcgiwrap + python3 CGI | {conns} | {r['rps']:.0f} | "
+                     f"{r['p50']:.0f} | {r['p99']:.0f} | {r['errors']} |")
+        warm = report.targets_warm.get(("python", conns))
+        if warm:
+            lines.append(f"| Ember warm (python, from scenario 1) | {conns} | "
+                         f"{warm[0]['rps']:.0f} | {warm[0]['p50']:.0f} | {warm[0]['p99']:.0f} | "
+                         f"{warm[0]['errors']} |")
+    report.section("4. Fork per request", f"wrk, {secs} s per row: a new Python process per "
+                   "request (CGI through fcgiwrap with 4 children behind nginx), against Ember's "
+                   "warm pool.", "\n".join(lines))
+
+
+def scenario_scale(opts, workdir, report):
+    """5. Idle cost and scale: many functions, each invoked once, then idle."""
+    total = 100 if opts.quick else 1000
+    stages = [1, 10, 100] if opts.quick else [1, 100, 1000]
+    secs = 2 if opts.quick else 5
+    ember = Ember(workdir, {"scheduler": {"max_concurrent_starts": 4}})
+    latency, deploy_s = [], 0.0
+    try:
+        rss0, fds0 = proc_rss_kib(ember.pid), proc_fds(ember.pid)
+        deployed = 0
+        for stage in stages:
+            t0 = time.perf_counter()
+            while deployed < stage:
+                ember.deploy(f"f{deployed}", "node", {"idle_timeout_s": 1})
+                deployed += 1
+            deploy_s += time.perf_counter() - t0
+            for _ in range(3):
+                assert ember.invoke("f0")[0] == 200
+            r = wrk(f"http://127.0.0.1:{ember.port}/v1/functions/f0/invoke", 1, secs, workdir)
+            latency.append((stage, r))
+        log(f"scale: invoking {total} functions once")
+        t0 = time.perf_counter()
+        errors = sum(1 for i in range(total) if ember.invoke(f"f{i}")[0] != 200)
+        invoke_s = time.perf_counter() - t0
+        deadline = time.time() + 30
+        while ember.workers() and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(1)
+        rss1, fds1, left = proc_rss_kib(ember.pid), proc_fds(ember.pid), len(ember.workers())
+    finally:
+        ember.stop()
+    report.targets_idle = (left, rss1)
+    lines = ["| measure | value |", "|---|---:|",
+             f"| functions deployed | {total} |",
+             f"| deploy rate | {total / deploy_s:.0f} /s |",
+             f"| first invocations (cold, one after another) | {total / invoke_s:.1f} /s, "
+             f"{errors} errors |",
+             f"| workers left after the idle timeout | {left} |",
+             f"| daemon RSS: fresh → {total} idle functions | {rss0 / 1024:.1f} → "
+             f"{rss1 / 1024:.1f} MiB |",
+             f"| daemon fds: fresh → {total} idle functions | {fds0} → {fds1} |",
+             "", "| functions deployed | warm req/s (c1) | p50 µs | p99 µs |", "|---:|---:|---:|---:|"]
+    for stage, r in latency:
+        lines.append(f"| {stage} | {r['rps']:.0f} | {r['p50']:.0f} | {r['p99']:.0f} |")
+    report.section("5. Idle cost and scale", f"{total} Node functions with `idle_timeout_s` 1, "
+                   "each invoked once, then left idle; warm latency of one of them measured as "
+                   "more are deployed.", "\n".join(lines))
+
+
+def scenario_soak(opts, workdir, report):
+    """6. Soak: many warm calls; RSS and fds at start and end."""
+    calls = 50_000 if opts.quick else 1_000_000
+    chunk, limit = (10, 300) if opts.quick else (60, 3600)
+    ember = Ember(workdir)
+    url = None
+    try:
+        ember.deploy("soak", "node", {"max_instances": 4})
+        for _ in range(200):
+            assert ember.invoke("soak")[0] == 200
+        url = f"http://127.0.0.1:{ember.port}/v1/functions/soak/invoke"
+        # Warm the pool at the soak's concurrency before the first reading.
+        wrk(url, 50, 2, workdir)
+        rss0, fds0 = proc_rss_kib(ember.pid), proc_fds(ember.pid)
+        done, errors, p50s, p99s, rss_trend = 0, 0, [], [], []
+        t0 = time.perf_counter()
+        # wrk runs for a duration, not a count: run it in chunks until the count is reached.
+        while done < calls and time.perf_counter() - t0 < limit:
+            r = wrk(url, 50, chunk, workdir)
+            done += r["requests"]
+            errors += r["errors"]
+            p50s.append(r["p50"])
+            p99s.append(r["p99"])
+            rss_trend.append(proc_rss_kib(ember.pid))
+            log(f"soak: {done:,} calls")
+        elapsed = time.perf_counter() - t0
+        rss1, fds1 = proc_rss_kib(ember.pid), proc_fds(ember.pid)
+    finally:
+        ember.stop()
+    drift = (rss1 - rss0) / rss0 * 100
+    report.targets_soak = (errors, drift, done)
+    trend = " → ".join(f"{v / 1024:.1f}" for v in rss_trend[:: max(1, len(rss_trend) // 8)])
+    report.section("6. Soak", f"At least {calls:,} warm calls at 50 connections, in wrk runs of "
+                   f"{chunk} s.", "\n".join([
+                       "| measure | value |", "|---|---:|",
+                       f"| calls | {done:,} in {elapsed:.0f} s ({done / elapsed:.0f}/s) |",
+                       f"| errors | {errors} |",
+                       f"| p50 (median of runs) / worst p99 | {statistics.median(p50s):.0f} / "
+                       f"{max(p99s):.0f} µs |",
+                       f"| daemon RSS start → end | {rss0 / 1024:.1f} → {rss1 / 1024:.1f} MiB "
+                       f"({drift:+.1f}%) |",
+                       f"| daemon RSS after each run (MiB, sampled) | {trend} |",
+                       f"| daemon fds start → end | {fds0} → {fds1} |"]))
+
+
+# ---------------------------------------------------------------- report
+
+class Report:
+    def __init__(self):
+        self.sections = []
+        self.targets_warm, self.targets_cold = {}, {}
+        self.targets_burst = self.targets_idle = self.targets_soak = None
+
+    def section(self, title, intro, body):
+        self.sections.append(f"## {title}\n\n{intro}\n\n{body}\n")
+
+    def targets(self):
+        rows = ["| target (DESIGN §3) | measured | verdict |", "|---|---|---|"]
+
+        def verdict(ok, miss):
+            return "met" if ok else f"missed: {miss}"
+
+        for rt in ("node", "python"):
+            if (rt, 50) in self.targets_warm:
+                e, d = self.targets_warm[(rt, 50)]
+                ratio = e["rps"] / d["rps"]
+                rows.append(f"| warm throughput at 50 connections ≥ 1.0× direct ({rt}) | "
+                            f"{ratio:.2f}× | {verdict(ratio >= 1, f'{(1 - ratio) * 100:.0f}% short')} |")
+            if (rt, 1) in self.targets_warm:
+                e, d = self.targets_warm[(rt, 1)]
+                added = e["p50"] - d["p50"]
+                rows.append(f"| p50 added latency at 1 connection < 100 µs ({rt}) | {added:.0f} µs | "
+                            f"{verdict(added < 100, f'{added - 100:.0f} µs over')} |")
+        for rt, (cold, bare) in self.targets_cold.items():
+            rows.append(f"| cold start below the bare runtime process ({rt}) | {cold:.1f} ms vs "
+                        f"{bare:.1f} ms | {verdict(cold < bare, f'{cold / bare:.2f}× the bare start')} |")
+        if self.targets_burst:
+            errors, started = self.targets_burst
+            rows.append(f"| burst from zero: 0 errors, ≤ 8 instances | {errors} errors, {started} "
+                        f"started | {verdict(errors == 0 and started <= 8, 'see scenario 3')} |")
+        if self.targets_idle:
+            left, rss = self.targets_idle
+            rows.append(f"| 0 workers when idle | {left} | {verdict(left == 0, f'{left} left')} |")
+            rows.append(f"| idle functions < 64 MiB daemon RSS | {rss / 1024:.1f} MiB | "
+                        f"{verdict(rss < 64 * 1024, f'{rss / 1024 - 64:.1f} MiB over')} |")
+        if self.targets_soak:
+            errors, drift, n = self.targets_soak
+            rows.append(f"| soak: 0 errors, RSS drift < 5% | {errors} errors, {drift:+.1f}% over "
+                        f"{n:,} calls | {verdict(errors == 0 and abs(drift) < 5, 'see scenario 6')} |")
+        return "\n".join(rows)
+
+    def write(self, path, opts, started, commit):
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        cpu = "unknown"
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1) if m else cpu
+        versions = {
+            "emberd": version([EMBERD, "--version"]),
+            "node": version([NODE, "--version"]),
+            "python": version([PYTHON, "--version"]),
+            "nginx": version(["nginx", "-v"]),
+            "uwsgi": version(["uwsgi", "--version"]),
+            "fcgiwrap": "Debian " + version(["dpkg-query", "-W", "-f=${Version}", "fcgiwrap"]),
+            "wrk": version(["wrk", "-v"]),
+            "hyperfine": version(["hyperfine", "--version"]),
+        }
+        head = [f"# Ember benchmark {started:%Y-%m-%d %H:%M} UTC, commit {commit}",
+                "", f"Mode: {'quick (smoke test, numbers not judged)' if opts.quick else 'full'}. "
+                f"Sandbox: {opts.sandbox}.", "",
+                "## Machine", "", "| | |", "|---|---|",
+                f"| CPU | {cpu}, {os.cpu_count()} cores |", f"| memory | {mem:.0f} GiB |",
+                f"| kernel | {platform.release()} |",
+                f"| OS | {version(['sh', '-c', '. /etc/os-release; echo $PRETTY_NAME'])} |"]
+        head += [f"| {k} | {v} |" for k, v in versions.items()]
+        text = "\n".join(head) + "\n\n## Targets\n\n" + self.targets() + "\n\n" + \
+            "\n".join(self.sections)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        return text
+
+
+SCENARIOS = {"warm": scenario_warm, "cold": scenario_cold, "burst": scenario_burst,
+             "cgi": scenario_cgi, "scale": scenario_scale, "soak": scenario_soak}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a few minutes: a smoke test")
+    ap.add_argument("--only", default=",".join(SCENARIOS), help="comma-separated scenarios")
+    ap.add_argument("--out", help="report path (default bench/results/DATE-COMMIT.md)")
+    opts = ap.parse_args()
+    started = datetime.datetime.utcnow()
+    commit = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).strip()
+    out = opts.out or os.path.join(BENCH, "results", f"{started:%Y-%m-%d}-{commit}"
+                                   f"{'-quick' if opts.quick else ''}.md")
+    report = Report()
+    workdir = tempfile.mkdtemp(prefix="ember-bench-")
+    try:
+        probe = Ember(workdir)
+        opts.sandbox = probe.sandbox
+        probe.stop()
+        shutil.rmtree(probe.state, ignore_errors=True)
+        for name in opts.only.split(","):
+            log(f"== scenario {name}")
+            sub = os.path.join(workdir, name)
+            os.makedirs(sub)
+            SCENARIOS[name](opts, sub, report)
+    finally:
+        text = report.write(out, opts, started, commit)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(text)
+    log(f"report: {out}")
+
+
+if __name__ == "__main__":
+    main()
