@@ -60,6 +60,19 @@ void JsonFields::integer(std::string_view key, int& out, int min, int max) {
   out = static_cast<int>(v);
 }
 
+void JsonFields::number(std::string_view key, double& out, double min, double max) {
+  const json* v = take(key);
+  if (!v) return;
+  if (!v->is_number()) {
+    return fail(key, fmt::format("must be a number from {} to {}, got {}", min, max, v->dump()));
+  }
+  const double value = v->get<double>();
+  if (!(value >= min && value <= max)) {
+    return fail(key, fmt::format("must be a number from {} to {}, got {}", min, max, value));
+  }
+  out = value;
+}
+
 void JsonFields::boolean(std::string_view key, bool& out) {
   const json* v = take(key);
   if (!v) return;

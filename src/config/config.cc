@@ -118,6 +118,17 @@ Status apply_config_json(std::string_view text, Config& c) {
     o.max_open_files = static_cast<rlim_t>(max_files);
     o.cpu_max_percent = static_cast<uint32_t>(cpu);
   }
+  if (const json* m = f.object("metering")) {
+    JsonFields h(*m, "metering");
+    auto& o = c.metering;
+    int64_t flush = o.flush_interval.count();
+    h.integer("flush_interval_ms", flush, 10, 60'000);
+    h.integer("retention_days", o.retention_days, 0, 100 * 366);
+    h.number("price_per_gb_second", o.prices.per_gb_second, 0, 1e6);
+    h.number("price_per_million_requests", o.prices.per_million_requests, 0, 1e9);
+    if (auto st = h.finish(); !st) return st;
+    o.flush_interval = std::chrono::milliseconds(flush);
+  }
   if (const json* logs = f.object("logs")) {
     JsonFields h(*logs, "logs");
     h.integer("bytes_per_function", c.log_bytes_per_function, 4096, int64_t{1} << 30);
@@ -180,6 +191,42 @@ Result<Config> load(const CommandLine& cl, std::optional<std::string> env_token,
     return Error::invalid("admin token must be at least 16 characters long", "admin_token");
   }
   return c;
+}
+
+std::vector<std::string> restart_needed(const Config& a, const Config& b) {
+  std::vector<std::string> keys;
+  auto check = [&](bool same, const char* key) {
+    if (!same) keys.emplace_back(key);
+  };
+  check(a.listen.host == b.listen.host && a.listen.port == b.listen.port, "listen");
+  check(a.socket == b.socket, "socket");
+  check(a.state_dir == b.state_dir, "state_dir");
+  check(a.deploy_dir == b.deploy_dir, "deploy_dir");
+  const auto& h = a.http;
+  const auto& g = b.http;
+  check(h.max_connections == g.max_connections && h.max_header_bytes == g.max_header_bytes &&
+            h.max_body_bytes == g.max_body_bytes && h.header_timeout_ms == g.header_timeout_ms &&
+            h.body_timeout_ms == g.body_timeout_ms &&
+            h.keepalive_timeout_ms == g.keepalive_timeout_ms &&
+            h.write_timeout_ms == g.write_timeout_ms && h.drain_timeout_ms == g.drain_timeout_ms,
+        "http");
+  check(a.bundles.max_compressed_bytes == b.bundles.max_compressed_bytes &&
+            a.bundles.max_extracted_bytes == b.bundles.max_extracted_bytes &&
+            a.bundles.max_entries == b.bundles.max_entries &&
+            a.bundles.max_ratio == b.bundles.max_ratio && a.max_versions == b.max_versions,
+        "bundles");
+  check(a.scheduler.runtimes_dir == b.scheduler.runtimes_dir, "runtimes_dir");
+  const auto& s = a.sandbox;
+  const auto& t = b.sandbox;
+  check(s.insecure == t.insecure && s.uid_base == t.uid_base && s.uid_count == t.uid_count &&
+            s.max_pids == t.max_pids && s.max_open_files == t.max_open_files &&
+            s.cpu_max_percent == t.cpu_max_percent,
+        "sandbox");
+  check(a.log_bytes_per_function == b.log_bytes_per_function, "logs");
+  check(a.metering.flush_interval == b.metering.flush_interval &&
+            a.metering.retention_days == b.metering.retention_days,
+        "metering.flush_interval_ms/retention_days");
+  return keys;
 }
 
 Result<CommandLine> parse_command_line(const std::vector<std::string>& args) {

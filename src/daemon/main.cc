@@ -1,5 +1,6 @@
 // emberd: wires the modules together. Policy lives in the modules; this file only decides
 // what is built, in which order, and what happens on signals.
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -8,10 +9,13 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 
 #include "ember/common/crypto.h"
@@ -20,6 +24,9 @@
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
+#include "ember/metering/metrics.h"
+#include "ember/metering/usage.h"
+#include "ember/os/systemd.h"
 #include "ember/registry/registry.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
@@ -58,11 +65,14 @@ void deploy_folders(registry::Registry& registry, const fs::path& dir) {
   }
 }
 
+// SIGHUP too: its default action ends the process, so one that arrives during start-up must
+// wait for the handler rather than kill the daemon.
 sigset_t stop_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   return set;
 }
 
@@ -101,7 +111,71 @@ asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, scheduler::Sch
   co_await scheduler.shutdown();
 }
 
-int run(const config::Config& cfg, sandbox::Sandbox& sandbox) {
+// Sends the service manager a line of live counts now and every few seconds, and watchdog
+// keep-alives from the event loop, so a stuck loop stops them.
+asio::awaitable<void> report_to_service_manager(const os::ServiceNotifier& notifier,
+                                                const registry::Registry& registry,
+                                                const scheduler::Scheduler& scheduler,
+                                                const gateway::HttpServer& server) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  const auto watchdog = notifier.watchdog_interval();
+  const auto status_every = std::chrono::seconds(5);
+  auto next_status = std::chrono::steady_clock::now();
+  while (!server.draining()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= next_status) {
+      notifier.status(fmt::format("{} functions, {} instances, {} connections",
+                                  registry.list().size(), scheduler.live_instances(),
+                                  server.connection_count()));
+      next_status = now + status_every;
+    }
+    if (watchdog) notifier.watchdog();
+    auto wait = std::chrono::duration_cast<std::chrono::steady_clock::duration>(status_every);
+    if (watchdog) wait = std::min<std::chrono::steady_clock::duration>(wait, *watchdog);
+    timer.expires_after(wait);
+    co_await timer.async_wait(asio::use_awaitable);
+  }
+}
+
+// What SIGHUP changes without a restart: the log level, the admin token, the scheduler's limits
+// and interpreters, and prices. A bad file changes nothing.
+struct Reloader {
+  const config::CommandLine& cl;
+  config::Config current;
+  scheduler::Scheduler& scheduler;
+  gateway::Api& api;
+  std::string file_token;  // the token read from the state directory, when none is configured
+
+  void reload() {
+    const char* env_token = std::getenv("EMBER_ADMIN_TOKEN");
+    auto next = config::load(cl, env_token ? std::optional<std::string>(env_token) : std::nullopt,
+                             ::geteuid() == 0);
+    if (!next) {
+      spdlog::error("reload: keeping the current configuration: {}", next.error().message);
+      return;
+    }
+    for (const auto& key : config::restart_needed(current, *next)) {
+      spdlog::warn("reload: {} changed; it takes effect at the next restart", key);
+    }
+    init_logging(*parse_log_level(next->log_level));
+    scheduler::SchedulerOptions options = next->scheduler;
+    options.runtimes_dir = find_runtimes(current.scheduler.runtimes_dir);
+    if (options.memory_budget_mb == 0) options.memory_budget_mb = default_memory_budget_mb();
+    scheduler.set_options(std::move(options));
+    api.set_admin_token(next->admin_token.empty() ? file_token : next->admin_token);
+    api.set_prices(next->metering.prices);
+    // Settings that need a restart keep their running values.
+    config::Config kept = *next;
+    kept.listen = current.listen;
+    kept.socket = current.socket;
+    kept.state_dir = current.state_dir;
+    current = std::move(kept);
+    spdlog::info("reload: configuration reloaded{}",
+                 cl.config_file ? " from " + cl.config_file->string() : "");
+  }
+};
+
+int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandbox& sandbox) {
   // Extracted bundles must stay readable by the per-function users of the sandbox; private
   // state sets its own modes explicitly.
   ::umask(022);
@@ -129,13 +203,24 @@ int run(const config::Config& cfg, sandbox::Sandbox& sandbox) {
 
   if (!cfg.deploy_dir.empty()) deploy_folders(reg, cfg.deploy_dir);
 
+  // Usage records outlive the daemon; a crash loses at most one flush interval of them.
+  auto usage = metering::UsageStore::open(reg.state_dir() / "usage.db", cfg.metering.flush_interval,
+                                          cfg.metering.retention_days);
+  if (!usage) {
+    spdlog::critical("metering: {}", usage.error().message);
+    return 1;
+  }
+  metering::Metrics metrics;
+  const os::ServiceNotifier notifier;
+
   // Declared before the event loop: instances still held by suspended coroutines log into it
   // until the loop is destroyed.
   worker::LogStore logs(static_cast<size_t>(cfg.log_bytes_per_function));
   asio::io_context io(1);
-  // SIGINT and SIGTERM have been blocked since main() began; from here they are queued for the
-  // event loop, so a stop request at any moment of start-up ends in a clean drain.
+  // SIGINT, SIGTERM and SIGHUP have been blocked since main() began; from here they are queued for
+  // the event loop, so a stop request at any moment of start-up ends in a clean drain.
   asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::signal_set hangup(io, SIGHUP);
   unblock_stop_signals();
   asio::thread_pool blocking(1);
 
@@ -154,6 +239,7 @@ int run(const config::Config& cfg, sandbox::Sandbox& sandbox) {
                    reg, blocking, &scheduler, &logs);
   gateway::HttpServer server(io, cfg.http, api);
   api.set_server(&server);
+  api.set_metering(&metrics, usage->get(), cfg.metering.prices);
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {
@@ -172,8 +258,29 @@ int run(const config::Config& cfg, sandbox::Sandbox& sandbox) {
   spdlog::info("listening on http://{}:{}", host, endpoint->port());
   if (!cfg.socket.empty()) spdlog::info("listening on unix:{}", cfg.socket.string());
 
+  // Listening, and every function of the state directory and --deploy is loaded.
+  notifier.ready();
+  asio::co_spawn(io, report_to_service_manager(notifier, reg, scheduler, server),
+                 [](std::exception_ptr e) {
+                   if (e) spdlog::error("service manager notifications stopped");
+                 });
+
+  Reloader reloader{cl, cfg, scheduler, api, cfg.admin_token.empty() ? token : std::string()};
+  std::function<void()> on_hangup = [&] {
+    hangup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      notifier.reloading();
+      reloader.reload();
+      notifier.ready();
+      on_hangup();
+    });
+  };
+  on_hangup();
+
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
+    notifier.stopping();
+    hangup.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     asio::co_spawn(io, drain_and_stop(server, scheduler), [&](std::exception_ptr) {
       spdlog::info("stopped");
@@ -235,7 +342,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    return run(*cfg, **sandbox);
+    return run(*cl, *cfg, **sandbox);
   } catch (const std::exception& e) {
     spdlog::critical("fatal: {}", e.what());
     return 1;

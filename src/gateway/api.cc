@@ -9,7 +9,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <cstdio>
+#include <ctime>
 
+#include "ember/common/clock.h"
 #include "ember/common/json_fields.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/blocking.h"
@@ -26,7 +29,11 @@ namespace {
 constexpr uint64_t kSmallBodyBytes = 64 * 1024;
 
 enum Route : int {
+  kNone,  // rejected before a route was chosen
   kHealth,
+  kMetrics,
+  kUsage,
+  kFunctionUsage,
   kReady,
   kListFunctions,
   kGetFunction,
@@ -38,6 +45,43 @@ enum Route : int {
   kHttpTrigger,
   kLogs,
 };
+
+// The route label of ember_http_requests_total.
+std::string_view route_name(int route) {
+  switch (static_cast<Route>(route)) {
+    case kNone:
+      return "none";
+    case kHealth:
+      return "healthz";
+    case kReady:
+      return "readyz";
+    case kMetrics:
+      return "metrics";
+    case kUsage:
+      return "usage";
+    case kFunctionUsage:
+      return "function_usage";
+    case kListFunctions:
+      return "list_functions";
+    case kGetFunction:
+      return "get_function";
+    case kDeploy:
+      return "deploy";
+    case kPatch:
+      return "patch";
+    case kDelete:
+      return "delete";
+    case kRollback:
+      return "rollback";
+    case kInvoke:
+      return "invoke";
+    case kHttpTrigger:
+      return "http_trigger";
+    case kLogs:
+      return "logs";
+  }
+  return "none";
+}
 
 Response method_not_allowed(http::verb method, std::string_view allow) {
   Response res = error_response(
@@ -65,6 +109,46 @@ Plan accept(Route route, uint64_t body_limit, std::string name = {}) {
   p.body_limit = body_limit;
   p.name = std::move(name);
   return p;
+}
+
+// Seconds since the epoch, "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SSZ" (UTC), as milliseconds.
+std::optional<int64_t> parse_time(const std::string& text) {
+  if (!text.empty() &&
+      std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    int64_t seconds = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+    if (ec != std::errc() || seconds > 100'000'000'000) return std::nullopt;
+    return seconds * 1000;
+  }
+  std::tm tm{};
+  int consumed = 0;
+  if (text.size() == 10 &&
+      std::sscanf(text.c_str(), "%4d-%2d-%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &consumed) ==
+          3 &&
+      consumed == 10) {
+  } else if (text.size() == 20 &&
+             std::sscanf(text.c_str(), "%4d-%2d-%2dT%2d:%2d:%2dZ%n", &tm.tm_year, &tm.tm_mon,
+                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) == 6 &&
+             consumed == 20) {
+  } else {
+    return std::nullopt;
+  }
+  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+      tm.tm_min > 59 || tm.tm_sec > 60) {
+    return std::nullopt;
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return static_cast<int64_t>(::timegm(&tm)) * 1000;
+}
+
+std::string format_time(int64_t ms) {
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target) {
@@ -118,6 +202,14 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
     return accept(segments[0] == "healthz" ? kHealth : kReady, kSmallBodyBytes);
   }
+  // Open like the health routes, for Prometheus to scrape; it names functions but holds no
+  // secret. Bind the daemon to a private address to keep it private.
+  if (segments.size() == 1 && segments[0] == "metrics") {
+    if (method != http::verb::get && method != http::verb::head) {
+      return reject(method_not_allowed(method, "GET, HEAD"));
+    }
+    return accept(kMetrics, kSmallBodyBytes);
+  }
 
   // Invoke routes: open unless the function asks for a token ("auth": "token").
   const bool is_invoke = segments.size() == 4 && segments[0] == "v1" &&
@@ -155,6 +247,10 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
   }
 
+  if (segments.size() == 2 && segments[1] == "usage") {
+    if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+    return accept(kUsage, kSmallBodyBytes);
+  }
   if (segments.size() >= 2 && segments[1] == "functions") {
     if (segments.size() == 2) {
       if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
@@ -186,6 +282,10 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
       return accept(kLogs, kSmallBodyBytes, std::move(name));
     }
+    if (segments.size() == 4 && segments[3] == "usage") {
+      if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+      return accept(kFunctionUsage, kSmallBodyBytes, std::move(name));
+    }
   }
   return reject(error_response(http::status::not_found, "not_found",
                                fmt::format("no route for {} {}", http::to_string(method),
@@ -194,6 +294,13 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
 
 asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
   switch (static_cast<Route>(plan.route)) {
+    case kNone:
+      break;
+    case kMetrics:
+      co_return metrics();
+    case kUsage:
+    case kFunctionUsage:
+      co_return co_await usage(plan, request);
     case kHealth:
       co_return json_response(http::status::ok, json{{"status", "ok"}});
     case kReady:
@@ -307,6 +414,8 @@ asio::awaitable<Response> Api::remove(const Plan& plan) {
   auto status = co_await run_blocking(blocking_, std::move(work));
   if (!status) co_return error_response(status.error());
   spdlog::info("api: [fn={}] deleted", plan.name);
+  // Its series go; its usage records stay, for billing.
+  if (metrics_) metrics_->forget(plan.name);
   Response res{http::status::no_content, 11};
   res.set(http::field::server, "ember");
   co_return res;
@@ -323,7 +432,174 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
       request_id, trigger ? http_event(request, plan.name) : invoke_event(request.body()),
       trigger ? "http" : "invoke"};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
+  meter(plan.name, request_id, outcome);
   co_return invoke_response(outcome, request_id, trigger);
+}
+
+void Api::answered(const Plan& plan, unsigned status) {
+  if (metrics_) metrics_->request(route_name(plan.route), status);
+}
+
+void Api::meter(const std::string& function, const std::string& request_id,
+                const scheduler::InvokeOutcome& o) {
+  using Kind = scheduler::InvokeOutcome::Kind;
+  std::string outcome;
+  switch (o.kind) {
+    case Kind::kOk:
+      outcome = "ok";
+      break;
+    case Kind::kFunctionError:
+      outcome = "error";
+      break;
+    case Kind::kTimeout:
+      outcome = "timeout";
+      break;
+    case Kind::kCrash:
+      outcome = o.crash_type == "Runtime.OutOfMemory" ? "oom" : "crash";
+      break;
+    case Kind::kInitError:
+      outcome = "error";
+      break;
+    case Kind::kThrottled:
+      outcome = "throttled";
+      break;
+    case Kind::kNotFound:
+    case Kind::kUnavailable:
+      return;  // no function ran or was asked to
+  }
+  const bool ran = o.version > 0;
+  using seconds = std::chrono::duration<double>;
+  if (metrics_) {
+    metrics_->invocation(
+        metering::InvocationSample{function, outcome, o.cold, ran, seconds(o.queued).count(),
+                                   seconds(o.init).count(), seconds(o.duration).count()});
+  }
+  if (usage_) {
+    using std::chrono::duration_cast;
+    using us = std::chrono::microseconds;
+    metering::UsageRecord r;
+    r.time_ms = system_clock().wall_ms();
+    r.function = function;
+    r.version = o.version;
+    r.request_id = request_id;
+    r.cold = o.cold;
+    r.outcome = std::move(outcome);
+    r.queue_us = duration_cast<us>(o.queued).count();
+    r.init_us = duration_cast<us>(o.init).count();
+    r.duration_us = duration_cast<us>(o.duration).count();
+    r.billed_ms = ran ? metering::billed_ms(o.duration) : 0;
+    r.memory_mb = o.memory_mb;
+    r.peak_memory_bytes = o.memory_peak;
+    usage_->append(std::move(r));
+  }
+}
+
+Response Api::metrics() const {
+  metering::DaemonState state;
+  if (scheduler_) {
+    for (const auto& record : registry_.list()) {
+      json counts = scheduler_->instance_counts(record->name);
+      state.functions.push_back(metering::FunctionState{
+          record->name, counts.value("starting", 0), counts.value("idle", 0),
+          counts.value("busy", 0), counts.value("stopping", 0)});
+    }
+    state.memory_used_mb = scheduler_->memory_used_mb();
+    state.memory_budget_mb = scheduler_->memory_budget_mb();
+    state.spawn_failures = scheduler_->spawn_failures();
+  }
+  if (server_) {
+    state.open_connections = server_->connection_count();
+    state.connections = server_->connections_accepted();
+  }
+  Response res{http::status::ok, 11};
+  res.set(http::field::server, "ember");
+  res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+  res.body() = metrics_ ? metrics_->render(state) : std::string();
+  return res;
+}
+
+asio::awaitable<Response> Api::usage(const Plan& plan, const Request& request) {
+  if (!usage_) {
+    co_return error_response(http::status::service_unavailable, "unavailable",
+                             "metering is not enabled");
+  }
+  const bool one = plan.route == kFunctionUsage;
+  int64_t from = 0;
+  int64_t to = system_clock().wall_ms() + 1;
+  std::string function = one ? plan.name : "";
+  int limit = 100;
+  for (const auto& [key, value] : query_params(request.target())) {
+    if (key == "from" || key == "to") {
+      auto t = parse_time(value);
+      if (!t) {
+        co_return error_response(Error::invalid(
+            key + ": expected seconds since the epoch, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ", key));
+      }
+      (key == "from" ? from : to) = *t;
+    } else if (key == "function" && !one) {
+      if (auto st = registry::validate_name(value); !st) co_return error_response(st.error());
+      function = value;
+    } else if (key == "limit" && one) {
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+      if (ec != std::errc() || end != value.data() + value.size() || limit < 1 || limit > 10000) {
+        co_return error_response(Error::invalid("limit: must be 1..10000", "limit"));
+      }
+    } else {
+      co_return error_response(Error::invalid("unknown query parameter \"" + key +
+                                                  "\"; allowed: from, to, " +
+                                                  (one ? "limit" : "function"),
+                                              key));
+    }
+  }
+  if (to <= from) co_return error_response(Error::invalid("to must be after from", "to"));
+  json body{{"from", format_time(from)}, {"to", format_time(to)}};
+  if (one) {
+    if (!registry_.get(plan.name)) {
+      co_return error_response(Error::not_found("function " + plan.name + " does not exist"));
+    }
+    auto work = [this, function, from, to, limit] {
+      return usage_->records(function, from, to, limit);
+    };
+    auto records = co_await run_blocking(blocking_, std::move(work));
+    if (!records) co_return error_response(records.error());
+    json list = json::array();
+    for (const auto& r : *records) list.push_back(r.to_json());
+    body["records"] = std::move(list);
+  }
+  auto work = [this, function, from, to] { return usage_->totals(from, to, function); };
+  auto totals = co_await run_blocking(blocking_, std::move(work));
+  if (!totals) co_return error_response(totals.error());
+  metering::FunctionUsage sum;
+  sum.function = "*";
+  json list = json::array();
+  for (const auto& u : *totals) {
+    list.push_back(u.to_json(prices_));
+    sum.invocations += u.invocations;
+    sum.errors += u.errors;
+    sum.throttles += u.throttles;
+    sum.cold_starts += u.cold_starts;
+    sum.duration_us += u.duration_us;
+    sum.billed_ms += u.billed_ms;
+    sum.mb_ms += u.mb_ms;
+  }
+  if (one) {
+    body["usage"] = list.empty() ? [&] {
+      metering::FunctionUsage none;
+      none.function = plan.name;
+      return none.to_json(prices_);
+    }()
+                                 : list.front();
+  } else {
+    body["functions"] = std::move(list);
+    json total = sum.to_json(prices_);
+    total.erase("function");
+    body["total"] = std::move(total);
+  }
+  if (prices_.per_gb_second > 0 || prices_.per_million_requests > 0) {
+    body["prices"] = json{{"per_gb_second", prices_.per_gb_second},
+                          {"per_million_requests", prices_.per_million_requests}};
+  }
+  co_return json_response(http::status::ok, body);
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "ember/common/text.h"
+#include "ember/metering/usage.h"
 
 namespace ember::gateway {
 
@@ -81,10 +82,7 @@ void set_timing(Response& res, const scheduler::InvokeOutcome& o, std::string_vi
     res.set("X-Ember-Start", o.cold ? "cold" : "warm");
     res.set("X-Ember-Version", std::to_string(o.version));
     res.set("X-Ember-Duration-Ms", millis(o.duration));
-    // Billing rounds up to the next millisecond, at least one.
-    auto billed = static_cast<int64_t>(
-        std::ceil(std::chrono::duration<double, std::milli>(o.duration).count()));
-    res.set("X-Ember-Billed-Ms", std::to_string(std::max<int64_t>(1, billed)));
+    res.set("X-Ember-Billed-Ms", std::to_string(metering::billed_ms(o.duration)));
     if (o.cold) res.set("X-Ember-Init-Ms", millis(o.init));
   }
 }

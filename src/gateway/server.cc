@@ -165,6 +165,7 @@ asio::awaitable<void> HttpServer::accept_loop(Acceptor& acceptor, Transport tran
       reject_overloaded(socket);
       continue;
     }
+    ++accepted_;
     if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) {
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
@@ -290,6 +291,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     }
     if (plan.reject) {
       plan.reject->version(version);
+      app_.answered(plan, plan.reject->result_int());
       bool again = keep_alive && !body_pending && !draining_;
       if (!co_await write(stream, *plan.reject, again) || !again) break;
       continue;
@@ -310,6 +312,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
           http::status::payload_too_large, "payload_too_large",
           "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
       res.version(version);
+      app_.answered(plan, res.result_int());
       co_await write(stream, res, false);
       break;
     }
@@ -322,6 +325,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
 
     Reply reply = co_await app_.handle(plan, parser.release());
     reply.response.version(version);
+    app_.answered(plan, reply.response.result_int());
     bool again = keep_alive && !draining_;
     bool written = reply.stream ? co_await write_stream(stream, reply, again)
                                 : co_await write(stream, reply.response, again);

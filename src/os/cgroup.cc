@@ -52,6 +52,16 @@ uint64_t keyed_value(const std::string& text, std::string_view key) {
   return 0;
 }
 
+// A number read again from the start of a control file kept open; 0 when it is not there.
+uint64_t number_at(const UniqueFd& fd) {
+  if (!fd) return 0;
+  char buf[32];
+  ssize_t n = ::pread(fd.get(), buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  return std::strtoull(buf, nullptr, 10);
+}
+
 uint64_t number(const std::string& text) {
   try {
     return std::stoull(text);
@@ -106,9 +116,13 @@ bool remove_when_empty(const fs::path& dir) {
 class V2Cgroup final : public Cgroup {
  public:
   V2Cgroup(std::string name, fs::path dir, UniqueFd fd, std::shared_ptr<Graveyard> graves)
-      : name_(std::move(name)), dir_(std::move(dir)), fd_(std::move(fd)), graves_(graves) {}
+      : name_(std::move(name)), dir_(std::move(dir)), fd_(std::move(fd)), graves_(graves) {
+    // memory.peak exists from Linux 5.19.
+    peak_ = UniqueFd(::open((dir_ / "memory.peak").c_str(), O_RDONLY | O_CLOEXEC));
+  }
   ~V2Cgroup() override {
     kill();
+    peak_.reset();
     fd_.reset();
     graves_->bury(dir_);
   }
@@ -122,6 +136,7 @@ class V2Cgroup final : public Cgroup {
     e.memory_peak = number(read_control(dir_ / "memory.peak"));
     return e;
   }
+  uint64_t memory_peak() const override { return number_at(peak_); }
   void kill() override {
     if (write_control(dir_ / "cgroup.kill", "1")) return;
     for (pid_t pid : pids_in(dir_ / "cgroup.procs")) ::kill(pid, SIGKILL);  // before 5.14
@@ -131,6 +146,7 @@ class V2Cgroup final : public Cgroup {
   std::string name_;
   fs::path dir_;
   UniqueFd fd_;
+  UniqueFd peak_;
   std::shared_ptr<Graveyard> graves_;
 };
 
@@ -193,9 +209,16 @@ class V1Cgroup final : public Cgroup {
  public:
   V1Cgroup(std::string name, std::vector<fs::path> dirs, std::vector<UniqueFd> procs,
            std::shared_ptr<Graveyard> graves)
-      : name_(std::move(name)), dirs_(std::move(dirs)), procs_(std::move(procs)), graves_(graves) {}
+      : name_(std::move(name)), dirs_(std::move(dirs)), procs_(std::move(procs)), graves_(graves) {
+    // The memory hierarchy comes first.
+    if (!dirs_.empty()) {
+      peak_ = UniqueFd(
+          ::open((dirs_.front() / "memory.max_usage_in_bytes").c_str(), O_RDONLY | O_CLOEXEC));
+    }
+  }
   ~V1Cgroup() override {
     kill();
+    peak_.reset();
     procs_.clear();
     for (const auto& d : dirs_) graves_->bury(d);
   }
@@ -219,6 +242,7 @@ class V1Cgroup final : public Cgroup {
     }
     return e;
   }
+  uint64_t memory_peak() const override { return number_at(peak_); }
   void kill() override {
     // No cgroup.kill in v1. Workers are the first process of a pid namespace, so killing it
     // takes the rest; a second pass catches a process caught mid-fork.
@@ -233,6 +257,7 @@ class V1Cgroup final : public Cgroup {
   std::string name_;
   std::vector<fs::path> dirs_;  // memory, pids, then cpu when available
   std::vector<UniqueFd> procs_;
+  UniqueFd peak_;
   std::shared_ptr<Graveyard> graves_;
 };
 

@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "ember/metering/usage.h"
 #include "ember/scheduler/policy.h"
 
 namespace ember::scheduler {
@@ -261,6 +262,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
                  })
            : Result<std::shared_ptr<worker::Instance>>(spec.error());
   if (!instance) {
+    ++spawn_failures_;
     spdlog::error("scheduler: [fn={}] cannot start an instance: {}", name,
                   instance.error().message);
     Pool& pool = pool_for(name);
@@ -284,9 +286,10 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   Pool& pool = *it->second;
   if (!ready) {
     // An init error is the worker's own error object; anything else is described here.
-    std::string body = ready.error().code == Errc::kInvalid
-                           ? ready.error().message
-                           : error_json("Runtime.ExitError", ready.error().message);
+    const bool init_error = ready.error().code == Errc::kInvalid;
+    if (!init_error) ++spawn_failures_;
+    std::string body =
+        init_error ? ready.error().message : error_json("Runtime.ExitError", ready.error().message);
     logs_.ring(name).append(
         worker::LogLine{0, system_clock().wall_ms(), "ember", "", "init failed: " + body});
     stop_member(pool, member);
@@ -412,16 +415,25 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   }
   out.queued = steady_clock::now() - queued_at;
   out.version = member->version;
+  out.memory_mb = config.memory_mb;
   out.cold = member->fresh && member->on_demand;
   if (out.cold) out.init = member->instance->init_duration();
   member->fresh = false;
 
+  // Lambda's START, END and REPORT lines frame the call's own output in the function's log.
+  auto& log = logs_.ring(function);
+  const std::string request_id = request.request_id;
+  log.append(
+      worker::LogLine{0, system_clock().wall_ms(), "ember", request_id,
+                      fmt::format("START RequestId: {} Version: {}", request_id, member->version)});
   const auto timeout = milliseconds(config.timeout_ms);
   auto result = co_await member->instance->call(
       std::move(request.request_id), std::move(request.event_json), request.kind,
       steady_clock::now() + timeout, system_clock().wall_ms() + config.timeout_ms);
+  out.memory_peak = member->instance->memory_peak();
   release(pool, member);
   out.duration = result.duration;
+  log_report(function, request_id, out);
   out.body = std::move(result.body);
   switch (result.kind) {
     case worker::CallResult::Kind::kOk:
@@ -441,6 +453,22 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       break;
   }
   co_return out;
+}
+
+void Scheduler::log_report(const std::string& function, const std::string& request_id,
+                           const InvokeOutcome& out) {
+  using ms = std::chrono::duration<double, std::milli>;
+  auto& log = logs_.ring(function);
+  const int64_t now_ms = system_clock().wall_ms();
+  log.append(worker::LogLine{0, now_ms, "ember", request_id, "END RequestId: " + request_id});
+  std::string report = fmt::format(
+      "REPORT RequestId: {}\tDuration: {:.2f} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
+      request_id, ms(out.duration).count(), metering::billed_ms(out.duration), out.memory_mb);
+  if (out.memory_peak > 0) {
+    report += fmt::format("\tMax Memory Used: {} MB", (out.memory_peak + (1 << 20) - 1) >> 20);
+  }
+  if (out.cold) report += fmt::format("\tInit Duration: {:.2f} ms", ms(out.init).count());
+  log.append(worker::LogLine{0, now_ms, "ember", request_id, std::move(report)});
 }
 
 void Scheduler::on_deployed(const registry::RecordPtr& record) {

@@ -24,6 +24,7 @@ class JsonFields {
 
   void integer(std::string_view key, int64_t& out, int64_t min, int64_t max);
   void integer(std::string_view key, int& out, int min, int max);
+  void number(std::string_view key, double& out, double min, double max);
   void boolean(std::string_view key, bool& out);
   void string(std::string_view key, std::string& out, size_t max_length = 4096);
   void one_of(std::string_view key, std::string& out,

@@ -10,6 +10,7 @@
 
 #include "ember/common/result.h"
 #include "ember/gateway/server.h"
+#include "ember/metering/usage.h"
 #include "ember/registry/bundle.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
@@ -23,6 +24,12 @@ struct ListenAddress {
 
 // Parses "HOST:PORT" or "[V6]:PORT".
 Result<ListenAddress> parse_listen(std::string_view text);
+
+struct MeteringConfig {
+  std::chrono::milliseconds flush_interval{1000};  // the most records a crash can lose
+  int retention_days = 400;                        // 0: keep every record
+  metering::Prices prices;
+};
 
 struct Config {
   ListenAddress listen;
@@ -40,7 +47,12 @@ struct Config {
   int64_t log_bytes_per_function = 1 << 20;
   // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
   sandbox::SandboxOptions sandbox;
+  MeteringConfig metering;
 };
+
+// The settings that differ between `before` and `after` and only take effect at a restart
+// (listen address, socket, state directory, sandbox, ...), by their config file names.
+std::vector<std::string> restart_needed(const Config& before, const Config& after);
 
 struct CommandLine {
   std::optional<std::filesystem::path> config_file;

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "ember/gateway/server.h"
+#include "ember/metering/metrics.h"
+#include "ember/metering/usage.h"
 #include "ember/registry/registry.h"
 #include "ember/scheduler/scheduler.h"
 #include "ember/worker/logs.h"
@@ -28,9 +30,20 @@ class Api final : public Application {
 
   // Lets /readyz report draining; set once the server exists.
   void set_server(const HttpServer* server) { server_ = server; }
+  // Where calls are counted (/metrics) and billed (/v1/usage); either may be null.
+  void set_metering(metering::Metrics* metrics, metering::UsageStore* usage,
+                    metering::Prices prices) {
+    metrics_ = metrics;
+    usage_ = usage;
+    prices_ = prices;
+  }
+  // A reloaded configuration.
+  void set_admin_token(std::string token) { options_.admin_token = std::move(token); }
+  void set_prices(metering::Prices prices) { prices_ = prices; }
 
   Plan plan(const RequestHeader& header, Transport transport) override;
   boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) override;
+  void answered(const Plan& plan, unsigned status) override;
 
  private:
   boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);
@@ -39,6 +52,10 @@ class Api final : public Application {
   boost::asio::awaitable<Response> remove(const Plan& plan);
   boost::asio::awaitable<Response> invoke(const Plan& plan, Request request);
   boost::asio::awaitable<Reply> logs(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Response> usage(const Plan& plan, const Request& request);
+  Response metrics() const;
+  void meter(const std::string& function, const std::string& request_id,
+             const scheduler::InvokeOutcome& outcome);
   nlohmann::json view(const registry::FunctionRecord& record) const;
 
   ApiOptions options_;
@@ -47,6 +64,9 @@ class Api final : public Application {
   scheduler::Scheduler* scheduler_;
   worker::LogStore* logs_;
   const HttpServer* server_ = nullptr;
+  metering::Metrics* metrics_ = nullptr;
+  metering::UsageStore* usage_ = nullptr;
+  metering::Prices prices_;
 };
 
 // The JSON view of a function served by GET and returned by mutations.

@@ -65,6 +65,8 @@ class Application {
   virtual ~Application() = default;
   virtual Plan plan(const RequestHeader& header, Transport transport) = 0;
   virtual boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) = 0;
+  // Told of every response sent, rejections included, for metrics.
+  virtual void answered(const Plan& plan, unsigned status) { (void)plan, (void)status; }
 };
 
 // Owns its listeners and every connection. All of its state lives on the io_context's thread;
@@ -86,6 +88,7 @@ class HttpServer {
 
   bool draining() const { return draining_; }
   size_t connection_count() const { return connections_.size(); }
+  uint64_t connections_accepted() const { return accepted_; }
 
  private:
   struct Connection {
@@ -113,6 +116,7 @@ class HttpServer {
   std::filesystem::path unix_path_;
   ConnectionList connections_;
   bool draining_ = false;
+  uint64_t accepted_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   boost::asio::steady_timer drained_;
   LogRateLimiter client_errors_log_{5, 20};

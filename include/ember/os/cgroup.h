@@ -47,6 +47,9 @@ class Cgroup {
   // v1: each hierarchy's cgroup.procs, opened for writing the new pid; empty on v2.
   virtual std::vector<int> procs_fds() const = 0;
   virtual CgroupEvents events() const = 0;
+  // The most memory the cgroup has used so far, in bytes; 0 when the kernel does not say.
+  // One pread of a file kept open: cheap enough to read after every call.
+  virtual uint64_t memory_peak() const = 0;
   // Kills every process inside.
   virtual void kill() = 0;
 };

@@ -63,6 +63,8 @@ struct InvokeOutcome {
   std::chrono::nanoseconds init{0};
   std::chrono::nanoseconds duration{0};
   std::chrono::nanoseconds queued{0};
+  int memory_mb = 0;         // the function's configured memory, for metering
+  uint64_t memory_peak = 0;  // bytes, the instance's peak so far; 0 when unknown
 };
 
 class Scheduler {
@@ -94,6 +96,12 @@ class Scheduler {
   nlohmann::json sandbox_counts(const std::string& function) const;
   size_t live_instances() const;
   int64_t memory_used_mb() const { return memory_used_mb_; }
+  int64_t memory_budget_mb() const { return options_.memory_budget_mb; }
+  // Instances that could not be started (the process did not come up or died before READY;
+  // a handler that fails to load is the function's error, not counted here).
+  uint64_t spawn_failures() const { return spawn_failures_; }
+  // A reloaded configuration: limits apply to the next decision, paths to the next start.
+  void set_options(SchedulerOptions options) { options_ = std::move(options); }
 
  private:
   struct Member;
@@ -112,6 +120,8 @@ class Scheduler {
   void stop_member(Pool& pool, const std::shared_ptr<Member>& member);
   void member_exited(const std::string& name, uint64_t id);
   void fail_waiters(Pool& pool, const std::string& error);
+  void log_report(const std::string& function, const std::string& request_id,
+                  const InvokeOutcome& out);
   void reap();
   boost::asio::awaitable<void> reaper();
   Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record) const;
@@ -127,6 +137,7 @@ class Scheduler {
   };
   std::map<std::string, SandboxCounts> sandbox_counts_;
   int64_t memory_used_mb_ = 0;
+  uint64_t spawn_failures_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer reap_timer_;
   boost::asio::steady_timer exits_;  // woken whenever an instance exits

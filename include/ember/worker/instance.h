@@ -94,6 +94,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   const std::string& exit_type() const { return exit_type_; }
   // What the kernel counted in the worker's cgroup, read when it exited.
   const os::CgroupEvents& events() const { return events_; }
+  // The most memory the worker has used so far; 0 without a cgroup that reports it.
+  uint64_t memory_peak() const { return cgroup_ ? cgroup_->memory_peak() : 0; }
 
  private:
   struct Pending {

@@ -113,6 +113,9 @@ TEST(ConfigFile, ErrorsCarryTheJsonPath) {
       {R"({"log_level": "verbose"})", "log_level"},
       {R"({"http": 5})", "http"},
       {R"({"listen": "nowhere"})", "listen"},
+      {R"({"metering": {"price_per_gb_second": -1}})", "metering.price_per_gb_second"},
+      {R"({"metering": {"price_per_gb_second": "cheap"}})", "metering.price_per_gb_second"},
+      {R"({"metering": {"flush_interval_ms": 0}})", "metering.flush_interval_ms"},
   };
   for (const auto& k : cases) {
     Config c;
@@ -122,6 +125,34 @@ TEST(ConfigFile, ErrorsCarryTheJsonPath) {
   }
   Config c;
   EXPECT_FALSE(apply_config_json("{not json", c).ok());
+}
+
+TEST(ConfigFile, ReadsTheMeteringSection) {
+  Config c;
+  auto st = apply_config_json(R"({"metering": {"flush_interval_ms": 250, "retention_days": 30,
+      "price_per_gb_second": 0.0000166667, "price_per_million_requests": 0.2}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.metering.flush_interval, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.metering.retention_days, 30);
+  EXPECT_DOUBLE_EQ(c.metering.prices.per_gb_second, 0.0000166667);
+  EXPECT_DOUBLE_EQ(c.metering.prices.per_million_requests, 0.2);
+}
+
+TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {
+  Config a;
+  Config b = a;
+  EXPECT_TRUE(restart_needed(a, b).empty());
+  // Live settings.
+  b.log_level = "debug";
+  b.scheduler.max_queue = 7;
+  b.admin_token = "another-token-0123456789";
+  b.metering.prices.per_gb_second = 1;
+  EXPECT_TRUE(restart_needed(a, b).empty());
+  b.listen.port = 9999;
+  b.sandbox.max_pids = 32;
+  b.http.max_connections = 5;
+  EXPECT_EQ(restart_needed(a, b), (std::vector<std::string>{"listen", "http", "sandbox"}));
 }
 
 }  // namespace

@@ -1,0 +1,88 @@
+// Prometheus metrics: counters and histograms updated as calls end, gauges sampled when
+// /metrics is scraped. Built on prometheus-cpp's core registry; the text is served by the
+// gateway, not by the library's own HTTP server. Thread-safe. Each function's series are looked
+// up once and kept, so a call costs a map lookup and a few atomic adds, not a label-set build.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace prometheus {
+class Registry;
+template <typename T>
+class Family;
+class Counter;
+class Histogram;
+class Gauge;
+}  // namespace prometheus
+
+namespace ember::metering {
+
+struct InvocationSample {
+  std::string function;
+  std::string outcome;  // ok, error, timeout, crash, oom, throttled
+  bool cold = false;
+  bool ran = false;  // reached an instance: duration and queue wait are observed
+  double queue_seconds = 0;
+  double init_seconds = 0;  // cold starts only
+  double duration_seconds = 0;
+};
+
+// Sampled at scrape time.
+struct FunctionState {
+  std::string function;
+  int starting = 0, idle = 0, busy = 0, stopping = 0;
+};
+
+struct DaemonState {
+  std::vector<FunctionState> functions;
+  int64_t memory_used_mb = 0;
+  int64_t memory_budget_mb = 0;
+  uint64_t spawn_failures = 0;
+  uint64_t open_connections = 0;
+  uint64_t connections = 0;  // accepted since start
+};
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  void invocation(const InvocationSample& sample);
+  void request(std::string_view route, unsigned status);
+  // A deleted function's series go away with it.
+  void forget(const std::string& function);
+  // The Prometheus text exposition format (version 0.0.4).
+  std::string render(const DaemonState& state) const;
+
+ private:
+  struct Series {
+    std::array<prometheus::Counter*, 6> outcomes{};  // in the order of kOutcomes
+    prometheus::Counter* cold = nullptr;
+    prometheus::Histogram* duration = nullptr;
+    prometheus::Histogram* init = nullptr;
+    prometheus::Histogram* queue = nullptr;
+  };
+  Series& series(const std::string& function);  // with mu_ held
+
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex mu_;
+  std::map<std::string, Series, std::less<>> series_;
+  std::map<std::pair<std::string, unsigned>, prometheus::Counter*, std::less<>> requests_by_key_;
+  prometheus::Family<prometheus::Counter>* invocations_;
+  prometheus::Family<prometheus::Counter>* cold_starts_;
+  prometheus::Family<prometheus::Histogram>* duration_;
+  prometheus::Family<prometheus::Histogram>* init_;
+  prometheus::Family<prometheus::Histogram>* queue_;
+  prometheus::Family<prometheus::Counter>* requests_;
+};
+
+}  // namespace ember::metering

@@ -1,0 +1,108 @@
+// Metering: one usage record per invocation, kept durably in a SQLite database in the state
+// directory, and the per-function totals an operator bills from.
+//
+// Records are appended from the event loop into a buffer; a writer thread commits the buffer
+// in one transaction every flush interval (1 s by default), so a crash of the daemon loses at
+// most that interval of records and the event loop never waits for the disk.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ember/common/result.h"
+
+struct sqlite3;
+
+namespace ember::metering {
+
+// Billing rounds a call's duration up to the next millisecond, and a call that ran bills at
+// least one.
+int64_t billed_ms(std::chrono::nanoseconds duration);
+// GB-seconds of `billed` milliseconds at `memory_mb` of configured memory (1 GB = 1024 MB).
+double gb_seconds(int64_t billed, int memory_mb);
+
+struct UsageRecord {
+  int64_t time_ms = 0;  // wall clock when the call ended
+  std::string function;
+  int version = 0;
+  std::string request_id;
+  bool cold = false;
+  std::string outcome;  // ok, error, timeout, crash, oom, throttled
+  int64_t queue_us = 0;
+  int64_t init_us = 0;  // cold starts only
+  int64_t duration_us = 0;
+  int64_t billed_ms = 0;  // 0 for calls that never ran (throttled, init failed)
+  int memory_mb = 0;
+  uint64_t peak_memory_bytes = 0;  // the instance's peak so far; 0 when the cgroup does not say
+  nlohmann::json to_json() const;
+};
+
+struct Prices {
+  double per_gb_second = 0;         // currency units; 0: no price
+  double per_million_requests = 0;  // idem
+};
+
+// Totals of one function over a time range.
+struct FunctionUsage {
+  std::string function;
+  int64_t invocations = 0;  // calls that reached an instance or failed to start one
+  int64_t errors = 0;       // error, timeout, crash, oom
+  int64_t throttles = 0;    // refused: never ran, never billed
+  int64_t cold_starts = 0;
+  int64_t duration_us = 0;
+  int64_t billed_ms = 0;
+  int64_t mb_ms = 0;  // sum of billed_ms × memory_mb: GB-seconds without rounding
+  double gb_seconds() const;
+  // With a "cost" object when a price is set.
+  nlohmann::json to_json(const Prices& prices) const;
+};
+
+// Owns the database connection and the writer thread. append() may be called from any thread;
+// the other methods too (they take the database lock).
+class UsageStore {
+ public:
+  static Result<std::unique_ptr<UsageStore>> open(const std::filesystem::path& file,
+                                                  std::chrono::milliseconds flush_interval,
+                                                  int retention_days);
+  ~UsageStore();  // commits what is buffered, then stops the writer
+  UsageStore(const UsageStore&) = delete;
+  UsageStore& operator=(const UsageStore&) = delete;
+
+  void append(UsageRecord record);
+  // Commits every buffered record now.
+  Status flush();
+  // Per-function totals of the records with from_ms <= time_ms < to_ms, by function name;
+  // `function` empty: every function. Flushes first, so every call that has ended is counted.
+  Result<std::vector<FunctionUsage>> totals(int64_t from_ms, int64_t to_ms,
+                                            const std::string& function = {});
+  // The newest `limit` records of a function in the range, newest first.
+  Result<std::vector<UsageRecord>> records(const std::string& function, int64_t from_ms,
+                                           int64_t to_ms, int limit);
+  // Deletes records older than the retention; returns how many.
+  Result<int64_t> prune(int64_t now_ms);
+
+ private:
+  UsageStore(sqlite3* db, std::chrono::milliseconds flush_interval, int retention_days);
+  Status write(std::vector<UsageRecord>& batch);  // with db_mutex_ held
+  void writer();
+
+  sqlite3* db_;
+  std::chrono::milliseconds flush_interval_;
+  int retention_days_;
+  std::mutex db_mutex_;  // the connection
+  std::mutex buffer_mutex_;
+  std::condition_variable wake_;
+  std::vector<UsageRecord> buffer_;
+  bool stop_ = false;
+  std::thread writer_;
+};
+
+}  // namespace ember::metering

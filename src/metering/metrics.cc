@@ -1,0 +1,171 @@
+#include "ember/metering/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include "ember/os/proc_stats.h"
+
+namespace ember::metering {
+
+namespace {
+
+namespace pm = prometheus;
+
+constexpr const char* kOutcomes[] = {"ok", "error", "timeout", "crash", "oom", "throttled"};
+
+// Warm calls of small handlers take well under a millisecond; timeouts go up to 15 minutes.
+const pm::Histogram::BucketBoundaries& duration_buckets() {
+  static const pm::Histogram::BucketBoundaries b{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                 0.05,   0.1,   0.25,   0.5,   1,    2.5,
+                                                 5,      10,    30,     60,    300,  900};
+  return b;
+}
+const pm::Histogram::BucketBoundaries& init_buckets() {
+  static const pm::Histogram::BucketBoundaries b{0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
+                                                 0.25, 0.5,   1,    2.5,   5,   10};
+  return b;
+}
+const pm::Histogram::BucketBoundaries& queue_buckets() {
+  static const pm::Histogram::BucketBoundaries b{0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05,
+                                                 0.1,    0.25,   0.5,   1,     2.5,  10};
+  return b;
+}
+
+}  // namespace
+
+Metrics::Metrics() : registry_(std::make_shared<pm::Registry>()) {
+  invocations_ = &pm::BuildCounter()
+                      .Name("ember_invocations_total")
+                      .Help(
+                          "Calls by function and outcome (ok, error, timeout, crash, oom, "
+                          "throttled).")
+                      .Register(*registry_);
+  cold_starts_ = &pm::BuildCounter()
+                      .Name("ember_cold_starts_total")
+                      .Help("Calls that waited for a new instance to start.")
+                      .Register(*registry_);
+  duration_ = &pm::BuildHistogram()
+                   .Name("ember_invocation_duration_seconds")
+                   .Help("Time the handler ran, per call that reached an instance.")
+                   .Register(*registry_);
+  init_ = &pm::BuildHistogram()
+               .Name("ember_init_duration_seconds")
+               .Help("Start-up time of the instance a cold call waited for.")
+               .Register(*registry_);
+  queue_ = &pm::BuildHistogram()
+                .Name("ember_queue_wait_seconds")
+                .Help("Time a call waited for an instance (cold start included).")
+                .Register(*registry_);
+  requests_ = &pm::BuildCounter()
+                   .Name("ember_http_requests_total")
+                   .Help("HTTP requests by route and status code.")
+                   .Register(*registry_);
+}
+
+Metrics::~Metrics() = default;
+
+Metrics::Series& Metrics::series(const std::string& function) {
+  auto it = series_.find(function);
+  if (it != series_.end()) return it->second;
+  Series s;
+  for (size_t i = 0; i < std::size(kOutcomes); ++i) {
+    s.outcomes[i] = &invocations_->Add({{"function", function}, {"outcome", kOutcomes[i]}});
+  }
+  s.cold = &cold_starts_->Add({{"function", function}});
+  s.duration = &duration_->Add({{"function", function}}, duration_buckets());
+  s.init = &init_->Add({{"function", function}}, init_buckets());
+  s.queue = &queue_->Add({{"function", function}}, queue_buckets());
+  return series_.emplace(function, s).first->second;
+}
+
+void Metrics::invocation(const InvocationSample& s) {
+  std::lock_guard lock(mu_);
+  Series& fn = series(s.function);
+  for (size_t i = 0; i < std::size(kOutcomes); ++i) {
+    if (s.outcome == kOutcomes[i]) fn.outcomes[i]->Increment();
+  }
+  if (s.cold) fn.cold->Increment();
+  if (s.ran) {
+    fn.duration->Observe(s.duration_seconds);
+    fn.queue->Observe(s.queue_seconds);
+  }
+  if (s.cold && s.init_seconds > 0) fn.init->Observe(s.init_seconds);
+}
+
+void Metrics::request(std::string_view route, unsigned status) {
+  std::lock_guard lock(mu_);
+  auto key = std::make_pair(std::string(route), status);
+  auto it = requests_by_key_.find(key);
+  if (it == requests_by_key_.end()) {
+    auto* counter = &requests_->Add({{"route", key.first}, {"code", std::to_string(status)}});
+    it = requests_by_key_.emplace(std::move(key), counter).first;
+  }
+  it->second->Increment();
+}
+
+void Metrics::forget(const std::string& function) {
+  std::lock_guard lock(mu_);
+  auto it = series_.find(function);
+  if (it == series_.end()) return;
+  const Series& s = it->second;
+  for (auto* c : s.outcomes) invocations_->Remove(c);
+  cold_starts_->Remove(s.cold);
+  duration_->Remove(s.duration);
+  init_->Remove(s.init);
+  queue_->Remove(s.queue);
+  series_.erase(it);
+}
+
+std::string Metrics::render(const DaemonState& state) const {
+  // Gauges are sampled now, in a registry of their own that lives for this scrape.
+  pm::Registry now;
+  auto& instances = pm::BuildGauge()
+                        .Name("ember_instances")
+                        .Help("Instances by function and state.")
+                        .Register(now);
+  for (const auto& f : state.functions) {
+    instances.Add({{"function", f.function}, {"state", "starting"}}).Set(f.starting);
+    instances.Add({{"function", f.function}, {"state", "idle"}}).Set(f.idle);
+    instances.Add({{"function", f.function}, {"state", "busy"}}).Set(f.busy);
+    instances.Add({{"function", f.function}, {"state", "stopping"}}).Set(f.stopping);
+  }
+  auto gauge = [&now](const char* name, const char* help, double value) {
+    pm::BuildGauge().Name(name).Help(help).Register(now).Add({}).Set(value);
+  };
+  auto counter = [&now](const char* name, const char* help, double value) {
+    pm::BuildCounter().Name(name).Help(help).Register(now).Add({}).Increment(value);
+  };
+  constexpr double kMiB = 1 << 20;
+  gauge("ember_functions", "Deployed functions.", static_cast<double>(state.functions.size()));
+  gauge("ember_memory_budget_used_bytes",
+        "Memory reserved by live instances (their memory_mb), counted against the budget.",
+        static_cast<double>(state.memory_used_mb) * kMiB);
+  gauge("ember_memory_budget_bytes", "The host memory budget for instances.",
+        static_cast<double>(state.memory_budget_mb) * kMiB);
+  counter("ember_spawn_failures_total", "Instances that could not be started.",
+          static_cast<double>(state.spawn_failures));
+  gauge("ember_http_connections", "Open HTTP connections.",
+        static_cast<double>(state.open_connections));
+  counter("ember_http_connections_total", "HTTP connections accepted.",
+          static_cast<double>(state.connections));
+
+  const os::ProcStats self = os::self_stats();
+  gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
+        static_cast<double>(self.rss_bytes));
+  gauge("process_open_fds", "Number of open file descriptors.", static_cast<double>(self.open_fds));
+  gauge("process_max_fds", "Maximum number of open file descriptors.",
+        static_cast<double>(self.max_fds));
+  counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+          self.cpu_seconds);
+  gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+        self.start_time_seconds);
+
+  std::vector<pm::MetricFamily> families = registry_->Collect();
+  for (auto& f : now.Collect()) families.push_back(std::move(f));
+  return pm::TextSerializer().Serialize(families);
+}
+
+}  // namespace ember::metering
