@@ -186,7 +186,8 @@ double sample(const std::string& text, const std::string& series) {
 
 TEST_F(OperateE2E, MetricsCountAKnownSequenceOfCalls) {
   const fs::path config = tmp_ / "config.json";
-  write_text(config, R"({"scheduler": {"queue_timeout_ms": 200, "stop_grace_ms": 200}})");
+  // Generous margins: a cold start under a sanitizer on a loaded machine takes hundreds of ms.
+  write_text(config, R"({"scheduler": {"queue_timeout_ms": 1000, "stop_grace_ms": 200}})");
   Daemon daemon(tmp_ / "state", {"--config", config.string()});
   ASSERT_TRUE(daemon.start()) << daemon.log();
   deploy(daemon, "m",
@@ -195,13 +196,14 @@ TEST_F(OperateE2E, MetricsCountAKnownSequenceOfCalls) {
          "  if (e.sleep) await new Promise(r => setTimeout(r, e.sleep));\n"
          "  return 'ok';\n"
          "};\n",
-         {{"timeout_ms", 300}, {"max_instances", 1}});
-  EXPECT_EQ(invoke(daemon, "m").status, 200);                       // ok, cold
-  EXPECT_EQ(invoke(daemon, "m").status, 200);                       // ok, warm
-  EXPECT_EQ(invoke(daemon, "m", R"({"fail":true})").status, 500);   // error
-  EXPECT_EQ(invoke(daemon, "m", R"({"sleep":2000})").status, 504);  // timeout, kills the worker
-  // One instance at most: while a call sleeps, a second one waits 200 ms and is throttled.
-  std::thread slow([&] { invoke(daemon, "m", R"({"sleep":250})"); });
+         {{"timeout_ms", 2500}, {"max_instances", 1}});
+  EXPECT_EQ(invoke(daemon, "m").status, 200);                        // ok, cold
+  EXPECT_EQ(invoke(daemon, "m").status, 200);                        // ok, warm
+  EXPECT_EQ(invoke(daemon, "m", R"({"fail":true})").status, 500);    // error
+  EXPECT_EQ(invoke(daemon, "m", R"({"sleep":10000})").status, 504);  // timeout, kills the worker
+  // One instance at most: a call holds it for 1.5 s after its cold start (< 1 s), so a second
+  // call, queued behind it, gives up after its 1 s queue wait: throttled.
+  std::thread slow([&] { EXPECT_EQ(invoke(daemon, "m", R"({"sleep":1500})").status, 200); });
   std::this_thread::sleep_for(milliseconds(100));
   EXPECT_EQ(invoke(daemon, "m").status, 429);
   slow.join();
