@@ -1,11 +1,13 @@
 // emberd: wires the modules together. Policy lives in the modules; this file only decides
 // what is built, in which order, and what happens on signals.
 #include <fmt/format.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <thread>
 
 #include "ember/common/crypto.h"
 #include "ember/common/log.h"
@@ -104,6 +107,13 @@ int64_t default_memory_budget_mb() {
   return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page / (1 << 20) * 3 / 4 : 0;
 }
 
+// The CPUs this process may run on (its affinity mask, which cpusets and taskset narrow).
+int cpu_count() {
+  cpu_set_t set;
+  if (::sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
+
 // A plain function rather than a lambda: a coroutine lambda's captures die with the closure,
 // which the signal handler destroys long before the drain ends.
 asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, scheduler::Scheduler& scheduler) {
@@ -161,6 +171,7 @@ struct Reloader {
     scheduler::SchedulerOptions options = next->scheduler;
     options.runtimes_dir = find_runtimes(current.scheduler.runtimes_dir);
     if (options.memory_budget_mb == 0) options.memory_budget_mb = default_memory_budget_mb();
+    if (options.eager_instances == 0) options.eager_instances = cpu_count();
     scheduler.set_options(std::move(options));
     api.set_admin_token(next->admin_token.empty() ? file_token : next->admin_token);
     api.set_prices(next->metering.prices);
@@ -228,10 +239,12 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   sched_options.runtimes_dir = find_runtimes(cfg.scheduler.runtimes_dir);
   if (sched_options.memory_budget_mb == 0)
     sched_options.memory_budget_mb = default_memory_budget_mb();
+  if (sched_options.eager_instances == 0) sched_options.eager_instances = cpu_count();
   scheduler::Scheduler scheduler(io, sandbox, reg, logs, sched_options);
   scheduler.start();
-  spdlog::info("scheduler: runtimes in {}, memory budget {} MiB",
-               sched_options.runtimes_dir.string(), sched_options.memory_budget_mb);
+  spdlog::info("scheduler: runtimes in {}, memory budget {} MiB, {} eager instances per function",
+               sched_options.runtimes_dir.string(), sched_options.memory_budget_mb,
+               sched_options.eager_instances);
 
   gateway::Api api(gateway::ApiOptions{token, cfg.bundles.max_compressed_bytes,
                                        static_cast<uint64_t>(cfg.http.max_body_bytes),

@@ -21,12 +21,30 @@ std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int 
   return best;
 }
 
+namespace {
+
+// Whether the queue is expected to wait longer than a cold start of one more instance takes.
+bool waiting_costs_more(const StartInputs& in, int serving, int uncovered, int per_instance) {
+  if (serving == 0 || in.cold_start.count() <= 0) return true;
+  if (in.oldest_wait >= in.cold_start) return true;
+  if (in.mean_call.count() <= 0) return false;
+  const int64_t rounds = (uncovered + serving * per_instance - 1) / (serving * per_instance);
+  return rounds * in.mean_call > in.cold_start;
+}
+
+}  // namespace
+
 int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in) {
-  int live = 0, starting = 0;
+  int live = 0, starting = 0, serving = 0;
   for (const auto& m : members) {
     if (m.stopping) continue;
     ++live;  // every version counts against max_instances while it runs
-    if (m.starting && m.version == version) ++starting;
+    if (m.version != version) continue;
+    if (m.starting) {
+      ++starting;
+    } else {
+      ++serving;
+    }
   }
   const int per_instance = std::max(1, in.concurrency);
   const int uncovered = in.waiters - starting * per_instance;
@@ -34,6 +52,12 @@ int starts_needed(const std::vector<MemberView>& members, int version, const Sta
   int wanted = (uncovered + per_instance - 1) / per_instance;
   wanted = std::min(wanted, in.max_instances - live);
   wanted = std::min(wanted, in.max_concurrent_starts - starting);
+  if (in.eager_instances > 0) {
+    const int eager = std::max(0, in.eager_instances - serving - starting);
+    if (wanted > eager && !waiting_costs_more(in, serving, uncovered, per_instance)) {
+      wanted = eager;
+    }
+  }
   return std::max(0, wanted);
 }
 

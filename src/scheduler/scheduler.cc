@@ -33,6 +33,13 @@ void log_exception(std::exception_ptr e) {
   }
 }
 
+// An exponential moving average over about the last eight samples; the first sample seeds it.
+std::chrono::nanoseconds moving_average(std::chrono::nanoseconds average,
+                                        std::chrono::nanoseconds sample) {
+  if (average.count() <= 0) return sample;
+  return average + (sample - average) / 8;
+}
+
 std::string error_json(std::string_view type, std::string_view message) {
   return json{{"errorType", type}, {"errorMessage", message}, {"stack", json::array()}}.dump();
 }
@@ -57,12 +64,14 @@ struct Scheduler::Member {
 
 struct Scheduler::Waiter {
   asio::steady_timer timer;
+  steady_clock::time_point queued_at;
   std::shared_ptr<Member> member;    // the instance handed over, already leased
   std::optional<std::string> error;  // set when the instance meant for it failed to start
 };
 
 struct Scheduler::Pool {
-  explicit Pool(asio::io_context& io, std::string n) : name(std::move(n)), drained(io) {}
+  explicit Pool(asio::io_context& io, std::string n)
+      : name(std::move(n)), drained(io), scale_check(io) {}
   std::string name;
   registry::RecordPtr record;
   std::vector<std::shared_ptr<Member>> members;
@@ -70,6 +79,12 @@ struct Scheduler::Pool {
   bool removing = false;
   int calls = 0;  // invoke() coroutines holding this pool
   asio::steady_timer drained;
+  // Moving averages that decide whether a queued call should wait or start an instance.
+  std::chrono::nanoseconds mean_call{0};
+  std::chrono::nanoseconds cold_start{0};
+  // Runs ensure_starts again when the first waiter will have waited a cold start.
+  asio::steady_timer scale_check;
+  bool scale_check_armed = false;
 
   std::vector<MemberView> views() const {
     std::vector<MemberView> out;
@@ -161,13 +176,39 @@ void Scheduler::dispatch_waiters(Pool& pool) {
 void Scheduler::ensure_starts(Pool& pool) {
   if (stopping_ || pool.removing || !pool.record) return;
   const auto& config = pool.record->active().config;
-  int n = starts_needed(pool.views(), pool.record->active_version,
-                        StartInputs{static_cast<int>(pool.waiters.size()), config.max_instances,
-                                    config.concurrency, options_.max_concurrent_starts});
+  const auto oldest_wait = pool.waiters.empty()
+                               ? std::chrono::nanoseconds(0)
+                               : steady_clock::now() - pool.waiters.front()->queued_at;
+  int n = starts_needed(
+      pool.views(), pool.record->active_version,
+      StartInputs{static_cast<int>(pool.waiters.size()), config.max_instances, config.concurrency,
+                  options_.max_concurrent_starts, options_.eager_instances, oldest_wait,
+                  pool.mean_call, pool.cold_start});
   for (int i = 0; i < n; ++i) {
     if (!reserve_memory(pool, config.memory_mb)) break;
     asio::co_spawn(io_, start_instance(pool.name, pool.record, /*on_demand=*/true), log_exception);
   }
+  // Held back because an instance should free up sooner than a new one would start: look again
+  // when the first waiter has waited that long, in case the calls in flight run long.
+  if (n == 0 && !pool.waiters.empty() && options_.eager_instances > 0 &&
+      pool.cold_start > oldest_wait) {
+    arm_scale_check(pool, pool.cold_start - oldest_wait);
+  }
+}
+
+void Scheduler::arm_scale_check(Pool& pool, std::chrono::nanoseconds after) {
+  if (pool.scale_check_armed) return;
+  pool.scale_check_armed = true;
+  pool.scale_check.expires_after(after);
+  pool.scale_check.async_wait(
+      [this, alive = std::weak_ptr<bool>(alive_), name = pool.name](boost::system::error_code ec) {
+        auto a = alive.lock();
+        if (ec || !a || !*a) return;  // the pool or the scheduler is gone
+        auto it = pools_.find(name);
+        if (it == pools_.end()) return;
+        it->second->scale_check_armed = false;
+        if (!it->second->waiters.empty()) ensure_starts(*it->second);
+      });
 }
 
 bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
@@ -298,6 +339,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   }
   member->starting = false;
   member->idle_since = member->last_used = now();
+  pool.cold_start = moving_average(pool.cold_start, (*instance)->init_duration());
   spdlog::debug("scheduler: [fn={} inst={}] ready in {} ms", name, member->id,
                 std::chrono::duration_cast<milliseconds>((*instance)->init_duration()).count());
   if (member->stopping) co_return;
@@ -391,7 +433,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), function);
       co_return out;
     }
-    Waiter w{asio::steady_timer(io_, steady_clock::now() + options_.queue_timeout), nullptr,
+    Waiter w{asio::steady_timer(io_, queued_at + options_.queue_timeout), queued_at, nullptr,
              std::nullopt};
     pool.waiters.push_back(&w);
     ensure_starts(pool);
@@ -431,6 +473,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       std::move(request.request_id), std::move(request.event_json), request.kind,
       steady_clock::now() + timeout, system_clock().wall_ms() + config.timeout_ms);
   out.memory_peak = member->instance->memory_peak();
+  pool.mean_call = moving_average(pool.mean_call, result.duration);
   release(pool, member);
   out.duration = result.duration;
   log_report(function, request_id, out);

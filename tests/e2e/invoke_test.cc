@@ -12,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -165,6 +166,94 @@ TEST_F(InvokeE2E, ABurstIsServedWithinMaxInstances) {
   EXPECT_EQ(ok, 50);
   EXPECT_GE(pids.size(), 1u);
   EXPECT_LE(pids.size(), 4u) << "more instances than max_instances";
+}
+
+// The scale-out rule past scheduler.eager_instances: short calls wait for a busy instance, long
+// calls start more, and a call stuck behind a long one gets a new instance after a cold start.
+class ScaleOutE2E : public InvokeE2E {
+ protected:
+  void SetUp() override {
+    InvokeE2E::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    ASSERT_EQ(daemon_.stop(SIGTERM), 0);
+    write_text(tmp_ / "config.json",
+               R"({"scheduler": {"stop_grace_ms": 500, "eager_instances": 1}})");
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  }
+  // Distinct instance ids among the answers of `n` calls from `clients` threads.
+  std::set<std::string> instances_serving(const std::string& fn, int clients, int n,
+                                          const std::string& event = "{}") {
+    std::mutex mu;
+    std::set<std::string> ids;
+    std::atomic<int> left{n}, failed{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < clients; ++t) {
+      threads.emplace_back([&] {
+        while (left.fetch_sub(1) > 0) {
+          auto r = invoke(fn, event);
+          if (r.status != 200) {
+            ++failed;
+            continue;
+          }
+          std::lock_guard lock(mu);
+          ids.insert(r.json().get<std::string>());
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(failed, 0);
+    return ids;
+  }
+};
+
+TEST_F(ScaleOutE2E, ShortCallsFromManyClientsShareTheEagerInstance) {
+  deploy("quick",
+         "const ID = Math.random().toString(36).slice(2);\n"
+         "exports.handler = async () => ID;\n",
+         {{"max_instances", 8}});
+  ASSERT_EQ(invoke("quick").status, 200);  // one start measured, one call timed
+  auto ids = instances_serving("quick", 8, 400);
+  // Without the rule every call that found the instance busy would have started another, up to
+  // 8; with it, a second one starts only if some call waited as long as a cold start takes.
+  EXPECT_LE(ids.size(), 2u);
+}
+
+TEST_F(ScaleOutE2E, LongCallsStartInstancesPastTheEagerOne) {
+  deploy(
+      "long",
+      "const ID = Math.random().toString(36).slice(2);\n"
+      "exports.handler = async () => { await new Promise(r => setTimeout(r, 600)); return ID; };\n",
+      {{"max_instances", 4}});
+  ASSERT_EQ(invoke("long").status, 200);  // the mean call is now 600 ms
+  auto ids = instances_serving("long", 4, 4);
+  EXPECT_GE(ids.size(), 3u) << "queued 600 ms calls should not wait behind one instance";
+}
+
+TEST_F(ScaleOutE2E, ACallStuckBehindASlowOneGetsANewInstance) {
+  deploy("mixed",
+         "const ID = Math.random().toString(36).slice(2);\n"
+         "exports.handler = async (e) => {\n"
+         "  if (e.slow) await new Promise(r => setTimeout(r, 4000));\n"
+         "  return ID; };\n",
+         {{"max_instances", 4}, {"timeout_ms", 10000}});
+  std::string warm;
+  for (int i = 0; i < 5; ++i) {  // calls are quick on average
+    auto r = invoke("mixed");
+    ASSERT_EQ(r.status, 200);
+    warm = r.json().get<std::string>();
+  }
+  auto slow = std::async(std::launch::async, [&] { return invoke("mixed", R"({"slow":true})"); });
+  ASSERT_TRUE(eventually([&] {
+    return daemon_.admin("GET", "/v1/functions/mixed").json()["instances"]["busy"] == 1;
+  }));
+  // The mean says this call will not wait long, so no instance starts at once; once it has
+  // waited a cold start's time, one does, well before the slow call ends.
+  auto quick = invoke("mixed");
+  ASSERT_EQ(quick.status, 200);
+  auto s = slow.get();
+  ASSERT_EQ(s.status, 200);
+  EXPECT_EQ(s.json(), warm);
+  EXPECT_NE(quick.json(), warm) << "the quick call waited for the slow one to finish";
 }
 
 TEST_F(InvokeE2E, AFullQueueAnswers429) {

@@ -2,6 +2,7 @@
 // tested by moving a fake clock instead of sleeping.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -32,11 +33,25 @@ struct StartInputs {
   int max_instances = 1;
   int concurrency = 1;
   int max_concurrent_starts = 2;
+  // Instances of `version` that start as soon as a call waits; past them an instance starts only
+  // when waiting would cost more than starting one (see starts_needed). 0: no such limit.
+  int eager_instances = 0;
+  std::chrono::nanoseconds oldest_wait{0};  // how long the first queued call has waited
+  std::chrono::nanoseconds mean_call{0};    // recent duration of one call; 0: none finished yet
+  std::chrono::nanoseconds cold_start{0};   // recent launch-to-READY time; 0: none started yet
 };
 
 // How many instances to launch now for `version`: enough that every waiter will have a slot,
 // counting the capacity of instances already starting, never more than max_instances live
 // instances and never more than max_concurrent_starts starting at once.
+//
+// Past eager_instances live or starting, a queued call is cheaper served by an instance that
+// frees up than by a cold start, unless the wait is expected to outlast one: more instances than
+// CPUs do not add throughput to calls that compute, they add context switches and idle memory.
+// So an instance starts there only when the first waiter has already waited a cold start, or
+// when the last waiter's expected wait (queue depth over serving capacity, times the mean call)
+// is longer than a cold start; with nothing known yet, waiters start instances as below
+// eager_instances.
 int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in);
 
 struct ReapInputs {

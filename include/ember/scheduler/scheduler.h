@@ -29,7 +29,10 @@ struct SchedulerOptions {
   std::string node_path = "/usr/bin/node";
   std::string python_path = "/usr/bin/python3";
   int max_concurrent_starts = 2;  // per function
-  int max_queue = 1000;           // waiting calls per function; more get 429
+  // Instances of one function that start as soon as calls wait; past them, only when waiting
+  // would take longer than a cold start. 0: no such limit (every waiting call may start one).
+  int eager_instances = 0;
+  int max_queue = 1000;  // waiting calls per function; more get 429
   std::chrono::milliseconds queue_timeout{10'000};
   std::chrono::milliseconds init_timeout{10'000};
   std::chrono::milliseconds stop_grace{2'000};
@@ -114,6 +117,7 @@ class Scheduler {
   void release(Pool& pool, const std::shared_ptr<Member>& member);
   void dispatch_waiters(Pool& pool);
   void ensure_starts(Pool& pool);
+  void arm_scale_check(Pool& pool, std::chrono::nanoseconds after);
   bool reserve_memory(Pool& pool, int memory_mb);
   boost::asio::awaitable<void> start_instance(std::string name, registry::RecordPtr record,
                                               bool on_demand);

@@ -139,6 +139,21 @@ TEST(ConfigFile, ReadsTheMeteringSection) {
   EXPECT_DOUBLE_EQ(c.metering.prices.per_million_requests, 0.2);
 }
 
+TEST(ConfigFile, ReadsTheSchedulerSection) {
+  Config c;
+  auto st = apply_config_json(R"({"scheduler": {"max_concurrent_starts": 3, "eager_instances": 4,
+      "max_queue": 50, "queue_timeout_ms": 1500}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.scheduler.max_concurrent_starts, 3);
+  EXPECT_EQ(c.scheduler.eager_instances, 4);
+  EXPECT_EQ(c.scheduler.max_queue, 50);
+  EXPECT_EQ(c.scheduler.queue_timeout, std::chrono::milliseconds(1500));
+  auto bad = apply_config_json(R"({"scheduler": {"eager_instances": -1}})", c);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().field, "scheduler.eager_instances");
+}
+
 TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {
   Config a;
   Config b = a;
@@ -146,6 +161,7 @@ TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {
   // Live settings.
   b.log_level = "debug";
   b.scheduler.max_queue = 7;
+  b.scheduler.eager_instances = 1;
   b.admin_token = "another-token-0123456789";
   b.metering.prices.per_gb_second = 1;
   EXPECT_TRUE(restart_needed(a, b).empty());

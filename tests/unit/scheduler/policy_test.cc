@@ -5,7 +5,9 @@
 namespace ember::scheduler {
 namespace {
 
+using std::chrono::nanoseconds;
 using std::chrono::seconds;
+using namespace std::chrono_literals;
 
 MemberView member(uint64_t id, int version = 1) {
   MemberView m;
@@ -70,6 +72,65 @@ TEST(StartsNeeded, OldVersionsCountAgainstMaxInstances) {
   std::vector<MemberView> ms = {member(1, 1), member(2, 1)};
   ms[0].leased = ms[1].leased = 1;
   EXPECT_EQ(starts_needed(ms, 2, {5, 3, 1, 2}), 1);
+}
+
+// Two ready instances, both busy: the state in which a queued call either waits or starts more.
+std::vector<MemberView> busy(int n) {
+  std::vector<MemberView> ms;
+  for (int i = 1; i <= n; ++i) {
+    ms.push_back(member(i));
+    ms.back().leased = 1;
+  }
+  return ms;
+}
+
+StartInputs eager(int waiters, int eager_instances, nanoseconds oldest_wait, nanoseconds mean_call,
+                  nanoseconds cold_start) {
+  return StartInputs{waiters, 10, 1, 2, eager_instances, oldest_wait, mean_call, cold_start};
+}
+
+TEST(StartsNeeded, UpToEagerInstancesWaitersStartInstancesAtOnce) {
+  EXPECT_EQ(starts_needed({}, 1, eager(50, 2, 0ms, 0ms, 0ms)), 2);
+  EXPECT_EQ(starts_needed(busy(1), 1, eager(50, 2, 0ms, 100us, 80ms)), 1)
+      << "below eager_instances the queue's numbers do not matter";
+  EXPECT_EQ(starts_needed(busy(1), 1, eager(50, 4, 0ms, 100us, 80ms)), 2)
+      << "still capped by max_concurrent_starts";
+}
+
+TEST(StartsNeeded, PastEagerInstancesShortCallsWaitForAFreeInstance) {
+  // 48 queued 100 µs calls over two instances drain in 2.4 ms; a start takes 80.
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(48, 2, 1ms, 100us, 80ms)), 0);
+  // Nothing finished yet and the first waiter is fresh: no evidence that waiting is slow.
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(48, 2, 1ms, 0ms, 80ms)), 0);
+}
+
+TEST(StartsNeeded, PastEagerInstancesLongCallsStartMore) {
+  // Three waiters of 500 ms calls over two instances: the last waits a whole call, > 80 ms.
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(3, 2, 0ms, 500ms, 80ms)), 2);
+  // 1000 queued 100 µs calls take 50 ms on two instances: below a start of 80 ms, they wait...
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(1000, 2, 0ms, 100us, 80ms)), 0);
+  // ...but 2000 of them would take 100 ms.
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(2000, 2, 0ms, 100us, 80ms)), 2);
+}
+
+TEST(StartsNeeded, AWaitAsLongAsAColdStartStartsMoreWhateverTheMean) {
+  // The mean says calls are short, but the ones in flight are not: the first waiter has waited.
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(4, 2, 79ms, 100us, 80ms)), 0);
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(4, 2, 80ms, 100us, 80ms)), 2);
+  EXPECT_EQ(starts_needed(busy(9), 1, eager(4, 2, 80ms, 100us, 80ms)), 1) << "max_instances 10";
+}
+
+TEST(StartsNeeded, WithoutAServingInstanceOrAColdStartTimeWaitersStartInstances) {
+  std::vector<MemberView> starting = {member(1), member(2)};
+  starting[0].starting = starting[1].starting = true;
+  EXPECT_EQ(starts_needed(starting, 1, eager(50, 1, 0ms, 0ms, 0ms)), 0)
+      << "max_concurrent_starts already starting";
+  EXPECT_EQ(starts_needed(busy(2), 1, eager(50, 1, 0ms, 100us, 0ms)), 2)
+      << "no start measured yet: nothing to compare a wait with";
+  auto other_version = busy(2);
+  for (auto& m : other_version) m.version = 2;
+  EXPECT_EQ(starts_needed(other_version, 1, eager(50, 1, 0ms, 100us, 80ms)), 2)
+      << "instances of another version serve none of these waiters: nothing frees up for them";
 }
 
 TEST(IdleToReap, ReapsAfterTheIdleTimeoutOnly) {
