@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "ember/worker/protocol.h"
@@ -130,6 +131,7 @@ class Worker {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
   void close_channel() { ::shutdown(fd_, SHUT_WR); }
+  int fd() const { return fd_; }
 
  private:
   pid_t pid_ = -1;
@@ -319,6 +321,44 @@ TEST_P(BothRuntimes, LogLinesArriveBeforeTheAnswer) {
   w->invoke(1, R"({"id":"first"})");
   ASSERT_EQ(w->receive()->type, FrameType::kResult);
   EXPECT_EQ(w->drain_stdout(), "line for first\n");
+}
+
+TEST_P(BothRuntimes, FramesArrivingTogetherAreEachAnswered) {
+  auto w = start("exports.handler = async (e) => e.n * 2;\n",
+                 "def handler(event, context):\n    return event['n'] * 2\n");
+  expect_ready(*w);
+  // Three INVOKE frames and one cut in half, so one read holds several frames and a frame's end
+  // comes with the next read.
+  std::string wire;
+  for (uint32_t id = 1; id <= 4; ++id) {
+    wire += encode(Frame{FrameType::kInvoke, id, R"({"requestId":"r"})",
+                         R"({"n":)" + std::to_string(id) + "}"});
+  }
+  const size_t cut = wire.size() - 5;
+  ASSERT_EQ(::write(w->fd(), wire.data(), cut), static_cast<ssize_t>(cut));
+  std::map<uint32_t, std::string> answers;
+  for (int i = 0; i < 3; ++i) {
+    auto f = w->receive();
+    ASSERT_TRUE(f.has_value());
+    answers[f->id] = f->body;
+  }
+  ASSERT_EQ(::write(w->fd(), wire.data() + cut, 5), 5);
+  auto last = w->receive();
+  ASSERT_TRUE(last.has_value());
+  answers[last->id] = last->body;
+  EXPECT_EQ(answers, (std::map<uint32_t, std::string>{{1, "2"}, {2, "4"}, {3, "6"}, {4, "8"}}));
+}
+
+TEST_P(BothRuntimes, HandlerInASubfolder) {
+  file("lib/app/index.js", "exports.run = async () => 'nested';\n");
+  file("lib/app/main.py", "def run(event, context):\n    return 'nested'\n");
+  auto w = start("", "", "lib/app/index.run", "lib/app/main.run");
+  expect_ready(*w);
+  w->invoke(1, "{}");
+  auto f = w->receive();
+  ASSERT_TRUE(f.has_value());
+  ASSERT_EQ(f->type, FrameType::kResult) << f->meta;
+  EXPECT_EQ(f->body, R"("nested")");
 }
 
 TEST_P(BothRuntimes, ShutdownAndEndOfChannelExitCleanly) {
