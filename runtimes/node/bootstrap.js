@@ -23,10 +23,13 @@ const taskRoot = env.LAMBDA_TASK_ROOT || process.cwd();
 const functionName = env.EMBER_FUNCTION_NAME || '';
 const functionVersion = env.EMBER_FUNCTION_VERSION || '';
 const memoryLimitMB = Number(env.EMBER_MEMORY_MB || 0);
+// Calls served at once; the daemon may send more, which wait here and start in order.
+const concurrency = Math.max(1, Math.floor(Number(env.EMBER_CONCURRENCY || 1)) || 1);
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 let inFlight = 0;
 let shuttingDown = false;
+const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
 
 function send(type, id, meta, body) {
   const metaBuf = Buffer.from(JSON.stringify(meta || {}));
@@ -147,7 +150,11 @@ async function invoke(handler, id, meta, body) {
     send(ERROR, id, describe(err));
   } finally {
     inFlight--;
-    if (shuttingDown && inFlight === 0) process.exit(0);
+    if (waiting.length > 0) {
+      invoke(handler, ...waiting.shift());
+    } else if (shuttingDown && inFlight === 0) {
+      process.exit(0);
+    }
   }
 }
 
@@ -182,7 +189,11 @@ function serve(handler) {
       frameBytes = 0;
       need = HEADER_BYTES;
       if (type === INVOKE) {
-        invoke(handler, id, meta, body);
+        if (inFlight < concurrency) {
+          invoke(handler, id, meta, body);
+        } else {
+          waiting.push([id, meta, body]);
+        }
       } else if (type === SHUTDOWN) {
         shuttingDown = true;
         if (inFlight === 0) process.exit(0);

@@ -87,6 +87,7 @@ Status apply_config_json(std::string_view text, Config& c) {
             stop_grace = o.stop_grace.count();
     h.integer("max_concurrent_starts", o.max_concurrent_starts, 1, 1000);
     h.integer("eager_instances", o.eager_instances, 0, 100'000);
+    h.integer("pipeline_depth", o.pipeline_depth, 0, 16);
     h.integer("max_queue", o.max_queue, 0, 1'000'000);
     h.integer("queue_timeout_ms", queue_timeout, 0, 3'600'000);
     h.integer("init_timeout_ms", init_timeout, 100, 3'600'000);

@@ -21,6 +21,28 @@ std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int 
   return best;
 }
 
+bool may_pipeline(int depth, std::chrono::nanoseconds mean_call, int quiet_calls) {
+  return depth > 0 && mean_call.count() > 0 && mean_call < kPipelineMaxCall &&
+         quiet_calls >= kPipelineQuietCalls;
+}
+
+std::optional<size_t> pick_pipelined(const std::vector<MemberView>& members, int version,
+                                     int depth) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const auto& m = members[i];
+    if (!serves(m, version) || m.starting || m.leased >= m.concurrency + depth ||
+        m.running_for >= kPipelineMaxCall) {
+      continue;
+    }
+    if (!best || m.leased < members[*best].leased ||
+        (m.leased == members[*best].leased && m.last_used < members[*best].last_used)) {
+      best = i;
+    }
+  }
+  return best;
+}
+
 namespace {
 
 // Whether the queue is expected to wait longer than a cold start of one more instance takes.

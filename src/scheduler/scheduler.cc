@@ -82,6 +82,7 @@ struct Scheduler::Pool {
   // Moving averages that decide whether a queued call should wait or start an instance.
   std::chrono::nanoseconds mean_call{0};
   std::chrono::nanoseconds cold_start{0};
+  int quiet_calls = 0;  // calls in a row during which the function printed nothing
   // Runs ensure_starts again when the first waiter will have waited a cold start.
   asio::steady_timer scale_check;
   bool scale_check_armed = false;
@@ -89,9 +90,15 @@ struct Scheduler::Pool {
   std::vector<MemberView> views() const {
     std::vector<MemberView> out;
     out.reserve(members.size());
+    const auto steady_now = steady_clock::now();
     for (const auto& m : members) {
+      std::chrono::nanoseconds running_for{0};
+      if (m->leased > 0 && m->instance) {
+        if (auto since = m->instance->running_since()) running_for = steady_now - *since;
+      }
       out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
-                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
+                               m->concurrency, m->idle_since, m->last_used, m->memory_mb,
+                               running_for});
     }
     return out;
   }
@@ -140,7 +147,11 @@ void Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
 }
 
 std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
-  auto index = pick_instance(pool.views(), pool.record->active_version);
+  const auto views = pool.views();
+  auto index = pick_instance(views, pool.record->active_version);
+  if (!index && may_pipeline(options_.pipeline_depth, pool.mean_call, pool.quiet_calls)) {
+    index = pick_pipelined(views, pool.record->active_version, options_.pipeline_depth);
+  }
   if (!index) return nullptr;
   auto m = pool.members[*index];
   ++m->leased;
@@ -260,7 +271,8 @@ Result<worker::LaunchSpec> Scheduler::launch_spec(const registry::FunctionRecord
               "LAMBDA_TASK_ROOT=" + task_root,
               "EMBER_FUNCTION_NAME=" + record.name,
               "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
-              "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb)};
+              "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb),
+              "EMBER_CONCURRENCY=" + std::to_string(c.concurrency)};
   for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
   switch (c.runtime) {
     case registry::Runtime::kNode:
@@ -426,54 +438,43 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   } guard{pool};
 
   const auto queued_at = steady_clock::now();
-  std::shared_ptr<Member> member = acquire(pool);
-  if (!member) {
-    if (static_cast<int>(pool.waiters.size()) >= options_.max_queue) {
-      out.kind = InvokeOutcome::Kind::kThrottled;
-      out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), function);
-      co_return out;
-    }
-    Waiter w{asio::steady_timer(io_, queued_at + options_.queue_timeout), queued_at, nullptr,
-             std::nullopt};
-    pool.waiters.push_back(&w);
-    ensure_starts(pool);
-    co_await w.timer.async_wait(kAwait);
-    std::erase(pool.waiters, &w);
-    if (w.error) {
-      out.kind = InvokeOutcome::Kind::kInitError;
-      out.body = *w.error;
-      co_return out;
-    }
-    if (!w.member) {
-      out.kind = stopping_ || pool.removing ? InvokeOutcome::Kind::kUnavailable
-                                            : InvokeOutcome::Kind::kThrottled;
-      out.body = out.kind == InvokeOutcome::Kind::kThrottled
-                     ? fmt::format("no instance of {} became free within {} ms", function,
-                                   options_.queue_timeout.count())
-                     : "the function is being removed or the daemon is stopping";
-      co_return out;
-    }
-    member = std::move(w.member);
-  }
-  out.queued = steady_clock::now() - queued_at;
-  out.version = member->version;
-  out.memory_mb = config.memory_mb;
-  out.cold = member->fresh && member->on_demand;
-  if (out.cold) out.init = member->instance->init_duration();
-  member->fresh = false;
-
-  // Lambda's START, END and REPORT lines frame the call's own output in the function's log.
-  auto& log = logs_.ring(function);
-  const std::string request_id = request.request_id;
-  log.append(
-      worker::LogLine{0, system_clock().wall_ms(), "ember", request_id,
-                      fmt::format("START RequestId: {} Version: {}", request_id, member->version)});
   const auto timeout = milliseconds(config.timeout_ms);
-  auto result = co_await member->instance->call(
-      std::move(request.request_id), std::move(request.event_json), request.kind,
-      steady_clock::now() + timeout, system_clock().wall_ms() + config.timeout_ms);
+  const std::string request_id = request.request_id;
+  auto& log = logs_.ring(function);
+  std::shared_ptr<Member> member;
+  worker::CallResult result;
+  // A call queued at an instance that ended before its turn never reached the handler: it
+  // goes to another instance, a few times at most.
+  constexpr int kMaxAttempts = 3;
+  for (int attempt = 0; attempt == 0 || (result.kind == worker::CallResult::Kind::kNotStarted &&
+                                         attempt < kMaxAttempts);
+       ++attempt) {
+    const bool first = attempt == 0;
+    member = acquire(pool);
+    if (!member) member = co_await wait_for_instance(pool, queued_at, out);
+    if (!member) co_return out;
+    if (first) {
+      out.version = member->version;
+      out.cold = member->fresh && member->on_demand;
+      if (out.cold) out.init = member->instance->init_duration();
+      // Lambda's START, END and REPORT lines frame the call's own output in the function's log.
+      log.append(worker::LogLine{
+          0, system_clock().wall_ms(), "ember", request_id,
+          fmt::format("START RequestId: {} Version: {}", request_id, member->version)});
+    }
+    member->fresh = false;
+    const auto handed_over = steady_clock::now();
+    result = co_await member->instance->call(request.request_id, request.event_json, request.kind,
+                                             timeout, system_clock().wall_ms() + config.timeout_ms);
+    out.queued = handed_over - queued_at + result.waited;
+    if (result.kind == worker::CallResult::Kind::kNotStarted && attempt + 1 < kMaxAttempts) {
+      release(pool, member);
+    }
+  }
+  out.memory_mb = config.memory_mb;
   out.memory_peak = member->instance->memory_peak();
   pool.mean_call = moving_average(pool.mean_call, result.duration);
+  pool.quiet_calls = result.printed ? 0 : std::min(pool.quiet_calls + 1, kPipelineQuietCalls);
   release(pool, member);
   out.duration = result.duration;
   log_report(function, request_id, out);
@@ -491,11 +492,41 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
           fmt::format("the function did not finish within its timeout of {} ms", config.timeout_ms);
       break;
     case worker::CallResult::Kind::kCrash:
+    case worker::CallResult::Kind::kNotStarted:  // its instances kept ending before its turn
       out.kind = InvokeOutcome::Kind::kCrash;
       out.crash_type = result.error_type;
       break;
   }
   co_return out;
+}
+
+asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance(
+    Pool& pool, steady_clock::time_point queued_at, InvokeOutcome& out) {
+  if (static_cast<int>(pool.waiters.size()) >= options_.max_queue) {
+    out.kind = InvokeOutcome::Kind::kThrottled;
+    out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), pool.name);
+    co_return nullptr;
+  }
+  Waiter w{asio::steady_timer(io_, queued_at + options_.queue_timeout), queued_at, nullptr,
+           std::nullopt};
+  pool.waiters.push_back(&w);
+  ensure_starts(pool);
+  co_await w.timer.async_wait(kAwait);
+  std::erase(pool.waiters, &w);
+  if (w.error) {
+    out.kind = InvokeOutcome::Kind::kInitError;
+    out.body = *w.error;
+    co_return nullptr;
+  }
+  if (!w.member) {
+    out.kind = stopping_ || pool.removing ? InvokeOutcome::Kind::kUnavailable
+                                          : InvokeOutcome::Kind::kThrottled;
+    out.body = out.kind == InvokeOutcome::Kind::kThrottled
+                   ? fmt::format("no instance of {} became free within {} ms", pool.name,
+                                 options_.queue_timeout.count())
+                   : "the function is being removed or the daemon is stopping";
+  }
+  co_return std::move(w.member);
 }
 
 void Scheduler::log_report(const std::string& function, const std::string& request_id,

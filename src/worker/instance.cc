@@ -141,16 +141,25 @@ void Instance::handle(Frame frame) {
     case FrameType::kResult:
     case FrameType::kError: {
       auto it = pending_.find(frame.id);
-      if (it == pending_.end()) return;  // answer to a call that already timed out
+      if (it == pending_.end() || it->second->result) return;  // timed out, or answered twice
       // Lines the handler printed before answering are in the pipes now; read them under this
       // call's request id before the call completes.
       drain_output();
       Pending& p = *it->second;
+      const auto now = steady_clock::now();
+      if (p.started) {
+        --running_;
+      } else {  // answered before its turn: a shim that does not queue; it took no time
+        std::erase(queued_, frame.id);
+        p.started = now;
+      }
+      p.answered = now;
       p.result = CallResult{
           frame.type == FrameType::kResult ? CallResult::Kind::kOk
                                            : CallResult::Kind::kFunctionError,
           frame.type == FrameType::kResult ? std::move(frame.body) : std::move(frame.meta)};
       p.timer.cancel();
+      start_queued();
       return;
     }
     default:
@@ -196,6 +205,7 @@ void Instance::take_lines(std::string& buffer, std::string_view stream, bool flu
     size_t length = nl - start;
     // Over-long lines are cut into pieces, so one line never holds more than kMaxLineBytes.
     for (size_t off = 0; off < length || off == 0; off += kMaxLineBytes) {
+      ++lines_;
       log_(stream, request, buffer.substr(start + off, std::min(kMaxLineBytes, length - off)));
       if (length == 0) break;
     }
@@ -203,18 +213,26 @@ void Instance::take_lines(std::string& buffer, std::string_view stream, bool flu
   }
   buffer.erase(0, start);
   while (buffer.size() >= kMaxLineBytes) {
+    ++lines_;
     log_(stream, request, buffer.substr(0, kMaxLineBytes));
     buffer.erase(0, kMaxLineBytes);
   }
   if (flush_partial && !buffer.empty()) {
+    ++lines_;
     log_(stream, request, std::move(buffer));
     buffer.clear();
   }
 }
 
 std::string Instance::current_request() const {
-  // With one call in flight every line is that call's; with several they cannot be told apart.
-  return pending_.size() == 1 ? pending_.begin()->second->request_id : std::string();
+  // With one call running every line is that call's. With several, or with a call queued behind
+  // it (the worker starts that one as soon as it has written the answer ahead of it, possibly
+  // before this process has read that answer), lines cannot be told apart.
+  if (running_ != 1 || !queued_.empty()) return {};
+  for (const auto& [_, p] : pending_) {
+    if (p->started && !p->result) return p->request_id;
+  }
+  return {};
 }
 
 asio::awaitable<void> Instance::write_frames(
@@ -232,8 +250,10 @@ asio::awaitable<void> Instance::write_frames(
   }
 }
 
-void Instance::send(Frame frame) {
-  outbox_.push_back(encode(frame));
+void Instance::send(Frame frame) { send(encode(frame)); }
+
+void Instance::send(std::string wire) {
+  outbox_.push_back(std::move(wire));
   write_signal_.cancel();
 }
 
@@ -281,9 +301,41 @@ asio::awaitable<void> Instance::watch_exit(
 void Instance::fail_all(const std::string& reason) {
   for (auto& [_, p] : pending_) {
     if (!p->result) {
-      p->result = CallResult{CallResult::Kind::kCrash, "worker " + reason, {}, exit_type_};
+      CallResult r;
+      r.body = "worker " + reason;
+      if (p->started) {
+        r.kind = CallResult::Kind::kCrash;
+        r.error_type = exit_type_;
+      } else {
+        r.kind = CallResult::Kind::kNotStarted;
+      }
+      p->result = std::move(r);
     }
     p->timer.cancel();
+  }
+  queued_.clear();
+  running_ = 0;
+}
+
+std::optional<steady_clock::time_point> Instance::running_since() const {
+  std::optional<steady_clock::time_point> oldest;
+  for (const auto& [_, p] : pending_) {
+    if (p->started && !p->result && (!oldest || *p->started < *oldest)) oldest = p->started;
+  }
+  return oldest;
+}
+
+void Instance::start(Pending& p, steady_clock::time_point now) {
+  p.started = now;
+  ++running_;
+  p.timer.expires_at(now + p.timeout);  // wakes a queued call's wait, which then waits again
+}
+
+void Instance::start_queued() {
+  while (running_ < std::max(1, spec_.concurrency) && !queued_.empty() && usable()) {
+    const uint32_t id = queued_.front();
+    queued_.pop_front();
+    if (auto it = pending_.find(id); it != pending_.end()) start(*it->second, steady_clock::now());
   }
 }
 
@@ -301,30 +353,49 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
   co_return *ready_result_;
 }
 
-asio::awaitable<CallResult> Instance::call(std::string request_id, std::string event_json,
-                                           std::string_view kind, steady_clock::time_point deadline,
+asio::awaitable<CallResult> Instance::call(std::string request_id, const std::string& event_json,
+                                           std::string_view kind, std::chrono::nanoseconds timeout,
                                            int64_t deadline_wall_ms) {
   auto self = shared_from_this();
-  const auto t0 = steady_clock::now();
   if (state_ == State::kDead) {
-    co_return CallResult{CallResult::Kind::kCrash, "worker " + exit_reason_, {}, exit_type_};
+    co_return CallResult{
+        CallResult::Kind::kCrash, "worker " + exit_reason_, {}, {}, false, exit_type_};
   }
   const uint32_t id = next_call_++;
-  Pending p{asio::steady_timer(io_, deadline), request_id, std::nullopt};
+  const uint64_t lines_before = lines_;
+  Pending p{asio::steady_timer(io_, steady_clock::time_point::max()), request_id, timeout,
+            steady_clock::now()};
   pending_.emplace(id, &p);
-  nlohmann::json meta{{"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
-  send(Frame{FrameType::kInvoke, id, meta.dump(), std::move(event_json)});
-  co_await p.timer.async_wait(kAwait);
+  if (running_ < std::max(1, spec_.concurrency) && queued_.empty()) {
+    start(p, p.sent);
+  } else {
+    queued_.push_back(id);
+  }
+  nlohmann::json meta{
+      {"requestId", std::move(request_id)}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
+  send(encode(FrameType::kInvoke, id, meta.dump(), event_json));
+  while (true) {
+    auto [ec] = co_await p.timer.async_wait(kAwait);
+    if (p.result || !ec) break;  // answered or failed, or the deadline passed; else it started
+  }
   pending_.erase(id);
   CallResult r;
   if (p.result) {
     r = std::move(*p.result);
   } else {
+    --running_;
     r.kind = CallResult::Kind::kTimeout;
     r.body = "the call did not finish before its deadline";
     kill("killed after a call timed out");
   }
-  r.duration = steady_clock::now() - t0;
+  const auto end = p.answered.value_or(steady_clock::now());
+  if (p.started) {
+    r.waited = *p.started - p.sent;
+    r.duration = end - *p.started;
+  } else {
+    r.waited = end - p.sent;
+  }
+  r.printed = lines_ != lines_before;
   co_return r;
 }
 

@@ -21,14 +21,29 @@ bool known_type(uint32_t t) { return t >= 1 && t <= 8; }
 
 }  // namespace
 
+namespace {
+
+void encode_into(std::string& out, FrameType type, uint32_t id, std::string_view meta,
+                 std::string_view body) {
+  out.reserve(out.size() + kHeaderBytes + meta.size() + body.size());
+  put_u32(out, static_cast<uint32_t>(type));
+  put_u32(out, id);
+  put_u32(out, static_cast<uint32_t>(meta.size()));
+  put_u32(out, static_cast<uint32_t>(body.size()));
+  out.append(meta);
+  out.append(body);
+}
+
+}  // namespace
+
 void encode(const Frame& frame, std::string& out) {
-  out.reserve(out.size() + kHeaderBytes + frame.meta.size() + frame.body.size());
-  put_u32(out, static_cast<uint32_t>(frame.type));
-  put_u32(out, frame.id);
-  put_u32(out, static_cast<uint32_t>(frame.meta.size()));
-  put_u32(out, static_cast<uint32_t>(frame.body.size()));
-  out.append(frame.meta);
-  out.append(frame.body);
+  encode_into(out, frame.type, frame.id, frame.meta, frame.body);
+}
+
+std::string encode(FrameType type, uint32_t id, std::string_view meta, std::string_view body) {
+  std::string out;
+  encode_into(out, type, id, meta, body);
+  return out;
 }
 
 std::string encode(const Frame& frame) {

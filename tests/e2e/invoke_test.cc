@@ -237,7 +237,9 @@ TEST_F(ScaleOutE2E, ACallStuckBehindASlowOneGetsANewInstance) {
          "  return ID; };\n",
          {{"max_instances", 4}, {"timeout_ms", 10000}});
   std::string warm;
-  for (int i = 0; i < 5; ++i) {  // calls are quick on average
+  // Calls are quick on average, and enough of them that a call may be queued at a busy
+  // instance (pipelined): never behind one that has already run long, like the slow call here.
+  for (int i = 0; i < 40; ++i) {
     auto r = invoke("mixed");
     ASSERT_EQ(r.status, 200);
     warm = r.json().get<std::string>();
@@ -315,6 +317,34 @@ TEST_F(InvokeE2E, ProcessExitIs502ThenAFreshInstance) {
   auto after = invoke("quitter");
   ASSERT_EQ(after.status, 200) << after.body;
   EXPECT_NE(after.json(), before.json());
+}
+
+TEST_F(InvokeE2E, CallsQueuedBehindACrashGoToAnotherInstance) {
+  // Short quiet calls are pipelined: the daemon hands a call to a busy instance, where it waits
+  // for the call ahead. When that one kills the worker, the queued call never started, and
+  // must be served elsewhere rather than reported as a crash it did not cause.
+  deploy("shaky",
+         "exports.handler = async (e) => { if (e.n % 25 === 7) process.exit(3); return e.n; };\n",
+         {{"max_instances", 2}});
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(invoke("shaky", R"({"n":0})").status, 200);
+  std::atomic<int> next{1}, crashed{0}, wrong{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&] {
+      for (int n = next++; n <= 300; n = next++) {
+        auto r = invoke("shaky", json{{"n", n}}.dump());
+        if (n % 25 == 7) {
+          crashed += r.status == 502;
+        } else if (r.status != 200 || r.body != std::to_string(n)) {
+          ++wrong;
+          ADD_FAILURE() << "call " << n << ": " << r.status << " " << r.body;
+        }
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(crashed, 12);
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST_F(InvokeE2E, HandlerErrorIs500WithTheErrorObject) {

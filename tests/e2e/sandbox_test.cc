@@ -309,8 +309,9 @@ TEST_F(SandboxE2E, TheWorkerSeesOnlyItselfItsBundleAndItsEnvironment) {
   ASSERT_EQ(r.status, 200) << r.body;
   json v = r.json();
   EXPECT_EQ(v["procs"], json::array({"1"})) << "/proc shows only the worker";
-  EXPECT_EQ(v["env"], json::parse(R"(["EMBER_FUNCTION_NAME", "EMBER_FUNCTION_VERSION",
-      "EMBER_MEMORY_MB", "HOME", "LAMBDA_TASK_ROOT", "LANG", "PATH", "TZ", "_HANDLER"])"));
+  EXPECT_EQ(v["env"], json::parse(R"(["EMBER_CONCURRENCY", "EMBER_FUNCTION_NAME",
+      "EMBER_FUNCTION_VERSION", "EMBER_MEMORY_MB", "HOME", "LAMBDA_TASK_ROOT", "LANG", "PATH",
+      "TZ", "_HANDLER"])"));
   EXPECT_EQ(v["task"], json::array({"function.json", "hostile.py"}));
   EXPECT_EQ(v["uid"], 1000);
   EXPECT_EQ(v["visible"], json::array({"/var/task/hostile.py"}))

@@ -33,7 +33,8 @@ const Runtime kPython{"python",
 // One worker process: fd 3 is our socket, stdout and stderr are pipes.
 class Worker {
  public:
-  Worker(const Runtime& rt, const fs::path& root, const std::string& handler) {
+  Worker(const Runtime& rt, const fs::path& root, const std::string& handler,
+         const std::vector<std::string>& extra_env = {}) {
     int sv[2];
     EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     int out[2], err[2];
@@ -54,6 +55,7 @@ class Worker {
                                     "EMBER_FUNCTION_NAME=fn",
                                     "EMBER_FUNCTION_VERSION=3",
                                     "EMBER_MEMORY_MB=128"};
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
     std::vector<char*> cenv, cargv;
     for (auto& e : env) cenv.push_back(e.data());
     cenv.push_back(nullptr);
@@ -234,7 +236,7 @@ TEST_F(RuntimeTest, NodeEsmModuleWorks) {
 TEST_F(RuntimeTest, NodeServesConcurrentCallsOutOfOrder) {
   file("index.js",
        "exports.handler = (e) => new Promise((r) => setTimeout(() => r(e.n), e.ms));\n");
-  Worker w(kNode, dir_.path(), "index.handler");
+  Worker w(kNode, dir_.path(), "index.handler", {"EMBER_CONCURRENCY=2"});
   expect_ready(w);
   w.invoke(1, R"({"n":1,"ms":300})");
   w.invoke(2, R"({"n":2,"ms":1})");
@@ -245,6 +247,32 @@ TEST_F(RuntimeTest, NodeServesConcurrentCallsOutOfOrder) {
   EXPECT_EQ(first->body, "2");
   EXPECT_EQ(second->id, 1u);
   EXPECT_EQ(second->body, "1");
+}
+
+TEST_F(RuntimeTest, NodeAtConcurrencyOneServesQueuedCallsInOrder) {
+  // Records how many calls overlap: with concurrency 1 an async handler never runs twice at once.
+  file("index.js",
+       "let running = 0, most = 0;\n"
+       "exports.handler = async (e) => {\n"
+       "  most = Math.max(most, ++running);\n"
+       "  await new Promise((r) => setTimeout(r, e.ms));\n"
+       "  running--;\n"
+       "  return { n: e.n, most };\n"
+       "};\n");
+  Worker w(kNode, dir_.path(), "index.handler", {"EMBER_CONCURRENCY=1"});
+  expect_ready(w);
+  w.invoke(1, R"({"n":1,"ms":200})");
+  w.invoke(2, R"({"n":2,"ms":1})");
+  w.invoke(3, R"({"n":3,"ms":1})");
+  for (uint32_t id = 1; id <= 3; ++id) {
+    auto f = w.receive();
+    ASSERT_TRUE(f.has_value());
+    ASSERT_EQ(f->type, FrameType::kResult) << f->meta;
+    EXPECT_EQ(f->id, id) << "answers come in the order sent";
+    EXPECT_EQ(json::parse(f->body)["most"], 1) << "no two calls ran at once";
+  }
+  w.send(FrameType::kShutdown, 0, json::object());
+  EXPECT_EQ(w.wait_exit(), 0);
 }
 
 class BothRuntimes : public RuntimeTest, public ::testing::WithParamInterface<std::string> {

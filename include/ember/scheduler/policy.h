@@ -22,11 +22,29 @@ struct MemberView {
   Clock::time_point idle_since{};  // when `leased` last dropped to zero
   Clock::time_point last_used{};
   int memory_mb = 0;
+  std::chrono::nanoseconds running_for{0};  // how long its oldest running call has run
 };
 
 // The instance a new call should go to: a ready instance of `version` with spare capacity, the
 // most recently used first (LIFO keeps the fewest instances warm, so the rest can idle out).
 std::optional<size_t> pick_instance(const std::vector<MemberView>& members, int version);
+
+// Whether a call that finds every instance busy may be handed to one of them now, to start there
+// as soon as the call ahead of it answers, instead of waiting in the scheduler for a free one.
+// That saves the worker a sleep and a wake-up per call, which is most of the cost of a short
+// call, but the call waits behind one whose end is unknown and lines printed at the hand-over
+// cannot be attributed to either call. So only when calls are short (`mean_call` under
+// kPipelineMaxCall) and the function has printed nothing in its last kPipelineQuietCalls calls.
+inline constexpr std::chrono::microseconds kPipelineMaxCall{1000};
+inline constexpr int kPipelineQuietCalls = 16;
+bool may_pipeline(int depth, std::chrono::nanoseconds mean_call, int quiet_calls);
+
+// The busy instance a pipelined call goes to: a ready instance of `version` with fewer than
+// `concurrency + depth` calls whose running call has not yet run kPipelineMaxCall (one that has
+// is likely a long one, and a call queued behind it could not be taken back), the fewest calls
+// first, then the one used longest ago (whose call is likely to end first).
+std::optional<size_t> pick_pipelined(const std::vector<MemberView>& members, int version,
+                                     int depth);
 
 struct StartInputs {
   int waiters = 0;  // calls queued for an instance

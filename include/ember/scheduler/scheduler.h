@@ -32,6 +32,9 @@ struct SchedulerOptions {
   // Instances of one function that start as soon as calls wait; past them, only when waiting
   // would take longer than a cold start. 0: no such limit (every waiting call may start one).
   int eager_instances = 0;
+  // Calls handed to a busy instance beyond its concurrency, to start as soon as it answers the
+  // call ahead (see may_pipeline); 0: a call waits in the scheduler until an instance is free.
+  int pipeline_depth = 1;
   int max_queue = 1000;  // waiting calls per function; more get 429
   std::chrono::milliseconds queue_timeout{10'000};
   std::chrono::milliseconds init_timeout{10'000};
@@ -114,6 +117,10 @@ class Scheduler {
   Pool& pool_for(const std::string& name);
   void refresh(Pool& pool, const registry::RecordPtr& record);
   std::shared_ptr<Member> acquire(Pool& pool);
+  // Queues the call until an instance is handed to it; null when none comes, with `out` saying
+  // why.
+  boost::asio::awaitable<std::shared_ptr<Member>> wait_for_instance(
+      Pool& pool, std::chrono::steady_clock::time_point queued_at, InvokeOutcome& out);
   void release(Pool& pool, const std::shared_ptr<Member>& member);
   void dispatch_waiters(Pool& pool);
   void ensure_starts(Pool& pool);

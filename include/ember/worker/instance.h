@@ -37,11 +37,18 @@ struct LaunchSpec {
 };
 
 struct CallResult {
-  enum class Kind { kOk, kFunctionError, kTimeout, kCrash };
+  // kNotStarted: the call was queued at the instance behind another and the worker ended before
+  // it began, so the handler never saw it and it can go to another instance.
+  enum class Kind { kOk, kFunctionError, kTimeout, kCrash, kNotStarted };
   Kind kind = Kind::kCrash;
   std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
-                     // kCrash and kTimeout: a sentence saying what happened
+                     // kCrash, kTimeout and kNotStarted: a sentence saying what happened
+  // From the start of the call in the worker to its answer; the time it waited at the instance
+  // behind the calls ahead of it is `waited`.
   std::chrono::nanoseconds duration{0};
+  std::chrono::nanoseconds waited{0};
+  // Whether the worker printed lines while the call ran.
+  bool printed = false;
   // kCrash: Runtime.ExitError, Runtime.OutOfMemory (killed at its memory limit) or
   // Runtime.SandboxViolation (killed for a forbidden system call).
   std::string error_type;
@@ -66,10 +73,13 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // is the error object as JSON; a crash or the timeout is Errc::kSystem with the reason.
   boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout);
 
-  // Sends one INVOKE and waits for its answer until `deadline`; past it the process is killed.
-  boost::asio::awaitable<CallResult> call(std::string request_id, std::string event_json,
-                                          std::string_view kind,
-                                          std::chrono::steady_clock::time_point deadline,
+  // Sends one INVOKE and waits for its answer. The worker serves `concurrency` calls at once and
+  // the rest in order: a call sent while the instance is full waits in the worker's channel and
+  // starts when the answer of a call ahead of it arrives. `timeout` runs from that start; past it
+  // the process is killed. `deadline_wall_ms` is what the handler's context reports. The strings
+  // are read before the first suspension, so the caller may reuse them for another call.
+  boost::asio::awaitable<CallResult> call(std::string request_id, const std::string& event_json,
+                                          std::string_view kind, std::chrono::nanoseconds timeout,
                                           int64_t deadline_wall_ms);
 
   // Asks the worker to exit (SHUTDOWN) and kills it if it is still there after `grace`.
@@ -87,6 +97,10 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // False once the process was killed or exited: it must get no further calls.
   bool usable() const { return state_ == State::kReady && exit_reason_.empty(); }
   int in_flight() const { return static_cast<int>(pending_.size()); }
+  // When the oldest call running now started; nullopt when none runs.
+  std::optional<std::chrono::steady_clock::time_point> running_since() const;
+  // Lines the worker has printed so far.
+  uint64_t lines() const { return lines_; }
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
@@ -99,8 +113,12 @@ class Instance : public std::enable_shared_from_this<Instance> {
 
  private:
   struct Pending {
-    boost::asio::steady_timer timer;
+    boost::asio::steady_timer timer;  // the call's deadline once started; cancelled when it ends
     std::string request_id;
+    std::chrono::nanoseconds timeout{0};
+    std::chrono::steady_clock::time_point sent;
+    std::optional<std::chrono::steady_clock::time_point> started;
+    std::optional<std::chrono::steady_clock::time_point> answered;
     std::optional<CallResult> result;
   };
 
@@ -115,11 +133,14 @@ class Instance : public std::enable_shared_from_this<Instance> {
   boost::asio::awaitable<void> watch_exit(std::shared_ptr<Instance> self);
   boost::asio::awaitable<void> write_frames(std::shared_ptr<Instance> self);
   void send(Frame frame);
+  void send(std::string wire);
   void handle(Frame frame);
   void drain_output();
   void take_lines(std::string& buffer, std::string_view stream, bool flush_partial);
   std::string current_request() const;
   void fail_all(const std::string& reason);
+  void start(Pending& p, std::chrono::steady_clock::time_point now);
+  void start_queued();
 
   boost::asio::io_context& io_;
   LaunchSpec spec_;
@@ -145,6 +166,9 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::chrono::nanoseconds init_duration_{0};
   uint32_t next_call_ = 1;
   std::map<uint32_t, Pending*> pending_;
+  std::deque<uint32_t> queued_;  // sent, not started: they start in this order
+  int running_ = 0;              // started, not answered
+  uint64_t lines_ = 0;
   std::string exit_reason_;
   std::string exit_type_ = "Runtime.ExitError";
   std::function<void(Instance&)> on_exit_;

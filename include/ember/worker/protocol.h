@@ -35,6 +35,7 @@ struct Frame {
 // Appends the wire form of `frame` to `out`.
 void encode(const Frame& frame, std::string& out);
 std::string encode(const Frame& frame);
+std::string encode(FrameType type, uint32_t id, std::string_view meta, std::string_view body);
 
 // Reassembles frames from a byte stream. One owner thread.
 class FrameDecoder {

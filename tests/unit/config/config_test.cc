@@ -142,16 +142,20 @@ TEST(ConfigFile, ReadsTheMeteringSection) {
 TEST(ConfigFile, ReadsTheSchedulerSection) {
   Config c;
   auto st = apply_config_json(R"({"scheduler": {"max_concurrent_starts": 3, "eager_instances": 4,
-      "max_queue": 50, "queue_timeout_ms": 1500}})",
+      "pipeline_depth": 0, "max_queue": 50, "queue_timeout_ms": 1500}})",
                               c);
   ASSERT_TRUE(st.ok()) << st.error().message;
   EXPECT_EQ(c.scheduler.max_concurrent_starts, 3);
   EXPECT_EQ(c.scheduler.eager_instances, 4);
+  EXPECT_EQ(c.scheduler.pipeline_depth, 0);
   EXPECT_EQ(c.scheduler.max_queue, 50);
   EXPECT_EQ(c.scheduler.queue_timeout, std::chrono::milliseconds(1500));
   auto bad = apply_config_json(R"({"scheduler": {"eager_instances": -1}})", c);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().field, "scheduler.eager_instances");
+  auto deep = apply_config_json(R"({"scheduler": {"pipeline_depth": 17}})", c);
+  ASSERT_FALSE(deep.ok());
+  EXPECT_EQ(deep.error().field, "scheduler.pipeline_depth");
 }
 
 TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {

@@ -44,6 +44,43 @@ TEST(PickInstance, ConcurrencyAllowsSeveralCallsPerInstance) {
   EXPECT_FALSE(pick_instance(ms, 1).has_value());
 }
 
+TEST(Pipeline, OnlyForShortQuietCallsAndAPositiveDepth) {
+  EXPECT_TRUE(may_pipeline(1, 200us, kPipelineQuietCalls));
+  EXPECT_FALSE(may_pipeline(0, 200us, kPipelineQuietCalls)) << "depth 0 turns it off";
+  EXPECT_FALSE(may_pipeline(1, 0ns, kPipelineQuietCalls)) << "no call has finished yet";
+  EXPECT_FALSE(may_pipeline(1, kPipelineMaxCall, kPipelineQuietCalls)) << "calls too long";
+  EXPECT_FALSE(may_pipeline(1, 200us, kPipelineQuietCalls - 1)) << "printed lately";
+}
+
+TEST(Pipeline, PicksTheLeastLoadedBusyInstanceUsedLongestAgo) {
+  FakeClock clock;
+  std::vector<MemberView> ms = {member(1), member(2), member(3), member(4)};
+  for (auto& m : ms) m.leased = 1;
+  ms[0].last_used = clock.now() + seconds(2);
+  ms[1].last_used = clock.now() + seconds(1);
+  ms[2].last_used = clock.now();
+  ms[2].leased = 2;  // already has one queued
+  ms[3].starting = true;
+  ms[3].leased = 0;
+  EXPECT_EQ(pick_pipelined(ms, 1, 1), 1u);
+  ms[1].leased = 2;
+  EXPECT_EQ(pick_pipelined(ms, 1, 1), 0u);
+  ms[0].leased = 2;
+  EXPECT_FALSE(pick_pipelined(ms, 1, 1).has_value()) << "every queue is full at depth 1";
+  EXPECT_EQ(pick_pipelined(ms, 1, 2), 2u) << "depth 2: the one used longest ago";
+  EXPECT_FALSE(pick_pipelined(ms, 2, 2).has_value()) << "another version";
+}
+
+TEST(Pipeline, NeverBehindACallThatHasRunLong) {
+  std::vector<MemberView> ms = {member(1), member(2)};
+  for (auto& m : ms) m.leased = 1;
+  ms[0].running_for = kPipelineMaxCall;  // probably a long call: a queued one could not leave
+  ms[1].running_for = kPipelineMaxCall / 2;
+  EXPECT_EQ(pick_pipelined(ms, 1, 1), 1u);
+  ms[1].running_for = 2 * kPipelineMaxCall;
+  EXPECT_FALSE(pick_pipelined(ms, 1, 1).has_value());
+}
+
 TEST(StartsNeeded, ABurstStartsOnlyWhatTheCapsAllow) {
   std::vector<MemberView> none;
   // 50 first calls: two starts at a time, not fifty.
