@@ -90,15 +90,9 @@ struct Scheduler::Pool {
   std::vector<MemberView> views() const {
     std::vector<MemberView> out;
     out.reserve(members.size());
-    const auto steady_now = steady_clock::now();
     for (const auto& m : members) {
-      std::chrono::nanoseconds running_for{0};
-      if (m->leased > 0 && m->instance) {
-        if (auto since = m->instance->running_since()) running_for = steady_now - *since;
-      }
       out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
-                               m->concurrency, m->idle_since, m->last_used, m->memory_mb,
-                               running_for});
+                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
     }
     return out;
   }
@@ -147,9 +141,17 @@ void Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
 }
 
 std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
-  const auto views = pool.views();
+  auto views = pool.views();
   auto index = pick_instance(views, pool.record->active_version);
   if (!index && may_pipeline(options_.pipeline_depth, pool.mean_call, pool.quiet_calls)) {
+    // Only a busy instance's running time matters here, so it is read only here.
+    const auto steady_now = steady_clock::now();
+    for (size_t i = 0; i < views.size(); ++i) {
+      const auto& instance = pool.members[i]->instance;
+      if (auto since = instance ? instance->running_since() : std::nullopt) {
+        views[i].running_for = steady_now - *since;
+      }
+    }
     index = pick_pipelined(views, pool.record->active_version, options_.pipeline_depth);
   }
   if (!index) return nullptr;
@@ -422,11 +424,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     co_return out;
   }
   Pool& pool = pool_for(function);
-  if (stopping_ || pool.removing) {
-    out.kind = InvokeOutcome::Kind::kUnavailable;
-    out.body = stopping_ ? "the daemon is stopping" : "the function is being removed";
-    co_return out;
-  }
+  if (refuse_if_closing(pool, out)) co_return out;
   refresh(pool, record);
   const auto& config = record->active().config;
   ++pool.calls;
@@ -439,7 +437,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
 
   const auto queued_at = steady_clock::now();
   const auto timeout = milliseconds(config.timeout_ms);
-  const std::string request_id = request.request_id;
+  const std::string& request_id = request.request_id;
   auto& log = logs_.ring(function);
   std::shared_ptr<Member> member;
   worker::CallResult result;
@@ -464,8 +462,8 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     }
     member->fresh = false;
     const auto handed_over = steady_clock::now();
-    result = co_await member->instance->call(request.request_id, request.event_json, request.kind,
-                                             timeout, system_clock().wall_ms() + config.timeout_ms);
+    result = co_await member->instance->call(request_id, request.event_json, request.kind, timeout,
+                                             system_clock().wall_ms() + config.timeout_ms);
     out.queued = handed_over - queued_at + result.waited;
     if (result.kind == worker::CallResult::Kind::kNotStarted && attempt + 1 < kMaxAttempts) {
       release(pool, member);
@@ -500,8 +498,16 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   co_return out;
 }
 
+bool Scheduler::refuse_if_closing(const Pool& pool, InvokeOutcome& out) const {
+  if (!stopping_ && !pool.removing) return false;
+  out.kind = InvokeOutcome::Kind::kUnavailable;
+  out.body = stopping_ ? "the daemon is stopping" : "the function is being removed";
+  return true;
+}
+
 asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance(
     Pool& pool, steady_clock::time_point queued_at, InvokeOutcome& out) {
+  if (refuse_if_closing(pool, out)) co_return nullptr;  // e.g. sent back by a removed instance
   if (static_cast<int>(pool.waiters.size()) >= options_.max_queue) {
     out.kind = InvokeOutcome::Kind::kThrottled;
     out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), pool.name);

@@ -300,21 +300,23 @@ asio::awaitable<void> Instance::watch_exit(
 
 void Instance::fail_all(const std::string& reason) {
   for (auto& [_, p] : pending_) {
-    if (!p->result) {
-      CallResult r;
-      r.body = "worker " + reason;
-      if (p->started) {
-        r.kind = CallResult::Kind::kCrash;
-        r.error_type = exit_type_;
-      } else {
-        r.kind = CallResult::Kind::kNotStarted;
-      }
-      p->result = std::move(r);
-    }
+    if (!p->result) p->result = ended(p->started.has_value(), reason);
     p->timer.cancel();
   }
   queued_.clear();
   running_ = 0;
+}
+
+CallResult Instance::ended(bool started, const std::string& reason) const {
+  CallResult r;
+  r.body = "worker " + reason;
+  if (started) {
+    r.kind = CallResult::Kind::kCrash;
+    r.error_type = exit_type_;
+  } else {
+    r.kind = CallResult::Kind::kNotStarted;
+  }
+  return r;
 }
 
 std::optional<steady_clock::time_point> Instance::running_since() const {
@@ -353,13 +355,13 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
   co_return *ready_result_;
 }
 
-asio::awaitable<CallResult> Instance::call(std::string request_id, const std::string& event_json,
-                                           std::string_view kind, std::chrono::nanoseconds timeout,
+asio::awaitable<CallResult> Instance::call(const std::string& request_id,
+                                           const std::string& event_json, std::string_view kind,
+                                           std::chrono::nanoseconds timeout,
                                            int64_t deadline_wall_ms) {
   auto self = shared_from_this();
   if (state_ == State::kDead) {
-    co_return CallResult{
-        CallResult::Kind::kCrash, "worker " + exit_reason_, {}, {}, false, exit_type_};
+    co_return ended(/*started=*/true, exit_reason_);
   }
   const uint32_t id = next_call_++;
   const uint64_t lines_before = lines_;
@@ -371,8 +373,7 @@ asio::awaitable<CallResult> Instance::call(std::string request_id, const std::st
   } else {
     queued_.push_back(id);
   }
-  nlohmann::json meta{
-      {"requestId", std::move(request_id)}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
+  nlohmann::json meta{{"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
   send(encode(FrameType::kInvoke, id, meta.dump(), event_json));
   while (true) {
     auto [ec] = co_await p.timer.async_wait(kAwait);

@@ -19,10 +19,6 @@ uint32_t get_u32(const char* p) {
 
 bool known_type(uint32_t t) { return t >= 1 && t <= 8; }
 
-}  // namespace
-
-namespace {
-
 void encode_into(std::string& out, FrameType type, uint32_t id, std::string_view meta,
                  std::string_view body) {
   out.reserve(out.size() + kHeaderBytes + meta.size() + body.size());

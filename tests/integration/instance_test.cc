@@ -8,6 +8,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <deque>
 #include <functional>
 
 #include "ember/sandbox/sandbox.h"
@@ -80,10 +81,13 @@ class InstanceTest : public ::testing::Test {
     return *instance;
   }
 
-  // Starts a call; its result lands in `out`. `event` must outlive the call.
+  // Starts a call; its result lands in `out`. Instance::call reads its strings when it runs,
+  // after this returns, so the test keeps them.
   void call(Instance& instance, const std::string& request, const std::string& event,
             std::chrono::milliseconds timeout, std::optional<CallResult>& out) {
-    asio::co_spawn(io_, instance.call(request, event, "invoke", timeout, 0),
+    const std::string& kept_request = kept_.emplace_back(request);
+    const std::string& kept_event = kept_.emplace_back(event);
+    asio::co_spawn(io_, instance.call(kept_request, kept_event, "invoke", timeout, 0),
                    [&out](std::exception_ptr, CallResult r) { out = std::move(r); });
   }
 
@@ -108,7 +112,8 @@ class InstanceTest : public ::testing::Test {
     return {a.value_or(CallResult{}), b.value_or(CallResult{})};
   }
 
-  std::vector<Line> lines_;  // before io_: the sink writes here until the instance is gone
+  std::deque<std::string> kept_;  // the strings of calls started by call()
+  std::vector<Line> lines_;       // before io_: the sink writes here until the instance is gone
   asio::io_context io_;
   testing::TempDir dir_;
   std::shared_ptr<Instance> instance_;  // the one two_calls started

@@ -117,6 +117,9 @@ class Scheduler {
   Pool& pool_for(const std::string& name);
   void refresh(Pool& pool, const registry::RecordPtr& record);
   std::shared_ptr<Member> acquire(Pool& pool);
+  // Fills `out` with a 503 and returns true when the daemon is stopping or the function is
+  // being removed.
+  bool refuse_if_closing(const Pool& pool, InvokeOutcome& out) const;
   // Queues the call until an instance is handed to it; null when none comes, with `out` saying
   // why.
   boost::asio::awaitable<std::shared_ptr<Member>> wait_for_instance(

@@ -77,9 +77,11 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // the rest in order: a call sent while the instance is full waits in the worker's channel and
   // starts when the answer of a call ahead of it arrives. `timeout` runs from that start; past it
   // the process is killed. `deadline_wall_ms` is what the handler's context reports. The strings
-  // are read before the first suspension, so the caller may reuse them for another call.
-  boost::asio::awaitable<CallResult> call(std::string request_id, const std::string& event_json,
-                                          std::string_view kind, std::chrono::nanoseconds timeout,
+  // are read only until the frame is sent, before the call first suspends: a caller that
+  // co_awaits it may reuse them for another call; one that spawns it keeps them until it runs.
+  boost::asio::awaitable<CallResult> call(const std::string& request_id,
+                                          const std::string& event_json, std::string_view kind,
+                                          std::chrono::nanoseconds timeout,
                                           int64_t deadline_wall_ms);
 
   // Asks the worker to exit (SHUTDOWN) and kills it if it is still there after `grace`.
@@ -99,8 +101,6 @@ class Instance : public std::enable_shared_from_this<Instance> {
   int in_flight() const { return static_cast<int>(pending_.size()); }
   // When the oldest call running now started; nullopt when none runs.
   std::optional<std::chrono::steady_clock::time_point> running_since() const;
-  // Lines the worker has printed so far.
-  uint64_t lines() const { return lines_; }
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
@@ -139,6 +139,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void take_lines(std::string& buffer, std::string_view stream, bool flush_partial);
   std::string current_request() const;
   void fail_all(const std::string& reason);
+  // What a call gets when the worker ended under it: a crash if it had started, else kNotStarted.
+  CallResult ended(bool started, const std::string& reason) const;
   void start(Pending& p, std::chrono::steady_clock::time_point now);
   void start_queued();
 
