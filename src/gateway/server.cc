@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "ember/gateway/framing.h"
 #include "ember/os/fs.h"
 
 namespace ember::gateway {
@@ -58,6 +59,33 @@ void log_exception(std::string_view what, std::exception_ptr e) {
   } catch (...) {
     spdlog::error("gateway: {} failed with an unknown exception", what);
   }
+}
+
+std::string_view buffer_text(const beast::flat_buffer& buffer) {
+  const auto data = buffer.data();
+  return {static_cast<const char*>(data.data()), data.size()};
+}
+
+// After a refusal the client may still be sending (a body, pipelined requests). Closing with
+// unread bytes makes the kernel send a reset, which can destroy the answer before the client has
+// read it; so, as nginx's lingering close does, stop sending and drain what comes for a moment.
+template <class Stream>
+asio::awaitable<void> linger(Stream& stream) {
+  constexpr auto kLingerTime = milliseconds(1000);
+  constexpr size_t kLingerBytes = 1 << 20;
+  boost::system::error_code ignored;
+  stream.socket().shutdown(asio::socket_base::shutdown_send, ignored);
+  stream.expires_after(kLingerTime);
+  char sink[4096];
+  for (size_t total = 0; total < kLingerBytes;) {
+    auto [ec, n] = co_await stream.async_read_some(asio::buffer(sink), kAwait);
+    if (ec) break;
+    total += n;
+  }
+}
+
+FramingError bad_request(std::string message) {
+  return FramingError{http::status::bad_request, std::move(message)};
 }
 
 bool is_continue_expected(const RequestHeader& header) {
@@ -243,33 +271,66 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       buffer.commit(n);
     }
 
+    // Leading empty lines before a request line are ignored (RFC 9112 §2.2).
+    while (buffer.size() >= 2 && std::string_view(buffer_text(buffer).substr(0, 2)) == "\r\n") {
+      buffer.consume(2);
+    }
     // The whole header must arrive within header_timeout_ms (slowloris); on timeout Beast
-    // closes the socket, so there is nobody left to answer.
+    // closes the socket, so there is nobody left to answer. It is scanned for what Beast would
+    // accept but a proxy could read differently before Beast parses it.
+    stream.expires_after(milliseconds(options_.header_timeout_ms));
+    const size_t header_limit = static_cast<size_t>(options_.max_header_bytes);
+    HeaderScanner scanner;
+    std::optional<FramingError> refused;
+    bool header_complete = false;
+    bool lost = false;
+    while (true) {
+      auto scan = scanner.scan(buffer_text(buffer));
+      if (scan.error) {
+        refused = std::move(scan.error);
+        break;
+      }
+      if (scan.end && *scan.end <= header_limit) {
+        header_complete = true;
+        break;
+      }
+      if (scan.end || buffer.size() >= header_limit) {
+        refused = FramingError{http::status::request_header_fields_too_large,
+                               "request header is over the limit of " +
+                                   std::to_string(options_.max_header_bytes) + " bytes"};
+        break;
+      }
+      auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(kFirstReadBytes), kAwait);
+      if (rec) {
+        lost = true;
+        break;
+      }
+      buffer.commit(rn);
+    }
+    if (lost) break;
+
     http::request_parser<http::empty_body> header_parser;
     header_parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
     // The route's body limit is applied below, once the route is known; Beast's default
     // would otherwise turn a large Content-Length into an error before routing.
     header_parser.body_limit(boost::none);
-    stream.expires_after(milliseconds(options_.header_timeout_ms));
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, header_parser, kAwait);
-    if (ec == http::error::header_limit) {
-      Response res =
-          error_response(http::status::request_header_fields_too_large, "header_too_large",
-                         "request header is over the limit of " +
-                             std::to_string(options_.max_header_bytes) + " bytes");
-      co_await write(stream, res, false);
-      break;
+    if (header_complete) {
+      boost::system::error_code pec;
+      buffer.consume(header_parser.put(buffer.data(), pec));
+      if (pec || !header_parser.is_header_done()) {
+        refused = bad_request(describe_parse_error(pec));
+      } else {
+        refused = check_framing(header_parser.get());
+      }
     }
-    if (ec == beast::error::timeout || ec == http::error::end_of_stream ||
-        ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
-        ec == asio::error::bad_descriptor) {
-      break;
-    }
-    if (ec) {
-      log_client_error("malformed request: " + ec.message());
-      Response res = error_response(http::status::bad_request, "bad_request",
-                                    "malformed HTTP request: " + ec.message());
-      co_await write(stream, res, false);
+    if (refused) {
+      const auto code = refused->status == http::status::request_header_fields_too_large
+                            ? "header_too_large"
+                        : refused->status == http::status::bad_request ? "bad_request"
+                                                                       : "unsupported";
+      log_client_error("refused a request: " + refused->message);
+      Response res = error_response(refused->status, code, refused->message);
+      if (co_await write(stream, res, false)) co_await linger(stream);
       break;
     }
 
@@ -293,7 +354,11 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       plan.reject->version(version);
       app_.answered(plan, plan.reject->result_int());
       bool again = keep_alive && !body_pending && !draining_;
-      if (!co_await write(stream, *plan.reject, again) || !again) break;
+      if (!co_await write(stream, *plan.reject, again)) break;
+      if (!again) {
+        if (body_pending) co_await linger(stream);
+        break;
+      }
       continue;
     }
     if (body_pending && is_continue_expected(header)) {
@@ -317,8 +382,17 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       break;
     }
     if (bec) {
-      if (bec != beast::error::timeout && bec != asio::error::operation_aborted) {
-        log_client_error("malformed request body: " + bec.message());
+      // A body that breaks the framing is answered before the connection closes; a client that
+      // went away or stalled has nobody to answer.
+      if (bec.category() == http::make_error_code(http::error::bad_chunk).category() &&
+          bec != http::error::end_of_stream && bec != http::error::partial_message &&
+          bec != http::error::short_read) {
+        const std::string why = describe_parse_error(bec);
+        log_client_error("refused a request body: " + why);
+        Response res = error_response(http::status::bad_request, "bad_request", why);
+        res.version(version);
+        app_.answered(plan, res.result_int());
+        if (co_await write(stream, res, false)) co_await linger(stream);
       }
       break;
     }

@@ -5,6 +5,7 @@
 
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
+#include "ember/gateway/framing.h"
 #include "temp_dir.h"
 
 namespace ember::gateway {
@@ -124,6 +125,79 @@ TEST(ErrorResponse, OneFormatForEveryError) {
   EXPECT_EQ(error_response(Error::too_large("x")).result_int(), 413u);
   EXPECT_EQ(error_response(Error::unsupported("x")).result_int(), 415u);
   EXPECT_EQ(error_response(Error::system("open", "f", EIO)).result_int(), 500u);
+}
+
+HeaderScanner::Result scan_whole(std::string_view bytes) { return HeaderScanner().scan(bytes); }
+
+TEST(HeaderScanner, FindsTheEndAcrossPiecesAndResumes) {
+  const std::string header = "GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next";
+  HeaderScanner scanner;
+  std::optional<size_t> end;
+  // A byte at a time, as a slow client sends it: no answer until the empty line is complete.
+  for (size_t n = 1; n <= header.size() && !end; ++n) {
+    auto r = scanner.scan(std::string_view(header).substr(0, n));
+    ASSERT_FALSE(r.error) << n;
+    end = r.end;
+    if (n < 27) {
+      EXPECT_FALSE(end) << n;
+    }
+  }
+  ASSERT_TRUE(end);
+  EXPECT_EQ(*end, 27u);
+  EXPECT_EQ(*scan_whole(header).end, 27u);
+}
+
+TEST(HeaderScanner, RefusesBareCrBareLfAndFolding) {
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\nHost: x\r\n\r\n").error);
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\r\nHost: x\n\n").error);
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\r\nHost: x\ry\r\n\r\n").error);
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n").error);
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n").error);
+  EXPECT_TRUE(scan_whole("GET / HTTP/1.1\r\n Host: x\r\n\r\n").error);
+  // A CR at the very end may still be followed by its LF.
+  auto pending = scan_whole("GET / HTTP/1.1\r\nHost: x\r");
+  EXPECT_FALSE(pending.error);
+  EXPECT_FALSE(pending.end);
+  // Whitespace inside a value is fine.
+  EXPECT_FALSE(scan_whole("GET / HTTP/1.1\r\nA: b  c\t d\r\n\r\n").error);
+}
+
+RequestHeader header_with(std::vector<std::pair<http::field, std::string>> fields,
+                          unsigned version = 11) {
+  RequestHeader h;
+  h.version(version);
+  for (auto& [f, v] : fields) h.insert(f, v);
+  return h;
+}
+
+TEST(CheckFraming, HostRules) {
+  EXPECT_FALSE(check_framing(header_with({{http::field::host, "x"}})));
+  EXPECT_TRUE(check_framing(header_with({})));
+  EXPECT_FALSE(check_framing(header_with({}, 10)));
+  EXPECT_TRUE(check_framing(header_with({{http::field::host, "x"}, {http::field::host, "x"}})));
+}
+
+TEST(CheckFraming, TransferEncodingMustEndInOneChunked) {
+  using F = http::field;
+  auto te = [](std::vector<std::string> values, unsigned version = 11) {
+    std::vector<std::pair<http::field, std::string>> f{{F::host, "x"}};
+    for (auto& v : values) f.emplace_back(F::transfer_encoding, v);
+    return check_framing(header_with(f, version));
+  };
+  EXPECT_FALSE(te({"chunked"}));
+  EXPECT_FALSE(te({"Chunked"}));
+  EXPECT_FALSE(te({" chunked ,"}));
+  EXPECT_EQ(te({"gzip"})->status, http::status::bad_request);
+  EXPECT_EQ(te({"chunked, gzip"})->status, http::status::bad_request);
+  EXPECT_EQ(te({"chunked", "gzip"})->status, http::status::bad_request);
+  EXPECT_EQ(te({"chunked, chunked"})->status, http::status::bad_request);
+  EXPECT_EQ(te({""})->status, http::status::bad_request);
+  EXPECT_EQ(te({"chunked"}, 10)->status, http::status::bad_request);
+  EXPECT_EQ(te({"gzip, chunked"})->status, http::status::not_implemented);
+  EXPECT_EQ(te({"gzip", "chunked"})->status, http::status::not_implemented);
+  auto both = header_with({{F::host, "x"}, {F::transfer_encoding, "chunked"}});
+  both.insert(F::content_length, "3");
+  EXPECT_EQ(check_framing(both)->status, http::status::bad_request);
 }
 
 }  // namespace
