@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -290,10 +291,29 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   };
   on_hangup();
 
+  // The spawner helper is part of the daemon: without it no worker can start, and it is the
+  // second line that kills workers should the daemon die. If it dies, every worker is killed
+  // and the daemon exits with an error, for the service manager to restart it.
+  int exit_code = 0;
+  asio::posix::stream_descriptor helper_exit(io, ::dup(sandbox.spawner().helper_pidfd()));
+  helper_exit.async_wait(
+      asio::posix::stream_descriptor::wait_read, [&](const boost::system::error_code& ec) {
+        if (ec) return;
+        spdlog::critical("the spawner helper exited: killing every worker and stopping");
+        exit_code = 1;
+        notifier.stopping();
+        hangup.cancel();
+        signals.cancel();
+        scheduler.kill_all("the spawner helper exited");
+        asio::co_spawn(io, drain_and_stop(server, scheduler),
+                       [&](std::exception_ptr) { io.stop(); });
+      });
+
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (ec) return;
     notifier.stopping();
     hangup.cancel();
+    helper_exit.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
     asio::co_spawn(io, drain_and_stop(server, scheduler), [&](std::exception_ptr) {
       spdlog::info("stopped");
@@ -303,7 +323,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
 
   io.run();
   blocking.join();
-  return 0;
+  return exit_code;
 }
 
 }  // namespace

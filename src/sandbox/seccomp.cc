@@ -6,6 +6,7 @@
 #include <seccomp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -82,6 +83,14 @@ Result<SeccompProgram> compile_seccomp() {
     }
     ++program.rules;
   }
+
+  // The parent-death signal the spawner armed is what kills a worker with the daemon; function
+  // code may not clear or change it. prctl's option is an int: only its low 32 bits count.
+  if (int rc = seccomp_rule_add(ctx.get(), SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1,
+                                SCMP_A0(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, PR_SET_PDEATHSIG))) {
+    return seccomp_error("prctl PR_SET_PDEATHSIG", rc);
+  }
+  ++program.rules;
 
   // libseccomp 2.5 exports only to a descriptor.
   os::UniqueFd memfd(::memfd_create("ember-seccomp", MFD_CLOEXEC));

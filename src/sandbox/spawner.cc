@@ -5,6 +5,7 @@
 #include <linux/sched.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -201,6 +202,7 @@ enum Step : int32_t {
   kStepRlimit,
   kStepIdentity,
   kStepCapabilities,
+  kStepDeathSignal,
   kStepNoNewPrivs,
   kStepSeccomp,
   kStepExecve,
@@ -232,6 +234,8 @@ const char* step_name(int32_t step) {
       return "switch uid and gid";
     case kStepCapabilities:
       return "drop capabilities";
+    case kStepDeathSignal:
+      return "arm the parent-death signal";
     case kStepNoNewPrivs:
       return "no_new_privs";
     case kStepSeccomp:
@@ -408,10 +412,30 @@ void drop_privileges(const Prepared& p, int error_fd) {
   }
 }
 
-[[noreturn]] void exec_child(const Prepared& p, int error_fd, int sync_fd, pid_t daemon_pid,
-                             const Confinement& confinement, const sock_fprog* filter) {
-  // Die with the daemon. Outside a pid namespace the parent is visible: if it is already gone,
-  // the signal will never come. Inside one, the helper checks the daemon after this is armed.
+// True when the daemon has died: its end of the helper's socket, which only the daemon holds,
+// is closed. The kernel closes a dying process's descriptors before it reparents its children,
+// so a child that sees the daemon alive after arming its death signal will get that signal.
+// Async-signal-safe.
+bool daemon_gone(int lifeline, pid_t daemon_pid, bool isolated) {
+  // Outside a pid namespace the parent is visible too; inside one getppid() is 0.
+  if (!isolated && ::getppid() != daemon_pid) return true;
+  pollfd p{lifeline, POLLIN, 0};
+  int n;
+  do {
+    n = ::poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 || (n > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)));
+}
+
+// The child's own descriptor for the lifeline, between close_range and the last check.
+constexpr int kLifelineFd = 5;
+
+// Async-signal-safe.
+[[noreturn]] void exec_child(const Prepared& p, int error_fd, int sync_fd, int lifeline,
+                             pid_t daemon_pid, const Confinement& confinement,
+                             const sock_fprog* filter) {
+  // Die with the daemon while the sandbox is set up. The kernel clears this signal at every
+  // change of credentials (setfsuid and setresuid below), so it is armed again after the last.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   char byte = 1;
   if (::write(sync_fd, &byte, 1) != 1 || ::read(sync_fd, &byte, 1) != 1) {
@@ -444,7 +468,12 @@ void drop_privileges(const Prepared& p, int error_fd) {
   }
   if (::dup3(error_fd, 4, O_CLOEXEC) < 0) child_fail(error_fd, kStepDescriptors, -1, errno);
   error_fd = 4;
-  if (::syscall(SYS_close_range, 5, ~0U, 0) != 0) child_fail(error_fd, kStepDescriptors, -1, errno);
+  if (::dup3(lifeline, kLifelineFd, O_CLOEXEC) < 0) {
+    child_fail(error_fd, kStepDescriptors, -1, errno);
+  }
+  if (::syscall(SYS_close_range, kLifelineFd + 1, ~0U, 0) != 0) {
+    child_fail(error_fd, kStepDescriptors, -1, errno);
+  }
   if (p.fds[3] < 0) ::close(3);
   if (::chdir(p.cwd) != 0) child_fail(error_fd, kStepChdir, -1, errno);
 
@@ -458,6 +487,14 @@ void drop_privileges(const Prepared& p, int error_fd) {
     child_fail(error_fd, kStepRlimit, -1, errno);
   }
   if (p.isolate) drop_privileges(p, error_fd);
+  // No credential changes from here to execve (it gains nothing: no setuid file is honoured and
+  // the bounding set is empty), so the death signal armed now stays. If the daemon died before
+  // this point, no signal will come: leave now.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(error_fd, kStepDeathSignal, -1, errno);
+  if (daemon_gone(kLifelineFd, daemon_pid, p.isolate)) {
+    child_fail(error_fd, kStepDeathSignal, -1, ESRCH);
+  }
+  ::close(kLifelineFd);
   // no_new_privs first: the kernel refuses an unprivileged filter without it, and it keeps
   // setuid binaries from regaining what the sandbox takes away.
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
@@ -586,9 +623,44 @@ int prepare_ops(Prepared& p, char* where, size_t where_size) {
   return 0;
 }
 
+// A worker the helper started, held so that the helper can kill it if the daemon dies.
+struct Tracked {
+  int pidfd;
+  pid_t pid;
+  bool own_pid_namespace;  // killing it kills everything it started
+};
+
+bool exited(int pidfd) {
+  pollfd p{pidfd, POLLIN, 0};
+  return ::poll(&p, 1, 0) != 0;
+}
+
+// Forgets the workers that have exited.
+void prune(std::vector<Tracked>& workers) {
+  std::erase_if(workers, [](const Tracked& w) {
+    if (!exited(w.pidfd)) return false;
+    ::close(w.pidfd);
+    return true;
+  });
+}
+
+// The second line of defence when the daemon dies: a worker's own parent-death signal may have
+// been cleared (by code that runs in it), so the helper kills every worker it started. A worker
+// without its own pid namespace is also killed with its process group (it called setsid()); the
+// group is only signalled while the worker is alive, so its id cannot have been reused.
+void kill_workers(std::vector<Tracked>& workers) {
+  for (const auto& w : workers) {
+    if (!w.own_pid_namespace && !exited(w.pidfd)) ::kill(-w.pid, SIGKILL);
+    ::syscall(SYS_pidfd_send_signal, w.pidfd, SIGKILL, nullptr, 0);
+    ::close(w.pidfd);
+  }
+  workers.clear();
+}
+
 void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t nfds,
                  const Confinement& confinement, const sock_fprog* filter, int host_netns,
-                 int last_cap) {
+                 int last_cap, std::vector<Tracked>& workers) {
+  prune(workers);
   Prepared p;
   p.last_cap = last_cap;
   struct Closer {
@@ -636,7 +708,7 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
     return reply(sock, err, 0, "join the network namespace", -1);
   }
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) exec_child(p, error_fd, child_sync, daemon_pid, confinement, filter);
+  if (pid == 0) exec_child(p, error_fd, child_sync, sock, daemon_pid, confinement, filter);
   int clone_errno = errno;
   if (p.netns >= 0 && ::setns(host_netns, CLONE_NEWNET) != 0) ::_exit(1);  // cannot go on safely
   ::close(error_fd);
@@ -700,6 +772,8 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
     reply(sock, EPROTO, static_cast<pid_t>(pid), "sandbox setup", pidfd);
   } else {
     reply(sock, 0, static_cast<pid_t>(pid), "", pidfd);
+    workers.push_back(Tracked{pidfd, static_cast<pid_t>(pid), p.isolate});
+    return;
   }
   ::close(pidfd);
 }
@@ -728,11 +802,17 @@ void serve_netns(int sock, int host_netns) {
 }
 
 void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confinement& confinement,
-               const sock_fprog* filter, int host_netns, int last_cap) {
+               const sock_fprog* filter, int host_netns, int last_cap,
+               std::vector<Tracked>& workers) {
   int fds[kMaxFds];
   size_t nfds = 0;
   ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), fds, &nfds);
-  if (n <= 0) ::_exit(0);  // the daemon closed its end: nothing left to serve
+  if (n <= 0) {
+    // The daemon closed its end: it stopped, or it died and the kernel closed it. Either way
+    // no worker may stay behind it.
+    kill_workers(workers);
+    ::_exit(0);
+  }
   struct Closer {
     int* fds;
     size_t n;
@@ -745,7 +825,8 @@ void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confine
   if (!r.u32(kind)) return reply(sock, EPROTO, 0, "request", -1);
   if (kind == kNetns) return serve_netns(sock, host_netns);
   if (kind == kSpawn) {
-    return serve_spawn(sock, daemon_pid, r, fds, nfds, confinement, filter, host_netns, last_cap);
+    return serve_spawn(sock, daemon_pid, r, fds, nfds, confinement, filter, host_netns, last_cap,
+                       workers);
   }
   reply(sock, EPROTO, 0, "request kind", -1);
 }
@@ -762,17 +843,25 @@ int read_last_cap() {
 }
 
 [[noreturn]] void helper_main(int sock, pid_t daemon_pid, const Confinement& confinement) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // No parent-death signal here: when the daemon dies, the kernel closes its end of `sock`, and
+  // the helper must live on long enough to kill the workers (serve_one). It never changes its
+  // credentials, and between requests it waits on `sock`, so that end of file always comes.
   if (::getppid() != daemon_pid) ::_exit(0);
   ::prctl(PR_SET_NAME, "ember-spawner");
+  // Above every descriptor a child sets up: it keeps this one as its lifeline (exec_child).
+  if (int high = high_dup(sock); high >= 0) {
+    ::close(sock);
+    sock = high;
+  }
+  std::vector<Tracked> workers;
   std::vector<char> buf(kMaxRequestBytes);
   std::optional<sock_fprog> filter;
   if (confinement.seccomp) filter = confinement.seccomp->fprog();
   int host_netns = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   const int last_cap = read_last_cap();
   while (true) {
-    serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns,
-              last_cap);
+    serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns, last_cap,
+              workers);
   }
 }
 
@@ -796,7 +885,16 @@ Result<std::unique_ptr<Spawner>> Spawner::start(Confinement confinement) {
     helper_main(sv[1], daemon_pid, confinement);
   }
   ::close(sv[1]);
-  return std::unique_ptr<Spawner>(new Spawner(pid, os::UniqueFd(sv[0])));
+  // The helper is this process's child and not yet reaped, so the pid cannot name another.
+  os::UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) {
+    int err = errno;
+    ::close(sv[0]);  // the helper sees end of file and exits
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return Error::system("pidfd_open", "spawner", err);
+  }
+  return std::unique_ptr<Spawner>(new Spawner(pid, std::move(pidfd), os::UniqueFd(sv[0])));
 }
 
 Spawner::~Spawner() {

@@ -655,6 +655,18 @@ asio::awaitable<void> Scheduler::shutdown() {
   }
 }
 
+void Scheduler::kill_all(const std::string& reason) {
+  stopping_ = true;
+  reap_timer_.cancel();
+  for (auto& [_, pool] : pools_) {
+    for (Waiter* w : pool->waiters) w->timer.cancel();
+    pool->waiters.clear();
+    for (const auto& m : pool->members) {
+      if (m->instance) m->instance->kill(reason);
+    }
+  }
+}
+
 json Scheduler::sandbox_counts(const std::string& function) const {
   auto it = sandbox_counts_.find(function);
   SandboxCounts c = it == sandbox_counts_.end() ? SandboxCounts{} : it->second;

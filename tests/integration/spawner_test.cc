@@ -6,9 +6,13 @@
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 namespace ember::sandbox {
 namespace {
@@ -141,6 +145,62 @@ TEST(Spawner, ManySpawnsLeakNoDescriptors) {
   int before = count_fds();
   for (int i = 0; i < 50; ++i) run_sh("true");
   EXPECT_EQ(count_fds(), before);
+}
+
+// The helper's own line of defence, apart from the workers' death signal: a "daemon" (a child of
+// this test) starts a helper and a worker that clears its parent-death signal, then dies by
+// kill -9. The helper sees the daemon's end of its socket close and kills the worker.
+TEST(Spawner, WorkersDieWithTheDaemonEvenWhenTheirDeathSignalWasCleared) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "/usr/bin/python3 is missing";
+  // Orphans come here rather than to init, so the worker's end can be awaited.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  Pipe out;
+  const pid_t daemon = ::fork();
+  ASSERT_GE(daemon, 0);
+  if (daemon == 0) {
+    auto spawner = Spawner::start();
+    if (!spawner.ok()) ::_exit(1);
+    SpawnRequest req;
+    req.argv = {"/usr/bin/python3", "-I", "-c",
+                "import ctypes, os, time\n"
+                "libc = ctypes.CDLL(None)\n"
+                "libc.prctl(1, 0, 0, 0, 0)\n"
+                "sig = ctypes.c_int(-1)\n"
+                "libc.prctl(2, ctypes.byref(sig), 0, 0, 0)\n"
+                "os.write(1, b'%d %d\\n' % (os.getpid(), sig.value))\n"
+                "time.sleep(300)\n"};
+    req.fds = {-1, out.w, -1, -1};
+    auto child = (*spawner)->spawn(req);
+    if (!child.ok()) ::_exit(2);
+    ::pause();
+    ::_exit(0);
+  }
+  out.close_write();
+  char line[64] = {};
+  ssize_t n = ::read(out.r, line, sizeof line - 1);
+  ASSERT_GT(n, 0) << "the worker never reported";
+  pid_t worker = 0;
+  int signal = -1;
+  ASSERT_EQ(std::sscanf(line, "%d %d", &worker, &signal), 2) << line;
+  EXPECT_EQ(signal, 0) << "the worker did not manage to clear its death signal";
+
+  const auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(daemon, SIGKILL), 0);
+  ASSERT_EQ(::waitpid(daemon, nullptr, 0), daemon);
+  // The worker was the daemon's child: now it is ours, and it must end within a second.
+  int status = 0;
+  pid_t got = 0;
+  while ((got = ::waitpid(worker, &status, WNOHANG)) == 0 &&
+         std::chrono::steady_clock::now() - killed_at < std::chrono::seconds(1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (got == 0) ::kill(worker, SIGKILL);
+  ASSERT_EQ(got, worker) << "the worker outlived its daemon by a second";
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  // The helper exited too (it was the daemon's child, so it is ours now).
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
 }
 
 }  // namespace

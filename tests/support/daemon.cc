@@ -99,6 +99,24 @@ int Daemon::stop(int signal) {
   return -1;
 }
 
+int Daemon::wait_exit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (true) {
+    pid_t got = ::waitpid(pid_, &status, WNOHANG);
+    if (got == pid_) break;
+    if (got < 0 && errno != EINTR) return -1;
+    if (std::chrono::steady_clock::now() >= until) return -2;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  pid_ = -1;
+  if (reader_.joinable()) reader_.join();
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
 std::string Daemon::log() const {
   std::lock_guard lock(mu_);
   return log_;

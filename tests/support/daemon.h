@@ -29,6 +29,8 @@ class Daemon {
   bool start();
   // Sends `signal` and waits for the exit; returns the exit status, or 128+signal if killed.
   int stop(int signal = SIGTERM);
+  // Waits for the daemon to exit by itself; its status as stop() gives it, or -2 on timeout.
+  int wait_exit(int timeout_ms);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 

@@ -97,11 +97,16 @@ class Spawner {
   Result<os::UniqueFd> new_network_namespace();
 
   pid_t helper_pid() const { return helper_pid_; }
+  // Readable once the helper has exited. The helper is part of the daemon: without it no worker
+  // starts, and it is the second line that kills workers when the daemon dies.
+  int helper_pidfd() const { return helper_pidfd_.get(); }
 
  private:
-  Spawner(pid_t helper, os::UniqueFd socket) : helper_pid_(helper), socket_(std::move(socket)) {}
+  Spawner(pid_t helper, os::UniqueFd pidfd, os::UniqueFd socket)
+      : helper_pid_(helper), helper_pidfd_(std::move(pidfd)), socket_(std::move(socket)) {}
 
   pid_t helper_pid_;
+  os::UniqueFd helper_pidfd_;
   os::UniqueFd socket_;
   std::mutex mu_;
 };

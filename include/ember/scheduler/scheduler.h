@@ -94,6 +94,9 @@ class Scheduler {
 
   // Stops every instance: SHUTDOWN, then SIGKILL after the grace period; returns once all exited.
   boost::asio::awaitable<void> shutdown();
+  // Kills every instance now and refuses new calls: for when workers can no longer be
+  // supervised (the spawner helper died). Calls in flight end as crashes.
+  void kill_all(const std::string& reason);
 
   // {"starting": n, "idle": n, "busy": n, "stopping": n} for one function.
   nlohmann::json instance_counts(const std::string& function) const;
