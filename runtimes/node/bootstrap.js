@@ -46,15 +46,48 @@ function send(type, id, meta, body) {
   channel.uncork();
 }
 
+// Reads a property or converts a value without letting a hostile error object (a throwing
+// getter, toString or Symbol.toPrimitive) stop the report.
+function safely(read, fallback) {
+  try {
+    const value = read();
+    return typeof value === 'string' ? value : fallback;
+  } catch {
+    return fallback;
+  }
+}
+
 function describe(err) {
   if (err instanceof Error) {
     return {
-      errorType: err.name || 'Error',
-      errorMessage: err.message,
-      stack: String(err.stack || '').split('\n'),
+      errorType: safely(() => err.name, 'Error') || 'Error',
+      errorMessage: safely(() => err.message, ''),
+      stack: safely(() => String(err.stack || ''), '').split('\n'),
     };
   }
-  return { errorType: 'Error', errorMessage: String(err), stack: [] };
+  return { errorType: 'Error', errorMessage: safely(() => String(err), '<unprintable value>'), stack: [] };
+}
+
+// Sent when even describing the error failed (out of memory): built at start, so sending it
+// costs only a 16-byte copy of the header with the call's id.
+const LAST_RESORT_META = Buffer.from(JSON.stringify({
+  errorType: 'Runtime.ErrorReportFailed',
+  errorMessage: 'the handler failed, and describing its error failed too',
+}));
+const LAST_RESORT_HEADER = Buffer.alloc(HEADER_BYTES);
+LAST_RESORT_HEADER.writeUInt32LE(ERROR, 0);
+LAST_RESORT_HEADER.writeUInt32LE(LAST_RESORT_META.length, 8);
+
+function reportError(id, err) {
+  try {
+    send(ERROR, id, describe(err));
+  } catch {
+    LAST_RESORT_HEADER.writeUInt32LE(id, 4);
+    channel.cork();
+    channel.write(Buffer.from(LAST_RESORT_HEADER));
+    channel.write(LAST_RESORT_META);
+    channel.uncork();
+  }
 }
 
 // Loads `file.export` from the task root. A CommonJS file that only declares a top-level
@@ -147,7 +180,7 @@ async function invoke(handler, id, meta, body) {
   } catch (err) {
     const flushed = flushStdio();
     if (flushed) await flushed;
-    send(ERROR, id, describe(err));
+    reportError(id, err);
   } finally {
     inFlight--;
     if (waiting.length > 0) {

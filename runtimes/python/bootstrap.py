@@ -4,11 +4,14 @@ Loads the function's handler, then serves invocations over the frames of
 docs/worker-protocol.md on fd 3. stdout and stderr are the function's own.
 
 It imports only what every call needs: the channel is read and written with os
-calls rather than the socket module, and traceback is loaded when an error is
-reported, so a cold start pays for little more than the interpreter and json.
+calls rather than the socket module. A handler's error is reported even when the
+handler used up its descriptors, its memory or its recursion depth: the stack is
+formatted here without importing anything, memory is held in reserve for it, and
+a last-resort frame is built at start and sent without allocating.
 """
 
 import json
+import mmap
 import os
 import struct
 import sys
@@ -38,22 +41,85 @@ class Context:
     getRemainingTimeInMillis = get_remaining_time_in_millis
 
 
-def describe(exc):
-    import traceback  # only on the error path: it costs a few ms to import
+# Address space held back while a handler runs and given up when it fails, so that a handler that
+# ran into its memory limit (RLIMIT_AS or RLIMIT_DATA) leaves room to describe its error. Untouched,
+# it costs no resident memory.
+RESERVE_BYTES = 4 << 20
+BOOTSTRAP = os.path.abspath(__file__)
+SOURCE_CACHE = {}  # file name -> its lines, for stack entries
+RECURSION_LIMIT = sys.getrecursionlimit()
 
+
+def _reserve():
+    try:
+        return mmap.mmap(-1, RESERVE_BYTES)
+    except (OSError, MemoryError):
+        return None
+
+
+def _source_line(filename, lineno):
+    lines = SOURCE_CACHE.get(filename)
+    if lines is None:
+        try:
+            with open(filename, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:  # out of descriptors, or no such file: the entry goes without its line
+            return ""
+        SOURCE_CACHE[filename] = lines
+    return lines[lineno - 1].strip() if 0 < lineno <= len(lines) else ""
+
+
+def _stack(tb):
+    """The stack as Lambda's Python runtime lists it, from the handler down; runs of one
+    repeated entry (deep recursion) are folded as traceback does."""
+    out = []
+    last, repeats = None, 0
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename != BOOTSTRAP:
+            entry = f'  File "{code.co_filename}", line {tb.tb_lineno}, in {code.co_name}\n'
+            line = _source_line(code.co_filename, tb.tb_lineno)
+            if line:
+                entry += f"    {line}\n"
+            if entry == last:
+                repeats += 1
+            else:
+                if repeats > 2:
+                    out.append(f"  [Previous line repeated {repeats - 2} more times]\n")
+                last, repeats = entry, 0
+            if repeats <= 2:
+                out.append(entry)
+        tb = tb.tb_next
+    if repeats > 2:
+        out.append(f"  [Previous line repeated {repeats - 2} more times]\n")
+    return out
+
+
+def describe(exc):
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - a hostile __str__ still gets its error reported
+        message = "<the error's message could not be read>"
     return {
         "errorType": type(exc).__name__,
-        "errorMessage": str(exc),
-        "stack": traceback.format_exception(type(exc), exc, exc.__traceback__),
+        "errorMessage": message,
+        "stack": _stack(exc.__traceback__),
     }
 
 
 class Channel:
     """Frames over a stream socket, read through a buffer: one read usually holds a whole frame."""
 
+    # Sent when even a short description cannot be built: prepared now, sent without allocating.
+    LAST_RESORT = json.dumps({
+        "errorType": "Runtime.ErrorReportFailed",
+        "errorMessage": "the handler failed, and describing its error failed too",
+    }).encode()
+
     def __init__(self, fd):
         self.fd = fd
         self.buf = bytearray()
+        self.header = bytearray(HEADER.size)
 
     def send(self, kind, ident, meta, body=b""):
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b"{}"
@@ -64,6 +130,13 @@ class Channel:
         data = memoryview(HEADER.pack(kind, ident, len(meta_bytes), len(body)) + meta_bytes + body)
         while data:
             data = data[os.write(self.fd, data):]
+
+    def send_last_resort(self, ident):
+        HEADER.pack_into(self.header, 0, ERROR, ident, len(self.LAST_RESORT), 0)
+        for data in (self.header, self.LAST_RESORT):
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
 
     def _fill(self, n):
         """Reads until the buffer holds n bytes; False at the end of the stream."""
@@ -100,6 +173,21 @@ def load_handler(spec, root):
     return handler
 
 
+def report_error(channel, ident, exc, reserve):
+    """Sends the handler's error; returns the reserve, taken again for the next call."""
+    if reserve is not None:
+        reserve.close()  # room to describe the error, whatever the handler left
+    try:
+        channel.send(ERROR, ident, describe(exc))
+    except Exception:  # noqa: BLE001 - out of memory or depth: say less
+        try:
+            channel.send(ERROR, ident, {"errorType": type(exc).__name__,
+                                        "errorMessage": "<the error could not be described>"})
+        except Exception:  # noqa: BLE001
+            channel.send_last_resort(ident)
+    return _reserve()
+
+
 def main():
     channel = Channel(3)
     try:
@@ -109,6 +197,7 @@ def main():
         channel.send(INIT_ERROR, 0, describe(exc))
         return 1
     channel.send(READY, 0, {})
+    reserve = _reserve()
     while True:
         frame = channel.receive()
         if frame is None:
@@ -123,7 +212,8 @@ def main():
             value = handler(event, Context(meta))
             channel.send(RESULT, ident, {}, json.dumps(value).encode())
         except Exception as exc:  # noqa: BLE001 - reported to the caller as the function's error
-            channel.send(ERROR, ident, describe(exc))
+            sys.setrecursionlimit(RECURSION_LIMIT)  # the handler may have lowered it
+            reserve = report_error(channel, ident, exc, reserve)
 
 
 if __name__ == "__main__":
