@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <vector>
 
@@ -87,6 +88,69 @@ bool symlink_stays_inside(std::string_view entry, std::string_view target) {
   return push_parts(dir) && push_parts(target);
 }
 
+// ---- zip entry types ----
+// libarchive turns a zip entry whose Unix mode says FIFO into a regular file (a workaround for
+// an old Info-ZIP habit), so the types are read here from the central directory, where they live
+// (the high half of an entry's external attributes when it was made on Unix). Only what the
+// directory states plainly is judged; anything unreadable is left to libarchive to refuse.
+
+uint16_t le16(std::string_view d, size_t at) {
+  return static_cast<uint16_t>(static_cast<uint8_t>(d[at]) | static_cast<uint8_t>(d[at + 1]) << 8);
+}
+uint32_t le32(std::string_view d, size_t at) {
+  return static_cast<uint32_t>(le16(d, at)) | static_cast<uint32_t>(le16(d, at + 2)) << 16;
+}
+uint64_t le64(std::string_view d, size_t at) {
+  return static_cast<uint64_t>(le32(d, at)) | static_cast<uint64_t>(le32(d, at + 4)) << 32;
+}
+
+struct CentralDirectory {
+  uint64_t offset = 0;
+  uint64_t entries = 0;
+};
+
+std::optional<CentralDirectory> find_central_directory(std::string_view d) {
+  constexpr size_t kEocd = 22;
+  if (d.size() < kEocd) return std::nullopt;
+  // The end record sits behind a comment of at most 64 KiB.
+  const size_t lowest = d.size() - kEocd > 0xFFFF ? d.size() - kEocd - 0xFFFF : 0;
+  for (size_t at = d.size() - kEocd + 1; at-- > lowest;) {
+    if (le32(d, at) != 0x06054b50) continue;
+    CentralDirectory cd{le32(d, at + 16), le16(d, at + 10)};
+    if (cd.offset != 0xFFFFFFFF && cd.entries != 0xFFFF) return cd;
+    // Zip64: a locator just before the end record points at the zip64 end record.
+    if (at < 20 || le32(d, at - 20) != 0x07064b50) return std::nullopt;
+    const uint64_t record = le64(d, at - 20 + 8);
+    if (d.size() < 56 || record > d.size() - 56 || le32(d, record) != 0x06064b50) {
+      return std::nullopt;
+    }
+    return CentralDirectory{le64(d, record + 48), le64(d, record + 32)};
+  }
+  return std::nullopt;
+}
+
+// The name of the first entry that the central directory says is a device, FIFO or socket.
+std::optional<std::string> zip_special_entry(std::string_view d) {
+  constexpr uint8_t kUnix = 3, kDarwin = 19;  // "version made by" systems with Unix modes
+  auto cd = find_central_directory(d);
+  if (!cd) return std::nullopt;
+  size_t at = cd->offset;
+  for (uint64_t i = 0; i < cd->entries; ++i) {
+    if (at > d.size() || d.size() - at < 46 || le32(d, at) != 0x02014b50) return std::nullopt;
+    const uint8_t system = static_cast<uint8_t>(le16(d, at + 4) >> 8);
+    const size_t name_len = le16(d, at + 28);
+    const size_t extra_len = le16(d, at + 30), comment_len = le16(d, at + 32);
+    const uint32_t type = (le32(d, at + 38) >> 16) & S_IFMT;
+    if (d.size() - at - 46 < name_len) return std::nullopt;
+    if ((system == kUnix || system == kDarwin) && type != 0 && type != S_IFREG && type != S_IFDIR &&
+        type != S_IFLNK) {
+      return std::string(d.substr(at + 46, name_len));
+    }
+    at += 46 + name_len + extra_len + comment_len;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 Result<BundleFormat> detect_format(std::string_view data, std::string_view content_type) {
@@ -121,6 +185,11 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
   if (data.size() > limits.max_compressed_bytes) {
     return Error::too_large(fmt::format("bundle is {} bytes, over the limit of {} bytes",
                                         data.size(), limits.max_compressed_bytes));
+  }
+  if (format == BundleFormat::kZip) {
+    if (auto special = zip_special_entry(data)) {
+      return entry_error(*special, "devices, FIFOs and sockets are not allowed in a bundle");
+    }
   }
   ArchiveReader in(archive_read_new());
   if (format == BundleFormat::kZip) {

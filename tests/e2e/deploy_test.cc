@@ -138,6 +138,28 @@ TEST_F(DeployE2E, BadInputGetsClearErrors) {
             std::string::npos)
       << rejected.body;
 
+  // A FIFO is refused alike in both formats, though libarchive would read the zip one as a file.
+  auto fifo_zip = zip_with_unix_type(
+      ArchiveBuilder(ArchiveKind::kZip)
+          .file("function.json", R"({"runtime":"node","handler":"index.handler"})")
+          .file("index.js", "x")
+          .file("pipe", "")
+          .build(),
+      "pipe", S_IFIFO);
+  auto fifo_tgz = ArchiveBuilder(ArchiveKind::kTarGz)
+                      .file("function.json", R"({"runtime":"node","handler":"index.handler"})")
+                      .file("index.js", "x")
+                      .special("pipe", S_IFIFO)
+                      .build();
+  for (const auto& [bundle, type] : {std::pair{fifo_zip, kZip}, std::pair{fifo_tgz, kTgz}}) {
+    auto fifo = daemon_.admin("PUT", "/v1/functions/fifo", bundle, type);
+    EXPECT_EQ(fifo.status, 400) << fifo.body;
+    EXPECT_EQ(fifo.json()["error"]["message"],
+              "bundle entry \"pipe\": devices, FIFOs and sockets are not allowed in a bundle")
+        << fifo.body;
+  }
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/fifo").status, 404);
+
   auto bad_manifest = ArchiveBuilder(ArchiveKind::kZip)
                           .file("function.json", R"({"runtime":"node","handler":"index.handler",
                                                      "memory_mb": 99999})")

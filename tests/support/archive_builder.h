@@ -40,6 +40,11 @@ class ArchiveBuilder {
   std::vector<Entry> entries_;
 };
 
+// `zip` with the central directory entry of `name` rewritten to say it was made on Unix with
+// file type `type` (S_IFIFO...): how `zip -FI` stores a FIFO. libarchive reads such an entry as
+// a regular file, so only the central directory tells.
+std::string zip_with_unix_type(std::string zip, const std::string& name, unsigned type);
+
 // A minimal valid function bundle: function.json plus index.js.
 std::string hello_bundle(ArchiveKind kind, const std::string& manifest =
                                                R"({"runtime":"node","handler":"index.handler"})");

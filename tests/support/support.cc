@@ -66,6 +66,20 @@ ArchiveBuilder& ArchiveBuilder::special(const std::string& path, unsigned type) 
   entries_.push_back({path, type, 0644, {}, {}, false, 0});
   return *this;
 }
+std::string zip_with_unix_type(std::string zip, const std::string& name, unsigned type) {
+  const std::string signature("PK\x01\x02", 4);
+  for (size_t at = zip.find(signature); at != std::string::npos; at = zip.find(signature, at + 4)) {
+    const size_t name_len = static_cast<uint8_t>(zip[at + 28]) |
+                            static_cast<size_t>(static_cast<uint8_t>(zip[at + 29])) << 8;
+    if (zip.compare(at + 46, name_len, name) != 0) continue;
+    zip[at + 5] = 3;  // "version made by": Unix
+    const uint32_t attributes = (type | 0644u) << 16;
+    for (int i = 0; i < 4; ++i) zip[at + 38 + i] = static_cast<char>(attributes >> (8 * i));
+    return zip;
+  }
+  return zip;
+}
+
 ArchiveBuilder& ArchiveBuilder::zeros(const std::string& path, size_t size) {
   entries_.push_back({path, AE_IFREG, 0644, {}, {}, false, size});
   return *this;

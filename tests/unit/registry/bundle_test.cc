@@ -134,6 +134,27 @@ TEST_P(TarBundleTest, RejectsDevicesAndFifos) {
   expect_rejected(builder().special("pipe", AE_IFIFO).build(), "pipe");
 }
 
+std::string zip_with_type(const std::string& name, uint32_t type) {
+  return testing::zip_with_unix_type(
+      ArchiveBuilder(ArchiveKind::kZip).file("ok.txt", "x").file(name, "data").build(), name, type);
+}
+
+TEST(ZipBundle, RejectsDevicesFifosAndSocketsFromTheCentralDirectory) {
+  for (uint32_t type : {S_IFIFO, S_IFCHR, S_IFBLK, S_IFSOCK}) {
+    TempDir tmp;
+    auto r = extract_bundle(zip_with_type("special", type), BundleFormat::kZip, tmp.path(), {});
+    ASSERT_FALSE(r.ok()) << std::oct << type;
+    EXPECT_EQ(r.error().code, Errc::kInvalid);
+    EXPECT_NE(r.error().message.find("\"special\""), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find("FIFOs"), std::string::npos) << r.error().message;
+    EXPECT_TRUE(fs::is_empty(tmp.path())) << "nothing is extracted";
+  }
+  TempDir tmp;
+  auto regular =
+      extract_bundle(zip_with_type("plain", S_IFREG), BundleFormat::kZip, tmp.path(), {});
+  EXPECT_TRUE(regular.ok()) << regular.error().message;
+}
+
 TEST_P(BundleTest, RejectsDuplicateEntries) {
   auto r = extract(builder().file("a", "1").file("a", "2").build());
   EXPECT_FALSE(r.ok());
