@@ -18,6 +18,7 @@
 
 #include "archive_builder.h"
 #include "daemon.h"
+#include "eventually.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -56,17 +57,6 @@ bool alive(pid_t pid) {
   if (!std::getline(stat, line)) return false;
   auto close = line.rfind(')');
   return close != std::string::npos && line[close + 2] != 'Z';
-}
-
-// Polls `done` every 20 ms for up to `limit`; for conditions that settle asynchronously.
-template <class F>
-bool eventually(F done, milliseconds limit = milliseconds(10'000)) {
-  auto until = steady_clock::now() + limit;
-  while (steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return done();
 }
 
 class InvokeE2E : public ::testing::Test {

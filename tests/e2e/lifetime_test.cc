@@ -15,6 +15,7 @@
 
 #include "archive_builder.h"
 #include "daemon.h"
+#include "eventually.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -90,16 +91,6 @@ std::vector<pid_t> survivors(const std::map<pid_t, ProcInfo>& set, steady_clock:
     if (left.empty() || took >= limit) return left;
     std::this_thread::sleep_for(milliseconds(5));
   }
-}
-
-template <class F>
-bool eventually(F done, milliseconds limit = milliseconds(10'000)) {
-  const auto until = steady_clock::now() + limit;
-  while (steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return done();
 }
 
 const char* kNode = R"(const { spawn } = require('child_process');

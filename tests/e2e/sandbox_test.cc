@@ -12,6 +12,7 @@
 
 #include "archive_builder.h"
 #include "daemon.h"
+#include "eventually.h"
 #include "http_client.h"
 #include "temp_dir.h"
 
@@ -141,16 +142,6 @@ int sandboxed_processes(const std::string& comm) {
     if (uid >= 600000000 && uid < 600000000 + 65536 && this_comm == comm) ++n;
   }
   return n;
-}
-
-template <class F>
-bool eventually(F done, milliseconds limit = milliseconds(10'000)) {
-  auto until = steady_clock::now() + limit;
-  while (steady_clock::now() < until) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return done();
 }
 
 class SandboxE2E : public ::testing::Test {
