@@ -635,13 +635,21 @@ bool exited(int pidfd) {
   return ::poll(&p, 1, 0) != 0;
 }
 
-// Forgets the workers that have exited.
+// Forgets the workers that have exited, with one poll() for all of them.
 void prune(std::vector<Tracked>& workers) {
-  std::erase_if(workers, [](const Tracked& w) {
-    if (!exited(w.pidfd)) return false;
-    ::close(w.pidfd);
-    return true;
-  });
+  if (workers.empty()) return;
+  std::vector<pollfd> polls(workers.size());
+  for (size_t i = 0; i < workers.size(); ++i) polls[i] = pollfd{workers[i].pidfd, POLLIN, 0};
+  if (::poll(polls.data(), polls.size(), 0) <= 0) return;
+  size_t kept = 0;
+  for (size_t i = 0; i < workers.size(); ++i) {
+    if (polls[i].revents != 0) {
+      ::close(workers[i].pidfd);
+    } else {
+      workers[kept++] = workers[i];
+    }
+  }
+  workers.resize(kept);
 }
 
 // The second line of defence when the daemon dies: a worker's own parent-death signal may have
