@@ -78,8 +78,8 @@ Status apply_config_json(std::string_view text, Config& c) {
   }
   std::string runtimes_dir;
   f.string("runtimes_dir", runtimes_dir);
-  f.string("node_path", c.scheduler.node_path);
-  f.string("python_path", c.scheduler.python_path);
+  f.string("node_path", c.runtime.node_path);
+  f.string("python_path", c.runtime.python_path);
   if (const json* sch = f.object("scheduler")) {
     JsonFields h(*sch, "scheduler");
     auto& o = c.scheduler;
@@ -137,7 +137,7 @@ Status apply_config_json(std::string_view text, Config& c) {
     if (auto st = h.finish(); !st) return st;
   }
   if (auto st = f.finish(); !st) return st;
-  if (!runtimes_dir.empty()) c.scheduler.runtimes_dir = runtimes_dir;
+  if (!runtimes_dir.empty()) c.runtime.runtimes_dir = runtimes_dir;
   if (!listen.empty()) {
     auto l = parse_listen(listen);
     if (!l) return Error::invalid("listen: " + l.error().message, "listen");
@@ -217,7 +217,7 @@ std::vector<std::string> restart_needed(const Config& a, const Config& b) {
             a.bundles.max_entries == b.bundles.max_entries &&
             a.bundles.max_ratio == b.bundles.max_ratio && a.max_versions == b.max_versions,
         "bundles");
-  check(a.scheduler.runtimes_dir == b.scheduler.runtimes_dir, "runtimes_dir");
+  check(a.runtime.runtimes_dir == b.runtime.runtimes_dir, "runtimes_dir");
   const auto& s = a.sandbox;
   const auto& t = b.sandbox;
   check(s.insecure == t.insecure && s.uid_base == t.uid_base && s.uid_count == t.uid_count &&

@@ -32,6 +32,7 @@
 #include "ember/metering/usage.h"
 #include "ember/os/systemd.h"
 #include "ember/registry/registry.h"
+#include "ember/runtime/cold_start.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 #include "ember/worker/logs.h"
@@ -154,6 +155,7 @@ struct Reloader {
   const config::CommandLine& cl;
   config::Config current;
   scheduler::Scheduler& scheduler;
+  runtime::ColdStartFactory& factory;
   gateway::Api& api;
   std::string file_token;  // the token read from the state directory, when none is configured
 
@@ -170,10 +172,12 @@ struct Reloader {
     }
     init_logging(*parse_log_level(next->log_level));
     scheduler::SchedulerOptions options = next->scheduler;
-    options.runtimes_dir = find_runtimes(current.scheduler.runtimes_dir);
     if (options.memory_budget_mb == 0) options.memory_budget_mb = default_memory_budget_mb();
     if (options.eager_instances == 0) options.eager_instances = cpu_count();
     scheduler.set_options(std::move(options));
+    runtime::RuntimeOptions interpreters = next->runtime;
+    interpreters.runtimes_dir = find_runtimes(current.runtime.runtimes_dir);
+    factory.set_options(std::move(interpreters));
     api.set_admin_token(next->admin_token.empty() ? file_token : next->admin_token);
     api.set_prices(next->metering.prices);
     // Settings that need a restart keep their running values.
@@ -236,15 +240,17 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   unblock_stop_signals();
   asio::thread_pool blocking(1);
 
+  runtime::RuntimeOptions runtime_options = cfg.runtime;
+  runtime_options.runtimes_dir = find_runtimes(cfg.runtime.runtimes_dir);
+  runtime::ColdStartFactory factory(io, sandbox, reg, runtime_options);
   scheduler::SchedulerOptions sched_options = cfg.scheduler;
-  sched_options.runtimes_dir = find_runtimes(cfg.scheduler.runtimes_dir);
   if (sched_options.memory_budget_mb == 0)
     sched_options.memory_budget_mb = default_memory_budget_mb();
   if (sched_options.eager_instances == 0) sched_options.eager_instances = cpu_count();
-  scheduler::Scheduler scheduler(io, sandbox, reg, logs, sched_options);
+  scheduler::Scheduler scheduler(io, factory, reg, logs, sched_options);
   scheduler.start();
   spdlog::info("scheduler: runtimes in {}, memory budget {} MiB, {} eager instances per function",
-               sched_options.runtimes_dir.string(), sched_options.memory_budget_mb,
+               runtime_options.runtimes_dir.string(), sched_options.memory_budget_mb,
                sched_options.eager_instances);
 
   gateway::Api api(gateway::ApiOptions{token, cfg.bundles.max_compressed_bytes,
@@ -279,7 +285,8 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
                    if (e) spdlog::error("service manager notifications stopped");
                  });
 
-  Reloader reloader{cl, cfg, scheduler, api, cfg.admin_token.empty() ? token : std::string()};
+  Reloader reloader{cl,      cfg, scheduler,
+                    factory, api, cfg.admin_token.empty() ? token : std::string()};
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
@@ -364,8 +371,8 @@ int main(int argc, char** argv) {
   }
   // First, while this process has a single thread: the sandbox and its spawner helper.
   sandbox::SandboxOptions sandbox_options = cfg->sandbox;
-  sandbox_options.runtimes_dir = find_runtimes(cfg->scheduler.runtimes_dir);
-  sandbox_options.interpreters = {cfg->scheduler.node_path, cfg->scheduler.python_path};
+  sandbox_options.runtimes_dir = find_runtimes(cfg->runtime.runtimes_dir);
+  sandbox_options.interpreters = {cfg->runtime.node_path, cfg->runtime.python_path};
   // One cgroup subtree per state directory: two daemons never touch each other's workers.
   sandbox_options.tag =
       sha256_hex(std::filesystem::weakly_canonical(cfg->state_dir).string()).substr(0, 12);

@@ -22,8 +22,6 @@ namespace {
 
 constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 
-Clock::time_point now() { return system_clock().now(); }
-
 void log_exception(std::exception_ptr e) {
   if (!e) return;
   try {
@@ -48,7 +46,7 @@ std::string error_json(std::string_view type, std::string_view message) {
 
 struct Scheduler::Member {
   uint64_t id = 0;
-  std::shared_ptr<worker::Instance> instance;
+  std::shared_ptr<runtime::Instance> instance;
   int version = 0;
   int concurrency = 1;
   int memory_mb = 0;
@@ -64,7 +62,7 @@ struct Scheduler::Member {
 
 struct Scheduler::Waiter {
   asio::steady_timer timer;
-  steady_clock::time_point queued_at;
+  Clock::time_point queued_at;
   std::shared_ptr<Member> member;    // the instance handed over, already leased
   std::optional<std::string> error;  // set when the instance meant for it failed to start
 };
@@ -108,10 +106,12 @@ namespace {
 uint64_t g_next_member = 1;
 }
 
-Scheduler::Scheduler(asio::io_context& io, sandbox::Sandbox& sandbox, registry::Registry& registry,
-                     worker::LogStore& logs, SchedulerOptions options)
+Scheduler::Scheduler(asio::io_context& io, runtime::InstanceFactory& factory,
+                     registry::Registry& registry, worker::LogStore& logs, SchedulerOptions options,
+                     const Clock& clock)
     : io_(io),
-      sandbox_(sandbox),
+      factory_(factory),
+      clock_(clock),
       registry_(registry),
       logs_(logs),
       options_(std::move(options)),
@@ -145,7 +145,7 @@ std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
   auto index = pick_instance(views, pool.record->active_version);
   if (!index && may_pipeline(options_.pipeline_depth, pool.mean_call, pool.quiet_calls)) {
     // Only a busy instance's running time matters here, so it is read only here.
-    const auto steady_now = steady_clock::now();
+    const auto steady_now = clock_.now();
     for (size_t i = 0; i < views.size(); ++i) {
       const auto& instance = pool.members[i]->instance;
       if (auto since = instance ? instance->running_since() : std::nullopt) {
@@ -157,13 +157,13 @@ std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
   if (!index) return nullptr;
   auto m = pool.members[*index];
   ++m->leased;
-  m->last_used = now();
+  m->last_used = clock_.now();
   return m;
 }
 
 void Scheduler::release(Pool& pool, const std::shared_ptr<Member>& m) {
   --m->leased;
-  m->last_used = now();
+  m->last_used = clock_.now();
   // A worker killed by a timeout or crashed mid-call takes no further calls; the next caller
   // gets a fresh instance.
   if (!m->instance->usable()) stop_member(pool, m);
@@ -189,9 +189,8 @@ void Scheduler::dispatch_waiters(Pool& pool) {
 void Scheduler::ensure_starts(Pool& pool) {
   if (stopping_ || pool.removing || !pool.record) return;
   const auto& config = pool.record->active().config;
-  const auto oldest_wait = pool.waiters.empty()
-                               ? std::chrono::nanoseconds(0)
-                               : steady_clock::now() - pool.waiters.front()->queued_at;
+  const auto oldest_wait = pool.waiters.empty() ? std::chrono::nanoseconds(0)
+                                                : clock_.now() - pool.waiters.front()->queued_at;
   int n = starts_needed(
       pool.views(), pool.record->active_version,
       StartInputs{static_cast<int>(pool.waiters.size()), config.max_instances, config.concurrency,
@@ -248,52 +247,6 @@ bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
   return true;
 }
 
-Result<worker::LaunchSpec> Scheduler::launch_spec(const registry::FunctionRecord& record) const {
-  const registry::Version& v = record.active();
-  const registry::FunctionConfig& c = v.config;
-  const std::string bundle = registry_.bundle_dir(v).string();
-  worker::LaunchSpec spec;
-  spec.function = record.name;
-  spec.version = v.number;
-  spec.concurrency = c.concurrency;
-  const std::string task_root = sandbox_.task_root(bundle);
-  const std::filesystem::path runtimes = sandbox_.runtime_root();
-  spec.cwd = task_root;
-  spec.worker.function = record.name;
-  spec.worker.bundle_dir = bundle;
-  spec.worker.memory_mb = c.memory_mb;
-  spec.worker.tmp_mb = c.tmp_mb;
-  spec.worker.host_network = c.network == "host";
-  // Built from scratch: nothing of the daemon's own environment reaches a function.
-  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin",
-              "LANG=C.UTF-8",
-              "TZ=UTC",
-              "HOME=/tmp",
-              "_HANDLER=" + c.handler,
-              "LAMBDA_TASK_ROOT=" + task_root,
-              "EMBER_FUNCTION_NAME=" + record.name,
-              "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
-              "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb),
-              "EMBER_CONCURRENCY=" + std::to_string(c.concurrency)};
-  for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
-  switch (c.runtime) {
-    case registry::Runtime::kNode:
-      spec.argv = {options_.node_path,
-                   "--max-old-space-size=" + std::to_string(std::max(16, c.memory_mb * 3 / 4)),
-                   (runtimes / "node" / "bootstrap.js").string()};
-      break;
-    case registry::Runtime::kPython:
-      spec.argv = {options_.python_path, "-I", "-u",
-                   (runtimes / "python" / "bootstrap.py").string()};
-      break;
-    case registry::Runtime::kProvided:
-      return Error::unsupported(
-          "runtime provided needs the Lambda Runtime API shim, which this build of Ember does "
-          "not include yet");
-  }
-  return spec;
-}
-
 asio::awaitable<void> Scheduler::start_instance(std::string name, registry::RecordPtr record,
                                                 bool on_demand) {
   auto member = std::make_shared<Member>();
@@ -305,17 +258,12 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   member->on_demand = on_demand;
   pool_for(name).members.push_back(member);
 
-  auto spec = launch_spec(*record);
-  Result<std::shared_ptr<worker::Instance>> instance =
-      spec ? worker::Instance::launch(
-                 io_, sandbox_, std::move(*spec),
-                 [logs = &logs_, name](std::string_view stream, std::string_view request,
-                                       std::string text) {
-                   logs->ring(name).append(worker::LogLine{0, system_clock().wall_ms(),
-                                                           std::string(stream),
-                                                           std::string(request), std::move(text)});
-                 })
-           : Result<std::shared_ptr<worker::Instance>>(spec.error());
+  auto instance = factory_.start(
+      *record, [logs = &logs_, clock = &clock_, name](std::string_view stream,
+                                                      std::string_view request, std::string text) {
+        logs->ring(name).append(worker::LogLine{0, clock->wall_ms(), std::string(stream),
+                                                std::string(request), std::move(text)});
+      });
   if (!instance) {
     ++spawn_failures_;
     spdlog::error("scheduler: [fn={}] cannot start an instance: {}", name,
@@ -327,10 +275,9 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     co_return;
   }
   member->instance = *instance;
-  (*instance)->on_exit(
-      [this, alive = std::weak_ptr<bool>(alive_), name, id = member->id](worker::Instance&) {
-        if (auto a = alive.lock(); a && *a) member_exited(name, id);
-      });
+  (*instance)->on_exit([this, alive = std::weak_ptr<bool>(alive_), name, id = member->id] {
+    if (auto a = alive.lock(); a && *a) member_exited(name, id);
+  });
 
   Status ready = co_await (*instance)->ready(options_.init_timeout);
   auto it = pools_.find(name);
@@ -346,13 +293,13 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     std::string body =
         init_error ? ready.error().message : error_json("Runtime.ExitError", ready.error().message);
     logs_.ring(name).append(
-        worker::LogLine{0, system_clock().wall_ms(), "ember", "", "init failed: " + body});
+        worker::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + body});
     stop_member(pool, member);
     fail_waiters(pool, body);
     co_return;
   }
   member->starting = false;
-  member->idle_since = member->last_used = now();
+  member->idle_since = member->last_used = clock_.now();
   pool.cold_start = moving_average(pool.cold_start, (*instance)->init_duration());
   spdlog::debug("scheduler: [fn={} inst={}] ready in {} ms", name, member->id,
                 std::chrono::duration_cast<milliseconds>((*instance)->init_duration()).count());
@@ -389,7 +336,7 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   if (m->instance->exit_type() == "Runtime.SandboxViolation") ++counts.violations;
   if (!m->stopping) {
     logs_.ring(name).append(
-        worker::LogLine{0, system_clock().wall_ms(), "ember", "",
+        worker::LogLine{0, clock_.wall_ms(), "ember", "",
                         "instance " + std::to_string(id) + " " + m->instance->exit_reason()});
   }
   if (m->counted) {
@@ -435,7 +382,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     }
   } guard{pool};
 
-  const auto queued_at = steady_clock::now();
+  const auto queued_at = clock_.now();
   const auto timeout = milliseconds(config.timeout_ms);
   const std::string& request_id = request.request_id;
   auto& log = logs_.ring(function);
@@ -457,13 +404,13 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       if (out.cold) out.init = member->instance->init_duration();
       // Lambda's START, END and REPORT lines frame the call's own output in the function's log.
       log.append(worker::LogLine{
-          0, system_clock().wall_ms(), "ember", request_id,
+          0, clock_.wall_ms(), "ember", request_id,
           fmt::format("START RequestId: {} Version: {}", request_id, member->version)});
     }
     member->fresh = false;
-    const auto handed_over = steady_clock::now();
+    const auto handed_over = clock_.now();
     result = co_await member->instance->call(request_id, request.event_json, request.kind, timeout,
-                                             system_clock().wall_ms() + config.timeout_ms);
+                                             clock_.wall_ms() + config.timeout_ms);
     out.queued = handed_over - queued_at + result.waited;
     if (result.kind == worker::CallResult::Kind::kNotStarted && attempt + 1 < kMaxAttempts) {
       release(pool, member);
@@ -506,15 +453,16 @@ bool Scheduler::refuse_if_closing(const Pool& pool, InvokeOutcome& out) const {
 }
 
 asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance(
-    Pool& pool, steady_clock::time_point queued_at, InvokeOutcome& out) {
+    Pool& pool, Clock::time_point queued_at, InvokeOutcome& out) {
   if (refuse_if_closing(pool, out)) co_return nullptr;  // e.g. sent back by a removed instance
   if (static_cast<int>(pool.waiters.size()) >= options_.max_queue) {
     out.kind = InvokeOutcome::Kind::kThrottled;
     out.body = fmt::format("{} calls are already waiting for {}", pool.waiters.size(), pool.name);
     co_return nullptr;
   }
-  Waiter w{asio::steady_timer(io_, queued_at + options_.queue_timeout), queued_at, nullptr,
-           std::nullopt};
+  // The timer measures what is left of the queue timeout; time itself is the clock's.
+  const auto left = std::max(Clock::duration(0), queued_at + options_.queue_timeout - clock_.now());
+  Waiter w{asio::steady_timer(io_, left), queued_at, nullptr, std::nullopt};
   pool.waiters.push_back(&w);
   ensure_starts(pool);
   co_await w.timer.async_wait(kAwait);
@@ -539,7 +487,7 @@ void Scheduler::log_report(const std::string& function, const std::string& reque
                            const InvokeOutcome& out) {
   using ms = std::chrono::duration<double, std::milli>;
   auto& log = logs_.ring(function);
-  const int64_t now_ms = system_clock().wall_ms();
+  const int64_t now_ms = clock_.wall_ms();
   log.append(worker::LogLine{0, now_ms, "ember", request_id, "END RequestId: " + request_id});
   std::string report = fmt::format(
       "REPORT RequestId: {}\tDuration: {:.2f} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
@@ -593,11 +541,11 @@ asio::awaitable<void> Scheduler::remove(const std::string& function, millisecond
   logs_.erase(function);
   pools_.erase(function);
   sandbox_counts_.erase(function);
-  sandbox_.forget(function);
+  factory_.forget(function);
 }
 
 void Scheduler::reap() {
-  const auto t = now();
+  const auto t = clock_.now();
   for (const auto& record : registry_.list()) {
     if (record->active().config.min_instances > 0) pool_for(record->name);
   }
@@ -643,9 +591,9 @@ asio::awaitable<void> Scheduler::shutdown() {
     pool->waiters.clear();
     for (const auto& m : std::vector(pool->members)) stop_member(*pool, m);
   }
-  const auto deadline = steady_clock::now() + options_.stop_grace + milliseconds(1000);
-  while (live_instances() > 0 && steady_clock::now() < deadline) {
-    exits_.expires_at(deadline);
+  const auto deadline = clock_.now() + options_.stop_grace + milliseconds(1000);
+  while (live_instances() > 0 && clock_.now() < deadline) {
+    exits_.expires_after(deadline - clock_.now());
     co_await exits_.async_wait(kAwait);
   }
   for (auto& [_, pool] : pools_) {

@@ -12,6 +12,7 @@
 #include "ember/gateway/server.h"
 #include "ember/metering/usage.h"
 #include "ember/registry/bundle.h"
+#include "ember/runtime/cold_start.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 
@@ -41,9 +42,10 @@ struct Config {
   gateway::ServerOptions http;
   registry::BundleLimits bundles;
   int max_versions = 10;
-  // runtimes_dir, node_path and python_path live here too; an empty runtimes_dir means "next to
-  // the binary when installed, else the source tree's runtimes/".
   scheduler::SchedulerOptions scheduler;
+  // runtimes_dir, node_path and python_path; an empty runtimes_dir means "next to the binary
+  // when installed, else the source tree's runtimes/".
+  runtime::RuntimeOptions runtime;
   int64_t log_bytes_per_function = 1 << 20;
   // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
   sandbox::SandboxOptions sandbox;

@@ -18,16 +18,12 @@
 
 #include "ember/common/clock.h"
 #include "ember/registry/registry.h"
-#include "ember/sandbox/sandbox.h"
-#include "ember/worker/instance.h"
+#include "ember/runtime/instance_factory.h"
 #include "ember/worker/logs.h"
 
 namespace ember::scheduler {
 
 struct SchedulerOptions {
-  std::filesystem::path runtimes_dir;  // holds node/bootstrap.js and python/bootstrap.py
-  std::string node_path = "/usr/bin/node";
-  std::string python_path = "/usr/bin/python3";
   int max_concurrent_starts = 2;  // per function
   // Instances of one function that start as soon as calls wait; past them, only when waiting
   // would take longer than a cold start. 0: no such limit (every waiting call may start one).
@@ -75,8 +71,11 @@ struct InvokeOutcome {
 
 class Scheduler {
  public:
-  Scheduler(boost::asio::io_context& io, sandbox::Sandbox& sandbox, registry::Registry& registry,
-            worker::LogStore& logs, SchedulerOptions options);
+  // Instances come from `factory`; every decision reads time from `clock` (timers only wake the
+  // scheduler up to look again), so tests can drive it with a FakeClock.
+  Scheduler(boost::asio::io_context& io, runtime::InstanceFactory& factory,
+            registry::Registry& registry, worker::LogStore& logs, SchedulerOptions options,
+            const Clock& clock = system_clock());
   ~Scheduler();
 
   // Starts the reaper (idle timeouts, min_instances).
@@ -109,7 +108,7 @@ class Scheduler {
   // Instances that could not be started (the process did not come up or died before READY;
   // a handler that fails to load is the function's error, not counted here).
   uint64_t spawn_failures() const { return spawn_failures_; }
-  // A reloaded configuration: limits apply to the next decision, paths to the next start.
+  // A reloaded configuration: limits apply to the next decision.
   void set_options(SchedulerOptions options) { options_ = std::move(options); }
 
  private:
@@ -125,8 +124,9 @@ class Scheduler {
   bool refuse_if_closing(const Pool& pool, InvokeOutcome& out) const;
   // Queues the call until an instance is handed to it; null when none comes, with `out` saying
   // why.
-  boost::asio::awaitable<std::shared_ptr<Member>> wait_for_instance(
-      Pool& pool, std::chrono::steady_clock::time_point queued_at, InvokeOutcome& out);
+  boost::asio::awaitable<std::shared_ptr<Member>> wait_for_instance(Pool& pool,
+                                                                    Clock::time_point queued_at,
+                                                                    InvokeOutcome& out);
   void release(Pool& pool, const std::shared_ptr<Member>& member);
   void dispatch_waiters(Pool& pool);
   void ensure_starts(Pool& pool);
@@ -141,10 +141,10 @@ class Scheduler {
                   const InvokeOutcome& out);
   void reap();
   boost::asio::awaitable<void> reaper();
-  Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record) const;
 
   boost::asio::io_context& io_;
-  sandbox::Sandbox& sandbox_;
+  runtime::InstanceFactory& factory_;
+  const Clock& clock_;
   registry::Registry& registry_;
   worker::LogStore& logs_;
   SchedulerOptions options_;

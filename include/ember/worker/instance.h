@@ -22,6 +22,7 @@
 #include "ember/os/cgroup.h"
 #include "ember/os/child_process.h"
 #include "ember/sandbox/sandbox.h"
+#include "ember/worker/call.h"
 #include "ember/worker/protocol.h"
 
 namespace ember::worker {
@@ -35,29 +36,6 @@ struct LaunchSpec {
   int concurrency = 1;
   sandbox::WorkerSpec worker;  // how the sandbox confines it
 };
-
-struct CallResult {
-  // kNotStarted: the call was queued at the instance behind another and the worker ended before
-  // it began, so the handler never saw it and it can go to another instance.
-  enum class Kind { kOk, kFunctionError, kTimeout, kCrash, kNotStarted };
-  Kind kind = Kind::kCrash;
-  std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
-                     // kCrash, kTimeout and kNotStarted: a sentence saying what happened
-  // From the start of the call in the worker to its answer; the time it waited at the instance
-  // behind the calls ahead of it is `waited`.
-  std::chrono::nanoseconds duration{0};
-  std::chrono::nanoseconds waited{0};
-  // Whether the worker printed lines while the call ran.
-  bool printed = false;
-  // kCrash: Runtime.ExitError, Runtime.OutOfMemory (killed at its memory limit) or
-  // Runtime.SandboxViolation (killed for a forbidden system call).
-  std::string error_type;
-};
-
-// Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
-// when it cannot be told), and the text without its newline.
-using LogSink =
-    std::function<void(std::string_view stream, std::string_view request_id, std::string text)>;
 
 class Instance : public std::enable_shared_from_this<Instance> {
  public:

@@ -1,0 +1,56 @@
+// Instances made by a cold start: a new sandboxed worker process running the function's runtime
+// shim, which loads the handler and reports READY. Also the launch recipe itself: the command
+// line and environment each runtime gets.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <filesystem>
+#include <string>
+
+#include "ember/registry/registry.h"
+#include "ember/runtime/instance_factory.h"
+#include "ember/sandbox/sandbox.h"
+#include "ember/worker/instance.h"
+
+namespace ember::runtime {
+
+struct RuntimeOptions {
+  std::filesystem::path runtimes_dir;  // holds node/bootstrap.js and python/bootstrap.py
+  std::string node_path = "/usr/bin/node";
+  std::string python_path = "/usr/bin/python3";
+};
+
+// Where a worker finds things, as it sees them (inside the sandbox, or the host's paths without
+// one).
+struct WorkerPaths {
+  std::string task_root;               // the bundle
+  std::filesystem::path runtime_root;  // the runtime shims
+};
+
+// The launch recipe for `record`'s active version, whose bundle is at `bundle_dir` on the host:
+// the runtime's command line and an environment built from scratch, so that nothing of the
+// daemon's own environment reaches a function.
+Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
+                                       const std::filesystem::path& bundle_dir,
+                                       const WorkerPaths& paths, const RuntimeOptions& options);
+
+// Owned by the daemon's wiring; used on the event loop's thread.
+class ColdStartFactory final : public InstanceFactory {
+ public:
+  ColdStartFactory(boost::asio::io_context& io, sandbox::Sandbox& sandbox,
+                   const registry::Registry& registry, RuntimeOptions options);
+
+  Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
+                                          worker::LogSink log) override;
+  void forget(const std::string& function) override;
+  // A reloaded configuration: interpreters apply to the next start.
+  void set_options(RuntimeOptions options) { options_ = std::move(options); }
+
+ private:
+  boost::asio::io_context& io_;
+  sandbox::Sandbox& sandbox_;
+  const registry::Registry& registry_;
+  RuntimeOptions options_;
+};
+
+}  // namespace ember::runtime

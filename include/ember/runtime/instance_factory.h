@@ -1,0 +1,71 @@
+// The seam between the scheduler and whatever makes instances of a function. The scheduler
+// decides when an instance starts, takes calls or stops; an InstanceFactory decides how one is
+// made: a cold start of a sandboxed process today (cold_start.h), pre-initialised runtimes and
+// the Lambda `provided` runtime behind the same interface later. Tests give the scheduler a fake.
+// Everything here runs on the event loop's thread.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ember/common/clock.h"
+#include "ember/common/result.h"
+#include "ember/os/cgroup.h"
+#include "ember/registry/registry.h"
+#include "ember/worker/call.h"
+
+namespace ember::runtime {
+
+// One instance of one function version, as the scheduler drives it.
+class Instance {
+ public:
+  virtual ~Instance() = default;
+
+  // Completes once the instance can take calls, or with why it cannot: an error the function's
+  // code raised while loading is Errc::kInvalid with the error object (JSON) as its message.
+  virtual boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout) = 0;
+  // Runs one call (see worker::Instance::call for the strings' lifetime and the timeout).
+  virtual boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
+                                                          const std::string& event_json,
+                                                          std::string_view kind,
+                                                          std::chrono::nanoseconds timeout,
+                                                          int64_t deadline_wall_ms) = 0;
+  // Asks the instance to end, killing it after `grace`; kill() ends it now.
+  virtual void stop(std::chrono::milliseconds grace) = 0;
+  virtual void kill(std::string reason) = 0;
+
+  // False once it was killed or ended: it must get no further calls.
+  virtual bool usable() const = 0;
+  // When the oldest call running now started; nullopt when none runs.
+  virtual std::optional<Clock::time_point> running_since() const = 0;
+  virtual std::chrono::nanoseconds init_duration() const = 0;
+  // Why it ended, in words and as an error type (Runtime.ExitError, Runtime.OutOfMemory,
+  // Runtime.SandboxViolation), once it has.
+  virtual const std::string& exit_reason() const = 0;
+  virtual const std::string& exit_type() const = 0;
+  // What the kernel counted in its cgroup, read when it ended; its peak memory so far (0 when
+  // unknown).
+  virtual const os::CgroupEvents& events() const = 0;
+  virtual uint64_t memory_peak() const = 0;
+  // Called once, when it has ended and every call on it has its result.
+  virtual void on_exit(std::function<void()> callback) = 0;
+};
+
+class InstanceFactory {
+ public:
+  virtual ~InstanceFactory() = default;
+  // Starts an instance of `record`'s active version; its output lines go to `log`. Errors are
+  // what prevented the start (the instance may still fail later, through ready()).
+  virtual Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
+                                                  worker::LogSink log) = 0;
+  // The function is gone: whatever was kept for it (network namespace, uid) is released.
+  virtual void forget(const std::string& function) = 0;
+};
+
+}  // namespace ember::runtime

@@ -1,0 +1,35 @@
+// What a call on a worker comes back with, and where a worker's output lines go: the types the
+// layers above a worker (runtime, scheduler) share with it, without its process machinery.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace ember::worker {
+
+struct CallResult {
+  // kNotStarted: the call was queued at the instance behind another and the worker ended before
+  // it began, so the handler never saw it and it can go to another instance.
+  enum class Kind { kOk, kFunctionError, kTimeout, kCrash, kNotStarted };
+  Kind kind = Kind::kCrash;
+  std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
+                     // kCrash, kTimeout and kNotStarted: a sentence saying what happened
+  // From the start of the call in the worker to its answer; the time it waited at the instance
+  // behind the calls ahead of it is `waited`.
+  std::chrono::nanoseconds duration{0};
+  std::chrono::nanoseconds waited{0};
+  // Whether the worker printed lines while the call ran.
+  bool printed = false;
+  // kCrash: Runtime.ExitError, Runtime.OutOfMemory (killed at its memory limit) or
+  // Runtime.SandboxViolation (killed for a forbidden system call).
+  std::string error_type;
+};
+
+// Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
+// when it cannot be told), and the text without its newline.
+using LogSink =
+    std::function<void(std::string_view stream, std::string_view request_id, std::string text)>;
+
+}  // namespace ember::worker
