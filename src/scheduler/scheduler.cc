@@ -465,7 +465,9 @@ asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance
   Waiter w{asio::steady_timer(io_, left), queued_at, nullptr, std::nullopt};
   pool.waiters.push_back(&w);
   ensure_starts(pool);
-  co_await w.timer.async_wait(kAwait);
+  // An instance that is ready at once is handed over inside ensure_starts(), before this wait
+  // begins: cancelling a wait not yet begun does nothing, so that case must not wait at all.
+  if (!w.member && !w.error) co_await w.timer.async_wait(kAwait);
   std::erase(pool.waiters, &w);
   if (w.error) {
     out.kind = InvokeOutcome::Kind::kInitError;

@@ -1,0 +1,194 @@
+// A fake InstanceFactory for scheduler tests: instances are objects the test drives by hand
+// (ready, answer each call, exit), and time is a FakeClock, so the scheduler's mechanics run
+// on a real io_context without processes or sleeps.
+#pragma once
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ember/common/clock.h"
+#include "ember/runtime/instance_factory.h"
+
+namespace ember::testing {
+
+class FakeInstance final : public runtime::Instance {
+ public:
+  struct Call {
+    std::string request_id;
+    std::string event;
+    Clock::time_point started;
+    std::optional<worker::CallResult> result;
+    std::unique_ptr<boost::asio::steady_timer> done;
+  };
+
+  FakeInstance(boost::asio::io_context& io, const FakeClock& clock, std::string function,
+               int version)
+      : io_(io),
+        clock_(clock),
+        function_(std::move(function)),
+        version_(version),
+        ready_signal_(io, boost::asio::steady_timer::time_point::max()) {}
+
+  // ---- driven by the test ----
+  void make_ready(Status status = {}) {
+    ready_result_ = std::move(status);
+    ready_signal_.cancel();
+  }
+  // Answers the oldest unanswered call.
+  void answer(worker::CallResult result) {
+    for (auto& c : calls_) {
+      if (!c->result) {
+        c->result = std::move(result);
+        c->done->cancel();
+        return;
+      }
+    }
+  }
+  void answer_ok(std::string body = "\"ok\"",
+                 std::chrono::nanoseconds duration = std::chrono::microseconds(100)) {
+    worker::CallResult r;
+    r.kind = worker::CallResult::Kind::kOk;
+    r.body = std::move(body);
+    r.duration = duration;
+    answer(std::move(r));
+  }
+  // The worker ends on its own, as after a crash.
+  void exit(std::string reason = "exited with code 1") {
+    if (exited_) return;
+    exited_ = true;
+    exit_reason_ = std::move(reason);
+    for (auto& c : calls_) {
+      if (!c->result) {
+        worker::CallResult r;
+        r.kind = worker::CallResult::Kind::kCrash;
+        r.body = "worker " + exit_reason_;
+        c->result = std::move(r);
+        c->done->cancel();
+      }
+    }
+    ready_signal_.cancel();
+    if (on_exit_) boost::asio::post(io_, on_exit_);
+  }
+  int unanswered() const {
+    int n = 0;
+    for (const auto& c : calls_) n += c->result ? 0 : 1;
+    return n;
+  }
+  const std::vector<std::unique_ptr<Call>>& calls() const { return calls_; }
+  bool stopped() const { return stopped_; }
+  bool exited() const { return exited_; }
+  const std::string& function() const { return function_; }
+  int version() const { return version_; }
+
+  // ---- runtime::Instance ----
+  boost::asio::awaitable<Status> ready(std::chrono::milliseconds) override {
+    if (!ready_result_ && !exited_) {
+      co_await ready_signal_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    if (ready_result_) co_return *ready_result_;
+    co_return Error::system("start", function_, ECHILD);
+  }
+  boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
+                                                  const std::string& event_json, std::string_view,
+                                                  std::chrono::nanoseconds, int64_t) override {
+    auto c = std::make_unique<Call>();
+    c->request_id = request_id;
+    c->event = event_json;
+    c->started = clock_.now();
+    c->done = std::make_unique<boost::asio::steady_timer>(
+        io_, boost::asio::steady_timer::time_point::max());
+    Call* call = c.get();
+    calls_.push_back(std::move(c));
+    if (exited_) {
+      worker::CallResult r;
+      r.kind = worker::CallResult::Kind::kNotStarted;
+      call->result = std::move(r);
+    }
+    if (!call->result) {
+      co_await call->done->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+    }
+    worker::CallResult result = *call->result;
+    if (stopped_ && unanswered() == 0) exit("stopped");
+    co_return result;
+  }
+  void stop(std::chrono::milliseconds) override {
+    stopped_ = true;
+    if (unanswered() == 0) exit("stopped");
+  }
+  void kill(std::string reason) override {
+    killed_ = true;
+    exit(std::move(reason));
+  }
+  bool usable() const override { return !killed_ && !exited_; }
+  std::optional<Clock::time_point> running_since() const override {
+    std::optional<Clock::time_point> oldest;
+    for (const auto& c : calls_) {
+      if (!c->result && (!oldest || c->started < *oldest)) oldest = c->started;
+    }
+    return oldest;
+  }
+  std::chrono::nanoseconds init_duration() const override { return std::chrono::milliseconds(5); }
+  const std::string& exit_reason() const override { return exit_reason_; }
+  const std::string& exit_type() const override { return exit_type_; }
+  const os::CgroupEvents& events() const override { return events_; }
+  uint64_t memory_peak() const override { return 0; }
+  void on_exit(std::function<void()> callback) override { on_exit_ = std::move(callback); }
+
+ private:
+  boost::asio::io_context& io_;
+  const FakeClock& clock_;
+  std::string function_;
+  int version_;
+  boost::asio::steady_timer ready_signal_;
+  std::optional<Status> ready_result_;
+  std::vector<std::unique_ptr<Call>> calls_;
+  bool stopped_ = false, killed_ = false, exited_ = false;
+  std::string exit_reason_, exit_type_ = "Runtime.ExitError";
+  os::CgroupEvents events_;
+  std::function<void()> on_exit_;
+};
+
+class FakeFactory final : public runtime::InstanceFactory {
+ public:
+  FakeFactory(boost::asio::io_context& io, const FakeClock& clock) : io_(io), clock_(clock) {}
+
+  Result<std::shared_ptr<runtime::Instance>> start(const registry::FunctionRecord& record,
+                                                   worker::LogSink) override {
+    if (fail_starts_) return Error::unsupported("no instance for you");
+    auto instance = std::make_shared<FakeInstance>(io_, clock_, record.name, record.active_version);
+    if (auto_ready_) instance->make_ready();
+    started_.push_back(instance);
+    return std::shared_ptr<runtime::Instance>(instance);
+  }
+  void forget(const std::string& function) override { forgotten_.push_back(function); }
+
+  // Instances become ready as soon as they start (else the test calls make_ready()).
+  void set_auto_ready(bool on) { auto_ready_ = on; }
+  void set_fail_starts(bool on) { fail_starts_ = on; }
+  const std::vector<std::shared_ptr<FakeInstance>>& started() const { return started_; }
+  std::vector<std::shared_ptr<FakeInstance>> of(const std::string& function) const {
+    std::vector<std::shared_ptr<FakeInstance>> out;
+    for (const auto& i : started_) {
+      if (i->function() == function) out.push_back(i);
+    }
+    return out;
+  }
+  const std::vector<std::string>& forgotten() const { return forgotten_; }
+
+ private:
+  boost::asio::io_context& io_;
+  const FakeClock& clock_;
+  bool auto_ready_ = true;
+  bool fail_starts_ = false;
+  std::vector<std::shared_ptr<FakeInstance>> started_;
+  std::vector<std::string> forgotten_;
+};
+
+}  // namespace ember::testing
