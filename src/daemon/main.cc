@@ -35,7 +35,7 @@
 #include "ember/runtime/cold_start.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
-#include "ember/worker/logs.h"
+#include "ember/logs/store.h"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -231,7 +231,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
 
   // Declared before the event loop: instances still held by suspended coroutines log into it
   // until the loop is destroyed.
-  worker::LogStore logs(static_cast<size_t>(cfg.log_bytes_per_function));
+  logs::LogStore logs(static_cast<size_t>(cfg.log_bytes_per_function));
   asio::io_context io(1);
   // SIGINT, SIGTERM and SIGHUP have been blocked since main() began; from here they are queued for
   // the event loop, so a stop request at any moment of start-up ends in a clean drain.

@@ -8,8 +8,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "ember/logs/lambda_lines.h"
 #include "ember/metering/usage.h"
 #include "ember/scheduler/policy.h"
+#include "function_pool.h"
 
 namespace ember::scheduler {
 
@@ -44,70 +46,12 @@ std::string error_json(std::string_view type, std::string_view message) {
 
 }  // namespace
 
-struct Scheduler::Member {
-  uint64_t id = 0;
-  std::shared_ptr<runtime::Instance> instance;
-  int version = 0;
-  int concurrency = 1;
-  int memory_mb = 0;
-  bool starting = true;
-  bool stopping = false;
-  bool counted = true;     // memory_mb is part of memory_used_mb_
-  bool on_demand = false;  // started because calls were waiting
-  bool fresh = true;       // has served no call yet
-  int leased = 0;
-  Clock::time_point idle_since{};
-  Clock::time_point last_used{};
-};
-
-struct Scheduler::Waiter {
-  asio::steady_timer timer;
-  Clock::time_point queued_at;
-  std::shared_ptr<Member> member;    // the instance handed over, already leased
-  std::optional<std::string> error;  // set when the instance meant for it failed to start
-};
-
-struct Scheduler::Pool {
-  explicit Pool(asio::io_context& io, std::string n)
-      : name(std::move(n)), drained(io), scale_check(io) {}
-  std::string name;
-  registry::RecordPtr record;
-  std::vector<std::shared_ptr<Member>> members;
-  std::deque<Waiter*> waiters;
-  bool removing = false;
-  int calls = 0;  // invoke() coroutines holding this pool
-  asio::steady_timer drained;
-  // Moving averages that decide whether a queued call should wait or start an instance.
-  std::chrono::nanoseconds mean_call{0};
-  std::chrono::nanoseconds cold_start{0};
-  int quiet_calls = 0;  // calls in a row during which the function printed nothing
-  // Runs ensure_starts again when the first waiter will have waited a cold start.
-  asio::steady_timer scale_check;
-  bool scale_check_armed = false;
-
-  std::vector<MemberView> views() const {
-    std::vector<MemberView> out;
-    out.reserve(members.size());
-    for (const auto& m : members) {
-      out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
-                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
-    }
-    return out;
-  }
-  std::shared_ptr<Member> find(uint64_t id) const {
-    for (const auto& m : members) {
-      if (m->id == id) return m;
-    }
-    return nullptr;
-  }
-};
-
 namespace {
 uint64_t g_next_member = 1;
 }
 
 Scheduler::Scheduler(asio::io_context& io, runtime::InstanceFactory& factory,
-                     registry::Registry& registry, worker::LogStore& logs, SchedulerOptions options,
+                     registry::Registry& registry, logs::LogStore& logs, SchedulerOptions options,
                      const Clock& clock)
     : io_(io),
       factory_(factory),
@@ -259,10 +203,10 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   pool_for(name).members.push_back(member);
 
   auto instance = factory_.start(
-      *record, [logs = &logs_, clock = &clock_, name](std::string_view stream,
-                                                      std::string_view request, std::string text) {
-        logs->ring(name).append(worker::LogLine{0, clock->wall_ms(), std::string(stream),
-                                                std::string(request), std::move(text)});
+      *record, [store = &logs_, clock = &clock_, name](std::string_view stream,
+                                                       std::string_view request, std::string text) {
+        store->ring(name).append(logs::LogLine{0, clock->wall_ms(), std::string(stream),
+                                               std::string(request), std::move(text)});
       });
   if (!instance) {
     ++spawn_failures_;
@@ -293,7 +237,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     std::string body =
         init_error ? ready.error().message : error_json("Runtime.ExitError", ready.error().message);
     logs_.ring(name).append(
-        worker::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + body});
+        logs::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + body});
     stop_member(pool, member);
     fail_waiters(pool, body);
     co_return;
@@ -336,8 +280,8 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   if (m->instance->exit_type() == "Runtime.SandboxViolation") ++counts.violations;
   if (!m->stopping) {
     logs_.ring(name).append(
-        worker::LogLine{0, clock_.wall_ms(), "ember", "",
-                        "instance " + std::to_string(id) + " " + m->instance->exit_reason()});
+        logs::LogLine{0, clock_.wall_ms(), "ember", "",
+                      "instance " + std::to_string(id) + " " + m->instance->exit_reason()});
   }
   if (m->counted) {
     memory_used_mb_ -= m->memory_mb;
@@ -402,10 +346,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
       out.version = member->version;
       out.cold = member->fresh && member->on_demand;
       if (out.cold) out.init = member->instance->init_duration();
-      // Lambda's START, END and REPORT lines frame the call's own output in the function's log.
-      log.append(worker::LogLine{
-          0, clock_.wall_ms(), "ember", request_id,
-          fmt::format("START RequestId: {} Version: {}", request_id, member->version)});
+      log.append(logs::start_line(clock_.wall_ms(), request_id, member->version));
     }
     member->fresh = false;
     const auto handed_over = clock_.now();
@@ -487,18 +428,13 @@ asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance
 
 void Scheduler::log_report(const std::string& function, const std::string& request_id,
                            const InvokeOutcome& out) {
-  using ms = std::chrono::duration<double, std::milli>;
   auto& log = logs_.ring(function);
   const int64_t now_ms = clock_.wall_ms();
-  log.append(worker::LogLine{0, now_ms, "ember", request_id, "END RequestId: " + request_id});
-  std::string report = fmt::format(
-      "REPORT RequestId: {}\tDuration: {:.2f} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
-      request_id, ms(out.duration).count(), metering::billed_ms(out.duration), out.memory_mb);
-  if (out.memory_peak > 0) {
-    report += fmt::format("\tMax Memory Used: {} MB", (out.memory_peak + (1 << 20) - 1) >> 20);
-  }
-  if (out.cold) report += fmt::format("\tInit Duration: {:.2f} ms", ms(out.init).count());
-  log.append(worker::LogLine{0, now_ms, "ember", request_id, std::move(report)});
+  log.append(logs::end_line(now_ms, request_id));
+  log.append(
+      logs::report_line(now_ms, request_id,
+                        logs::CallReport{out.duration, metering::billed_ms(out.duration),
+                                         out.memory_mb, out.memory_peak, out.cold, out.init}));
 }
 
 void Scheduler::on_deployed(const registry::RecordPtr& record) {

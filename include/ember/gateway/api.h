@@ -9,7 +9,7 @@
 #include "ember/metering/usage.h"
 #include "ember/registry/registry.h"
 #include "ember/scheduler/scheduler.h"
-#include "ember/worker/logs.h"
+#include "ember/logs/store.h"
 
 namespace ember::gateway {
 
@@ -26,7 +26,7 @@ struct ApiOptions {
 class Api final : public Application {
  public:
   Api(ApiOptions options, registry::Registry& registry, boost::asio::thread_pool& blocking,
-      scheduler::Scheduler* scheduler = nullptr, worker::LogStore* logs = nullptr);
+      scheduler::Scheduler* scheduler = nullptr, logs::LogStore* logs = nullptr);
 
   // Lets /readyz report draining; set once the server exists.
   void set_server(const HttpServer* server) { server_ = server; }
@@ -62,7 +62,7 @@ class Api final : public Application {
   registry::Registry& registry_;
   boost::asio::thread_pool& blocking_;
   scheduler::Scheduler* scheduler_;
-  worker::LogStore* logs_;
+  logs::LogStore* logs_;
   const HttpServer* server_ = nullptr;
   metering::Metrics* metrics_ = nullptr;
   metering::UsageStore* usage_ = nullptr;

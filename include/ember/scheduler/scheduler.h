@@ -17,11 +17,15 @@
 #include <vector>
 
 #include "ember/common/clock.h"
+#include "ember/logs/store.h"
 #include "ember/registry/registry.h"
 #include "ember/runtime/instance_factory.h"
-#include "ember/worker/logs.h"
 
 namespace ember::scheduler {
+
+struct PoolMember;
+struct PoolWaiter;
+struct FunctionPool;
 
 struct SchedulerOptions {
   int max_concurrent_starts = 2;  // per function
@@ -74,7 +78,7 @@ class Scheduler {
   // Instances come from `factory`; every decision reads time from `clock` (timers only wake the
   // scheduler up to look again), so tests can drive it with a FakeClock.
   Scheduler(boost::asio::io_context& io, runtime::InstanceFactory& factory,
-            registry::Registry& registry, worker::LogStore& logs, SchedulerOptions options,
+            registry::Registry& registry, logs::LogStore& logs, SchedulerOptions options,
             const Clock& clock = system_clock());
   ~Scheduler();
 
@@ -112,9 +116,9 @@ class Scheduler {
   void set_options(SchedulerOptions options) { options_ = std::move(options); }
 
  private:
-  struct Member;
-  struct Waiter;
-  struct Pool;
+  using Member = PoolMember;
+  using Waiter = PoolWaiter;
+  using Pool = FunctionPool;
 
   Pool& pool_for(const std::string& name);
   void refresh(Pool& pool, const registry::RecordPtr& record);
@@ -146,7 +150,7 @@ class Scheduler {
   runtime::InstanceFactory& factory_;
   const Clock& clock_;
   registry::Registry& registry_;
-  worker::LogStore& logs_;
+  logs::LogStore& logs_;
   SchedulerOptions options_;
   std::map<std::string, std::unique_ptr<Pool>> pools_;
   struct SandboxCounts {

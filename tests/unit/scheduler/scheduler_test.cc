@@ -111,7 +111,7 @@ class SchedulerTest : public ::testing::Test {
   asio::io_context io_;
   FakeClock clock_;
   FakeFactory factory_{io_, clock_};
-  worker::LogStore logs_{1 << 20};
+  logs::LogStore logs_{1 << 20};
   std::unique_ptr<registry::Registry> registry_;
   std::unique_ptr<Scheduler> scheduler_;
   std::deque<std::string> names_;  // the names of calls started by invoke()

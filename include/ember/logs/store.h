@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace ember::worker {
+namespace ember::logs {
 
 struct LogLine {
   uint64_t seq = 0;     // position in the function's log, from 1, never reused
@@ -63,4 +63,4 @@ class LogStore {
   std::map<std::string, std::unique_ptr<LogRing>> rings_;
 };
 
-}  // namespace ember::worker
+}  // namespace ember::logs

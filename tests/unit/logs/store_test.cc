@@ -1,8 +1,8 @@
-#include "ember/worker/logs.h"
+#include "ember/logs/store.h"
 
 #include <gtest/gtest.h>
 
-namespace ember::worker {
+namespace ember::logs {
 namespace {
 
 LogLine line(std::string text, std::string req = "r") {
@@ -64,4 +64,4 @@ TEST(LogStore, OneRingPerFunction) {
 }
 
 }  // namespace
-}  // namespace ember::worker
+}  // namespace ember::logs

@@ -1,6 +1,6 @@
-#include "ember/worker/logs.h"
+#include "ember/logs/store.h"
 
-namespace ember::worker {
+namespace ember::logs {
 
 namespace {
 // A line costs its text plus a fixed share for its fields and the deque slot.
@@ -70,4 +70,4 @@ size_t LogStore::bytes() const {
   return total;
 }
 
-}  // namespace ember::worker
+}  // namespace ember::logs

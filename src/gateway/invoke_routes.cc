@@ -1,0 +1,27 @@
+// The invoke routes: POST /v1/functions/{name}/invoke and the HTTP trigger /fn/{name}/...
+#include <boost/asio/use_awaitable.hpp>
+
+#include "ember/gateway/api.h"
+#include "invocation.h"
+#include "routes.h"
+
+namespace ember::gateway {
+
+namespace asio = boost::asio;
+
+asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
+  const std::string request_id = new_request_id();
+  if (!scheduler_) {
+    co_return error_response(http::status::service_unavailable, "unavailable",
+                             "invocation is not enabled");
+  }
+  const bool trigger = plan.route == kHttpTrigger;
+  scheduler::InvokeRequest call{
+      request_id, trigger ? http_event(request, plan.name) : invoke_event(request.body()),
+      trigger ? "http" : "invoke"};
+  auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
+  meter(plan.name, request_id, outcome);
+  co_return invoke_response(outcome, request_id, trigger);
+}
+
+}  // namespace ember::gateway

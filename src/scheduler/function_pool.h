@@ -1,0 +1,83 @@
+// The scheduler's per-function state: a pool of instances and its queue of waiting calls.
+// Private to the scheduler module; the policy over these is policy.h.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ember/common/clock.h"
+#include "ember/registry/registry.h"
+#include "ember/runtime/instance_factory.h"
+#include "ember/scheduler/policy.h"
+
+namespace ember::scheduler {
+
+// One instance in a pool, with what the scheduler knows of it.
+struct PoolMember {
+  uint64_t id = 0;
+  std::shared_ptr<runtime::Instance> instance;
+  int version = 0;
+  int concurrency = 1;
+  int memory_mb = 0;
+  bool starting = true;
+  bool stopping = false;
+  bool counted = true;     // memory_mb is part of memory_used_mb_
+  bool on_demand = false;  // started because calls were waiting
+  bool fresh = true;       // has served no call yet
+  int leased = 0;
+  Clock::time_point idle_since{};
+  Clock::time_point last_used{};
+};
+
+// A call queued until an instance is handed to it.
+struct PoolWaiter {
+  boost::asio::steady_timer timer;
+  Clock::time_point queued_at;
+  std::shared_ptr<PoolMember> member;  // the instance handed over, already leased
+  std::optional<std::string> error;    // set when the instance meant for it failed to start
+};
+
+// One function's instances, its queue of waiting calls, and what its recent calls taught the
+// scheduler. Owned by the Scheduler, on the event loop's thread.
+struct FunctionPool {
+  explicit FunctionPool(boost::asio::io_context& io, std::string n)
+      : name(std::move(n)), drained(io), scale_check(io) {}
+  std::string name;
+  registry::RecordPtr record;
+  std::vector<std::shared_ptr<PoolMember>> members;
+  std::deque<PoolWaiter*> waiters;
+  bool removing = false;
+  int calls = 0;  // invoke() coroutines holding this pool
+  boost::asio::steady_timer drained;
+  // Moving averages that decide whether a queued call should wait or start an instance.
+  std::chrono::nanoseconds mean_call{0};
+  std::chrono::nanoseconds cold_start{0};
+  int quiet_calls = 0;  // calls in a row during which the function printed nothing
+  // Runs ensure_starts again when the first waiter will have waited a cold start.
+  boost::asio::steady_timer scale_check;
+  bool scale_check_armed = false;
+
+  std::vector<MemberView> views() const {
+    std::vector<MemberView> out;
+    out.reserve(members.size());
+    for (const auto& m : members) {
+      out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
+                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
+    }
+    return out;
+  }
+  std::shared_ptr<PoolMember> find(uint64_t id) const {
+    for (const auto& m : members) {
+      if (m->id == id) return m;
+    }
+    return nullptr;
+  }
+};
+
+}  // namespace ember::scheduler
