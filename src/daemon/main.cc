@@ -22,12 +22,14 @@
 #include <iostream>
 #include <thread>
 
+#include "ember/common/async.h"
 #include "ember/common/crypto.h"
 #include "ember/common/log.h"
 #include "ember/config/config.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
+#include "ember/logs/store.h"
 #include "ember/metering/metrics.h"
 #include "ember/metering/usage.h"
 #include "ember/os/systemd.h"
@@ -35,7 +37,6 @@
 #include "ember/runtime/cold_start.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
-#include "ember/logs/store.h"
 
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
@@ -281,9 +282,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   // Listening, and every function of the state directory and --deploy is loaded.
   notifier.ready();
   asio::co_spawn(io, report_to_service_manager(notifier, reg, scheduler, server),
-                 [](std::exception_ptr e) {
-                   if (e) spdlog::error("service manager notifications stopped");
-                 });
+                 log_escaped("service manager notifications"));
 
   Reloader reloader{cl,      cfg, scheduler,
                     factory, api, cfg.admin_token.empty() ? token : std::string()};
@@ -313,7 +312,10 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
         signals.cancel();
         scheduler.kill_all("the spawner helper exited");
         asio::co_spawn(io, drain_and_stop(server, scheduler),
-                       [&](std::exception_ptr) { io.stop(); });
+                       [&, log = log_escaped("drain")](std::exception_ptr e) {
+                         log(e);
+                         io.stop();
+                       });
       });
 
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
@@ -322,10 +324,12 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     hangup.cancel();
     helper_exit.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    asio::co_spawn(io, drain_and_stop(server, scheduler), [&](std::exception_ptr) {
-      spdlog::info("stopped");
-      io.stop();
-    });
+    asio::co_spawn(io, drain_and_stop(server, scheduler),
+                   [&, log = log_escaped("drain")](std::exception_ptr e) {
+                     log(e);
+                     spdlog::info("stopped");
+                     io.stop();
+                   });
   });
 
   io.run();

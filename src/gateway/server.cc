@@ -12,6 +12,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "ember/common/async.h"
 #include "ember/gateway/framing.h"
 #include "ember/os/fs.h"
 
@@ -25,7 +26,6 @@ using std::chrono::milliseconds;
 
 namespace {
 
-constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kFirstReadBytes = 4096;
 
 // Written straight into the socket of a connection over the cap: no session, no parsing.
@@ -48,17 +48,6 @@ void reject_overloaded(Socket& socket) {
   socket.write_some(asio::buffer(kOverloaded.data(), kOverloaded.size()), ec);
   socket.shutdown(asio::socket_base::shutdown_send, ec);
   socket.close(ec);
-}
-
-void log_exception(std::string_view what, std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("gateway: {} failed: {}", what, ex.what());
-  } catch (...) {
-    spdlog::error("gateway: {} failed with an unknown exception", what);
-  }
 }
 
 std::string_view buffer_text(const beast::flat_buffer& buffer) {
@@ -96,7 +85,7 @@ bool is_continue_expected(const RequestHeader& header) {
 }  // namespace
 
 HttpServer::HttpServer(asio::io_context& io, ServerOptions options, Application& app)
-    : io_(io), options_(options), app_(app), drained_(io) {}
+    : io_(io), options_(options), app_(app), drained_(io.get_executor()) {}
 
 HttpServer::~HttpServer() {
   *alive_ = false;
@@ -156,11 +145,11 @@ Status HttpServer::listen_unix(const std::filesystem::path& path) {
 void HttpServer::start() {
   if (tcp_) {
     asio::co_spawn(io_, accept_loop(*tcp_, Transport::kTcp),
-                   [](std::exception_ptr e) { log_exception("tcp accept loop", e); });
+                   log_escaped("gateway: tcp accept loop"));
   }
   if (unix_) {
     asio::co_spawn(io_, accept_loop(*unix_, Transport::kUnix),
-                   [](std::exception_ptr e) { log_exception("unix accept loop", e); });
+                   log_escaped("gateway: unix accept loop"));
   }
 }
 
@@ -198,11 +187,11 @@ asio::awaitable<void> HttpServer::accept_loop(Acceptor& acceptor, Transport tran
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       asio::co_spawn(io_, session(beast::tcp_stream(std::move(socket)), transport),
-                     [](std::exception_ptr e) { log_exception("session", e); });
+                     log_escaped("gateway: session"));
     } else {
       asio::co_spawn(io_,
                      session(beast::basic_stream<stream_protocol>(std::move(socket)), transport),
-                     [](std::exception_ptr e) { log_exception("session", e); });
+                     log_escaped("gateway: session"));
     }
   }
 }
@@ -411,7 +400,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
 
 void HttpServer::connection_closed(ConnectionList::iterator it) {
   connections_.erase(it);
-  if (draining_ && connections_.empty()) drained_.cancel();
+  if (draining_ && connections_.empty()) drained_.set();
 }
 
 asio::awaitable<void> HttpServer::drain() {
@@ -425,16 +414,14 @@ asio::awaitable<void> HttpServer::drain() {
   if (!connections_.empty()) {
     spdlog::info("gateway: draining {} connections for up to {} ms", connections_.size(),
                  options_.drain_timeout_ms);
-    drained_.expires_after(milliseconds(options_.drain_timeout_ms));
-    co_await drained_.async_wait(kAwait);
+    co_await drained_.wait_for(milliseconds(options_.drain_timeout_ms));
   }
   if (!connections_.empty()) {
     spdlog::warn("gateway: closing {} connections still busy after {} ms", connections_.size(),
                  options_.drain_timeout_ms);
     for (auto& c : connections_) c.close();
     // Closed sockets fail their pending operations on the next turns of the loop.
-    drained_.expires_after(milliseconds(1000));
-    co_await drained_.async_wait(kAwait);
+    co_await drained_.wait_for(milliseconds(1000));
   }
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ember/common/async.h"
 #include "ember/common/clock.h"
 #include "ember/registry/registry.h"
 #include "ember/runtime/instance_factory.h"
@@ -47,14 +48,13 @@ struct PoolWaiter {
 // scheduler. Owned by the Scheduler, on the event loop's thread.
 struct FunctionPool {
   explicit FunctionPool(boost::asio::io_context& io, std::string n)
-      : name(std::move(n)), drained(io), scale_check(io) {}
+      : name(std::move(n)), calls(io.get_executor()), scale_check(io) {}
   std::string name;
   registry::RecordPtr record;
   std::vector<std::shared_ptr<PoolMember>> members;
   std::deque<PoolWaiter*> waiters;
   bool removing = false;
-  int calls = 0;  // invoke() coroutines holding this pool
-  boost::asio::steady_timer drained;
+  TaskGroup calls;  // invoke() coroutines holding this pool
   // Moving averages that decide whether a queued call should wait or start an instance.
   std::chrono::nanoseconds mean_call{0};
   std::chrono::nanoseconds cold_start{0};

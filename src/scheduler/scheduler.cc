@@ -8,6 +8,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "ember/common/async.h"
 #include "ember/logs/lambda_lines.h"
 #include "ember/metering/usage.h"
 #include "ember/scheduler/policy.h"
@@ -22,16 +23,7 @@ using std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
-
-void log_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("scheduler: task failed: {}", ex.what());
-  }
-}
+const auto log_exception = log_escaped("scheduler: task");
 
 // An exponential moving average over about the last eight samples; the first sample seeds it.
 std::chrono::nanoseconds moving_average(std::chrono::nanoseconds average,
@@ -60,7 +52,7 @@ Scheduler::Scheduler(asio::io_context& io, runtime::InstanceFactory& factory,
       logs_(logs),
       options_(std::move(options)),
       reap_timer_(io),
-      exits_(io) {}
+      exits_(io.get_executor()) {}
 
 Scheduler::~Scheduler() { *alive_ = false; }
 
@@ -267,7 +259,7 @@ void Scheduler::stop_member(Pool& pool, const std::shared_ptr<Member>& m) {
 }
 
 void Scheduler::member_exited(const std::string& name, uint64_t id) {
-  exits_.cancel();
+  exits_.set();
   auto it = pools_.find(name);
   if (it == pools_.end()) return;
   Pool& pool = *it->second;
@@ -318,13 +310,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   if (refuse_if_closing(pool, out)) co_return out;
   refresh(pool, record);
   const auto& config = record->active().config;
-  ++pool.calls;
-  struct CallGuard {
-    Pool& pool;
-    ~CallGuard() {
-      if (--pool.calls == 0 && pool.removing) pool.drained.cancel();
-    }
-  } guard{pool};
+  const auto in_flight = pool.calls.join();
 
   const auto queued_at = clock_.now();
   const auto timeout = milliseconds(config.timeout_ms);
@@ -463,19 +449,13 @@ asio::awaitable<void> Scheduler::remove(const std::string& function, millisecond
   pool.removing = true;
   for (Waiter* w : pool.waiters) w->timer.cancel();
   pool.waiters.clear();
-  if (pool.calls > 0) {
-    pool.drained.expires_after(deadline);
-    co_await pool.drained.async_wait(kAwait);
-  }
+  co_await pool.calls.wait_for(deadline);
   for (const auto& m : std::vector(pool.members)) {
     stop_member(pool, m);
-    if (pool.calls > 0 && m->instance) m->instance->kill("its function was removed");
+    if (pool.calls.size() > 0 && m->instance) m->instance->kill("its function was removed");
   }
   // Calls cut short by the kill above finish on the next turns of the loop.
-  while (pool.calls > 0) {
-    pool.drained.expires_after(milliseconds(100));
-    co_await pool.drained.async_wait(kAwait);
-  }
+  co_await pool.calls.wait();
   logs_.erase(function);
   pools_.erase(function);
   sandbox_counts_.erase(function);
@@ -531,8 +511,9 @@ asio::awaitable<void> Scheduler::shutdown() {
   }
   const auto deadline = clock_.now() + options_.stop_grace + milliseconds(1000);
   while (live_instances() > 0 && clock_.now() < deadline) {
-    exits_.expires_after(deadline - clock_.now());
-    co_await exits_.async_wait(kAwait);
+    exits_.reset();
+    const bool exited = co_await exits_.wait_for(deadline - clock_.now());
+    if (!exited) break;
   }
   for (auto& [_, pool] : pools_) {
     for (const auto& m : pool->members) {

@@ -15,6 +15,8 @@
 #include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 
+#include "ember/common/async.h"
+
 namespace ember::worker {
 
 namespace asio = boost::asio;
@@ -22,20 +24,12 @@ using std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto kAwait = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kMaxLineBytes = 16 * 1024;
 std::atomic<uint64_t> g_next_instance{1};
 
 void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
-void log_exception(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    spdlog::error("worker: instance loop failed: {}", ex.what());
-  }
-}
+const auto log_exception = log_escaped("worker: instance loop");
 
 }  // namespace
 

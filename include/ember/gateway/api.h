@@ -5,11 +5,11 @@
 #include <string>
 
 #include "ember/gateway/server.h"
+#include "ember/logs/store.h"
 #include "ember/metering/metrics.h"
 #include "ember/metering/usage.h"
 #include "ember/registry/registry.h"
 #include "ember/scheduler/scheduler.h"
-#include "ember/logs/store.h"
 
 namespace ember::gateway {
 

@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "ember/common/async.h"
 #include "ember/common/log.h"
 #include "ember/common/result.h"
 #include "ember/gateway/http.h"
@@ -118,7 +119,7 @@ class HttpServer {
   bool draining_ = false;
   uint64_t accepted_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  boost::asio::steady_timer drained_;
+  Event drained_;  // set when the last connection closes while draining
   LogRateLimiter client_errors_log_{5, 20};
 };
 

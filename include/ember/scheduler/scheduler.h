@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ember/common/async.h"
 #include "ember/common/clock.h"
 #include "ember/logs/store.h"
 #include "ember/registry/registry.h"
@@ -161,7 +162,7 @@ class Scheduler {
   uint64_t spawn_failures_ = 0;
   bool stopping_ = false;
   boost::asio::steady_timer reap_timer_;
-  boost::asio::steady_timer exits_;  // woken whenever an instance exits
+  Event exits_;  // set whenever an instance exits
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
