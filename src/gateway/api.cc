@@ -253,25 +253,24 @@ void Api::answered(const Plan& plan, unsigned status) {
 void Api::meter(const std::string& function, const std::string& request_id,
                 const scheduler::InvokeOutcome& o) {
   using Kind = scheduler::InvokeOutcome::Kind;
-  std::string outcome;
+  using metering::Outcome;
+  Outcome outcome = Outcome::kOk;
   switch (o.kind) {
     case Kind::kOk:
-      outcome = "ok";
+      outcome = Outcome::kOk;
       break;
     case Kind::kFunctionError:
-      outcome = "error";
+    case Kind::kInitError:
+      outcome = Outcome::kError;
       break;
     case Kind::kTimeout:
-      outcome = "timeout";
+      outcome = Outcome::kTimeout;
       break;
     case Kind::kCrash:
-      outcome = o.crash_type == "Runtime.OutOfMemory" ? "oom" : "crash";
-      break;
-    case Kind::kInitError:
-      outcome = "error";
+      outcome = o.crash_cause == worker::ExitCause::kOutOfMemory ? Outcome::kOom : Outcome::kCrash;
       break;
     case Kind::kThrottled:
-      outcome = "throttled";
+      outcome = Outcome::kThrottled;
       break;
     case Kind::kNotFound:
     case Kind::kUnavailable:
@@ -293,7 +292,7 @@ void Api::meter(const std::string& function, const std::string& request_id,
     r.version = o.version;
     r.request_id = request_id;
     r.cold = o.cold;
-    r.outcome = std::move(outcome);
+    r.outcome = outcome;
     r.queue_us = duration_cast<us>(o.queued).count();
     r.init_us = duration_cast<us>(o.init).count();
     r.duration_us = duration_cast<us>(o.duration).count();

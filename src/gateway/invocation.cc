@@ -153,16 +153,18 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       res = error_response(http::status::gateway_timeout, "timeout", o.body);
       break;
     case Kind::kCrash:
-      if (o.crash_type == "Runtime.OutOfMemory") {
+      if (o.crash_cause == worker::ExitCause::kOutOfMemory) {
         res = error_response(http::status::bad_gateway, "out_of_memory",
-                             "Runtime.OutOfMemory: " + o.body);
-      } else if (o.crash_type == "Runtime.SandboxViolation") {
+                             fmt::format("{}: {}", worker::error_type(*o.crash_cause), o.body));
+      } else if (o.crash_cause == worker::ExitCause::kSandboxViolation) {
         res = error_response(http::status::bad_gateway, "sandbox_violation",
-                             "Runtime.SandboxViolation: " + o.body);
+                             fmt::format("{}: {}", worker::error_type(*o.crash_cause), o.body));
       } else {
         res = error_response(http::status::bad_gateway, "worker_crashed", o.body);
       }
-      if (!o.crash_type.empty()) res.set("X-Ember-Function-Error", o.crash_type);
+      if (o.crash_cause) {
+        res.set("X-Ember-Function-Error", std::string(worker::error_type(*o.crash_cause)));
+      }
       break;
     case Kind::kInitError: {
       json e = json::parse(o.body, nullptr, false);

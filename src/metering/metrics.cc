@@ -14,8 +14,6 @@ namespace {
 
 namespace pm = prometheus;
 
-constexpr const char* kOutcomes[] = {"ok", "error", "timeout", "crash", "oom", "throttled"};
-
 // Warm calls of small handlers take well under a millisecond; timeouts go up to 15 minutes.
 const pm::Histogram::BucketBoundaries& duration_buckets() {
   static const pm::Histogram::BucketBoundaries b{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -71,8 +69,9 @@ Metrics::Series& Metrics::series(const std::string& function) {
   auto it = series_.find(function);
   if (it != series_.end()) return it->second;
   Series s;
-  for (size_t i = 0; i < std::size(kOutcomes); ++i) {
-    s.outcomes[i] = &invocations_->Add({{"function", function}, {"outcome", kOutcomes[i]}});
+  for (Outcome o : kOutcomes) {
+    s.outcomes[static_cast<size_t>(o)] =
+        &invocations_->Add({{"function", function}, {"outcome", std::string(outcome_name(o))}});
   }
   s.cold = &cold_starts_->Add({{"function", function}});
   s.duration = &duration_->Add({{"function", function}}, duration_buckets());
@@ -84,9 +83,7 @@ Metrics::Series& Metrics::series(const std::string& function) {
 void Metrics::invocation(const InvocationSample& s) {
   std::lock_guard lock(mu_);
   Series& fn = series(s.function);
-  for (size_t i = 0; i < std::size(kOutcomes); ++i) {
-    if (s.outcome == kOutcomes[i]) fn.outcomes[i]->Increment();
-  }
+  fn.outcomes[static_cast<size_t>(s.outcome)]->Increment();
   if (s.cold) fn.cold->Increment();
   if (s.ran) {
     fn.duration->Observe(s.duration_seconds);

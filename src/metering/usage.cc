@@ -21,13 +21,38 @@ double gb_seconds(int64_t billed, int memory_mb) {
   return static_cast<double>(billed) * memory_mb / (1000.0 * 1024.0);
 }
 
+std::string_view outcome_name(Outcome outcome) {
+  switch (outcome) {
+    case Outcome::kOk:
+      return "ok";
+    case Outcome::kError:
+      return "error";
+    case Outcome::kTimeout:
+      return "timeout";
+    case Outcome::kCrash:
+      return "crash";
+    case Outcome::kOom:
+      return "oom";
+    case Outcome::kThrottled:
+      return "throttled";
+  }
+  return "crash";
+}
+
+std::optional<Outcome> parse_outcome(std::string_view name) {
+  for (Outcome o : kOutcomes) {
+    if (outcome_name(o) == name) return o;
+  }
+  return std::nullopt;
+}
+
 json UsageRecord::to_json() const {
   json j{{"time_ms", time_ms},
          {"function", function},
          {"version", version},
          {"request_id", request_id},
          {"start", cold ? "cold" : "warm"},
-         {"outcome", outcome},
+         {"outcome", outcome_name(outcome)},
          {"queue_ms", queue_us / 1000.0},
          {"init_ms", init_us / 1000.0},
          {"duration_ms", duration_us / 1000.0},
@@ -185,7 +210,8 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
     sqlite3_bind_text(s, 4, r.request_id.data(), static_cast<int>(r.request_id.size()),
                       SQLITE_STATIC);
     sqlite3_bind_int(s, 5, r.cold ? 1 : 0);
-    sqlite3_bind_text(s, 6, r.outcome.data(), static_cast<int>(r.outcome.size()), SQLITE_STATIC);
+    const std::string_view outcome = outcome_name(r.outcome);
+    sqlite3_bind_text(s, 6, outcome.data(), static_cast<int>(outcome.size()), SQLITE_STATIC);
     sqlite3_bind_int64(s, 7, r.queue_us);
     sqlite3_bind_int64(s, 8, r.init_us);
     sqlite3_bind_int64(s, 9, r.duration_us);
@@ -287,7 +313,8 @@ Result<std::vector<UsageRecord>> UsageStore::records(const std::string& function
     r.version = sqlite3_column_int(s, 2);
     r.request_id = text_column(s, 3);
     r.cold = sqlite3_column_int(s, 4) != 0;
-    r.outcome = text_column(s, 5);
+    // Written by this code from outcome_name(); anything else in the column reads as a crash.
+    r.outcome = parse_outcome(text_column(s, 5)).value_or(Outcome::kCrash);
     r.queue_us = sqlite3_column_int64(s, 6);
     r.init_us = sqlite3_column_int64(s, 7);
     r.duration_us = sqlite3_column_int64(s, 8);

@@ -31,7 +31,7 @@ class ProcessInstance final : public Instance {
   }
   std::chrono::nanoseconds init_duration() const override { return worker_->init_duration(); }
   const std::string& exit_reason() const override { return worker_->exit_reason(); }
-  const std::string& exit_type() const override { return worker_->exit_type(); }
+  worker::ExitCause exit_cause() const override { return worker_->exit_cause(); }
   const os::CgroupEvents& events() const override { return worker_->events(); }
   uint64_t memory_peak() const override { return worker_->memory_peak(); }
   void on_exit(std::function<void()> callback) override {

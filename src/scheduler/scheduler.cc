@@ -226,8 +226,9 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     // An init error is the worker's own error object; anything else is described here.
     const bool init_error = ready.error().code == Errc::kInvalid;
     if (!init_error) ++spawn_failures_;
-    std::string body =
-        init_error ? ready.error().message : error_json("Runtime.ExitError", ready.error().message);
+    std::string body = init_error ? ready.error().message
+                                  : error_json(worker::error_type(worker::ExitCause::kExited),
+                                               ready.error().message);
     logs_.ring(name).append(
         logs::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + body});
     stop_member(pool, member);
@@ -268,8 +269,8 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   const auto& events = m->instance->events();
   auto& counts = sandbox_counts_[name];
   counts.pids_limit_hits += events.pids_limited;
-  if (m->instance->exit_type() == "Runtime.OutOfMemory") ++counts.oom_kills;
-  if (m->instance->exit_type() == "Runtime.SandboxViolation") ++counts.violations;
+  if (m->instance->exit_cause() == worker::ExitCause::kOutOfMemory) ++counts.oom_kills;
+  if (m->instance->exit_cause() == worker::ExitCause::kSandboxViolation) ++counts.violations;
   if (!m->stopping) {
     logs_.ring(name).append(
         logs::LogLine{0, clock_.wall_ms(), "ember", "",
@@ -366,7 +367,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     case worker::CallResult::Kind::kCrash:
     case worker::CallResult::Kind::kNotStarted:  // its instances kept ending before its turn
       out.kind = InvokeOutcome::Kind::kCrash;
-      out.crash_type = result.error_type;
+      out.crash_cause = result.cause;
       break;
   }
   co_return out;

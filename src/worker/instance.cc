@@ -261,11 +261,11 @@ asio::awaitable<void> Instance::watch_exit(
   }
   // What the kernel did to it says more than any reason the daemon had for killing it.
   if (events_.oom_kills > 0) {
-    exit_type_ = "Runtime.OutOfMemory";
+    exit_cause_ = ExitCause::kOutOfMemory;
     exit_reason_ = fmt::format("was killed at its memory limit of {} MB (OutOfMemory)",
                                spec_.worker.memory_mb);
   } else if (status && status->signaled && status->code == SIGSYS) {
-    exit_type_ = "Runtime.SandboxViolation";
+    exit_cause_ = ExitCause::kSandboxViolation;
     exit_reason_ =
         "was killed for a system call the sandbox forbids (SandboxViolation, SIGSYS); "
         "docs/sandbox.md lists them";
@@ -306,7 +306,7 @@ CallResult Instance::ended(bool started, const std::string& reason) const {
   r.body = "worker " + reason;
   if (started) {
     r.kind = CallResult::Kind::kCrash;
-    r.error_type = exit_type_;
+    r.cause = exit_cause_;
   } else {
     r.kind = CallResult::Kind::kNotStarted;
   }

@@ -13,6 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ember/metering/usage.h"
+
 namespace prometheus {
 class Registry;
 template <typename T>
@@ -26,7 +28,7 @@ namespace ember::metering {
 
 struct InvocationSample {
   std::string function;
-  std::string outcome;  // ok, error, timeout, crash, oom, throttled
+  Outcome outcome = Outcome::kOk;
   bool cold = false;
   bool ran = false;  // reached an instance: duration and queue wait are observed
   double queue_seconds = 0;
@@ -65,7 +67,7 @@ class Metrics {
 
  private:
   struct Series {
-    std::array<prometheus::Counter*, 6> outcomes{};  // in the order of kOutcomes
+    std::array<prometheus::Counter*, std::size(kOutcomes)> outcomes{};  // by Outcome
     prometheus::Counter* cold = nullptr;
     prometheus::Histogram* duration = nullptr;
     prometheus::Histogram* init = nullptr;

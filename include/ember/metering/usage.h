@@ -13,7 +13,9 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -29,13 +31,23 @@ int64_t billed_ms(std::chrono::nanoseconds duration);
 // GB-seconds of `billed` milliseconds at `memory_mb` of configured memory (1 GB = 1024 MB).
 double gb_seconds(int64_t billed, int memory_mb);
 
+// How a call ended, as metering counts it. Spelled as text only in the usage store's column,
+// its JSON records and the metrics' label (outcome_name).
+enum class Outcome { kOk, kError, kTimeout, kCrash, kOom, kThrottled };
+inline constexpr Outcome kOutcomes[] = {Outcome::kOk,    Outcome::kError, Outcome::kTimeout,
+                                        Outcome::kCrash, Outcome::kOom,   Outcome::kThrottled};
+// "ok", "error", "timeout", "crash", "oom", "throttled".
+std::string_view outcome_name(Outcome outcome);
+// The outcome a name spells; nullopt for another string.
+std::optional<Outcome> parse_outcome(std::string_view name);
+
 struct UsageRecord {
   int64_t time_ms = 0;  // wall clock when the call ended
   std::string function;
   int version = 0;
   std::string request_id;
   bool cold = false;
-  std::string outcome;  // ok, error, timeout, crash, oom, throttled
+  Outcome outcome = Outcome::kOk;
   int64_t queue_us = 0;
   int64_t init_us = 0;  // cold starts only
   int64_t duration_us = 0;

@@ -45,10 +45,9 @@ class Instance {
   // When the oldest call running now started; nullopt when none runs.
   virtual std::optional<Clock::time_point> running_since() const = 0;
   virtual std::chrono::nanoseconds init_duration() const = 0;
-  // Why it ended, in words and as an error type (Runtime.ExitError, Runtime.OutOfMemory,
-  // Runtime.SandboxViolation), once it has.
+  // Why it ended, in words and as a cause, once it has.
   virtual const std::string& exit_reason() const = 0;
-  virtual const std::string& exit_type() const = 0;
+  virtual worker::ExitCause exit_cause() const = 0;
   // What the kernel counted in its cgroup, read when it ended; its peak memory so far (0 when
   // unknown).
   virtual const os::CgroupEvents& events() const = 0;

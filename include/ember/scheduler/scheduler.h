@@ -55,8 +55,7 @@ struct InvokeOutcome {
     kOk,             // body: the value as JSON
     kFunctionError,  // body: {"errorType","errorMessage","stack"}
     kTimeout,
-    kCrash,      // body: what happened to the worker; crash_type: Runtime.ExitError,
-                 // Runtime.OutOfMemory or Runtime.SandboxViolation
+    kCrash,      // body: what happened to the worker; crash_cause: why it ended, if known
     kInitError,  // body: the init error object, or what happened
     kThrottled,  // queue full or queue wait over
     kNotFound,
@@ -64,7 +63,7 @@ struct InvokeOutcome {
   };
   Kind kind = Kind::kCrash;
   std::string body;
-  std::string crash_type;
+  std::optional<worker::ExitCause> crash_cause;
   bool cold = false;
   int version = 0;
   std::chrono::nanoseconds init{0};

@@ -4,10 +4,29 @@
 
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace ember::worker {
+
+// Why a worker process ended under a call: it exited or was killed, its cgroup hit its memory
+// limit, or seccomp killed it for a forbidden system call.
+enum class ExitCause { kExited, kOutOfMemory, kSandboxViolation };
+
+// Lambda's error type for `cause`: Runtime.ExitError, Runtime.OutOfMemory or
+// Runtime.SandboxViolation. The only place these strings are spelled.
+constexpr std::string_view error_type(ExitCause cause) {
+  switch (cause) {
+    case ExitCause::kOutOfMemory:
+      return "Runtime.OutOfMemory";
+    case ExitCause::kSandboxViolation:
+      return "Runtime.SandboxViolation";
+    case ExitCause::kExited:
+      break;
+  }
+  return "Runtime.ExitError";
+}
 
 struct CallResult {
   // kNotStarted: the call was queued at the instance behind another and the worker ended before
@@ -22,9 +41,8 @@ struct CallResult {
   std::chrono::nanoseconds waited{0};
   // Whether the worker printed lines while the call ran.
   bool printed = false;
-  // kCrash: Runtime.ExitError, Runtime.OutOfMemory (killed at its memory limit) or
-  // Runtime.SandboxViolation (killed for a forbidden system call).
-  std::string error_type;
+  // kCrash: why the worker ended under the call.
+  std::optional<ExitCause> cause;
 };
 
 // Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty

@@ -82,8 +82,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
-  // Why the process ended as an error type (see CallResult::error_type), once it has.
-  const std::string& exit_type() const { return exit_type_; }
+  // Why the process ended, as a cause, once it has.
+  ExitCause exit_cause() const { return exit_cause_; }
   // What the kernel counted in the worker's cgroup, read when it exited.
   const os::CgroupEvents& events() const { return events_; }
   // The most memory the worker has used so far; 0 without a cgroup that reports it.
@@ -150,7 +150,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   int running_ = 0;              // started, not answered
   uint64_t lines_ = 0;
   std::string exit_reason_;
-  std::string exit_type_ = "Runtime.ExitError";
+  ExitCause exit_cause_ = ExitCause::kExited;
   std::function<void(Instance&)> on_exit_;
 };
 

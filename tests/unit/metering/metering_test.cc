@@ -22,6 +22,12 @@ TEST(Billing, RoundsUpToTheMillisecondAndBillsAtLeastOne) {
   EXPECT_EQ(billed_ms(15min), 900'000);
 }
 
+TEST(Outcomes, NamesRoundTrip) {
+  for (Outcome o : kOutcomes) EXPECT_EQ(parse_outcome(outcome_name(o)), o);
+  EXPECT_EQ(outcome_name(Outcome::kOom), "oom");
+  EXPECT_FALSE(parse_outcome("Ok").has_value());
+}
+
 TEST(Billing, GbSecondsScaleWithMemory) {
   EXPECT_DOUBLE_EQ(gb_seconds(1000, 1024), 1.0);
   EXPECT_DOUBLE_EQ(gb_seconds(1, 128), 0.000125);
@@ -29,16 +35,16 @@ TEST(Billing, GbSecondsScaleWithMemory) {
 }
 
 UsageRecord call(std::string function, int64_t time_ms, int64_t billed, int memory_mb = 128,
-                 std::string outcome = "ok", bool cold = false) {
+                 Outcome outcome = Outcome::kOk, bool cold = false) {
   UsageRecord r;
   r.time_ms = time_ms;
   r.function = std::move(function);
   r.version = 1;
   r.request_id = "req-" + std::to_string(time_ms);
   r.cold = cold;
-  r.outcome = std::move(outcome);
+  r.outcome = outcome;
   r.duration_us = billed * 1000 - 300;
-  r.billed_ms = r.outcome == "throttled" ? 0 : billed;
+  r.billed_ms = r.outcome == Outcome::kThrottled ? 0 : billed;
   r.memory_mb = memory_mb;
   return r;
 }
@@ -47,11 +53,11 @@ TEST(UsageStore, TotalsAreTheSumsOfTheRecordsPerFunction) {
   TempDir tmp;
   auto store = UsageStore::open(tmp / "usage.db", 1h, 0);
   ASSERT_TRUE(store.ok()) << store.error().message;
-  (*store)->append(call("a", 1000, 3, 128, "ok", true));
+  (*store)->append(call("a", 1000, 3, 128, Outcome::kOk, true));
   (*store)->append(call("a", 2000, 5));
-  (*store)->append(call("a", 3000, 7, 128, "timeout"));
-  (*store)->append(call("a", 3500, 0, 128, "throttled"));
-  (*store)->append(call("b", 2500, 11, 1024, "oom"));
+  (*store)->append(call("a", 3000, 7, 128, Outcome::kTimeout));
+  (*store)->append(call("a", 3500, 0, 128, Outcome::kThrottled));
+  (*store)->append(call("b", 2500, 11, 1024, Outcome::kOom));
   auto totals = (*store)->totals(0, 10'000);
   ASSERT_TRUE(totals.ok()) << totals.error().message;
   ASSERT_EQ(totals->size(), 2u);
@@ -139,10 +145,10 @@ TEST(FunctionUsage, CostAppearsOnlyWithAPrice) {
 
 TEST(Metrics, CountsAKnownSequenceOfCalls) {
   Metrics m;
-  m.invocation({"f", "ok", true, true, 0.1, 0.09, 0.002});
-  m.invocation({"f", "ok", false, true, 0.0001, 0, 0.001});
-  m.invocation({"f", "timeout", false, true, 0, 0, 1.0});
-  m.invocation({"f", "throttled", false, false, 0, 0, 0});
+  m.invocation({"f", Outcome::kOk, true, true, 0.1, 0.09, 0.002});
+  m.invocation({"f", Outcome::kOk, false, true, 0.0001, 0, 0.001});
+  m.invocation({"f", Outcome::kTimeout, false, true, 0, 0, 1.0});
+  m.invocation({"f", Outcome::kThrottled, false, false, 0, 0, 0});
   m.request("invoke", 200);
   m.request("invoke", 200);
   m.request("invoke", 504);

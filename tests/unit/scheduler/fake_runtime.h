@@ -136,7 +136,7 @@ class FakeInstance final : public runtime::Instance {
   }
   std::chrono::nanoseconds init_duration() const override { return std::chrono::milliseconds(5); }
   const std::string& exit_reason() const override { return exit_reason_; }
-  const std::string& exit_type() const override { return exit_type_; }
+  worker::ExitCause exit_cause() const override { return worker::ExitCause::kExited; }
   const os::CgroupEvents& events() const override { return events_; }
   uint64_t memory_peak() const override { return 0; }
   void on_exit(std::function<void()> callback) override { on_exit_ = std::move(callback); }
@@ -150,7 +150,7 @@ class FakeInstance final : public runtime::Instance {
   std::optional<Status> ready_result_;
   std::vector<std::unique_ptr<Call>> calls_;
   bool stopped_ = false, killed_ = false, exited_ = false;
-  std::string exit_reason_, exit_type_ = "Runtime.ExitError";
+  std::string exit_reason_;
   os::CgroupEvents events_;
   std::function<void()> on_exit_;
 };
