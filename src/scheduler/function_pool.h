@@ -41,7 +41,7 @@ struct PoolWaiter {
   boost::asio::steady_timer timer;
   Clock::time_point queued_at;
   std::shared_ptr<PoolMember> member;  // the instance handed over, already leased
-  std::optional<std::string> error;    // set when the instance meant for it failed to start
+  std::optional<StartFailure> error;   // set when the instance meant for it failed to start
 };
 
 // One function's instances, its queue of waiting calls, and what its recent calls taught the

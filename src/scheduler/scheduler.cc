@@ -38,6 +38,18 @@ std::string error_json(std::string_view type, std::string_view message) {
 
 }  // namespace
 
+std::string StartFailure::error_object() const {
+  switch (kind) {
+    case Kind::kInitError:
+      return detail;
+    case Kind::kExited:
+      return error_json(worker::error_type(worker::ExitCause::kExited), detail);
+    case Kind::kNotStarted:
+      break;
+  }
+  return error_json("Runtime.StartError", detail);
+}
+
 namespace {
 uint64_t g_next_member = 1;
 }
@@ -207,7 +219,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     Pool& pool = pool_for(name);
     stop_member(pool, member);
     std::erase(pool.members, member);
-    fail_waiters(pool, error_json("Runtime.StartError", instance.error().message));
+    fail_waiters(pool, StartFailure{StartFailure::Kind::kNotStarted, instance.error().message});
     co_return;
   }
   member->instance = *instance;
@@ -226,13 +238,13 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     // An init error is the worker's own error object; anything else is described here.
     const bool init_error = ready.error().code == Errc::kInvalid;
     if (!init_error) ++spawn_failures_;
-    std::string body = init_error ? ready.error().message
-                                  : error_json(worker::error_type(worker::ExitCause::kExited),
-                                               ready.error().message);
+    const StartFailure failure{
+        init_error ? StartFailure::Kind::kInitError : StartFailure::Kind::kExited,
+        ready.error().message};
     logs_.ring(name).append(
-        logs::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + body});
+        logs::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + failure.error_object()});
     stop_member(pool, member);
-    fail_waiters(pool, body);
+    fail_waiters(pool, failure);
     co_return;
   }
   member->starting = false;
@@ -288,12 +300,12 @@ void Scheduler::member_exited(const std::string& name, uint64_t id) {
   }
 }
 
-void Scheduler::fail_waiters(Pool& pool, const std::string& error) {
+void Scheduler::fail_waiters(Pool& pool, const StartFailure& failure) {
   // Loading the same code again would fail the same way: every waiter gets the error.
   while (!pool.waiters.empty()) {
     Waiter* w = pool.waiters.front();
     pool.waiters.pop_front();
-    w->error = error;
+    w->error = failure;
     w->timer.cancel();
   }
 }
@@ -399,7 +411,8 @@ asio::awaitable<std::shared_ptr<Scheduler::Member>> Scheduler::wait_for_instance
   std::erase(pool.waiters, &w);
   if (w.error) {
     out.kind = InvokeOutcome::Kind::kInitError;
-    out.body = *w.error;
+    out.start_failure = w.error->kind;
+    out.body = w.error->error_object();
     co_return nullptr;
   }
   if (!w.member) {

@@ -50,6 +50,19 @@ struct InvokeRequest {
   std::string kind = "invoke";  // "invoke" or "http"
 };
 
+// Why an instance meant for waiting calls did not come up.
+struct StartFailure {
+  enum class Kind {
+    kNotStarted,  // the factory could not start it (Runtime.StartError)
+    kExited,      // it ended, or did not answer in time, before READY (Runtime.ExitError)
+    kInitError,   // the function's code failed to load; `detail` is its own error object
+  };
+  Kind kind = Kind::kNotStarted;
+  std::string detail;  // what happened, or (kInitError) the function's error object as JSON
+  // The error object the caller gets: {"errorType", "errorMessage", "stack"} as JSON.
+  std::string error_object() const;
+};
+
 struct InvokeOutcome {
   enum class Kind {
     kOk,             // body: the value as JSON
@@ -64,6 +77,7 @@ struct InvokeOutcome {
   Kind kind = Kind::kCrash;
   std::string body;
   std::optional<worker::ExitCause> crash_cause;
+  std::optional<StartFailure::Kind> start_failure;  // kInitError: why no instance came up
   bool cold = false;
   int version = 0;
   std::chrono::nanoseconds init{0};
@@ -140,7 +154,7 @@ class Scheduler {
                                               bool on_demand);
   void stop_member(Pool& pool, const std::shared_ptr<Member>& member);
   void member_exited(const std::string& name, uint64_t id);
-  void fail_waiters(Pool& pool, const std::string& error);
+  void fail_waiters(Pool& pool, const StartFailure& failure);
   void log_report(const std::string& function, const std::string& request_id,
                   const InvokeOutcome& out);
   void reap();

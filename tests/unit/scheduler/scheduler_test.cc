@@ -264,7 +264,8 @@ TEST_F(SchedulerTest, RemoveDrainsCallsInFlightThenStopsAndForgets) {
   ASSERT_TRUE(run_until(
       [&] { return !factory_.started().empty() && factory_.started()[0]->unanswered() == 1; }));
   bool removed = false;
-  asio::co_spawn(io_, scheduler_->remove("f", milliseconds(10'000)),
+  const std::string& name = names_.emplace_back("f");  // remove() reads it until it completes
+  asio::co_spawn(io_, scheduler_->remove(name, milliseconds(10'000)),
                  [&](std::exception_ptr) { removed = true; });
   settle();
   EXPECT_FALSE(removed) << "remove waits for the call in flight";
@@ -366,6 +367,7 @@ TEST_F(SchedulerTest, AnInitErrorReachesEveryWaiter) {
   EXPECT_EQ((*a)->kind, Kind::kInitError);
   EXPECT_EQ((*b)->kind, Kind::kInitError);
   EXPECT_EQ((*a)->body, R"({"errorType":"SyntaxError"})");
+  EXPECT_EQ((*a)->start_failure, StartFailure::Kind::kInitError);
 }
 
 TEST_F(SchedulerTest, AFailedStartIsTheWaitersError) {
@@ -376,6 +378,7 @@ TEST_F(SchedulerTest, AFailedStartIsTheWaitersError) {
   ASSERT_TRUE(run_until([&] { return call->has_value(); }));
   EXPECT_EQ((*call)->kind, Kind::kInitError);
   EXPECT_NE((*call)->body.find("Runtime.StartError"), std::string::npos) << (*call)->body;
+  EXPECT_EQ((*call)->start_failure, StartFailure::Kind::kNotStarted);
   EXPECT_EQ(scheduler_->spawn_failures(), 1u);
 }
 
