@@ -13,6 +13,8 @@ const INIT_ERROR = 2;
 const INVOKE = 3;
 const RESULT = 4;
 const ERROR = 5;
+const KV_REQUEST = 6;
+const KV_REPLY = 7;
 const SHUTDOWN = 8;
 const HEADER_BYTES = 16;
 const MAX_META = 64 * 1024;
@@ -30,6 +32,7 @@ const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 let inFlight = 0;
 let shuttingDown = false;
 const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
+let handler = null;  // set once loaded; INVOKEs come only after READY
 
 function send(type, id, meta, body) {
   const metaBuf = Buffer.from(JSON.stringify(meta || {}));
@@ -136,7 +139,106 @@ async function loadHandler(spec) {
   return exported;
 }
 
-function makeContext(meta) {
+// The key-value store (docs/kv.md). Each request is a KV_REQUEST frame naming the call it is made
+// for; the daemon answers with a KV_REPLY of the same id, in any order.
+class KvError extends Error {
+  constructor(type, message) {
+    super(message);
+    this.name = type;
+  }
+}
+
+const kvPending = new Map();  // request id -> [resolve, reject, op]
+let kvNextId = 1;
+
+function kvRequest(call, ns, op, fields, body) {
+  const id = kvNextId;
+  kvNextId = kvNextId >= 0xffffffff ? 1 : kvNextId + 1;
+  const meta = { op, call, ...fields };
+  if (ns !== null) meta.ns = ns;
+  return new Promise((resolve, reject) => {
+    kvPending.set(id, [resolve, reject, op]);
+    send(KV_REQUEST, id, meta, body);
+  });
+}
+
+function kvReplied(id, meta, body) {
+  const waiter = kvPending.get(id);
+  if (!waiter) return;
+  kvPending.delete(id);
+  const [resolve, reject, op] = waiter;
+  if (!meta.ok) {
+    reject(new KvError(meta.errorType || 'KvUnavailable', meta.errorMessage || ''));
+    return;
+  }
+  switch (op) {
+    case 'get':
+      resolve(meta.found ? { value: JSON.parse(body.toString('utf8')), version: meta.version } : null);
+      break;
+    case 'put':
+      resolve(meta.version);
+      break;
+    case 'incr':
+      resolve(meta.value);
+      break;
+    case 'delete':
+      resolve(meta.deleted);
+      break;
+    default:
+      resolve({ items: JSON.parse(body.toString('utf8')), cursor: meta.cursor || null });
+  }
+}
+
+function kvFail(type, message) {
+  return Promise.reject(new KvError(type, message));
+}
+
+function makeKv(call, ns) {
+  const badKey = (k) => typeof k !== 'string';
+  const keyError = () => kvFail('KvInvalidKey', 'a key must be a string');
+  const getWithVersion = (k) => (badKey(k) ? keyError() : kvRequest(call, ns, 'get', { key: k }));
+  return {
+    getWithVersion,
+    async get(k) {
+      const item = await getWithVersion(k);
+      return item === null ? null : item.value;
+    },
+    put(k, value, options = {}) {
+      if (badKey(k)) return keyError();
+      let text;
+      try {
+        text = JSON.stringify(value);
+      } catch (err) {
+        return kvFail('KvInvalidValue', `the value cannot be written as JSON: ${err.message}`);
+      }
+      if (text === undefined) return kvFail('KvInvalidValue', 'the value cannot be written as JSON');
+      const fields = { key: k };
+      if (options && options.ttl_s !== undefined) fields.ttl_s = options.ttl_s;
+      if (options && options.if_version !== undefined) fields.if_version = options.if_version;
+      return kvRequest(call, ns, 'put', fields, text);
+    },
+    incr(k, delta = 1) {
+      if (badKey(k)) return keyError();
+      if (!Number.isSafeInteger(delta)) return kvFail('KvInvalidRequest', 'delta must be an integer');
+      return kvRequest(call, ns, 'incr', { key: k, delta });
+    },
+    delete(k) {
+      return badKey(k) ? keyError() : kvRequest(call, ns, 'delete', { key: k });
+    },
+    list(prefix = '', options = {}) {
+      if (typeof prefix !== 'string') return kvFail('KvInvalidRequest', 'a prefix must be a string');
+      const fields = { prefix };
+      if (options && options.limit !== undefined) fields.limit = options.limit;
+      if (options && options.cursor) fields.cursor = options.cursor;
+      return kvRequest(call, ns, 'list', fields);
+    },
+    namespace(name) {
+      return makeKv(call, String(name));
+    },
+  };
+}
+
+function makeContext(meta, call) {
   return {
     requestId: meta.requestId,
     awsRequestId: meta.requestId,
@@ -145,6 +247,7 @@ function makeContext(meta) {
     memoryLimitMB,
     memoryLimitInMB: String(memoryLimitMB),
     callbackWaitsForEmptyEventLoop: true,
+    kv: makeKv(call, null),
     getRemainingTimeInMillis: () => Math.max(0, (meta.deadlineMs || 0) - Date.now()),
   };
 }
@@ -168,11 +271,11 @@ function flushStdio() {
   return pending.length ? Promise.all(pending) : null;
 }
 
-async function invoke(handler, id, meta, body) {
+async function invoke(id, meta, body) {
   inFlight++;
   try {
     const event = JSON.parse(body.toString('utf8'));
-    const value = await callHandler(handler, event, makeContext(meta));
+    const value = await callHandler(handler, event, makeContext(meta, id));
     const text = JSON.stringify(value === undefined ? null : value);
     const flushed = flushStdio();
     if (flushed) await flushed;
@@ -184,7 +287,7 @@ async function invoke(handler, id, meta, body) {
   } finally {
     inFlight--;
     if (waiting.length > 0) {
-      invoke(handler, ...waiting.shift());
+      invoke(...waiting.shift());
     } else if (shuttingDown && inFlight === 0) {
       process.exit(0);
     }
@@ -192,7 +295,7 @@ async function invoke(handler, id, meta, body) {
 }
 
 // Chunks are joined only once a whole frame has arrived, so a 6 MB event costs one copy.
-function serve(handler) {
+function serve() {
   let chunks = [];
   let length = 0;
   let need = HEADER_BYTES;  // bytes needed before the next step: a header, then a whole frame
@@ -221,9 +324,11 @@ function serve(handler) {
       length = rest.length;
       frameBytes = 0;
       need = HEADER_BYTES;
-      if (type === INVOKE) {
+      if (type === KV_REPLY) {
+        kvReplied(id, meta, body);
+      } else if (type === INVOKE) {
         if (inFlight < concurrency) {
-          invoke(handler, id, meta, body);
+          invoke(id, meta, body);
         } else {
           waiting.push([id, meta, body]);
         }
@@ -238,9 +343,10 @@ function serve(handler) {
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(0));
 
+serve();
 loadHandler(env._HANDLER || 'index.handler').then(
-  (handler) => {
-    serve(handler);
+  (loaded) => {
+    handler = loaded;
     send(READY, 0, {});
   },
   (err) => {

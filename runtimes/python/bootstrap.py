@@ -17,17 +17,106 @@ import struct
 import sys
 import time
 
-READY, INIT_ERROR, INVOKE, RESULT, ERROR, SHUTDOWN = 1, 2, 3, 4, 5, 8
+READY, INIT_ERROR, INVOKE, RESULT, ERROR, KV_REQUEST, KV_REPLY, SHUTDOWN = 1, 2, 3, 4, 5, 6, 7, 8
 HEADER = struct.Struct("<IIII")
 MAX_META = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 READ_SIZE = 64 * 1024
 
 
+class KvError(Exception):
+    """A key-value operation failed; the class of each error is named by its type
+    (KvKeyTooLarge, KvQuotaExceeded, ...: docs/kv.md), and all derive from this one."""
+
+    error_type = "KvError"
+
+
+_KV_ERRORS = {}
+
+
+def _kv_error(error_type, message):
+    cls = _KV_ERRORS.get(error_type)
+    if cls is None:
+        cls = type(str(error_type), (KvError,), {"error_type": error_type})
+        _KV_ERRORS[error_type] = cls
+    return cls(message)
+
+
+class Kv:
+    """`context.kv`: the function's key-value namespace, or one it was granted (namespace()).
+    Every call blocks until the daemon has answered; a write has been made durable by then."""
+
+    KvError = KvError
+
+    def __init__(self, channel, call, ns=None):
+        self._channel, self._call, self._ns = channel, call, ns
+
+    def _request(self, op, fields, body=b""):
+        meta = {"op": op, "call": self._call}
+        meta.update(fields)
+        if self._ns is not None:
+            meta["ns"] = self._ns
+        reply, body = self._channel.kv_request(meta, body)
+        if not reply.get("ok"):
+            raise _kv_error(reply.get("errorType", "KvUnavailable"), reply.get("errorMessage", ""))
+        return reply, body
+
+    @staticmethod
+    def _key(key):
+        if not isinstance(key, str):
+            raise _kv_error("KvInvalidKey", "a key must be a string")
+        return key
+
+    def get_with_version(self, key):
+        reply, body = self._request("get", {"key": self._key(key)})
+        if not reply.get("found"):
+            return None
+        return {"value": json.loads(body), "version": reply["version"]}
+
+    def get(self, key):
+        item = self.get_with_version(key)
+        return None if item is None else item["value"]
+
+    def put(self, key, value, ttl_s=None, if_version=None):
+        fields = {"key": self._key(key)}
+        if ttl_s is not None:
+            fields["ttl_s"] = ttl_s
+        if if_version is not None:
+            fields["if_version"] = if_version
+        try:
+            text = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise _kv_error("KvInvalidValue", f"the value cannot be written as JSON: {exc}") from None
+        return self._request("put", fields, text)[0]["version"]
+
+    def incr(self, key, delta=1):
+        if not isinstance(delta, int) or isinstance(delta, bool):
+            raise _kv_error("KvInvalidRequest", "delta must be an integer")
+        return self._request("incr", {"key": self._key(key), "delta": delta})[0]["value"]
+
+    def delete(self, key):
+        return self._request("delete", {"key": self._key(key)})[0]["deleted"]
+
+    def list(self, prefix="", limit=None, cursor=None):
+        if not isinstance(prefix, str):
+            raise _kv_error("KvInvalidRequest", "a prefix must be a string")
+        fields = {"prefix": prefix}
+        if limit is not None:
+            fields["limit"] = limit
+        if cursor:
+            fields["cursor"] = cursor
+        reply, body = self._request("list", fields)
+        return {"items": json.loads(body), "cursor": reply.get("cursor") or None}
+
+    def namespace(self, name):
+        return Kv(self._channel, self._call, str(name))
+
+
 class Context:
     """What a handler gets as `context`: Lambda's Python names, plus Ember's camelCase ones."""
 
-    def __init__(self, meta):
+    def __init__(self, meta, channel=None, call=0):
+        self.kv = Kv(channel, call)
         self.aws_request_id = self.request_id = self.requestId = meta.get("requestId", "")
         self.function_name = self.functionName = os.environ.get("EMBER_FUNCTION_NAME", "")
         self.function_version = self.functionVersion = os.environ.get("EMBER_FUNCTION_VERSION", "")
@@ -120,6 +209,22 @@ class Channel:
         self.fd = fd
         self.buf = bytearray()
         self.header = bytearray(HEADER.size)
+        self.held = []  # frames that arrived while a key-value reply was awaited
+        self.kv_id = 0
+
+    def kv_request(self, meta, body):
+        """Sends a KV_REQUEST and waits for its KV_REPLY; returns (meta, body)."""
+        self.kv_id = self.kv_id + 1 if self.kv_id < 0xFFFFFFFF else 1
+        ident = self.kv_id
+        self.send(KV_REQUEST, ident, meta, body)
+        while True:
+            frame = self._read_frame()
+            if frame is None:
+                sys.exit(0)  # the daemon is gone
+            if frame[0] == KV_REPLY and frame[1] == ident:
+                return frame[2], frame[3]
+            if frame[0] != KV_REPLY:
+                self.held.append(frame)
 
     def send(self, kind, ident, meta, body=b""):
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b"{}"
@@ -148,6 +253,11 @@ class Channel:
         return True
 
     def receive(self):
+        if self.held:
+            return self.held.pop(0)
+        return self._read_frame()
+
+    def _read_frame(self):
         if not self._fill(HEADER.size):
             return None
         kind, ident, meta_len, body_len = HEADER.unpack_from(self.buf)
@@ -209,7 +319,7 @@ def main():
             continue
         try:
             event = json.loads(body)
-            value = handler(event, Context(meta))
+            value = handler(event, Context(meta, channel, ident))
             channel.send(RESULT, ident, {}, json.dumps(value).encode())
         except Exception as exc:  # noqa: BLE001 - reported to the caller as the function's error
             sys.setrecursionlimit(RECURSION_LIMIT)  # the handler may have lowered it

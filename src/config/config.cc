@@ -128,8 +128,22 @@ Status apply_config_json(std::string_view text, Config& c) {
     h.integer("retention_days", o.retention_days, 0, 100 * 366);
     h.number("price_per_gb_second", o.prices.per_gb_second, 0, 1e6);
     h.number("price_per_million_requests", o.prices.per_million_requests, 0, 1e9);
+    h.number("price_per_million_kv_reads", o.prices.per_million_kv_reads, 0, 1e9);
+    h.number("price_per_million_kv_writes", o.prices.per_million_kv_writes, 0, 1e9);
     if (auto st = h.finish(); !st) return st;
     o.flush_interval = std::chrono::milliseconds(flush);
+  }
+  if (const json* kv = f.object("kv")) {
+    JsonFields h(*kv, "kv");
+    auto& o = c.kv;
+    h.one_of("backend", o.backend, {"sqlite"});
+    int64_t quota_mb = static_cast<int64_t>(o.limits.namespace_quota_bytes >> 20);
+    h.integer("namespace_quota_mb", quota_mb, 1, int64_t{1} << 20);
+    int64_t ops = o.service.max_ops_per_call;
+    h.integer("max_ops_per_call", ops, 1, 1'000'000);
+    if (auto st = h.finish(); !st) return st;
+    o.limits.namespace_quota_bytes = static_cast<uint64_t>(quota_mb) << 20;
+    o.service.max_ops_per_call = static_cast<uint32_t>(ops);
   }
   if (const json* logs = f.object("logs")) {
     JsonFields h(*logs, "logs");
@@ -228,6 +242,10 @@ std::vector<std::string> restart_needed(const Config& a, const Config& b) {
   check(a.metering.flush_interval == b.metering.flush_interval &&
             a.metering.retention_days == b.metering.retention_days,
         "metering.flush_interval_ms/retention_days");
+  check(a.kv.backend == b.kv.backend &&
+            a.kv.limits.namespace_quota_bytes == b.kv.limits.namespace_quota_bytes &&
+            a.kv.service.max_ops_per_call == b.kv.service.max_ops_per_call,
+        "kv");
   return keys;
 }
 

@@ -29,6 +29,7 @@
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
+#include "ember/kv/service.h"
 #include "ember/logs/store.h"
 #include "ember/metering/metrics.h"
 #include "ember/metering/usage.h"
@@ -241,9 +242,23 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   unblock_stop_signals();
   asio::thread_pool blocking(1);
 
+  // After the event loop, so that it is gone (its threads joined) before the loop its replies
+  // are posted to.
+  auto kv_store = kv::open_sqlite(kv::SqliteOptions{reg.state_dir() / "kv.db", cfg.kv.limits});
+  if (!kv_store) {
+    spdlog::critical("kv: {}", kv_store.error().message);
+    return 1;
+  }
+  kv::Service kv_service(**kv_store, cfg.kv.service);
+  kv_service.on_op([&metrics](const kv::OpRecord& op) {
+    metrics.kv_operation(op.function, kv::op_name(op.op),
+                         op.error_type.empty() ? "ok" : op.error_type,
+                         std::chrono::duration<double>(op.duration).count());
+  });
+
   runtime::RuntimeOptions runtime_options = cfg.runtime;
   runtime_options.runtimes_dir = find_runtimes(cfg.runtime.runtimes_dir);
-  runtime::ColdStartFactory factory(io, sandbox, reg, runtime_options);
+  runtime::ColdStartFactory factory(io, sandbox, reg, runtime_options, &kv_service);
   scheduler::SchedulerOptions sched_options = cfg.scheduler;
   if (sched_options.memory_budget_mb == 0)
     sched_options.memory_budget_mb = default_memory_budget_mb();
@@ -261,6 +276,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   gateway::HttpServer server(io, cfg.http, api);
   api.set_server(&server);
   api.set_metering(&metrics, usage->get(), cfg.metering.prices);
+  api.set_kv(&kv_service);
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {

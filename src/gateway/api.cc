@@ -53,6 +53,10 @@ std::string_view route_name(int route) {
       return "http_trigger";
     case kLogs:
       return "logs";
+    case kKvList:
+      return "kv_list";
+    case kKvItem:
+      return "kv_item";
   }
   return "none";
 }
@@ -160,6 +164,25 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
     return accept(kUsage, kSmallBodyBytes);
   }
+  if (segments.size() >= 3 && segments[1] == "kv") {
+    // A namespace is a function's name, checked like one (raw: it never needs encoding).
+    std::string ns(segments[2]);
+    if (auto st = kv::check_namespace(ns); !st) return reject(error_response(st.error()));
+    if (segments.size() == 3) {
+      if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+      return accept(kKvList, kSmallBodyBytes, std::move(ns));
+    }
+    switch (method) {
+      case http::verb::get:
+      case http::verb::delete_:
+        return accept(kKvItem, kSmallBodyBytes, std::move(ns));
+      case http::verb::put:
+        return accept(kKvItem, kv_ ? kv_->limits().max_value_bytes : kSmallBodyBytes,
+                      std::move(ns));
+      default:
+        return reject(method_not_allowed(method, "GET, PUT, DELETE"));
+    }
+  }
   if (segments.size() >= 2 && segments[1] == "functions") {
     if (segments.size() == 2) {
       if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
@@ -242,6 +265,9 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
       co_return co_await rollback(plan, std::move(request));
     case kDelete:
       co_return co_await remove(plan);
+    case kKvList:
+    case kKvItem:
+      co_return co_await kv(plan, std::move(request));
   }
   co_return error_response(http::status::internal_server_error, "internal", "unknown route");
 }
@@ -299,6 +325,8 @@ void Api::meter(const std::string& function, const std::string& request_id,
     r.billed_ms = ran ? metering::billed_ms(o.duration) : 0;
     r.memory_mb = o.memory_mb;
     r.peak_memory_bytes = o.memory_peak;
+    r.kv_reads = o.kv_reads;
+    r.kv_writes = o.kv_writes;
     usage_->append(std::move(r));
   }
 }

@@ -26,6 +26,8 @@ enum Route : int {
   kInvoke,
   kHttpTrigger,
   kLogs,
+  kKvList,
+  kKvItem,
 };
 
 // The query parameters of a request target, decoded, in order.

@@ -117,13 +117,7 @@ asio::awaitable<Response> Api::usage(const Plan& plan, const Request& request) {
   json list = json::array();
   for (const auto& u : *totals) {
     list.push_back(u.to_json(prices_));
-    sum.invocations += u.invocations;
-    sum.errors += u.errors;
-    sum.throttles += u.throttles;
-    sum.cold_starts += u.cold_starts;
-    sum.duration_us += u.duration_us;
-    sum.billed_ms += u.billed_ms;
-    sum.mb_ms += u.mb_ms;
+    sum.add(u);
   }
   if (one) {
     body["usage"] = list.empty() ? [&] {
@@ -138,9 +132,12 @@ asio::awaitable<Response> Api::usage(const Plan& plan, const Request& request) {
     total.erase("function");
     body["total"] = std::move(total);
   }
-  if (prices_.per_gb_second > 0 || prices_.per_million_requests > 0) {
+  if (prices_.per_gb_second > 0 || prices_.per_million_requests > 0 ||
+      prices_.per_million_kv_reads > 0 || prices_.per_million_kv_writes > 0) {
     body["prices"] = json{{"per_gb_second", prices_.per_gb_second},
-                          {"per_million_requests", prices_.per_million_requests}};
+                          {"per_million_requests", prices_.per_million_requests},
+                          {"per_million_kv_reads", prices_.per_million_kv_reads},
+                          {"per_million_kv_writes", prices_.per_million_kv_writes}};
   }
   co_return json_response(http::status::ok, body);
 }

@@ -61,6 +61,16 @@ Metrics::Metrics() : registry_(std::make_shared<pm::Registry>()) {
                    .Name("ember_http_requests_total")
                    .Help("HTTP requests by route and status code.")
                    .Register(*registry_);
+  kv_ops_ = &pm::BuildCounter()
+                 .Name("ember_kv_operations_total")
+                 .Help(
+                     "Key-value operations by function (empty: the admin API), op (get, put, "
+                     "incr, delete, list) and result (ok or the error type).")
+                 .Register(*registry_);
+  kv_duration_ = &pm::BuildHistogram()
+                      .Name("ember_kv_operation_duration_seconds")
+                      .Help("Time the store took for an operation, durable commit included.")
+                      .Register(*registry_);
 }
 
 Metrics::~Metrics() = default;
@@ -103,8 +113,38 @@ void Metrics::request(std::string_view route, unsigned status) {
   it->second->Increment();
 }
 
+void Metrics::kv_operation(std::string_view function, std::string_view op, std::string_view result,
+                           double seconds) {
+  static const pm::Histogram::BucketBoundaries kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+  std::lock_guard lock(mu_);
+  auto key = std::make_tuple(std::string(function), std::string(op), std::string(result));
+  auto it = kv_ops_by_key_.find(key);
+  if (it == kv_ops_by_key_.end()) {
+    auto* counter = &kv_ops_->Add(
+        {{"function", std::get<0>(key)}, {"op", std::get<1>(key)}, {"result", std::get<2>(key)}});
+    it = kv_ops_by_key_.emplace(std::move(key), counter).first;
+  }
+  it->second->Increment();
+  auto h = kv_duration_by_op_.find(op);
+  if (h == kv_duration_by_op_.end()) {
+    h = kv_duration_by_op_
+            .emplace(std::string(op), &kv_duration_->Add({{"op", std::string(op)}}, kBuckets))
+            .first;
+  }
+  h->second->Observe(seconds);
+}
+
 void Metrics::forget(const std::string& function) {
   std::lock_guard lock(mu_);
+  for (auto kv = kv_ops_by_key_.begin(); kv != kv_ops_by_key_.end();) {
+    if (std::get<0>(kv->first) == function) {
+      kv_ops_->Remove(kv->second);
+      kv = kv_ops_by_key_.erase(kv);
+    } else {
+      ++kv;
+    }
+  }
   auto it = series_.find(function);
   if (it == series_.end()) return;
   const Series& s = it->second;

@@ -60,7 +60,23 @@ json UsageRecord::to_json() const {
          {"memory_mb", memory_mb},
          {"gb_seconds", gb_seconds(billed_ms, memory_mb)}};
   if (peak_memory_bytes > 0) j["peak_memory_mb"] = peak_memory_bytes / double(1 << 20);
+  if (kv_reads > 0 || kv_writes > 0) {
+    j["kv_reads"] = kv_reads;
+    j["kv_writes"] = kv_writes;
+  }
   return j;
+}
+
+void FunctionUsage::add(const FunctionUsage& o) {
+  invocations += o.invocations;
+  errors += o.errors;
+  throttles += o.throttles;
+  cold_starts += o.cold_starts;
+  duration_us += o.duration_us;
+  billed_ms += o.billed_ms;
+  mb_ms += o.mb_ms;
+  kv_reads += o.kv_reads;
+  kv_writes += o.kv_writes;
 }
 
 double FunctionUsage::gb_seconds() const { return static_cast<double>(mb_ms) / (1000.0 * 1024.0); }
@@ -69,11 +85,19 @@ json FunctionUsage::to_json(const Prices& prices) const {
   json j{{"function", function},       {"invocations", invocations},
          {"errors", errors},           {"throttles", throttles},
          {"cold_starts", cold_starts}, {"duration_ms", duration_us / 1000.0},
-         {"billed_ms", billed_ms},     {"gb_seconds", gb_seconds()}};
-  if (prices.per_gb_second > 0 || prices.per_million_requests > 0) {
+         {"billed_ms", billed_ms},     {"gb_seconds", gb_seconds()},
+         {"kv_reads", kv_reads},       {"kv_writes", kv_writes}};
+  if (prices.per_gb_second > 0 || prices.per_million_requests > 0 ||
+      prices.per_million_kv_reads > 0 || prices.per_million_kv_writes > 0) {
     const double compute = gb_seconds() * prices.per_gb_second;
     const double requests = static_cast<double>(invocations) * prices.per_million_requests / 1e6;
-    j["cost"] = json{{"compute", compute}, {"requests", requests}, {"total", compute + requests}};
+    const double kv = (static_cast<double>(kv_reads) * prices.per_million_kv_reads +
+                       static_cast<double>(kv_writes) * prices.per_million_kv_writes) /
+                      1e6;
+    j["cost"] = json{{"compute", compute},
+                     {"requests", requests},
+                     {"kv", kv},
+                     {"total", compute + requests + kv}};
   }
   return j;
 }
@@ -113,10 +137,30 @@ CREATE TABLE IF NOT EXISTS usage (
   duration_us INTEGER NOT NULL,
   billed_ms INTEGER NOT NULL,
   memory_mb INTEGER NOT NULL,
-  peak_memory_bytes INTEGER NOT NULL
+  peak_memory_bytes INTEGER NOT NULL,
+  kv_reads INTEGER NOT NULL DEFAULT 0,
+  kv_writes INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS usage_by_time ON usage (time_ms);
 )sql";
+
+// Databases written before the key-value columns existed get them, counted as 0.
+constexpr const char* kAddKvColumns =
+    "ALTER TABLE usage ADD COLUMN kv_reads INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE usage ADD COLUMN kv_writes INTEGER NOT NULL DEFAULT 0;";
+
+bool has_column(sqlite3* db, const char* table, std::string_view column) {
+  sqlite3_stmt* q = nullptr;
+  const std::string sql = fmt::format("PRAGMA table_info({})", table);
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr) != SQLITE_OK) return false;
+  bool found = false;
+  while (!found && sqlite3_step(q) == SQLITE_ROW) {
+    const unsigned char* name = sqlite3_column_text(q, 1);
+    found = name && column == reinterpret_cast<const char*>(name);
+  }
+  sqlite3_finalize(q);
+  return found;
+}
 
 std::string text_column(sqlite3_stmt* s, int i) {
   const unsigned char* t = sqlite3_column_text(s, i);
@@ -143,7 +187,9 @@ Result<std::unique_ptr<UsageStore>> UsageStore::open(const std::filesystem::path
   const char* setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
   char* message = nullptr;
   if (sqlite3_exec(db, setup, nullptr, nullptr, &message) != SQLITE_OK ||
-      sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK) {
+      sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK ||
+      (!has_column(db, "usage", "kv_reads") &&
+       sqlite3_exec(db, kAddKvColumns, nullptr, nullptr, &message) != SQLITE_OK)) {
     Error e = Error::system("create", "usage database", 0);
     e.message = fmt::format("create usage database {}: {}", file.string(),
                             message ? message : sqlite3_errmsg(db));
@@ -197,7 +243,10 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
     return db_error(db_, "begin a write to the");
   }
   Statement insert(db_,
-                   "INSERT INTO usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+                   "INSERT INTO usage (time_ms, function, version, request_id, cold, outcome,"
+                   " queue_us, init_us, duration_us, billed_ms, memory_mb, peak_memory_bytes,"
+                   " kv_reads, kv_writes)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
   if (!insert) {
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     return db_error(db_, "prepare an insert into the");
@@ -218,6 +267,8 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
     sqlite3_bind_int64(s, 10, r.billed_ms);
     sqlite3_bind_int(s, 11, r.memory_mb);
     sqlite3_bind_int64(s, 12, static_cast<int64_t>(r.peak_memory_bytes));
+    sqlite3_bind_int64(s, 13, r.kv_reads);
+    sqlite3_bind_int64(s, 14, r.kv_writes);
     if (sqlite3_step(s) != SQLITE_DONE) {
       Error e = db_error(db_, "insert into the");
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
@@ -264,7 +315,8 @@ Result<std::vector<FunctionUsage>> UsageStore::totals(int64_t from_ms, int64_t t
               " SUM(outcome <> 'throttled'),"
               " SUM(outcome IN ('error', 'timeout', 'crash', 'oom')),"
               " SUM(outcome = 'throttled'),"
-              " SUM(cold), SUM(duration_us), SUM(billed_ms), SUM(billed_ms * memory_mb)"
+              " SUM(cold), SUM(duration_us), SUM(billed_ms), SUM(billed_ms * memory_mb),"
+              " SUM(kv_reads), SUM(kv_writes)"
               " FROM usage WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 = '' OR function = ?3)"
               " GROUP BY function ORDER BY function");
   if (!q) return db_error(db_, "query the");
@@ -283,6 +335,8 @@ Result<std::vector<FunctionUsage>> UsageStore::totals(int64_t from_ms, int64_t t
     u.duration_us = sqlite3_column_int64(q.get(), 5);
     u.billed_ms = sqlite3_column_int64(q.get(), 6);
     u.mb_ms = sqlite3_column_int64(q.get(), 7);
+    u.kv_reads = sqlite3_column_int64(q.get(), 8);
+    u.kv_writes = sqlite3_column_int64(q.get(), 9);
     out.push_back(std::move(u));
   }
   if (rc != SQLITE_DONE) return db_error(db_, "read the");
@@ -293,11 +347,12 @@ Result<std::vector<UsageRecord>> UsageStore::records(const std::string& function
                                                      int64_t to_ms, int limit) {
   if (auto s = flush(); !s) return s.error();
   std::lock_guard lock(db_mutex_);
-  Statement q(db_,
-              "SELECT time_ms, function, version, request_id, cold, outcome, queue_us, init_us,"
-              " duration_us, billed_ms, memory_mb, peak_memory_bytes FROM usage"
-              " WHERE function = ?1 AND time_ms >= ?2 AND time_ms < ?3"
-              " ORDER BY time_ms DESC, rowid DESC LIMIT ?4");
+  Statement q(
+      db_,
+      "SELECT time_ms, function, version, request_id, cold, outcome, queue_us, init_us,"
+      " duration_us, billed_ms, memory_mb, peak_memory_bytes, kv_reads, kv_writes FROM usage"
+      " WHERE function = ?1 AND time_ms >= ?2 AND time_ms < ?3"
+      " ORDER BY time_ms DESC, rowid DESC LIMIT ?4");
   if (!q) return db_error(db_, "query the");
   sqlite3_bind_text(q.get(), 1, function.data(), static_cast<int>(function.size()), SQLITE_STATIC);
   sqlite3_bind_int64(q.get(), 2, from_ms);
@@ -321,6 +376,8 @@ Result<std::vector<UsageRecord>> UsageStore::records(const std::string& function
     r.billed_ms = sqlite3_column_int64(s, 9);
     r.memory_mb = sqlite3_column_int(s, 10);
     r.peak_memory_bytes = static_cast<uint64_t>(sqlite3_column_int64(s, 11));
+    r.kv_reads = sqlite3_column_int64(s, 12);
+    r.kv_writes = sqlite3_column_int64(s, 13);
     out.push_back(std::move(r));
   }
   if (rc != SQLITE_DONE) return db_error(db_, "read the");

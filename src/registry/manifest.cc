@@ -129,7 +129,28 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   f.string_map("env", c.env);
   f.one_of("network", c.network, {"none", "host"});
   f.one_of("auth", c.auth, {"none", "token"});
+  const json* kv = f.object("kv");
   if (auto st = f.finish(); !st) return st;
+  if (kv) {
+    JsonFields k(*kv, "kv");
+    k.string_map("shared", c.kv_shared);
+    if (auto st = k.finish(); !st) return st;
+    for (const auto& [ns, access] : c.kv_shared) {
+      const std::string field = "kv.shared." + ns;
+      if (!validate_name(ns)) {
+        return Error::invalid(
+            fmt::format("{}: a namespace is a function's name, [a-z0-9][a-z0-9-]{{0,62}}",
+                        printable(field)),
+            field);
+      }
+      if (access != "r" && access != "rw") {
+        return Error::invalid(
+            fmt::format("{}: must be \"r\" (read) or \"rw\" (read and write), got {}", field,
+                        printable(access)),
+            field);
+      }
+    }
+  }
   c.runtime = runtime == "python"     ? Runtime::kPython
               : runtime == "provided" ? Runtime::kProvided
                                       : Runtime::kNode;
@@ -198,7 +219,8 @@ json FunctionConfig::to_json() const {
               {"tmp_mb", tmp_mb},
               {"env", env},
               {"network", network},
-              {"auth", auth}};
+              {"auth", auth},
+              {"kv", {{"shared", kv_shared}}}};
 }
 
 Result<FunctionConfig> parse_config(const json& manifest, const json& overrides) {

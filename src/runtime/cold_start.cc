@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ember/runtime/kv_bridge.h"
+
 namespace ember::runtime {
 
 namespace asio = boost::asio;
@@ -92,8 +94,9 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
 }
 
 ColdStartFactory::ColdStartFactory(asio::io_context& io, sandbox::Sandbox& sandbox,
-                                   const registry::Registry& registry, RuntimeOptions options)
-    : io_(io), sandbox_(sandbox), registry_(registry), options_(std::move(options)) {}
+                                   const registry::Registry& registry, RuntimeOptions options,
+                                   kv::Service* kv)
+    : io_(io), sandbox_(sandbox), registry_(registry), options_(std::move(options)), kv_(kv) {}
 
 Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::FunctionRecord& record,
                                                           worker::LogSink log) {
@@ -102,6 +105,7 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
                           WorkerPaths{sandbox_.task_root(bundle.string()), sandbox_.runtime_root()},
                           options_);
   if (!spec) return spec.error();
+  if (kv_) spec->kv = kv_handler(io_, *kv_, kv_grants(record.name, record.active().config));
   auto worker = worker::Instance::launch(io_, sandbox_, std::move(*spec), std::move(log));
   if (!worker) return worker.error();
   return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(*worker)));

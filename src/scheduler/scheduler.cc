@@ -362,6 +362,8 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   pool.quiet_calls = result.printed ? 0 : std::min(pool.quiet_calls + 1, kPipelineQuietCalls);
   release(pool, member);
   out.duration = result.duration;
+  out.kv_reads = result.kv_reads;
+  out.kv_writes = result.kv_writes;
   log_report(function, request_id, out);
   out.body = std::move(result.body);
   switch (result.kind) {

@@ -156,9 +156,55 @@ void Instance::handle(Frame frame) {
       start_queued();
       return;
     }
+    case FrameType::kKvRequest:
+      handle_kv(std::move(frame));
+      return;
     default:
       kill(fmt::format("worker protocol: unexpected frame type {}",
                        static_cast<uint32_t>(frame.type)));
+  }
+}
+
+void Instance::handle_kv(Frame frame) {
+  KvReply reply = [weak = weak_from_this(), id = frame.id](std::string meta, std::string body) {
+    auto self = weak.lock();
+    if (self && self->state_ != State::kDead) {
+      self->send(encode(FrameType::kKvReply, id, meta, body));
+    }
+  };
+  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+  if (!meta.is_object()) {
+    kill("worker protocol: a KV_REQUEST's meta is not a JSON object");
+    return;
+  }
+  if (!spec_.kv) {
+    reply(R"({"ok":false,"errorType":"KvUnavailable",)"
+          R"("errorMessage":"this worker has no key-value service"})",
+          {});
+    return;
+  }
+  // `call` names the INVOKE the request is made for; absent or 0 while the handler loads.
+  Pending* call = nullptr;
+  std::optional<uint32_t> ops;
+  uint64_t call_id = 0;
+  if (auto it = meta.find("call"); it != meta.end() && it->is_number_unsigned()) {
+    call_id = it->get<uint64_t>();
+  }
+  if (call_id == 0) {
+    if (state_ == State::kStarting) ops = init_kv_ops_;
+  } else if (auto it = pending_.find(static_cast<uint32_t>(call_id));
+             call_id <= UINT32_MAX && it != pending_.end() && !it->second->result) {
+    call = it->second;
+    ops = call->kv_reads + call->kv_writes;
+  }
+  const KvCount counted = spec_.kv(meta, std::move(frame.body), ops, std::move(reply));
+  if (counted == KvCount::kNone) return;
+  if (!call) {
+    ++init_kv_ops_;
+  } else if (counted == KvCount::kRead) {
+    ++call->kv_reads;
+  } else {
+    ++call->kv_writes;
   }
 }
 
@@ -391,6 +437,8 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
     r.waited = end - p.sent;
   }
   r.printed = lines_ != lines_before;
+  r.kv_reads = p.kv_reads;
+  r.kv_writes = p.kv_writes;
   co_return r;
 }
 

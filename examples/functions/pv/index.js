@@ -1,9 +1,11 @@
-// A page-view counter kept in a global. On a warm instance it keeps growing; when the instance
-// is scaled to zero and a cold one starts, it begins again at 1. That is the stateless rule:
-// globals are a cache, durable state belongs in context.kv.
-let views = 0;
+// A page-view counter on the key-value store: `incr` is atomic and durable, so the count keeps
+// growing across cold starts, concurrent instances and restarts of the daemon. The global
+// beside it only counts what this one instance has seen, and starts again at 1 whenever the
+// instance is scaled to zero: globals are a cache, state belongs in context.kv.
+let seenHere = 0;
 
 exports.handler = async (event, context) => {
-  views += 1;
-  return { views, requestId: context.requestId };
+  seenHere += 1;
+  const views = await context.kv.incr('views');
+  return { views, seenByThisInstance: seenHere, requestId: context.requestId };
 };

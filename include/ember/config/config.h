@@ -10,6 +10,7 @@
 
 #include "ember/common/result.h"
 #include "ember/gateway/server.h"
+#include "ember/kv/service.h"
 #include "ember/metering/usage.h"
 #include "ember/registry/bundle.h"
 #include "ember/runtime/cold_start.h"
@@ -32,6 +33,13 @@ struct MeteringConfig {
   metering::Prices prices;
 };
 
+// The key-value store (docs/kv.md). "sqlite" is the embedded backend, in <state_dir>/kv.db.
+struct KvConfig {
+  std::string backend = "sqlite";
+  kv::Limits limits;
+  kv::ServiceOptions service;
+};
+
 struct Config {
   ListenAddress listen;
   std::filesystem::path socket;  // empty: no Unix socket listener
@@ -50,6 +58,7 @@ struct Config {
   // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
   sandbox::SandboxOptions sandbox;
   MeteringConfig metering;
+  KvConfig kv;
 };
 
 // The settings that differ between `before` and `after` and only take effect at a restart

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ember/gateway/server.h"
+#include "ember/kv/service.h"
 #include "ember/logs/store.h"
 #include "ember/metering/metrics.h"
 #include "ember/metering/usage.h"
@@ -37,6 +38,8 @@ class Api final : public Application {
     usage_ = usage;
     prices_ = prices;
   }
+  // The key-value service behind /v1/kv; without it those routes answer 503.
+  void set_kv(kv::Service* kv) { kv_ = kv; }
   // A reloaded configuration.
   void set_admin_token(std::string token) { options_.admin_token = std::move(token); }
   void set_prices(metering::Prices prices) { prices_ = prices; }
@@ -53,6 +56,7 @@ class Api final : public Application {
   boost::asio::awaitable<Response> invoke(const Plan& plan, Request request);
   boost::asio::awaitable<Reply> logs(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> usage(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Response> kv(const Plan& plan, Request request);
   Response metrics() const;
   void meter(const std::string& function, const std::string& request_id,
              const scheduler::InvokeOutcome& outcome);
@@ -67,6 +71,7 @@ class Api final : public Application {
   metering::Metrics* metrics_ = nullptr;
   metering::UsageStore* usage_ = nullptr;
   metering::Prices prices_;
+  kv::Service* kv_ = nullptr;
 };
 
 // The JSON view of a function served by GET and returned by mutations.

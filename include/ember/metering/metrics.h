@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "ember/metering/usage.h"
@@ -60,6 +61,10 @@ class Metrics {
 
   void invocation(const InvocationSample& sample);
   void request(std::string_view route, unsigned status);
+  // A key-value operation of `function` (empty: the admin API), by op and result ("ok" or the
+  // error type), and how long the store took.
+  void kv_operation(std::string_view function, std::string_view op, std::string_view result,
+                    double seconds);
   // A deleted function's series go away with it.
   void forget(const std::string& function);
   // The Prometheus text exposition format (version 0.0.4).
@@ -85,6 +90,12 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>* init_;
   prometheus::Family<prometheus::Histogram>* queue_;
   prometheus::Family<prometheus::Counter>* requests_;
+  prometheus::Family<prometheus::Counter>* kv_ops_;
+  prometheus::Family<prometheus::Histogram>* kv_duration_;
+  // By (function, op, result) and by op.
+  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Counter*, std::less<>>
+      kv_ops_by_key_;
+  std::map<std::string, prometheus::Histogram*, std::less<>> kv_duration_by_op_;
 };
 
 }  // namespace ember::metering

@@ -54,12 +54,16 @@ struct UsageRecord {
   int64_t billed_ms = 0;  // 0 for calls that never ran (throttled, init failed)
   int memory_mb = 0;
   uint64_t peak_memory_bytes = 0;  // the instance's peak so far; 0 when the cgroup does not say
+  int64_t kv_reads = 0;            // key-value gets and lists the call made
+  int64_t kv_writes = 0;           // puts, increments and deletes
   nlohmann::json to_json() const;
 };
 
 struct Prices {
   double per_gb_second = 0;         // currency units; 0: no price
   double per_million_requests = 0;  // idem
+  double per_million_kv_reads = 0;
+  double per_million_kv_writes = 0;
 };
 
 // Totals of one function over a time range.
@@ -72,7 +76,11 @@ struct FunctionUsage {
   int64_t duration_us = 0;
   int64_t billed_ms = 0;
   int64_t mb_ms = 0;  // sum of billed_ms × memory_mb: GB-seconds without rounding
+  int64_t kv_reads = 0;
+  int64_t kv_writes = 0;
   double gb_seconds() const;
+  // Adds `other`'s counts to this one's.
+  void add(const FunctionUsage& other);
   // With a "cost" object when a price is set.
   nlohmann::json to_json(const Prices& prices) const;
 };

@@ -35,6 +35,9 @@ struct FunctionConfig {
   std::map<std::string, std::string> env;
   std::string network = "none";  // "none": own network namespace with loopback only; "host"
   std::string auth = "none";     // "none": invoke is open; "token": needs a key or admin token
+  // Other functions' key-value namespaces this one may use: name → "r" or "rw". Its own
+  // namespace (its name) it always may.
+  std::map<std::string, std::string> kv_shared;
 
   bool operator==(const FunctionConfig&) const = default;
   nlohmann::json to_json() const;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include "ember/kv/service.h"
 #include "ember/registry/registry.h"
 #include "ember/runtime/instance_factory.h"
 #include "ember/sandbox/sandbox.h"
@@ -37,8 +38,10 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
 // Owned by the daemon's wiring; used on the event loop's thread.
 class ColdStartFactory final : public InstanceFactory {
  public:
+  // `kv` serves the workers' key-value requests; without it they are refused.
   ColdStartFactory(boost::asio::io_context& io, sandbox::Sandbox& sandbox,
-                   const registry::Registry& registry, RuntimeOptions options);
+                   const registry::Registry& registry, RuntimeOptions options,
+                   kv::Service* kv = nullptr);
 
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
@@ -51,6 +54,7 @@ class ColdStartFactory final : public InstanceFactory {
   sandbox::Sandbox& sandbox_;
   const registry::Registry& registry_;
   RuntimeOptions options_;
+  kv::Service* kv_;
 };
 
 }  // namespace ember::runtime

@@ -85,6 +85,8 @@ struct InvokeOutcome {
   std::chrono::nanoseconds queued{0};
   int memory_mb = 0;         // the function's configured memory, for metering
   uint64_t memory_peak = 0;  // bytes, the instance's peak so far; 0 when unknown
+  uint32_t kv_reads = 0;     // key-value operations the call made
+  uint32_t kv_writes = 0;
 };
 
 class Scheduler {

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,7 +45,21 @@ struct CallResult {
   bool printed = false;
   // kCrash: why the worker ended under the call.
   std::optional<ExitCause> cause;
+  // Key-value operations the call made, as its usage counts them.
+  uint32_t kv_reads = 0;
+  uint32_t kv_writes = 0;
 };
+
+// What a key-value request counts as in its call's usage.
+enum class KvCount { kNone, kRead, kWrite };
+// The meta and body of a KV_REPLY.
+using KvReply = std::function<void(std::string meta, std::string body)>;
+// Serves a KV_REQUEST (docs/worker-protocol.md) from its meta (a parsed JSON object) and body.
+// `ops_in_call` is how many requests its call made before it; nullopt when it belongs to no
+// call still running. `reply` must be called once, on the event loop's thread. Returns what the
+// request counts as.
+using KvHandler = std::function<KvCount(const nlohmann::json& meta, std::string body,
+                                        std::optional<uint32_t> ops_in_call, KvReply reply)>;
 
 // Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
 // when it cannot be told), and the text without its newline.

@@ -35,6 +35,7 @@ struct LaunchSpec {
   std::string cwd = "/";
   int concurrency = 1;
   sandbox::WorkerSpec worker;  // how the sandbox confines it
+  KvHandler kv;                // serves its key-value requests; empty: they are refused
 };
 
 class Instance : public std::enable_shared_from_this<Instance> {
@@ -98,6 +99,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
     std::optional<std::chrono::steady_clock::time_point> started;
     std::optional<std::chrono::steady_clock::time_point> answered;
     std::optional<CallResult> result;
+    uint32_t kv_reads = 0, kv_writes = 0;
   };
 
   Instance(boost::asio::io_context& io, LaunchSpec spec, LogSink log, sandbox::Worker worker,
@@ -113,6 +115,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void send(Frame frame);
   void send(std::string wire);
   void handle(Frame frame);
+  void handle_kv(Frame frame);
   void drain_output();
   void take_lines(std::string& buffer, std::string_view stream, bool flush_partial);
   std::string current_request() const;
@@ -148,6 +151,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::map<uint32_t, Pending*> pending_;
   std::deque<uint32_t> queued_;  // sent, not started: they start in this order
   int running_ = 0;              // started, not answered
+  uint32_t init_kv_ops_ = 0;     // key-value requests made while the handler loaded
   uint64_t lines_ = 0;
   std::string exit_reason_;
   ExitCause exit_cause_ = ExitCause::kExited;

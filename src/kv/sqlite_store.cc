@@ -1,0 +1,542 @@
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <unordered_map>
+
+#include "ember/kv/store.h"
+
+namespace ember::kv {
+
+namespace {
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS items (
+  ns TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  expires_ms INTEGER,
+  PRIMARY KEY (ns, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS items_by_expiry ON items (expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS namespaces (
+  ns TEXT PRIMARY KEY,
+  bytes INTEGER NOT NULL,
+  version INTEGER NOT NULL  -- the last version given to a write in the namespace
+) WITHOUT ROWID;
+)sql";
+
+// Expired items are deleted a batch at a time after writes; until then reads skip them.
+constexpr int kSweepBatch = 256;
+
+Error db_error(sqlite3* db, std::string_view what) {
+  Error e = Error::system(what, "kv store", 0);
+  e.message = fmt::format("{} kv store: {}", what, sqlite3_errmsg(db));
+  return e;
+}
+
+// A connection and its prepared statements, each prepared once and kept.
+class Connection {
+ public:
+  explicit Connection(sqlite3* db) : db_(db) {}
+  ~Connection() {
+    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  sqlite3* db() const { return db_; }
+  // The statement for `sql`, which must be a string literal (the cache keys on its address).
+  sqlite3_stmt* prepare(const char* sql) {
+    auto [it, added] = cache_.try_emplace(sql, nullptr);
+    if (added && sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &it->second,
+                                    nullptr) != SQLITE_OK) {
+      cache_.erase(it);
+      return nullptr;
+    }
+    return it->second;
+  }
+
+ private:
+  sqlite3* db_;
+  std::unordered_map<const char*, sqlite3_stmt*> cache_;
+};
+
+// One use of a cached statement: bound, stepped, then reset and unbound by scope.
+class Statement {
+ public:
+  Statement(Connection& c, const char* sql) : stmt_(c.prepare(sql)) {}
+  ~Statement() {
+    if (stmt_) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
+  Statement(const Statement&) = delete;
+  Statement& operator=(const Statement&) = delete;
+  sqlite3_stmt* get() const { return stmt_; }
+  explicit operator bool() const { return stmt_ != nullptr; }
+  void text(int i, std::string_view s) {
+    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+  }
+  void integer(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void null(int i) { sqlite3_bind_null(stmt_, i); }
+
+ private:
+  sqlite3_stmt* stmt_ = nullptr;
+};
+
+std::string column_text(sqlite3_stmt* s, int i) {
+  const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+  return t ? std::string(t, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
+}
+
+// The row of a key as stored, expired or not.
+struct Row {
+  std::string value;
+  uint64_t version = 0;
+  std::optional<int64_t> expires_ms;
+  bool live(int64_t now_ms) const { return !expires_ms || *expires_ms > now_ms; }
+};
+
+Status exec(sqlite3* db, const char* sql) {
+  char* message = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
+    Error e = Error::system("exec", "kv store", 0);
+    e.message = fmt::format("kv store: {}", message ? message : sqlite3_errmsg(db));
+    sqlite3_free(message);
+    return e;
+  }
+  return {};
+}
+
+Result<sqlite3*> open_connection(const std::filesystem::path& file) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(file.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                      nullptr) != SQLITE_OK) {
+    Error e = db_error(db, "open");
+    e.message += " (" + file.string() + ")";
+    sqlite3_close(db);
+    return e;
+  }
+  sqlite3_busy_timeout(db, 5000);
+  return db;
+}
+
+// The row of `key` as stored, expired or not.
+Result<std::optional<Row>> read_row(Connection& c, std::string_view ns, std::string_view key) {
+  Statement q(c, "SELECT value, version, expires_ms FROM items WHERE ns = ? AND key = ?");
+  if (!q) return db_error(c.db(), "read");
+  q.text(1, ns);
+  q.text(2, key);
+  int rc = sqlite3_step(q.get());
+  if (rc == SQLITE_DONE) return std::optional<Row>();
+  if (rc != SQLITE_ROW) return db_error(c.db(), "read");
+  Row r{column_text(q.get(), 0), static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1)),
+        std::nullopt};
+  if (sqlite3_column_type(q.get(), 2) != SQLITE_NULL)
+    r.expires_ms = sqlite3_column_int64(q.get(), 2);
+  return std::optional<Row>(std::move(r));
+}
+
+// A request waiting for its thread, with the callback its reply goes to.
+struct Pending {
+  Request request;
+  Store::Done done;
+  Reply reply;
+};
+
+// A queue served by one thread, which takes everything queued at once as a batch.
+class Worker {
+ public:
+  template <typename Serve>
+  void start(Serve serve) {
+    thread_ = std::thread([this, serve] {
+      while (true) {
+        std::vector<Pending> batch;
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+          if (queue_.empty()) return;  // stopping, and nothing left
+          batch.swap(queue_);
+        }
+        serve(batch);
+        for (Pending& p : batch) p.done(std::move(p.reply));
+      }
+    });
+  }
+  void push(Pending p) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(p));
+    }
+    cv_.notify_one();
+  }
+  // Serves what is queued, then joins.
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Pending> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(sqlite3* writer, sqlite3* reader, sqlite3* other, Limits limits, const Clock& clock)
+      : w_(writer), r_(reader), used_(other), limits_(limits), clock_(clock) {
+    writer_.start([this](std::vector<Pending>& batch) { commit(batch); });
+    reader_.start([this](std::vector<Pending>& batch) {
+      for (Pending& p : batch) p.reply = read(p.request);
+    });
+  }
+  ~SqliteStore() override {
+    writer_.stop();
+    reader_.stop();
+  }
+
+  void execute(Request request, Done done) override {
+    if (auto st = check_request(request, limits_); !st) {
+      Reply reply;
+      reply.status = st;
+      done(std::move(reply));
+      return;
+    }
+    Worker& to = is_write(request.op) ? writer_ : reader_;
+    to.push(Pending{std::move(request), std::move(done), {}});
+  }
+
+  Result<uint64_t> used_bytes(std::string_view ns) override {
+    if (auto st = check_namespace(ns); !st) return st.error();
+    std::lock_guard lock(used_mu_);
+    Statement q(used_, "SELECT bytes FROM namespaces WHERE ns = ?");
+    if (!q) return db_error(used_.db(), "read");
+    q.text(1, ns);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) return uint64_t{0};
+    if (rc != SQLITE_ROW) return db_error(used_.db(), "read");
+    return static_cast<uint64_t>(sqlite3_column_int64(q.get(), 0));
+  }
+
+  const Limits& limits() const override { return limits_; }
+
+  Stats stats() const override {
+    std::lock_guard lock(stats_mu_);
+    return stats_;
+  }
+
+ private:
+  Reply read(const Request& req) {
+    Reply reply;
+    if (req.op == Op::kGet) {
+      auto item = get_item(req.ns, req.key);
+      if (item) {
+        reply.item = std::move(*item);
+      } else {
+        reply.status = item.error();
+      }
+    } else {
+      auto page = list_items(req.ns, req.prefix, req.limit, req.cursor);
+      if (page) {
+        reply.page = std::move(*page);
+      } else {
+        reply.status = page.error();
+      }
+    }
+    return reply;
+  }
+
+  Result<std::optional<Item>> get_item(std::string_view ns, std::string_view key) {
+    auto found = read_row(r_, ns, key);
+    if (!found) return found.error();
+    if (!*found || !(*found)->live(clock_.wall_ms())) return std::optional<Item>();
+    Row& r = **found;
+    return std::optional<Item>(Item{std::string(key), std::move(r.value), r.version, r.expires_ms});
+  }
+
+  Result<Page> list_items(std::string_view ns, std::string_view prefix, size_t limit,
+                          std::string_view cursor) {
+    limit = std::clamp<size_t>(limit, 1, limits_.max_list);
+    // Keys from max(prefix, after cursor) while they still start with the prefix; one more
+    // than the page is read to tell whether another page follows.
+    Statement q(r_,
+                "SELECT key, value, version, expires_ms FROM items WHERE ns = ? AND key >= ? "
+                "AND key > ? AND substr(CAST(key AS BLOB), 1, ?) = CAST(? AS BLOB) "
+                "AND (expires_ms IS NULL OR expires_ms > ?) "
+                "ORDER BY key LIMIT ?");
+    if (!q) return db_error(r_.db(), "list");
+    q.text(1, ns);
+    q.text(2, prefix);
+    q.text(3, cursor);
+    q.integer(4, static_cast<int64_t>(prefix.size()));
+    q.text(5, prefix);
+    q.integer(6, clock_.wall_ms());
+    q.integer(7, static_cast<int64_t>(limit) + 1);
+    Page page;
+    size_t bytes = 0;
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+      if (page.items.size() == limit || bytes > limits_.max_page_bytes) {
+        page.cursor = page.items.back().key;
+        break;
+      }
+      Item item{column_text(q.get(), 0), column_text(q.get(), 1),
+                static_cast<uint64_t>(sqlite3_column_int64(q.get(), 2)), std::nullopt};
+      if (sqlite3_column_type(q.get(), 3) != SQLITE_NULL) {
+        item.expires_ms = sqlite3_column_int64(q.get(), 3);
+      }
+      bytes += item.key.size() + item.value.size();
+      page.items.push_back(std::move(item));
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(r_.db(), "list");
+    return page;
+  }
+
+  // Commits every write of `batch` as one transaction; each write is its own savepoint, so one
+  // that fails leaves the others.
+  void commit(std::vector<Pending>& batch) {
+    const int64_t now_ms = clock_.wall_ms();
+    Status committed = exec(w_.db(), "BEGIN IMMEDIATE");
+    for (Pending& p : batch) {
+      if (!committed) break;
+      committed = exec(w_.db(), "SAVEPOINT op");
+      if (!committed) break;
+      p.reply.status = apply(p.request, p.reply, now_ms);
+      // A write that failed is undone alone; if even that fails, the whole batch is.
+      if (!p.reply.status) committed = exec(w_.db(), "ROLLBACK TO op");
+      if (committed) committed = exec(w_.db(), "RELEASE op");
+    }
+    if (committed) committed = sweep(now_ms);
+    if (committed) committed = exec(w_.db(), "COMMIT");
+    if (!committed) {
+      (void)exec(w_.db(), "ROLLBACK");  // fails only when there is no transaction left to undo
+      for (Pending& p : batch) p.reply = Reply{committed};  // nothing of the batch is durable
+    }
+    std::lock_guard lock(stats_mu_);
+    stats_.writes += batch.size();
+    stats_.commits += committed ? 1 : 0;
+  }
+
+  struct Usage {
+    int64_t bytes = 0;
+    uint64_t version = 0;
+  };
+  Result<Usage> namespace_usage(std::string_view ns) {
+    Statement q(w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
+    if (!q) return db_error(w_.db(), "read");
+    q.text(1, ns);
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) return Usage{};
+    if (rc != SQLITE_ROW) return db_error(w_.db(), "read");
+    return Usage{sqlite3_column_int64(q.get(), 0),
+                 static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1))};
+  }
+
+  // Adds `delta` to the namespace's bytes and, when given, records the version just used.
+  Status update_namespace(std::string_view ns, int64_t delta, std::optional<uint64_t> version) {
+    if (delta == 0 && !version) return {};
+    Statement q(w_,
+                "INSERT INTO namespaces (ns, bytes, version) VALUES (?, ?, coalesce(?, 0)) "
+                "ON CONFLICT (ns) DO UPDATE SET bytes = bytes + excluded.bytes, "
+                "version = max(version, excluded.version)");
+    if (!q) return db_error(w_.db(), "write");
+    q.text(1, ns);
+    q.integer(2, delta);
+    if (version) {
+      q.integer(3, static_cast<int64_t>(*version));
+    } else {
+      q.null(3);
+    }
+    if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+    return {};
+  }
+
+  // Writes `value` at `version` (with `expires_ms`), keeping the namespace within its quota.
+  Status store(const Request& req, std::string_view value, uint64_t version,
+               std::optional<int64_t> expires_ms, const std::optional<Row>& old,
+               const Usage& used) {
+    const int64_t before = old ? static_cast<int64_t>(req.key.size() + old->value.size()) : 0;
+    const int64_t after = static_cast<int64_t>(req.key.size() + value.size());
+    if (after > before &&
+        used.bytes + (after - before) > static_cast<int64_t>(limits_.namespace_quota_bytes)) {
+      return too_large(
+          fmt::format("namespace {} would hold {} bytes, over its quota of {} bytes", req.ns,
+                      used.bytes + (after - before), limits_.namespace_quota_bytes),
+          "quota");
+    }
+    Statement q(w_,
+                "INSERT INTO items (ns, key, value, version, expires_ms) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
+                "version = excluded.version, expires_ms = excluded.expires_ms");
+    if (!q) return db_error(w_.db(), "write");
+    q.text(1, req.ns);
+    q.text(2, req.key);
+    q.text(3, value);
+    q.integer(4, static_cast<int64_t>(version));
+    if (expires_ms) {
+      q.integer(5, *expires_ms);
+    } else {
+      q.null(5);
+    }
+    if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+    return update_namespace(req.ns, after - before, version);
+  }
+
+  Status apply(const Request& req, Reply& reply, int64_t now_ms) {
+    auto old = read_row(w_, req.ns, req.key);
+    if (!old) return old.error();
+    const bool live = *old && (*old)->live(now_ms);
+    auto used = namespace_usage(req.ns);
+    if (!used) return used.error();
+    // Versions come from the namespace's counter: never reused, even after a delete or an
+    // expiry, so a stale if_version can never match a key written again since.
+    const uint64_t next = used->version + 1;
+    switch (req.op) {
+      case Op::kPut: {
+        if (req.options.if_version) {
+          const uint64_t current = live ? (*old)->version : 0;
+          if (current != *req.options.if_version) {
+            return Error::conflict(fmt::format("key {} is at version {}, not {}", req.key, current,
+                                               *req.options.if_version));
+          }
+        }
+        std::optional<int64_t> expires;
+        if (req.options.ttl_s) expires = now_ms + *req.options.ttl_s * 1000;
+        reply.version = next;
+        return store(req, req.value, next, expires, *old, *used);
+      }
+      case Op::kIncr: {
+        int64_t current = 0;
+        if (live) {
+          auto j = nlohmann::json::parse((*old)->value, nullptr, false);
+          // Integers beyond int64 (json reads them as unsigned) are not counters either.
+          if (!j.is_number_integer() ||
+              (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t{INT64_MAX})) {
+            return Error::invalid(fmt::format("key {} does not hold an integer", req.key), "delta");
+          }
+          current = j.get<int64_t>();
+        }
+        int64_t result = 0;
+        if (__builtin_add_overflow(current, req.delta, &result)) {
+          return Error::invalid(fmt::format("incrementing key {} overflows", req.key), "delta");
+        }
+        reply.number = result;
+        reply.version = next;
+        return store(req, std::to_string(result), next, live ? (*old)->expires_ms : std::nullopt,
+                     *old, *used);
+      }
+      case Op::kRemove: {
+        reply.removed = live;
+        if (!*old) return {};
+        Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
+        if (!q) return db_error(w_.db(), "delete");
+        q.text(1, req.ns);
+        q.text(2, req.key);
+        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "delete");
+        return update_namespace(
+            req.ns, -static_cast<int64_t>(req.key.size() + (*old)->value.size()), std::nullopt);
+      }
+      case Op::kGet:
+      case Op::kList:
+        break;
+    }
+    return Error::invalid("not a write");
+  }
+
+  // Deletes a batch of expired items inside the current transaction, in a savepoint of its
+  // own: a sweep that fails is undone and left for the next commit. An error here means the
+  // savepoint itself could not be undone, and the transaction must not commit.
+  Status sweep(int64_t now_ms) {
+    struct Expired {
+      std::string ns, key;
+      int64_t bytes;
+    };
+    std::vector<Expired> expired;
+    {
+      Statement q(w_,
+                  "SELECT ns, key, length(CAST(value AS BLOB)) FROM items "
+                  "WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT ?");
+      if (!q) return {};
+      q.integer(1, now_ms);
+      q.integer(2, kSweepBatch);
+      while (sqlite3_step(q.get()) == SQLITE_ROW) {
+        std::string ns = column_text(q.get(), 0), key = column_text(q.get(), 1);
+        const int64_t bytes = static_cast<int64_t>(key.size()) + sqlite3_column_int64(q.get(), 2);
+        expired.push_back({std::move(ns), std::move(key), bytes});
+      }
+    }
+    if (expired.empty()) return {};
+    if (auto st = exec(w_.db(), "SAVEPOINT sweep"); !st) return st;
+    bool ok = true;
+    for (const auto& e : expired) {
+      Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
+      ok = static_cast<bool>(q);
+      if (!ok) break;
+      q.text(1, e.ns);
+      q.text(2, e.key);
+      ok = sqlite3_step(q.get()) == SQLITE_DONE;
+      if (ok) ok = update_namespace(e.ns, -e.bytes, std::nullopt).ok();
+      if (!ok) break;
+    }
+    if (!ok) {
+      if (auto st = exec(w_.db(), "ROLLBACK TO sweep"); !st) return st;
+    }
+    return exec(w_.db(), "RELEASE sweep");
+  }
+
+  Connection w_;  // the committing thread's
+  Connection r_;  // the reading thread's (WAL: reads never wait for a commit)
+  std::mutex used_mu_;
+  Connection used_;  // used_bytes() callers', under used_mu_
+  Limits limits_;
+  const Clock& clock_;
+  mutable std::mutex stats_mu_;
+  Stats stats_;
+  Worker writer_;
+  Worker reader_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> open_sqlite(const SqliteOptions& options) {
+  auto writer = open_connection(options.file);
+  if (!writer) return writer.error();
+  // WAL: a commit is one append to the log, and readers never wait for it. FULL: each commit
+  // is fsynced before the writes in it are acknowledged, so they survive kill -9 and power loss.
+  Status st = exec(*writer, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
+  if (st) st = exec(*writer, kSchema);
+  if (!st) {
+    sqlite3_close(*writer);
+    return st.error();
+  }
+  sqlite3* readers[2] = {nullptr, nullptr};
+  for (sqlite3*& reader : readers) {
+    auto opened = open_connection(options.file);
+    if (!opened) {
+      for (sqlite3* db : {*writer, readers[0]}) sqlite3_close(db);
+      return opened.error();
+    }
+    reader = *opened;
+  }
+  return std::unique_ptr<Store>(
+      new SqliteStore(*writer, readers[0], readers[1], options.limits, *options.clock));
+}
+
+}  // namespace ember::kv
