@@ -179,9 +179,11 @@ class Ember:
         c.close()
         return r.status, {k.lower(): v for k, v in r.getheaders()}, data
 
-    def deploy(self, name, runtime, manifest=None):
+    def deploy(self, name, runtime, manifest=None, source=None):
         src, handler = (("hello.js", "hello.handler") if runtime == "node"
                         else ("hello.py", "hello.handler"))
+        if source:
+            src, handler = source, source.rsplit(".", 1)[0] + ".handler"
         m = {"runtime": runtime, "handler": handler}
         m.update(manifest or {})
         buf = io.BytesIO()
@@ -612,13 +614,102 @@ def scenario_soak(opts, workdir, report):
                        f"| daemon fds start → end | {fds0} → {fds1} |"]))
 
 
+def scenario_kv(opts, workdir, report):
+    """7. context.kv increments from inside functions against redis-server."""
+    secs, ops_per_call, conns = (3, 50, 50) if opts.quick else (10, 50, 50)
+    ember = Ember(workdir)
+    lat, ops, elapsed, errors = [], 0, 0.0, 0
+    try:
+        # 50 calls in flight, each awaiting one increment at a time: 50 concurrent clients of
+        # the store, as redis-benchmark -c 50 has. Two node processes, one per core.
+        ember.deploy("kv", "node", {"concurrency": 25, "max_instances": 2, "min_instances": 2},
+                     source="kv.js")
+        assert ember.invoke("kv")[0] == 200
+        body = json.dumps({"n": ops_per_call}).encode()
+        lock = threading.Lock()
+        deadline = time.time() + secs
+
+        def client():
+            nonlocal ops, errors
+            c = http.client.HTTPConnection("127.0.0.1", ember.port, timeout=60)
+            mine, n, bad = [], 0, 0
+            while time.time() < deadline:
+                c.request("POST", "/v1/functions/kv/invoke", body=body)
+                r = c.getresponse()
+                data = r.read()
+                if r.status != 200:
+                    bad += 1
+                    continue
+                got = json.loads(data)
+                mine.extend(got)
+                n += len(got)
+            c.close()
+            with lock:
+                lat.extend(mine)
+                ops += n
+                errors += bad
+
+        before = json.loads(ember.request("GET", "/v1/kv/kv/counter", admin=True)[2])["value"]
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(conns)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        after = json.loads(ember.request("GET", "/v1/kv/kv/counter", admin=True)[2])["value"]
+        assert after - before == ops, f"counter moved {after - before}, {ops} increments made"
+        metrics = ember.request("GET", "/metrics")[2].decode()
+        writes = float(re.search(r"^ember_kv_writes_applied_total (\S+)", metrics, re.M).group(1))
+        commits = float(re.search(r"^ember_kv_commits_total (\S+)", metrics, re.M).group(1))
+    finally:
+        ember.stop()
+    rows = [("Ember `context.kv.incr` (node, inside the function)", "fsync per commit (group "
+             "commit)", ops / elapsed, pct(lat, .5), pct(lat, .99), errors)]
+
+    for fsync in ("everysec", "always"):
+        port = free_port()
+        redis = Service(f"redis-{fsync}", ["redis-server", "--port", str(port), "--bind",
+                                           "127.0.0.1", "--save", "", "--appendonly", "yes",
+                                           "--appendfsync", fsync, "--dir", workdir,
+                                           "--appendfilename", f"{fsync}.aof"], workdir)
+        try:
+            redis.wait_for(r"Ready to accept connections")
+            n = 100_000 if opts.quick else 400_000
+            text = run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "incr",
+                        "-c", str(conns), "-n", str(n), "--csv"], timeout=600)
+            row = [x.strip('"') for x in text.strip().splitlines()[-1].split(",")]
+            # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+            # "p99_latency_ms","max_latency_ms"
+            rows.append((f"redis-server `INCR` (redis-benchmark)", f"appendfsync {fsync}",
+                         float(row[1]), float(row[4]) * 1000, float(row[6]) * 1000, 0))
+        finally:
+            redis.stop()
+    lines = ["| store | durability | clients | ops/s | p50 µs | p99 µs | errors |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for what, durability, rate, p50, p99, bad in rows:
+        lines.append(f"| {what} | {durability} | {conns} | {rate:.0f} | {p50:.0f} | {p99:.0f} | "
+                     f"{bad} |")
+    report.targets_kv = (rows[0][2], rows[1][2])
+    report.section("7. Key-value increments", f"{conns} concurrent clients of one counter for "
+                   f"{secs} s. Ember: {conns} calls in flight on two node instances "
+                   f"(`concurrency` 25), each making {ops_per_call} `await context.kv.incr()` in "
+                   "a row, timed inside the function; every increment is acknowledged only once "
+                   "its commit is fsynced. The HTTP calls that carry them, and the Python client "
+                   "making those calls, run on the same two cores. redis-server: `redis-benchmark -t incr` with "
+                   f"`-c {conns}`, append-only file fsynced every second (a crash may lose the "
+                   "last second) and at every write.",
+                   "\n".join(lines) + f"\n\nEmber's group commit: {writes:.0f} writes in "
+                   f"{commits:.0f} commits, {writes / max(commits, 1):.1f} writes per fsync.")
+
+
 # ---------------------------------------------------------------- report
 
 class Report:
     def __init__(self):
         self.sections = []
         self.targets_warm, self.targets_cold = {}, {}
-        self.targets_burst = self.targets_idle = self.targets_soak = None
+        self.targets_burst = self.targets_idle = self.targets_soak = self.targets_kv = None
 
     def section(self, title, intro, body):
         self.sections.append(f"## {title}\n\n{intro}\n\n{body}\n")
@@ -656,6 +747,12 @@ class Report:
             errors, drift, n = self.targets_soak
             rows.append(f"| soak: 0 errors, RSS drift < 5% | {errors} errors, {drift:+.1f}% over "
                         f"{n:,} calls | {verdict(errors == 0 and abs(drift) < 5, 'see scenario 6')} |")
+        if self.targets_kv:
+            ember, redis = self.targets_kv
+            ratio = ember / redis
+            rows.append(f"| kv incr ≥ 0.5× redis-server (appendfsync everysec) | {ratio:.2f}× "
+                        f"({ember:.0f} vs {redis:.0f} ops/s) | "
+                        f"{verdict(ratio >= 0.5, f'{(0.5 - ratio) * redis:.0f} ops/s short')} |")
         return "\n".join(rows)
 
     def write(self, path, opts, started, commit):
@@ -673,6 +770,7 @@ class Report:
             "fcgiwrap": "Debian " + version(["dpkg-query", "-W", "-f=${Version}", "fcgiwrap"]),
             "wrk": version(["wrk", "-v"]),
             "hyperfine": version(["hyperfine", "--version"]),
+            "redis-server": version(["redis-server", "--version"]),
         }
         head = [f"# Ember benchmark {started:%Y-%m-%d %H:%M} UTC, commit {commit}",
                 "", f"Mode: {'quick (smoke test, numbers not judged)' if opts.quick else 'full'}. "
@@ -691,7 +789,8 @@ class Report:
 
 
 SCENARIOS = {"warm": scenario_warm, "cold": scenario_cold, "burst": scenario_burst,
-             "cgi": scenario_cgi, "scale": scenario_scale, "soak": scenario_soak}
+             "cgi": scenario_cgi, "scale": scenario_scale, "soak": scenario_soak,
+             "kv": scenario_kv}
 
 
 def main():

@@ -34,6 +34,23 @@ let shuttingDown = false;
 const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
 let handler = null;  // set once loaded; INVOKEs come only after READY
 
+// Key-value requests made in one turn of the event loop (all those that one batch of replies set
+// off) leave in one write: the channel stays corked until the tick ends. An answer leaves at
+// once, with whatever is queued before it: the next call may start, and end the process, before
+// the tick does.
+let corked = false;
+function uncorkChannel() {
+  if (!corked) return;
+  corked = false;
+  channel.uncork();
+}
+
+// Exits once what is queued on the channel has been handed to the kernel.
+function exitWhenSent(code) {
+  uncorkChannel();
+  channel.end(() => process.exit(code));
+}
+
 function send(type, id, meta, body) {
   const metaBuf = Buffer.from(JSON.stringify(meta || {}));
   const bodyBuf = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
@@ -42,11 +59,15 @@ function send(type, id, meta, body) {
   header.writeUInt32LE(id, 4);
   header.writeUInt32LE(metaBuf.length, 8);
   header.writeUInt32LE(bodyBuf.length, 12);
-  channel.cork();
+  if (!corked) {
+    corked = true;
+    channel.cork();
+    process.nextTick(uncorkChannel);
+  }
   channel.write(header);
   channel.write(metaBuf);
   if (bodyBuf.length) channel.write(bodyBuf);
-  channel.uncork();
+  if (type !== KV_REQUEST) uncorkChannel();
 }
 
 // Reads a property or converts a value without letting a hostile error object (a throwing
@@ -289,7 +310,7 @@ async function invoke(id, meta, body) {
     if (waiting.length > 0) {
       invoke(...waiting.shift());
     } else if (shuttingDown && inFlight === 0) {
-      process.exit(0);
+      exitWhenSent(0);
     }
   }
 }
@@ -334,7 +355,7 @@ function serve() {
         }
       } else if (type === SHUTDOWN) {
         shuttingDown = true;
-        if (inFlight === 0) process.exit(0);
+        if (inFlight === 0) exitWhenSent(0);
       }
     }
   });

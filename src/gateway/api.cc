@@ -344,6 +344,11 @@ Response Api::metrics() const {
     state.memory_budget_mb = scheduler_->memory_budget_mb();
     state.spawn_failures = scheduler_->spawn_failures();
   }
+  if (kv_) {
+    const kv::Stats kv = kv_->store().stats();
+    state.kv_writes = kv.writes;
+    state.kv_commits = kv.commits;
+  }
   if (server_) {
     state.open_connections = server_->connection_count();
     state.connections = server_->connections_accepted();

@@ -5,8 +5,10 @@
 #include <condition_variable>
 #include <deque>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -309,20 +311,33 @@ class SqliteStore final : public Store {
     return page;
   }
 
-  // Commits every write of `batch` as one transaction; each write is its own savepoint, so one
-  // that fails leaves the others.
+  // What one commit works on: the rows and namespaces its writes touched, read once from the
+  // database and then kept in memory, so that a hot key written by every write of the batch
+  // costs one read and one write of its row, however many writes there were.
+  struct Usage {
+    int64_t bytes = 0;
+    uint64_t version = 0;  // the last version given in the namespace
+  };
+  struct Batch {
+    std::map<std::pair<std::string, std::string>, std::optional<Row>> rows;
+    std::map<std::string, Usage, std::less<>> namespaces;
+    std::set<std::pair<std::string, std::string>> changed;
+  };
+
+  // Commits every write of `batch` as one transaction. Each write is checked before it changes
+  // anything, so one that fails leaves the others; an error of the storage itself fails them all.
   void commit(std::vector<Pending>& batch) {
     const int64_t now_ms = clock_.wall_ms();
+    Batch view;
     Status committed = exec(w_.db(), "BEGIN IMMEDIATE");
     for (Pending& p : batch) {
       if (!committed) break;
-      committed = exec(w_.db(), "SAVEPOINT op");
-      if (!committed) break;
-      p.reply.status = apply(p.request, p.reply, now_ms);
-      // A write that failed is undone alone; if even that fails, the whole batch is.
-      if (!p.reply.status) committed = exec(w_.db(), "ROLLBACK TO op");
-      if (committed) committed = exec(w_.db(), "RELEASE op");
+      p.reply.status = apply(p.request, p.reply, now_ms, view);
+      if (!p.reply.status && p.reply.status.error().code == Errc::kSystem) {
+        committed = p.reply.status;
+      }
     }
+    if (committed) committed = write_back(view);
     if (committed) committed = sweep(now_ms);
     if (committed) committed = exec(w_.db(), "COMMIT");
     if (!committed) {
@@ -334,45 +349,95 @@ class SqliteStore final : public Store {
     stats_.commits += committed ? 1 : 0;
   }
 
-  struct Usage {
-    int64_t bytes = 0;
-    uint64_t version = 0;
-  };
-  Result<Usage> namespace_usage(std::string_view ns) {
-    Statement q(w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
-    if (!q) return db_error(w_.db(), "read");
-    q.text(1, ns);
-    int rc = sqlite3_step(q.get());
-    if (rc == SQLITE_DONE) return Usage{};
-    if (rc != SQLITE_ROW) return db_error(w_.db(), "read");
-    return Usage{sqlite3_column_int64(q.get(), 0),
-                 static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1))};
+  // The row of `key` as the batch sees it.
+  Result<std::optional<Row>*> row(Batch& view, std::string_view ns, std::string_view key) {
+    auto id = std::make_pair(std::string(ns), std::string(key));
+    auto it = view.rows.find(id);
+    if (it == view.rows.end()) {
+      auto stored = read_row(w_, ns, key);
+      if (!stored) return stored.error();
+      it = view.rows.emplace(std::move(id), std::move(*stored)).first;
+    }
+    return &it->second;
   }
 
-  // Adds `delta` to the namespace's bytes and, when given, records the version just used.
-  Status update_namespace(std::string_view ns, int64_t delta, std::optional<uint64_t> version) {
-    if (delta == 0 && !version) return {};
-    Statement q(w_,
-                "INSERT INTO namespaces (ns, bytes, version) VALUES (?, ?, coalesce(?, 0)) "
-                "ON CONFLICT (ns) DO UPDATE SET bytes = bytes + excluded.bytes, "
-                "version = max(version, excluded.version)");
-    if (!q) return db_error(w_.db(), "write");
-    q.text(1, ns);
-    q.integer(2, delta);
-    if (version) {
-      q.integer(3, static_cast<int64_t>(*version));
-    } else {
-      q.null(3);
+  Result<Usage*> usage(Batch& view, std::string_view ns) {
+    auto it = view.namespaces.find(ns);
+    if (it == view.namespaces.end()) {
+      Statement q(w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
+      if (!q) return db_error(w_.db(), "read");
+      q.text(1, ns);
+      Usage u;
+      int rc = sqlite3_step(q.get());
+      if (rc == SQLITE_ROW) {
+        u = Usage{sqlite3_column_int64(q.get(), 0),
+                  static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1))};
+      } else if (rc != SQLITE_DONE) {
+        return db_error(w_.db(), "read");
+      }
+      it = view.namespaces.emplace(std::string(ns), u).first;
     }
+    return &it->second;
+  }
+
+  // Writes the rows and namespaces the batch changed.
+  Status write_back(const Batch& view) {
+    for (const auto& id : view.changed) {
+      const std::optional<Row>& r = view.rows.find(id)->second;
+      if (r) {
+        Statement q(
+            w_,
+            "INSERT INTO items (ns, key, value, version, expires_ms) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
+            "version = excluded.version, expires_ms = excluded.expires_ms");
+        if (!q) return db_error(w_.db(), "write");
+        q.text(1, id.first);
+        q.text(2, id.second);
+        q.text(3, r->value);
+        q.integer(4, static_cast<int64_t>(r->version));
+        if (r->expires_ms) {
+          q.integer(5, *r->expires_ms);
+        } else {
+          q.null(5);
+        }
+        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+      } else {
+        Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
+        if (!q) return db_error(w_.db(), "delete");
+        q.text(1, id.first);
+        q.text(2, id.second);
+        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "delete");
+      }
+    }
+    for (const auto& [ns, u] : view.namespaces) {
+      Statement q(w_,
+                  "INSERT INTO namespaces (ns, bytes, version) VALUES (?, ?, ?) "
+                  "ON CONFLICT (ns) DO UPDATE SET bytes = excluded.bytes, "
+                  "version = excluded.version");
+      if (!q) return db_error(w_.db(), "write");
+      q.text(1, ns);
+      q.integer(2, u.bytes);
+      q.integer(3, static_cast<int64_t>(u.version));
+      if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+    }
+    return {};
+  }
+
+  // Adds `delta` bytes to the namespace as stored, inside the current transaction.
+  Status add_bytes(std::string_view ns, int64_t delta) {
+    Statement q(w_, "UPDATE namespaces SET bytes = bytes + ? WHERE ns = ?");
+    if (!q) return db_error(w_.db(), "write");
+    q.integer(1, delta);
+    q.text(2, ns);
     if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
     return {};
   }
 
-  // Writes `value` at `version` (with `expires_ms`), keeping the namespace within its quota.
-  Status store(const Request& req, std::string_view value, uint64_t version,
-               std::optional<int64_t> expires_ms, const std::optional<Row>& old,
-               const Usage& used) {
-    const int64_t before = old ? static_cast<int64_t>(req.key.size() + old->value.size()) : 0;
+  // Sets the item to `value` at the namespace's next version (with `expires_ms`), keeping the
+  // namespace within its quota. Checks first: nothing changes when it fails.
+  Status store(const Request& req, std::string value, std::optional<int64_t> expires_ms,
+               std::optional<Row>& slot, Usage& used, Batch& view) {
+    const int64_t before = slot ? static_cast<int64_t>(req.key.size() + slot->value.size()) : 0;
     const int64_t after = static_cast<int64_t>(req.key.size() + value.size());
     if (after > before &&
         used.bytes + (after - before) > static_cast<int64_t>(limits_.namespace_quota_bytes)) {
@@ -381,37 +446,27 @@ class SqliteStore final : public Store {
                       used.bytes + (after - before), limits_.namespace_quota_bytes),
           "quota");
     }
-    Statement q(w_,
-                "INSERT INTO items (ns, key, value, version, expires_ms) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
-                "version = excluded.version, expires_ms = excluded.expires_ms");
-    if (!q) return db_error(w_.db(), "write");
-    q.text(1, req.ns);
-    q.text(2, req.key);
-    q.text(3, value);
-    q.integer(4, static_cast<int64_t>(version));
-    if (expires_ms) {
-      q.integer(5, *expires_ms);
-    } else {
-      q.null(5);
-    }
-    if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
-    return update_namespace(req.ns, after - before, version);
-  }
-
-  Status apply(const Request& req, Reply& reply, int64_t now_ms) {
-    auto old = read_row(w_, req.ns, req.key);
-    if (!old) return old.error();
-    const bool live = *old && (*old)->live(now_ms);
-    auto used = namespace_usage(req.ns);
-    if (!used) return used.error();
     // Versions come from the namespace's counter: never reused, even after a delete or an
     // expiry, so a stale if_version can never match a key written again since.
-    const uint64_t next = used->version + 1;
+    used.version += 1;
+    used.bytes += after - before;
+    slot = Row{std::move(value), used.version, expires_ms};
+    view.changed.emplace(req.ns, req.key);
+    return {};
+  }
+
+  // Applies one write to the batch's view; the reply gets its outcome.
+  Status apply(const Request& req, Reply& reply, int64_t now_ms, Batch& view) {
+    auto slot = row(view, req.ns, req.key);
+    if (!slot) return slot.error();
+    std::optional<Row>& old = **slot;
+    auto used = usage(view, req.ns);
+    if (!used) return used.error();
+    const bool live = old && old->live(now_ms);
     switch (req.op) {
       case Op::kPut: {
         if (req.options.if_version) {
-          const uint64_t current = live ? (*old)->version : 0;
+          const uint64_t current = live ? old->version : 0;
           if (current != *req.options.if_version) {
             return Error::conflict(fmt::format("key {} is at version {}, not {}", req.key, current,
                                                *req.options.if_version));
@@ -419,13 +474,14 @@ class SqliteStore final : public Store {
         }
         std::optional<int64_t> expires;
         if (req.options.ttl_s) expires = now_ms + *req.options.ttl_s * 1000;
-        reply.version = next;
-        return store(req, req.value, next, expires, *old, *used);
+        if (auto st = store(req, req.value, expires, old, **used, view); !st) return st;
+        reply.version = old->version;
+        return {};
       }
       case Op::kIncr: {
         int64_t current = 0;
         if (live) {
-          auto j = nlohmann::json::parse((*old)->value, nullptr, false);
+          auto j = nlohmann::json::parse(old->value, nullptr, false);
           // Integers beyond int64 (json reads them as unsigned) are not counters either.
           if (!j.is_number_integer() ||
               (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t{INT64_MAX})) {
@@ -437,21 +493,21 @@ class SqliteStore final : public Store {
         if (__builtin_add_overflow(current, req.delta, &result)) {
           return Error::invalid(fmt::format("incrementing key {} overflows", req.key), "delta");
         }
+        const auto expires = live ? old->expires_ms : std::nullopt;
+        if (auto st = store(req, std::to_string(result), expires, old, **used, view); !st) {
+          return st;
+        }
         reply.number = result;
-        reply.version = next;
-        return store(req, std::to_string(result), next, live ? (*old)->expires_ms : std::nullopt,
-                     *old, *used);
+        reply.version = old->version;
+        return {};
       }
       case Op::kRemove: {
         reply.removed = live;
-        if (!*old) return {};
-        Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
-        if (!q) return db_error(w_.db(), "delete");
-        q.text(1, req.ns);
-        q.text(2, req.key);
-        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "delete");
-        return update_namespace(
-            req.ns, -static_cast<int64_t>(req.key.size() + (*old)->value.size()), std::nullopt);
+        if (!old) return {};
+        (*used)->bytes -= static_cast<int64_t>(req.key.size() + old->value.size());
+        old.reset();
+        view.changed.emplace(req.ns, req.key);
+        return {};
       }
       case Op::kGet:
       case Op::kList:
@@ -492,7 +548,7 @@ class SqliteStore final : public Store {
       q.text(1, e.ns);
       q.text(2, e.key);
       ok = sqlite3_step(q.get()) == SQLITE_DONE;
-      if (ok) ok = update_namespace(e.ns, -e.bytes, std::nullopt).ok();
+      if (ok) ok = add_bytes(e.ns, -e.bytes).ok();
       if (!ok) break;
     }
     if (!ok) {

@@ -118,9 +118,10 @@ void Metrics::kv_operation(std::string_view function, std::string_view op, std::
   static const pm::Histogram::BucketBoundaries kBuckets = {
       0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
   std::lock_guard lock(mu_);
-  auto key = std::make_tuple(std::string(function), std::string(op), std::string(result));
-  auto it = kv_ops_by_key_.find(key);
+  // Found without building strings: this runs for every operation.
+  auto it = kv_ops_by_key_.find(std::make_tuple(function, op, result));
   if (it == kv_ops_by_key_.end()) {
+    auto key = std::make_tuple(std::string(function), std::string(op), std::string(result));
     auto* counter = &kv_ops_->Add(
         {{"function", std::get<0>(key)}, {"op", std::get<1>(key)}, {"result", std::get<2>(key)}});
     it = kv_ops_by_key_.emplace(std::move(key), counter).first;
@@ -184,6 +185,11 @@ std::string Metrics::render(const DaemonState& state) const {
         static_cast<double>(state.memory_budget_mb) * kMiB);
   counter("ember_spawn_failures_total", "Instances that could not be started.",
           static_cast<double>(state.spawn_failures));
+  counter("ember_kv_writes_applied_total", "Key-value writes the store applied.",
+          static_cast<double>(state.kv_writes));
+  counter("ember_kv_commits_total",
+          "Durable commits of the key-value store; writes per commit is the group commit's gain.",
+          static_cast<double>(state.kv_commits));
   gauge("ember_http_connections", "Open HTTP connections.",
         static_cast<double>(state.open_connections));
   counter("ember_http_connections_total", "HTTP connections accepted.",

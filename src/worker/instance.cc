@@ -283,9 +283,15 @@ asio::awaitable<void> Instance::write_frames(
       co_await write_signal_.async_wait(kAwait);
       continue;
     }
-    std::string data = std::move(outbox_.front());
-    outbox_.pop_front();
-    auto [ec, n] = co_await asio::async_write(channel_, asio::buffer(data), kAwait);
+    // Everything queued goes in one gathered write: a burst of replies costs one system call
+    // and one wake-up of the worker.
+    std::vector<std::string> sending(std::make_move_iterator(outbox_.begin()),
+                                     std::make_move_iterator(outbox_.end()));
+    outbox_.clear();
+    std::vector<asio::const_buffer> buffers;
+    buffers.reserve(sending.size());
+    for (const auto& frame : sending) buffers.emplace_back(asio::buffer(frame));
+    auto [ec, n] = co_await asio::async_write(channel_, buffers, kAwait);
     if (ec) break;
   }
 }

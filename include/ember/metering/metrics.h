@@ -48,6 +48,8 @@ struct DaemonState {
   int64_t memory_used_mb = 0;
   int64_t memory_budget_mb = 0;
   uint64_t spawn_failures = 0;
+  uint64_t kv_writes = 0;   // key-value writes the store applied
+  uint64_t kv_commits = 0;  // the durable commits they took
   uint64_t open_connections = 0;
   uint64_t connections = 0;  // accepted since start
 };
