@@ -131,7 +131,7 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
   Response res;
   switch (o.kind) {
     case Kind::kOk:
-      if (http_trigger) {
+      if (http_trigger && o.content_type.empty()) {
         if (auto shaped = shaped_response(o.body)) {
           res = std::move(*shaped);
           break;
@@ -139,7 +139,8 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       }
       res = Response{http::status::ok, 11};
       res.set(http::field::server, "ember");
-      res.set(http::field::content_type, "application/json");
+      res.set(http::field::content_type,
+              o.content_type.empty() ? "application/json" : o.content_type);
       res.body() = o.body;
       break;
     case Kind::kFunctionError:

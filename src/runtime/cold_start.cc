@@ -10,6 +10,10 @@ namespace asio = boost::asio;
 
 namespace {
 
+// The region functions are told they run in: Ember has one, and Lambda's runtimes and SDKs
+// need a name for it.
+constexpr const char* kRegion = "us-east-1";
+
 // A worker process as the scheduler sees it: the runtime's interface over worker::Instance.
 class ProcessInstance final : public Instance {
  public:
@@ -74,6 +78,18 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
               "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
               "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb),
               "EMBER_CONCURRENCY=" + std::to_string(c.concurrency)};
+  // What Lambda's runtimes read (runtime interface clients take context from these).
+  const std::string version = std::to_string(v.number);
+  spec.env.push_back("AWS_LAMBDA_FUNCTION_NAME=" + record.name);
+  spec.env.push_back("AWS_LAMBDA_FUNCTION_VERSION=" + version);
+  spec.env.push_back("AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + std::to_string(c.memory_mb));
+  spec.env.push_back("AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/" + record.name);
+  spec.env.push_back("AWS_LAMBDA_LOG_STREAM_NAME=[" + version + "]" + record.name);
+  spec.env.push_back("AWS_LAMBDA_INITIALIZATION_TYPE=on-demand");
+  spec.env.push_back("LAMBDA_RUNTIME_DIR=" + paths.runtime_root.string());
+  for (const char* region : {"AWS_REGION", "AWS_DEFAULT_REGION"}) {
+    if (!c.env.contains(region)) spec.env.push_back(std::string(region) + "=" + kRegion);
+  }
   for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
   switch (c.runtime) {
     case registry::Runtime::kNode:
@@ -86,9 +102,10 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
                    (paths.runtime_root / "python" / "bootstrap.py").string()};
       break;
     case registry::Runtime::kProvided:
-      return Error::unsupported(
-          "runtime provided needs the Lambda Runtime API shim, which this build of Ember does "
-          "not include yet");
+      // The bundle's bootstrap, started by the Runtime API shim (docs/lambda.md).
+      spec.argv = {(paths.runtime_root / "provided" / "ember-runtime-api").string()};
+      spec.concurrency = 1;
+      break;
   }
   return spec;
 }

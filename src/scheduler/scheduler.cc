@@ -366,6 +366,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   out.kv_writes = result.kv_writes;
   log_report(function, request_id, out);
   out.body = std::move(result.body);
+  out.content_type = std::move(result.content_type);
   switch (result.kind) {
     case worker::CallResult::Kind::kOk:
       out.kind = InvokeOutcome::Kind::kOk;

@@ -152,6 +152,15 @@ void Instance::handle(Frame frame) {
           frame.type == FrameType::kResult ? CallResult::Kind::kOk
                                            : CallResult::Kind::kFunctionError,
           frame.type == FrameType::kResult ? std::move(frame.body) : std::move(frame.meta)};
+      // A RESULT's meta is "{}" but for a body that is not JSON, which names its media type.
+      if (frame.type == FrameType::kResult && frame.meta.size() > 2) {
+        auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+        if (auto it = meta.find("contentType"); meta.is_object() && it != meta.end() &&
+                                                it->is_string() &&
+                                                !it->get<std::string>().empty()) {
+          p.result->content_type = it->get<std::string>();
+        }
+      }
       p.timer.cancel();
       start_queued();
       return;

@@ -300,9 +300,12 @@ TEST_F(SandboxE2E, TheWorkerSeesOnlyItselfItsBundleAndItsEnvironment) {
   ASSERT_EQ(r.status, 200) << r.body;
   json v = r.json();
   EXPECT_EQ(v["procs"], json::array({"1"})) << "/proc shows only the worker";
-  EXPECT_EQ(v["env"], json::parse(R"(["EMBER_CONCURRENCY", "EMBER_FUNCTION_NAME",
-      "EMBER_FUNCTION_VERSION", "EMBER_MEMORY_MB", "HOME", "LAMBDA_TASK_ROOT", "LANG", "PATH",
-      "TZ", "_HANDLER"])"));
+  // Built from scratch: Ember's variables and those Lambda's runtimes read, nothing else.
+  EXPECT_EQ(v["env"], json::parse(R"(["AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+      "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
+      "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION",
+      "EMBER_CONCURRENCY", "EMBER_FUNCTION_NAME", "EMBER_FUNCTION_VERSION", "EMBER_MEMORY_MB",
+      "HOME", "LAMBDA_RUNTIME_DIR", "LAMBDA_TASK_ROOT", "LANG", "PATH", "TZ", "_HANDLER"])"));
   EXPECT_EQ(v["task"], json::array({"function.json", "hostile.py"}));
   EXPECT_EQ(v["uid"], 1000);
   EXPECT_EQ(v["visible"], json::array({"/var/task/hostile.py"}))

@@ -26,6 +26,7 @@ step "cmake --install into a scratch prefix"
 prefix="$work/prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
 for f in bin/emberd share/ember/runtimes/node/bootstrap.js share/ember/runtimes/python/bootstrap.py \
+         share/ember/runtimes/provided/ember-runtime-api \
          lib/systemd/system/emberd.service etc/ember/emberd.json share/doc/ember/operations.md \
          share/doc/ember/README.md; do
   [ -f "$prefix/$f" ] || fail "cmake --install did not put $f in place"
@@ -50,6 +51,7 @@ deb="$(ls "$work"/pkg/ember_*_amd64.deb)"
 listing="$(dpkg-deb -c "$deb" | awk '{print $6}')"
 for f in ./usr/bin/emberd ./usr/lib/systemd/system/emberd.service ./etc/ember/emberd.json \
          ./usr/share/ember/runtimes/node/bootstrap.js ./usr/share/ember/runtimes/python/bootstrap.py \
+         ./usr/share/ember/runtimes/provided/ember-runtime-api \
          ./usr/share/doc/ember/operations.md; do
   grep -qx "$f" <<<"$listing" || fail "dpkg-deb -c does not list $f"
 done

@@ -76,6 +76,7 @@ struct InvokeOutcome {
   };
   Kind kind = Kind::kCrash;
   std::string body;
+  std::string content_type;  // kOk: the media type of a body that is not JSON; empty for JSON
   std::optional<worker::ExitCause> crash_cause;
   std::optional<StartFailure::Kind> start_failure;  // kInitError: why no instance came up
   bool cold = false;

@@ -35,8 +35,11 @@ struct CallResult {
   // it began, so the handler never saw it and it can go to another instance.
   enum class Kind { kOk, kFunctionError, kTimeout, kCrash, kNotStarted };
   Kind kind = Kind::kCrash;
-  std::string body;  // kOk: the value as JSON; kFunctionError: the error object as JSON;
-                     // kCrash, kTimeout and kNotStarted: a sentence saying what happened
+  std::string body;  // kOk: the value as JSON, or bytes of `content_type`; kFunctionError:
+                     // the error object as JSON; kCrash, kTimeout and kNotStarted: a sentence
+  // kOk: the media type of a body that is not JSON (a `provided` runtime's raw response);
+  // empty for JSON.
+  std::string content_type;
   // From the start of the call in the worker to its answer; the time it waited at the instance
   // behind the calls ahead of it is `waited`.
   std::chrono::nanoseconds duration{0};

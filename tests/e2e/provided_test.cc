@@ -1,0 +1,208 @@
+// `runtime: provided`: a bundle's own bootstrap speaks the Lambda Runtime API to Ember. The
+// custom-runtime tutorial's bash bootstrap (a new connection per request, plain text answers),
+// and a Python bootstrap on one keep-alive connection that exercises the API's edges: the
+// headers and environment Lambda gives, errors, init errors, exits before and during a call,
+// a repeated `next`, a wrong request id and an oversized response.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "archive_builder.h"
+#include "daemon.h"
+#include "temp_dir.h"
+
+namespace ember::testing {
+namespace {
+
+using nlohmann::json;
+
+// The tutorial's runtime, written for bash (Debian's /bin/sh is dash).
+constexpr const char* kBashBootstrap = R"sh(#!/bin/bash
+set -euo pipefail
+source "$LAMBDA_TASK_ROOT/$(echo "$_HANDLER" | cut -d. -f1).sh"
+HEADERS="$(mktemp)"
+while true; do
+  EVENT_DATA=$(curl -sS -LD "$HEADERS" "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/next")
+  REQUEST_ID=$(grep -Fi Lambda-Runtime-Aws-Request-Id "$HEADERS" | tr -d '[:space:]' | cut -d: -f2)
+  RESPONSE=$($(echo "$_HANDLER" | cut -d. -f2) "$EVENT_DATA")
+  curl -sS -X POST "http://${AWS_LAMBDA_RUNTIME_API}/2018-06-01/runtime/invocation/$REQUEST_ID/response" -d "$RESPONSE" >/dev/null
+done
+)sh";
+
+constexpr const char* kBashFunction = R"sh(function handler () {
+  echo "got $1" 1>&2
+  echo "Echoing request: '$1'"
+}
+)sh";
+
+// One keep-alive connection; what it does with each event is the event's "mode".
+constexpr const char* kPythonBootstrap = R"py(#!/usr/bin/python3 -I
+import http.client, json, os, sys
+fd3_open = os.path.exists("/proc/self/fd/3")  # before this process opens anything itself
+api = os.environ["AWS_LAMBDA_RUNTIME_API"]
+host, port = api.split(":")
+conn = http.client.HTTPConnection(host, int(port))
+base = "/2018-06-01/runtime"
+
+def call(method, path, body=None, headers={}):
+    conn.request(method, base + path, body=body, headers=headers)
+    r = conn.getresponse()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+
+mode = open(os.environ["LAMBDA_TASK_ROOT"] + "/mode").read().strip()
+if mode == "init-error":
+    call("POST", "/init/error", json.dumps({"errorType": "Runtime.ConfigError", "errorMessage": "no DATABASE_URL"}),
+         {"Lambda-Runtime-Function-Error-Type": "Runtime.ConfigError"})
+    sys.exit(1)
+if mode == "exit-at-init":
+    sys.exit(3)
+while True:
+    status, h, body = call("GET", "/invocation/next")
+    rid = h["lambda-runtime-aws-request-id"]
+    event = json.loads(body)
+    what = event.get("do")
+    if what == "env":
+        again = call("GET", "/invocation/next")
+        out = {k: os.environ.get(k) for k in ("_HANDLER", "LAMBDA_TASK_ROOT", "AWS_LAMBDA_FUNCTION_NAME",
+               "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_REGION",
+               "AWS_LAMBDA_LOG_GROUP_NAME")}
+        out["deadline"] = h.get("lambda-runtime-deadline-ms")
+        out["arn"] = h.get("lambda-runtime-invoked-function-arn")
+        out["trace"] = h.get("lambda-runtime-trace-id")
+        out["again_same_id"] = again[1]["lambda-runtime-aws-request-id"] == rid
+        out["wrong_id"] = call("POST", "/invocation/not-" + rid + "/response", "1")[0]
+        out["fd3_closed"] = not fd3_open
+        call("POST", "/invocation/" + rid + "/response", json.dumps(out))
+    elif what == "error":
+        call("POST", "/invocation/" + rid + "/error",
+             json.dumps({"errorType": "ValueError", "errorMessage": "bad input", "stackTrace": ["at line 1"]}))
+    elif what == "crash":
+        print("crashing", flush=True)
+        sys.exit(4)
+    elif what == "huge":
+        call("POST", "/invocation/" + rid + "/response", "\"" + "x" * (7 << 20) + "\"")
+    elif what == "once":
+        call("POST", "/invocation/" + rid + "/response", json.dumps({"pid": os.getpid(), "n": event["n"]}))
+        sys.exit(0)
+    else:
+        call("POST", "/invocation/" + rid + "/response", json.dumps({"echo": event}))
+)py";
+
+class ProvidedE2E : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
+  void TearDown() override {
+    if (daemon_.running()) {
+      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
+    }
+  }
+
+  void deploy(const std::string& name, ArchiveBuilder bundle) {
+    auto r = daemon_.admin("PUT", "/v1/functions/" + name, bundle.build());
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+  void deploy_python(const std::string& name, const std::string& mode) {
+    deploy(name,
+           std::move(ArchiveBuilder(ArchiveKind::kZip)
+                         .file("function.json", R"({"runtime":"provided","handler":"app.handler"})")
+                         .file("bootstrap", kPythonBootstrap, 0755)
+                         .file("mode", mode)));
+  }
+  HttpResponse invoke(const std::string& name, const std::string& body) {
+    return http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", body);
+  }
+
+  TempDir tmp_;
+  Daemon daemon_{tmp_ / "state"};
+};
+
+TEST_F(ProvidedE2E, TheTutorialBashRuntimeAnswersWithPlainText) {
+  deploy(
+      "bash-runtime",
+      std::move(ArchiveBuilder(ArchiveKind::kZip)
+                    .file("function.json", R"({"runtime":"provided","handler":"function.handler"})")
+                    .file("bootstrap", kBashBootstrap, 0755)
+                    .file("function.sh", kBashFunction, 0755)));
+  for (const char* text : {"Hello", "again"}) {
+    auto r = invoke("bash-runtime", json{{"text", text}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body << daemon_.log();
+    EXPECT_EQ(r.body, ("Echoing request: '" + json{{"text", text}}.dump() + "'"));
+    EXPECT_EQ(r.header("content-type"), "application/octet-stream");
+  }
+  auto logs = daemon_.admin("GET", "/v1/functions/bash-runtime/logs");
+  EXPECT_NE(logs.body.find(R"(got {\"text\":\"Hello\"})"), std::string::npos) << logs.body;
+}
+
+TEST_F(ProvidedE2E, TheRuntimeApiGivesLambdasHeadersEnvironmentAndEdges) {
+  deploy_python("edges", "serve");
+  auto r = invoke("edges", R"({"do":"env"})");
+  ASSERT_EQ(r.status, 200) << r.body << daemon_.log();
+  json j = r.json();
+  EXPECT_EQ(j["_HANDLER"], "app.handler");
+  EXPECT_EQ(j["LAMBDA_TASK_ROOT"], "/var/task");
+  EXPECT_EQ(j["AWS_LAMBDA_FUNCTION_NAME"], "edges");
+  EXPECT_EQ(j["AWS_LAMBDA_FUNCTION_VERSION"], "1");
+  EXPECT_EQ(j["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"], "128");
+  EXPECT_EQ(j["AWS_LAMBDA_LOG_GROUP_NAME"], "/aws/lambda/edges");
+  EXPECT_FALSE(j["AWS_REGION"].get<std::string>().empty());
+  EXPECT_GT(std::stoll(j["deadline"].get<std::string>()), 1'700'000'000'000LL);
+  EXPECT_TRUE(j["arn"].get<std::string>().ends_with(":function:edges")) << j["arn"];
+  EXPECT_TRUE(j["trace"].get<std::string>().starts_with("Root=1-")) << j["trace"];
+  EXPECT_EQ(j["again_same_id"], true) << "a repeated next gets the call that is out";
+  EXPECT_EQ(j["wrong_id"], 400);
+  EXPECT_EQ(j["fd3_closed"], true) << "the bootstrap never holds the daemon's channel";
+  // The same instance serves on.
+  auto echo = invoke("edges", R"({"n":2})");
+  ASSERT_EQ(echo.status, 200) << echo.body;
+  EXPECT_EQ(echo.json()["echo"]["n"], 2);
+}
+
+TEST_F(ProvidedE2E, ErrorsInitErrorsAndExitsReachTheCaller) {
+  deploy_python("fails", "serve");
+  auto error = invoke("fails", R"({"do":"error"})");
+  EXPECT_EQ(error.status, 500) << error.body;
+  EXPECT_EQ(error.header("x-ember-function-error"), "Unhandled");
+  EXPECT_EQ(error.json()["errorType"], "ValueError");
+  EXPECT_EQ(error.json()["errorMessage"], "bad input");
+  EXPECT_EQ(error.json()["stack"], json::array({"at line 1"}));
+
+  auto crash = invoke("fails", R"({"do":"crash"})");
+  EXPECT_EQ(crash.status, 502) << crash.body;
+  EXPECT_NE(crash.body.find("4"), std::string::npos) << crash.body;
+  EXPECT_EQ(invoke("fails", R"({"n":1})").status, 200) << "a new instance serves the next call";
+
+  auto huge = invoke("fails", R"({"do":"huge"})");
+  EXPECT_EQ(huge.status, 500) << huge.body.substr(0, 300);
+  EXPECT_EQ(huge.json()["errorType"], "Function.ResponseSizeTooLarge");
+
+  deploy_python("no-config", "init-error");
+  auto init = invoke("no-config", "{}");
+  EXPECT_EQ(init.status, 502) << init.body;
+  EXPECT_NE(init.body.find("no DATABASE_URL"), std::string::npos) << init.body;
+
+  deploy_python("gone", "exit-at-init");
+  auto gone = invoke("gone", "{}");
+  EXPECT_EQ(gone.status, 502) << gone.body;
+  EXPECT_NE(gone.body.find("Runtime.ExitError"), std::string::npos) << gone.body;
+}
+
+TEST_F(ProvidedE2E, ABootstrapThatExitsAfterEachCallIsStartedAgainForTheNext) {
+  deploy_python("once", "serve");
+  std::set<int64_t> pids;
+  for (int n = 1; n <= 3; ++n) {
+    auto r = invoke("once", json{{"do", "once"}, {"n", n}}.dump());
+    ASSERT_EQ(r.status, 200) << r.body << daemon_.log();
+    EXPECT_EQ(r.json()["n"], n);
+    pids.insert(r.json()["pid"].get<int64_t>());
+  }
+  EXPECT_EQ(pids.size(), 3u) << "each call was served by a new bootstrap process";
+  auto fn = daemon_.admin("GET", "/v1/functions/once");
+  EXPECT_EQ(fn.json()["instances"]["starting"].get<int>() +
+                fn.json()["instances"]["idle"].get<int>() +
+                fn.json()["instances"]["busy"].get<int>(),
+            1)
+      << "in the same instance: " << fn.body;
+}
+
+}  // namespace
+}  // namespace ember::testing
