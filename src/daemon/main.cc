@@ -277,6 +277,12 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   api.set_server(&server);
   api.set_metering(&metrics, usage->get(), cfg.metering.prices);
   api.set_kv(&kv_service);
+  auto keys = gateway::InvokeKeys::open(reg.state_dir());
+  if (!keys) {
+    spdlog::critical("invoke keys: {}", keys.error().message);
+    return 1;
+  }
+  api.set_keys(keys->get());
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {

@@ -7,6 +7,7 @@
 #include <boost/url/parse.hpp>
 
 #include "ember/gateway/auth.h"
+#include "ember/gateway/sigv4.h"
 #include "invocation.h"
 #include "routes.h"
 
@@ -57,6 +58,12 @@ std::string_view route_name(int route) {
       return "kv_list";
     case kKvItem:
       return "kv_item";
+    case kKeys:
+      return "keys";
+    case kKey:
+      return "key";
+    case kLambdaInvoke:
+      return "lambda_invoke";
   }
   return "none";
 }
@@ -72,6 +79,14 @@ Response method_not_allowed(http::verb method, std::string_view allow) {
 Response unauthorized(std::string_view message) {
   Response res = error_response(http::status::unauthorized, "unauthorized", message);
   res.set(http::field::www_authenticate, "Bearer realm=\"ember\"");
+  return res;
+}
+
+// Lambda's error answer for a request refused before it is read.
+Response lambda_reject(http::status status, std::string_view type, std::string_view message) {
+  Response res =
+      json_response(status, json{{"Type", "User"}, {"message", message}, {"Message", message}});
+  res.set("x-amzn-ErrorType", type);
   return res;
 }
 
@@ -138,11 +153,54 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
     if (record->active().config.auth == "token" && transport == Transport::kTcp) {
       auto it = header.find(http::field::authorization);
-      if (it == header.end() || !bearer_matches(it->value(), options_.admin_token)) {
-        return reject(unauthorized("function " + name + " needs a bearer token"));
+      const bool allowed =
+          it != header.end() &&
+          (bearer_matches(it->value(), options_.admin_token) ||
+           (keys_ && keys_->authorizes(bearer_token(it->value()).value_or(""), name)));
+      if (!allowed) {
+        return reject(unauthorized("function " + name +
+                                   " needs a bearer token: one of its invoke keys, or the admin "
+                                   "token"));
       }
     }
     return accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
+  }
+
+  // The Lambda API: signed (SigV4) with a key of the function or the admin credential, or
+  // unsigned for a function whose invoke is open.
+  if (segments.size() == 4 && segments[0] == "2015-03-31" && segments[1] == "functions" &&
+      segments[3] == "invocations") {
+    if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
+    auto target = parse_lambda_function(segments[2]);
+    if (!target || registry::validate_name(target->name).ok() == false) {
+      return reject(lambda_reject(http::status::bad_request, "InvalidParameterValueException",
+                                  "FunctionName must name a function: NAME, NAME:QUALIFIER or "
+                                  "its ARN, with NAME of [a-z0-9][a-z0-9-]{0,62}"));
+    }
+    auto record = registry_.get(target->name);
+    if (!record) {
+      return reject(lambda_reject(http::status::not_found, "ResourceNotFoundException",
+                                  "Function not found: " + target->name));
+    }
+    auto it = header.find(http::field::authorization);
+    if (it == header.end()) {
+      if (record->active().config.auth == "token" && transport == Transport::kTcp) {
+        return reject(lambda_reject(
+            http::status::forbidden, "MissingAuthenticationTokenException",
+            "function " + target->name + " needs requests signed with one of its invoke keys"));
+      }
+    } else {
+      auto auth = sigv4::parse_authorization(it->value());
+      if (!auth) {
+        return reject(lambda_reject(http::status::bad_request, "IncompleteSignatureException",
+                                    auth.error().message));
+      }
+      if (auth->access_key_id != kAdminKeyId && !(keys_ && keys_->find(auth->access_key_id))) {
+        return reject(lambda_reject(http::status::forbidden, "UnrecognizedClientException",
+                                    "The security token included in the request is invalid."));
+      }
+    }
+    return accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
   }
 
   if (segments.empty() || segments[0] != "v1") {
@@ -210,6 +268,16 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
       return accept(kRollback, kSmallBodyBytes, std::move(name));
     }
+    if (segments.size() == 4 && segments[3] == "keys") {
+      if (method != http::verb::get && method != http::verb::post) {
+        return reject(method_not_allowed(method, "GET, POST"));
+      }
+      return accept(kKeys, kSmallBodyBytes, std::move(name));
+    }
+    if (segments.size() == 5 && segments[3] == "keys") {
+      if (method != http::verb::delete_) return reject(method_not_allowed(method, "DELETE"));
+      return accept(kKey, kSmallBodyBytes, std::move(name));
+    }
     if (segments.size() == 4 && segments[3] == "logs") {
       if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
       return accept(kLogs, kSmallBodyBytes, std::move(name));
@@ -268,6 +336,11 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
     case kKvList:
     case kKvItem:
       co_return co_await kv(plan, std::move(request));
+    case kKeys:
+    case kKey:
+      co_return co_await keys(plan, request);
+    case kLambdaInvoke:
+      co_return co_await lambda_invoke(plan, std::move(request));
   }
   co_return error_response(http::status::internal_server_error, "internal", "unknown route");
 }

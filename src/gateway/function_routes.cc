@@ -113,7 +113,12 @@ asio::awaitable<Response> Api::remove(const Plan& plan) {
   }
   // Calls in flight finish first; new ones are refused while the function drains.
   if (scheduler_) co_await scheduler_->remove(plan.name, options_.delete_drain);
-  auto work = [this, name = plan.name] { return registry_.remove(name); };
+  auto work = [this, name = plan.name] {
+    Status removed = registry_.remove(name);
+    // Its keys go with it: a function deployed again under the name starts without keys.
+    if (removed && keys_) removed = keys_->forget(name);
+    return removed;
+  };
   auto status = co_await run_blocking(blocking_, std::move(work));
   if (!status) co_return error_response(status.error());
   spdlog::info("api: [fn={}] deleted", plan.name);

@@ -2,6 +2,7 @@
 // invoke_routes.cc, usage_routes.cc and log_routes.cc answer it).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -28,7 +29,18 @@ enum Route : int {
   kLogs,
   kKvList,
   kKvItem,
+  kKeys,
+  kKey,
+  kLambdaInvoke,
 };
+
+// The function a Lambda API path names: NAME, NAME:QUALIFIER, ACCOUNT:NAME or the ARN,
+// percent-decoded; nullopt for an ARN that names no function.
+struct LambdaTarget {
+  std::string name;
+  std::string qualifier;
+};
+std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment);
 
 // The query parameters of a request target, decoded, in order.
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target);

@@ -272,7 +272,7 @@ class Shim {
     while (true) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(64 * 1024);  // the X-Ray error cause runtimes send can be large
-      parser.body_limit(kMaxResponseBytes + 1);
+      parser.body_limit(kMaxResponseBytes);
       auto [ec, n] = co_await http::async_read(socket, buffer, parser, kAwait);
       Response res;
       bool keep = false;
@@ -448,8 +448,7 @@ class Shim {
 int main() {
   ::signal(SIGPIPE, SIG_IGN);
   if (::fcntl(3, F_SETFD, FD_CLOEXEC) != 0) return 70;
-  // The signals are taken from the queue by signal_set; block them first so none is lost
-  // between fork and the first wait.
+  // The SIGCHLD handler is in place (Shim's signal_set) before the bootstrap is forked.
   asio::io_context io(1);
   Shim shim(io);
   return shim.run();

@@ -11,6 +11,12 @@ namespace ember {
 // Lower-case hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
 
+// The raw 32-byte HMAC-SHA256 of `data` under `key`.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+
+// Lower-case hex of raw bytes.
+std::string hex(std::string_view bytes);
+
 // Compares two secrets in time that depends only on their lengths.
 bool constant_time_equal(std::string_view a, std::string_view b);
 

@@ -4,6 +4,7 @@
 #include <boost/asio/thread_pool.hpp>
 #include <string>
 
+#include "ember/gateway/keys.h"
 #include "ember/gateway/server.h"
 #include "ember/kv/service.h"
 #include "ember/logs/store.h"
@@ -38,6 +39,9 @@ class Api final : public Application {
     usage_ = usage;
     prices_ = prices;
   }
+  // The invoke keys of functions (/v1/functions/{name}/keys); without them only the admin
+  // token authorizes.
+  void set_keys(InvokeKeys* keys) { keys_ = keys; }
   // The key-value service behind /v1/kv; without it those routes answer 503.
   void set_kv(kv::Service* kv) { kv_ = kv; }
   // A reloaded configuration.
@@ -57,6 +61,11 @@ class Api final : public Application {
   boost::asio::awaitable<Reply> logs(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> usage(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> kv(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> keys(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Response> lambda_invoke(const Plan& plan, Request request);
+  // Checks a Lambda API request's SigV4 signature, when it has one, against the admin
+  // credential or an invoke key of `function`.
+  Status check_signature(const Request& request, const std::string& function) const;
   Response metrics() const;
   void meter(const std::string& function, const std::string& request_id,
              const scheduler::InvokeOutcome& outcome);
@@ -72,7 +81,11 @@ class Api final : public Application {
   metering::UsageStore* usage_ = nullptr;
   metering::Prices prices_;
   kv::Service* kv_ = nullptr;
+  InvokeKeys* keys_ = nullptr;
 };
+
+// The access key id of the admin credential for SigV4 requests; its secret is the admin token.
+inline constexpr std::string_view kAdminKeyId = "admin";
 
 // The JSON view of a function served by GET and returned by mutations.
 nlohmann::json function_view(const registry::FunctionRecord& record);

@@ -1,0 +1,219 @@
+// The Lambda REST API on Ember's listener (docs/lambda.md): Invoke, as the AWS SDKs and CLI
+// call it, authenticated by AWS Signature V4 with an invoke key or the admin credential.
+#include <fmt/format.h>
+
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/url/decode_view.hpp>
+
+#include "ember/common/clock.h"
+#include "ember/common/text.h"
+#include "ember/gateway/api.h"
+#include "ember/gateway/sigv4.h"
+#include "invocation.h"
+#include "routes.h"
+
+namespace ember::gateway {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kTailBytes = 4096;
+
+// Lambda's error answer: the type in x-amzn-ErrorType, and a body both SDKs read.
+Response lambda_error(http::status status, std::string_view type, std::string_view message) {
+  Response res = json_response(
+      status, json{{"Type", static_cast<unsigned>(status) >= 500 ? "Service" : "User"},
+                   {"message", message},
+                   {"Message", message}});
+  res.set("x-amzn-ErrorType", type);
+  return res;
+}
+
+// An error thrown by the function, or what ended it, as Lambda's runtimes report it.
+json function_error(const scheduler::InvokeOutcome& o, std::string_view request_id) {
+  using Kind = scheduler::InvokeOutcome::Kind;
+  json body = json::parse(o.body, nullptr, false);
+  switch (o.kind) {
+    case Kind::kFunctionError:
+    case Kind::kInitError:
+      if (body.is_object()) {
+        if (body.contains("stack") && !body.contains("stackTrace"))
+          body["stackTrace"] = body["stack"];
+        return body;
+      }
+      return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
+    case Kind::kTimeout:
+      return json{{"errorType", "Sandbox.Timedout"},
+                  {"errorMessage", fmt::format("RequestId: {} Error: Task timed out", request_id)}};
+    case Kind::kCrash:
+      return json{
+          {"errorType", worker::error_type(o.crash_cause.value_or(worker::ExitCause::kExited))},
+          {"errorMessage", fmt::format("RequestId: {} Error: {}", request_id, o.body)}};
+    default:
+      break;
+  }
+  return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
+}
+
+}  // namespace
+
+std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment) {
+  std::string decoded;
+  for (char c : boost::urls::decode_view(raw_segment)) decoded += c;
+  LambdaTarget t;
+  std::string_view name = decoded;
+  constexpr std::string_view kArn = "arn:aws:lambda:";
+  if (name.starts_with(kArn)) {
+    // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
+    size_t at = name.find(":function:");
+    if (at == std::string_view::npos) return std::nullopt;
+    name.remove_prefix(at + 10);
+  } else if (size_t colon = name.find(':');
+             colon != std::string_view::npos && colon == 12 &&
+             name.substr(0, 12).find_first_not_of("0123456789") == std::string_view::npos) {
+    name.remove_prefix(13);  // ACCOUNT:NAME[:QUALIFIER]
+  }
+  if (size_t colon = name.find(':'); colon != std::string_view::npos) {
+    t.qualifier = std::string(name.substr(colon + 1));
+    name = name.substr(0, colon);
+  }
+  t.name = std::string(name);
+  return t;
+}
+
+Status Api::check_signature(const Request& request, const std::string& function) const {
+  auto it = request.find(http::field::authorization);
+  if (it == request.end()) return {};  // plan() let an unsigned request through: none needed
+  auto auth = sigv4::parse_authorization(it->value());
+  if (!auth) return auth.error();
+  std::string secret;
+  if (auth->access_key_id == kAdminKeyId) {
+    secret = options_.admin_token;
+  } else if (auto key = keys_ ? keys_->find(auth->access_key_id) : std::nullopt) {
+    if (key->first.function != function) {
+      return Error::not_found(
+          fmt::format("invoke key {} is not a key of function {}", auth->access_key_id, function));
+    }
+    secret = key->second;
+  } else {
+    Error e = Error::not_found("The security token included in the request is invalid.");
+    e.field = "UnrecognizedClientException";
+    return e;
+  }
+  sigv4::Request signed_request{
+      http::to_string(request.method()), request.target(), {}, request.body()};
+  for (const auto& field : request) {
+    std::string name(field.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    signed_request.headers.emplace_back(std::move(name), std::string(field.value()));
+  }
+  return sigv4::verify(signed_request, *auth, secret, system_clock().wall_ms());
+}
+
+asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) {
+  const std::string request_id = new_request_id();
+  if (auto st = check_signature(request, plan.name); !st) {
+    const Error& e = st.error();
+    const std::string type =
+        e.field.empty()
+            ? (e.code == Errc::kNotFound ? "AccessDeniedException" : "InvalidSignatureException")
+            : e.field;
+    co_return lambda_error(type == "IncompleteSignatureException" ? http::status::bad_request
+                                                                  : http::status::forbidden,
+                           type, e.message);
+  }
+  if (!scheduler_) {
+    co_return lambda_error(http::status::service_unavailable, "ServiceException",
+                           "invocation is not enabled");
+  }
+  const std::string type(request["X-Amz-Invocation-Type"]);
+  if (!type.empty() && type != "RequestResponse" && type != "DryRun" && type != "Event") {
+    co_return lambda_error(http::status::bad_request, "InvalidParameterValueException",
+                           "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun");
+  }
+  if (type == "Event") {
+    co_return lambda_error(http::status::bad_request, "InvalidParameterValueException",
+                           "InvocationType Event is not available yet: Ember runs calls "
+                           "synchronously (RequestResponse)");
+  }
+  auto record = registry_.get(plan.name);
+  if (!record) {
+    co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                           "Function not found: " + plan.name);
+  }
+  const std::string active = std::to_string(record->active().number);
+  // The qualifier of the name (NAME:QUALIFIER) or of ?Qualifier=; the name's wins.
+  std::string qualifier;
+  for (const auto& [key, value] : query_params(request.target())) {
+    if (key == "Qualifier") qualifier = value;
+  }
+  {
+    std::string_view path = request.target();
+    path = path.substr(0, path.find('?'));
+    constexpr std::string_view kPrefix = "/2015-03-31/functions/";
+    path.remove_prefix(std::min(path.size(), kPrefix.size()));
+    auto target = parse_lambda_function(path.substr(0, path.find('/')));
+    if (target && !target->qualifier.empty()) qualifier = target->qualifier;
+  }
+  if (!qualifier.empty() && qualifier != "$LATEST" && qualifier != active) {
+    co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                           fmt::format("Function not found: {}:{} (only the active version, {}, "
+                                       "can be invoked)",
+                                       plan.name, qualifier, active));
+  }
+  if (type == "DryRun") {
+    Response res{http::status::no_content, 11};
+    res.set("x-amzn-RequestId", request_id);
+    co_return res;
+  }
+  const bool tail = request["X-Amz-Log-Type"] == "Tail";
+  const uint64_t log_from = tail && logs_ ? logs_->ring(plan.name).next_seq() : 0;
+  scheduler::InvokeRequest call{request_id, invoke_event(request.body()), "invoke"};
+  auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
+  meter(plan.name, request_id, outcome);
+
+  using Kind = scheduler::InvokeOutcome::Kind;
+  Response res;
+  switch (outcome.kind) {
+    case Kind::kOk:
+      res = Response{http::status::ok, 11};
+      res.set(http::field::content_type,
+              outcome.content_type.empty() ? "application/json" : outcome.content_type);
+      res.body() = std::move(outcome.body);
+      break;
+    case Kind::kThrottled:
+      res = lambda_error(http::status::too_many_requests, "TooManyRequestsException", outcome.body);
+      break;
+    case Kind::kNotFound:
+      co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                             "Function not found: " + plan.name);
+    case Kind::kUnavailable:
+      co_return lambda_error(http::status::service_unavailable, "ServiceException", outcome.body);
+    default:
+      res = Response{http::status::ok, 11};
+      res.set(http::field::content_type, "application/json");
+      res.set("X-Amz-Function-Error", "Unhandled");
+      res.body() =
+          function_error(outcome, request_id).dump(-1, ' ', false, json::error_handler_t::replace);
+      break;
+  }
+  res.set(http::field::server, "ember");
+  res.set("x-amzn-RequestId", request_id);
+  res.set("X-Amz-Executed-Version", outcome.version > 0 ? std::to_string(outcome.version) : active);
+  if (tail && logs_) {
+    bool truncated = false;
+    std::string text;
+    for (const auto& line : logs_->ring(plan.name).read(log_from, 100000, truncated)) {
+      if (line.request_id != request_id) continue;
+      text += line.text;
+      text += '\n';
+    }
+    if (text.size() > kTailBytes) text.erase(0, text.size() - kTailBytes);
+    res.set("X-Amz-Log-Result", base64_encode(text));
+  }
+  co_return res;
+}
+
+}  // namespace ember::gateway
