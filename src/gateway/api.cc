@@ -64,6 +64,16 @@ std::string_view route_name(int route) {
       return "key";
     case kLambdaInvoke:
       return "lambda_invoke";
+    case kLambdaList:
+      return "lambda_list";
+    case kLambdaCreate:
+      return "lambda_create";
+    case kLambdaGet:
+      return "lambda_get";
+    case kLambdaDelete:
+      return "lambda_delete";
+    case kLambdaUpdateCode:
+      return "lambda_update_code";
   }
   return "none";
 }
@@ -79,14 +89,6 @@ Response method_not_allowed(http::verb method, std::string_view allow) {
 Response unauthorized(std::string_view message) {
   Response res = error_response(http::status::unauthorized, "unauthorized", message);
   res.set(http::field::www_authenticate, "Bearer realm=\"ember\"");
-  return res;
-}
-
-// Lambda's error answer for a request refused before it is read.
-Response lambda_reject(http::status status, std::string_view type, std::string_view message) {
-  Response res =
-      json_response(status, json{{"Type", "User"}, {"message", message}, {"Message", message}});
-  res.set("x-amzn-ErrorType", type);
   return res;
 }
 
@@ -173,34 +175,83 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
     auto target = parse_lambda_function(segments[2]);
     if (!target || registry::validate_name(target->name).ok() == false) {
-      return reject(lambda_reject(http::status::bad_request, "InvalidParameterValueException",
-                                  "FunctionName must name a function: NAME, NAME:QUALIFIER or "
-                                  "its ARN, with NAME of [a-z0-9][a-z0-9-]{0,62}"));
+      return reject(lambda_error(http::status::bad_request, "InvalidParameterValueException",
+                                 "FunctionName must name a function: NAME, NAME:QUALIFIER or "
+                                 "its ARN, with NAME of [a-z0-9][a-z0-9-]{0,62}"));
     }
     auto record = registry_.get(target->name);
     if (!record) {
-      return reject(lambda_reject(http::status::not_found, "ResourceNotFoundException",
-                                  "Function not found: " + target->name));
+      return reject(lambda_error(http::status::not_found, "ResourceNotFoundException",
+                                 "Function not found: " + target->name));
     }
     auto it = header.find(http::field::authorization);
     if (it == header.end()) {
       if (record->active().config.auth == "token" && transport == Transport::kTcp) {
-        return reject(lambda_reject(
+        return reject(lambda_error(
             http::status::forbidden, "MissingAuthenticationTokenException",
             "function " + target->name + " needs requests signed with one of its invoke keys"));
       }
     } else {
       auto auth = sigv4::parse_authorization(it->value());
       if (!auth) {
-        return reject(lambda_reject(http::status::bad_request, "IncompleteSignatureException",
-                                    auth.error().message));
+        return reject(lambda_error(http::status::bad_request, "IncompleteSignatureException",
+                                   auth.error().message));
       }
       if (auth->access_key_id != kAdminKeyId && !(keys_ && keys_->find(auth->access_key_id))) {
-        return reject(lambda_reject(http::status::forbidden, "UnrecognizedClientException",
-                                    "The security token included in the request is invalid."));
+        return reject(lambda_error(http::status::forbidden, "UnrecognizedClientException",
+                                   "The security token included in the request is invalid."));
       }
     }
     return accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
+  }
+  // The rest of the Lambda API manages functions: the admin credential only (or the socket).
+  if (segments.size() >= 2 && segments.size() <= 4 && segments[0] == "2015-03-31" &&
+      segments[1] == "functions") {
+    if (transport == Transport::kTcp) {
+      auto it = header.find(http::field::authorization);
+      if (it == header.end()) {
+        return reject(lambda_error(http::status::forbidden, "MissingAuthenticationTokenException",
+                                   "requests must be signed with the admin credential"));
+      }
+      auto auth = sigv4::parse_authorization(it->value());
+      if (!auth) {
+        return reject(lambda_error(http::status::bad_request, "IncompleteSignatureException",
+                                   auth.error().message));
+      }
+      if (auth->access_key_id != kAdminKeyId) {
+        const bool known = keys_ && keys_->find(auth->access_key_id);
+        return reject(lambda_error(
+            http::status::forbidden,
+            known ? "AccessDeniedException" : "UnrecognizedClientException",
+            known ? "an invoke key authorizes only invoking its function; this operation needs "
+                    "the admin credential"
+                  : "The security token included in the request is invalid."));
+      }
+    }
+    // A zip in base64 inside JSON: a third larger than the bundle limit, and some room.
+    const uint64_t code_limit = options_.max_bundle_bytes / 3 * 4 + (1 << 20);
+    if (segments.size() == 2) {
+      if (method == http::verb::get) return accept(kLambdaList, kSmallBodyBytes);
+      if (method == http::verb::post) return accept(kLambdaCreate, code_limit);
+      return reject(method_not_allowed(method, "GET, POST"));
+    }
+    auto target = parse_lambda_function(segments[2]);
+    if (!target || !registry::validate_name(target->name).ok()) {
+      return reject(lambda_error(http::status::bad_request, "InvalidParameterValueException",
+                                 "FunctionName must name a function: NAME or its ARN, with NAME "
+                                 "of [a-z0-9][a-z0-9-]{0,62}"));
+    }
+    if (segments.size() == 3) {
+      if (method == http::verb::get) return accept(kLambdaGet, kSmallBodyBytes, target->name);
+      if (method == http::verb::delete_) {
+        return accept(kLambdaDelete, kSmallBodyBytes, target->name);
+      }
+      return reject(method_not_allowed(method, "GET, DELETE"));
+    }
+    if (segments[3] == "code") {
+      if (method != http::verb::put) return reject(method_not_allowed(method, "PUT"));
+      return accept(kLambdaUpdateCode, code_limit, target->name);
+    }
   }
 
   if (segments.empty() || segments[0] != "v1") {
@@ -341,6 +392,12 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
       co_return co_await keys(plan, request);
     case kLambdaInvoke:
       co_return co_await lambda_invoke(plan, std::move(request));
+    case kLambdaList:
+    case kLambdaCreate:
+    case kLambdaGet:
+    case kLambdaDelete:
+    case kLambdaUpdateCode:
+      co_return co_await lambda_functions(plan, std::move(request));
   }
   co_return error_response(http::status::internal_server_error, "internal", "unknown route");
 }

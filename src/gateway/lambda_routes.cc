@@ -21,16 +21,6 @@ namespace {
 
 constexpr size_t kTailBytes = 4096;
 
-// Lambda's error answer: the type in x-amzn-ErrorType, and a body both SDKs read.
-Response lambda_error(http::status status, std::string_view type, std::string_view message) {
-  Response res = json_response(
-      status, json{{"Type", static_cast<unsigned>(status) >= 500 ? "Service" : "User"},
-                   {"message", message},
-                   {"Message", message}});
-  res.set("x-amzn-ErrorType", type);
-  return res;
-}
-
 // An error thrown by the function, or what ended it, as Lambda's runtimes report it.
 json function_error(const scheduler::InvokeOutcome& o, std::string_view request_id) {
   using Kind = scheduler::InvokeOutcome::Kind;
@@ -58,6 +48,25 @@ json function_error(const scheduler::InvokeOutcome& o, std::string_view request_
 }
 
 }  // namespace
+
+Response lambda_error(http::status status, std::string_view type, std::string_view message) {
+  Response res = json_response(
+      status, json{{"Type", static_cast<unsigned>(status) >= 500 ? "Service" : "User"},
+                   {"message", message},
+                   {"Message", message}});
+  res.set("x-amzn-ErrorType", type);
+  return res;
+}
+
+Response signature_refusal(const Error& e) {
+  const std::string type =
+      e.field.empty()
+          ? (e.code == Errc::kNotFound ? "AccessDeniedException" : "InvalidSignatureException")
+          : e.field;
+  return lambda_error(
+      type == "IncompleteSignatureException" ? http::status::bad_request : http::status::forbidden,
+      type, e.message);
+}
 
 std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment) {
   std::string decoded;
@@ -92,6 +101,11 @@ Status Api::check_signature(const Request& request, const std::string& function)
   if (auth->access_key_id == kAdminKeyId) {
     secret = options_.admin_token;
   } else if (auto key = keys_ ? keys_->find(auth->access_key_id) : std::nullopt) {
+    if (function.empty()) {
+      return Error::not_found(
+          "an invoke key authorizes only invoking its function; this operation needs the admin "
+          "credential");
+    }
     if (key->first.function != function) {
       return Error::not_found(
           fmt::format("invoke key {} is not a key of function {}", auth->access_key_id, function));
@@ -115,14 +129,7 @@ Status Api::check_signature(const Request& request, const std::string& function)
 asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) {
   const std::string request_id = new_request_id();
   if (auto st = check_signature(request, plan.name); !st) {
-    const Error& e = st.error();
-    const std::string type =
-        e.field.empty()
-            ? (e.code == Errc::kNotFound ? "AccessDeniedException" : "InvalidSignatureException")
-            : e.field;
-    co_return lambda_error(type == "IncompleteSignatureException" ? http::status::bad_request
-                                                                  : http::status::forbidden,
-                           type, e.message);
+    co_return signature_refusal(st.error());
   }
   if (!scheduler_) {
     co_return lambda_error(http::status::service_unavailable, "ServiceException",

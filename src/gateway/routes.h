@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "ember/gateway/http.h"
+
 namespace ember::gateway {
 
 // Plan::route: which route a request took.
@@ -32,6 +34,11 @@ enum Route : int {
   kKeys,
   kKey,
   kLambdaInvoke,
+  kLambdaList,
+  kLambdaCreate,
+  kLambdaGet,
+  kLambdaDelete,
+  kLambdaUpdateCode,
 };
 
 // The function a Lambda API path names: NAME, NAME:QUALIFIER, ACCOUNT:NAME or the ARN,
@@ -41,6 +48,11 @@ struct LambdaTarget {
   std::string qualifier;
 };
 std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment);
+
+// Lambda's error answer: the type in x-amzn-ErrorType, and {Type, message, Message}.
+Response lambda_error(http::status status, std::string_view type, std::string_view message);
+// The answer to a request whose signature check failed (Api::check_signature's error).
+Response signature_refusal(const Error& error);
 
 // The query parameters of a request target, decoded, in order.
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target);

@@ -66,11 +66,17 @@ class LambdaE2E : public ::testing::Test {
   HttpResponse lambda(const std::string& path, const std::string& body, const std::string& id,
                       const std::string& secret, Headers extra = {},
                       const std::string& date = amz_now()) {
+    return signed_request("POST", path, body, id, secret, std::move(extra), date);
+  }
+  HttpResponse signed_request(const std::string& method, const std::string& path,
+                              const std::string& body, const std::string& id,
+                              const std::string& secret, Headers extra = {},
+                              const std::string& date = amz_now()) {
     Headers headers = extra;
     if (!id.empty()) {
       headers["X-Amz-Date"] = date;
       headers["X-Amz-Content-Sha256"] = sha256_hex(body);
-      gateway::sigv4::Request req{"POST", path, {{"host", "localhost"}}, body};
+      gateway::sigv4::Request req{method, path, {{"host", "localhost"}}, body};
       std::string names = "host";
       for (const auto& [k, v] : headers) {
         std::string lower = k;
@@ -86,7 +92,7 @@ class LambdaE2E : public ::testing::Test {
                                  "/us-east-1/lambda/aws4_request, SignedHeaders=" + signed_list +
                                  ", Signature=" + gateway::sigv4::signature(req, auth, secret);
     }
-    return http_request(daemon_.port(), "POST", path, body, headers);
+    return http_request(daemon_.port(), method, path, body, headers);
   }
 
   static std::string invocations(const std::string& fn) {
@@ -208,6 +214,87 @@ TEST_F(LambdaE2E, EveryWrongSignatureIsRefused) {
   // Revoked: refused at once.
   ASSERT_EQ(daemon_.admin("DELETE", "/v1/functions/locked/keys/" + id).status, 200);
   EXPECT_EQ(type(lambda(invocations("locked"), "{}", id, secret)), "UnrecognizedClientException");
+}
+
+TEST_F(LambdaE2E, FunctionsAreManagedThroughTheLambdaApi) {
+  auto admin = [&](const std::string& method, const std::string& path,
+                   const std::string& body = "") {
+    return signed_request(method, path, body, "admin", kTestToken);
+  };
+  const std::string zip =
+      ArchiveBuilder(ArchiveKind::kZip)
+          .file("main.py", "def handler(event, context):\n    return {'v': 1}\n")
+          .build();
+  json create{{"FunctionName", "made"},
+              {"Runtime", "python3.11"},
+              {"Role", "arn:aws:iam::123456789012:role/any"},
+              {"Handler", "main.handler"},
+              {"Timeout", 5},
+              {"MemorySize", 256},
+              {"Environment", {{"Variables", {{"MODE", "test"}}}}},
+              {"Code", {{"ZipFile", base64_encode(zip)}}}};
+  auto made = admin("POST", "/2015-03-31/functions", create.dump());
+  ASSERT_EQ(made.status, 201) << made.body;
+  json config = made.json();
+  EXPECT_EQ(config["FunctionName"], "made");
+  EXPECT_EQ(config["Runtime"], "python3.11");
+  EXPECT_EQ(config["Handler"], "main.handler");
+  EXPECT_EQ(config["Timeout"], 5);
+  EXPECT_EQ(config["MemorySize"], 256);
+  EXPECT_EQ(config["Environment"]["Variables"]["MODE"], "test");
+  EXPECT_EQ(config["State"], "Active");
+  EXPECT_EQ(config["CodeSha256"], base64_encode([&] {
+              std::string raw;
+              const std::string h = sha256_hex(zip);
+              for (size_t i = 0; i < h.size(); i += 2) {
+                raw += static_cast<char>(std::stoi(h.substr(i, 2), nullptr, 16));
+              }
+              return raw;
+            }()));
+  auto again = admin("POST", "/2015-03-31/functions", create.dump());
+  EXPECT_EQ(again.status, 409);
+  EXPECT_EQ(again.header("x-amzn-errortype"), "ResourceConflictException");
+  EXPECT_EQ(lambda(invocations("made"), "{}", "admin", kTestToken).json()["v"], 1);
+
+  auto got = admin("GET", "/2015-03-31/functions/made");
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(got.json()["Configuration"]["FunctionArn"], config["FunctionArn"]);
+  // Pages of one: open, locked, made in name order.
+  auto page = admin("GET", "/2015-03-31/functions?MaxItems=2");
+  ASSERT_EQ(page.status, 200) << page.body;
+  ASSERT_EQ(page.json()["Functions"].size(), 2u);
+  EXPECT_EQ(page.json()["Functions"][0]["FunctionName"], "locked");
+  auto rest = admin("GET", "/2015-03-31/functions?MaxItems=2&Marker=" +
+                               page.json()["NextMarker"].get<std::string>());
+  ASSERT_EQ(rest.json()["Functions"].size(), 1u);
+  EXPECT_EQ(rest.json()["Functions"][0]["FunctionName"], "open");
+  EXPECT_FALSE(rest.json().contains("NextMarker"));
+
+  const std::string v2 = ArchiveBuilder(ArchiveKind::kZip)
+                             .file("main.py", "def handler(event, context):\n    return {'v': 2}\n")
+                             .build();
+  auto updated =
+      admin("PUT", "/2015-03-31/functions/made/code", json{{"ZipFile", base64_encode(v2)}}.dump());
+  ASSERT_EQ(updated.status, 200) << updated.body;
+  EXPECT_NE(updated.json()["RevisionId"], config["RevisionId"]);
+  EXPECT_EQ(updated.json()["MemorySize"], 256) << "the configuration stays";
+  EXPECT_EQ(lambda(invocations("made"), "{}", "admin", kTestToken).json()["v"], 2);
+
+  // An invoke key invokes; it does not manage.
+  json key = create_key("made");
+  auto denied =
+      signed_request("DELETE", "/2015-03-31/functions/made", "", key["id"], key["secret"]);
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_EQ(denied.header("x-amzn-errortype"), "AccessDeniedException");
+  EXPECT_EQ(admin("DELETE", "/2015-03-31/functions/made").status, 204);
+  auto gone = admin("GET", "/2015-03-31/functions/made");
+  EXPECT_EQ(gone.status, 404);
+  EXPECT_EQ(gone.header("x-amzn-errortype"), "ResourceNotFoundException");
+  auto bad =
+      admin("POST", "/2015-03-31/functions",
+            json{{"FunctionName", "x"}, {"Runtime", "java21"}, {"Code", {{"ZipFile", ""}}}}.dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.header("x-amzn-errortype"), "InvalidParameterValueException");
 }
 
 }  // namespace

@@ -63,8 +63,9 @@ class Api final : public Application {
   boost::asio::awaitable<Response> kv(const Plan& plan, Request request);
   boost::asio::awaitable<Response> keys(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> lambda_invoke(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> lambda_functions(const Plan& plan, Request request);
   // Checks a Lambda API request's SigV4 signature, when it has one, against the admin
-  // credential or an invoke key of `function`.
+  // credential or an invoke key of `function` (empty: the admin credential only).
   Status check_signature(const Request& request, const std::string& function) const;
   Response metrics() const;
   void meter(const std::string& function, const std::string& request_id,
