@@ -205,6 +205,10 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     return accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
   }
   // The rest of the Lambda API manages functions: the admin credential only (or the socket).
+  // AWS CLI v2 lists with a trailing slash (/2015-03-31/functions/).
+  if (segments.size() == 3 && segments[0] == "2015-03-31" && segments[2].empty()) {
+    segments.pop_back();
+  }
   if (segments.size() >= 2 && segments.size() <= 4 && segments[0] == "2015-03-31" &&
       segments[1] == "functions") {
     if (transport == Transport::kTcp) {

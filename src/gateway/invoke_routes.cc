@@ -16,6 +16,13 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
                              "invocation is not enabled");
   }
   const bool trigger = plan.route == kHttpTrigger;
+  // The credential that opened a token-protected function (a key, or the admin token) is
+  // Ember's, not the function's: it never reaches the function's code.
+  if (trigger) {
+    if (auto record = registry_.get(plan.name); record && record->active().config.auth == "token") {
+      request.erase(http::field::authorization);
+    }
+  }
   scheduler::InvokeRequest call{
       request_id, trigger ? http_event(request, plan.name) : invoke_event(request.body()),
       trigger ? "http" : "invoke"};

@@ -74,15 +74,16 @@ std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment) 
   LambdaTarget t;
   std::string_view name = decoded;
   constexpr std::string_view kArn = "arn:aws:lambda:";
+  constexpr std::string_view kFunction = ":function:";
   if (name.starts_with(kArn)) {
     // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]
-    size_t at = name.find(":function:");
+    size_t at = name.find(kFunction);
     if (at == std::string_view::npos) return std::nullopt;
-    name.remove_prefix(at + 10);
-  } else if (size_t colon = name.find(':');
-             colon != std::string_view::npos && colon == 12 &&
-             name.substr(0, 12).find_first_not_of("0123456789") == std::string_view::npos) {
-    name.remove_prefix(13);  // ACCOUNT:NAME[:QUALIFIER]
+    name.remove_prefix(at + kFunction.size());
+  } else if (name.size() > 12 + kFunction.size() &&
+             name.substr(0, 12).find_first_not_of("0123456789") == std::string_view::npos &&
+             name.substr(12, kFunction.size()) == kFunction) {
+    name.remove_prefix(12 + kFunction.size());  // ACCOUNT:function:NAME[:QUALIFIER]
   }
   if (size_t colon = name.find(':'); colon != std::string_view::npos) {
     t.qualifier = std::string(name.substr(colon + 1));

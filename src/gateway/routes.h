@@ -41,8 +41,9 @@ enum Route : int {
   kLambdaUpdateCode,
 };
 
-// The function a Lambda API path names: NAME, NAME:QUALIFIER, ACCOUNT:NAME or the ARN,
-// percent-decoded; nullopt for an ARN that names no function.
+// The function a Lambda API path names: NAME, NAME:QUALIFIER, the partial ARN
+// ACCOUNT:function:NAME[:QUALIFIER] or the ARN, percent-decoded; nullopt for an ARN that names
+// no function.
 struct LambdaTarget {
   std::string name;
   std::string qualifier;

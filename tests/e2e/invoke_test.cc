@@ -210,8 +210,9 @@ TEST_F(ScaleOutE2E, ShortCallsFromManyClientsShareTheEagerInstance) {
   ASSERT_EQ(invoke("quick").status, 200);  // one start measured, one call timed
   auto ids = instances_serving("quick", 8, 400);
   // Without the rule every call that found the instance busy would have started another, up to
-  // 8; with it, a second one starts only if some call waited as long as a cold start takes.
-  EXPECT_LE(ids.size(), 2u);
+  // 8; with it, another one starts only when some call waited as long as a cold start takes,
+  // which on a loaded machine (a sanitizer build, other tests alongside) happens once or twice.
+  EXPECT_LE(ids.size(), 3u);
 }
 
 TEST_F(ScaleOutE2E, LongCallsStartInstancesPastTheEagerOne) {

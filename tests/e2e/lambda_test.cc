@@ -113,6 +113,12 @@ TEST_F(LambdaE2E, InvokeKeysAreShownOnceAndRevokedAtOnce) {
   };
   EXPECT_EQ(bearer(token).status, 200);
   EXPECT_EQ(bearer(std::string(kTestToken)).status, 200) << "the admin token still works";
+  // On the HTTP trigger too, and the credential never reaches the function.
+  auto trigger = http_request(daemon_.port(), "GET", "/fn/locked/x", "",
+                              {{"Authorization", "Bearer " + token}, {"X-Other", "kept"}});
+  ASSERT_EQ(trigger.status, 200) << trigger.body;
+  EXPECT_EQ(trigger.body.find(token), std::string::npos) << trigger.body;
+  EXPECT_NE(trigger.body.find("kept"), std::string::npos) << trigger.body;
   EXPECT_EQ(http_request(daemon_.port(), "POST", "/v1/functions/locked/invoke", "{}").status, 401);
   EXPECT_EQ(bearer(key["id"].get<std::string>() + ".wrong").status, 401);
   // A key of another function opens nothing here.
@@ -170,6 +176,8 @@ TEST_F(LambdaE2E, TheInvokeApiAnswersAsLambdaDoes) {
   // The qualifier, in the name, in the query, or in an ARN.
   EXPECT_EQ(lambda(invocations("locked%3A1"), "{}", id, secret).status, 200);
   EXPECT_EQ(lambda(invocations("locked") + "?Qualifier=%24LATEST", "{}", id, secret).status, 200);
+  EXPECT_EQ(lambda(invocations("000000000000%3Afunction%3Alocked"), "{}", id, secret).status, 200)
+      << "the partial ARN";
   EXPECT_EQ(lambda(invocations("arn%3Aaws%3Alambda%3Aus-east-1%3A000000000000%3Afunction%3Alocked"),
                    "{}", id, secret)
                 .status,
