@@ -5,6 +5,8 @@
 // a repeated `next`, a wrong request id and an oversized response.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "archive_builder.h"
@@ -202,6 +204,55 @@ TEST_F(ProvidedE2E, ABootstrapThatExitsAfterEachCallIsStartedAgainForTheNext) {
                 fn.json()["instances"]["busy"].get<int>(),
             1)
       << "in the same instance: " << fn.body;
+}
+
+// Lambda's own Node.js runtime interface client as the bootstrap, unmodified: it polls and
+// answers over the Runtime API through its native client (libcurl, keep-alive).
+TEST_F(ProvidedE2E, LambdasNodeRuntimeInterfaceClientRunsUnmodified) {
+  namespace fs = std::filesystem;
+  const fs::path ric = fs::path(EMBER_CLIENTS_DIR) / "node_modules" / "aws-lambda-ric";
+  if (!fs::exists(ric / "dist" / "rapid-client.node")) {
+    GTEST_SKIP() << "aws-lambda-ric is not built in " << ric
+                 << " (scripts/setup --test builds it with npm ci; it needs autoconf, automake, "
+                    "libtool, cmake and g++)";
+  }
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  ArchiveBuilder bundle(ArchiveKind::kZip);
+  bundle
+      .file("function.json", R"({"runtime":"provided","handler":"index.handler","memory_mb":256})")
+      .file("bootstrap", R"sh(#!/bin/sh
+cd "$LAMBDA_TASK_ROOT" && exec /usr/bin/node node_modules/aws-lambda-ric/bin/index.mjs "$_HANDLER"
+)sh",
+            0755)
+      .file("index.js", R"js(exports.handler = async (event, context) => {
+  console.log('ric got', JSON.stringify(event));
+  if (event.fail) throw new Error('ric failure');
+  return { requestId: context.awsRequestId, fn: context.functionName,
+           left: context.getRemainingTimeInMillis() };
+};
+)js");
+  for (const char* file : {"package.json", "bin/index.mjs"}) {
+    bundle.file(std::string("node_modules/aws-lambda-ric/") + file, read(ric / file));
+  }
+  for (const auto& e : fs::directory_iterator(ric / "dist")) {
+    bundle.file("node_modules/aws-lambda-ric/dist/" + e.path().filename().string(), read(e.path()));
+  }
+  deploy("ric", std::move(bundle));
+  auto ok = invoke("ric", R"({"a":1})");
+  ASSERT_EQ(ok.status, 200) << ok.body << daemon_.log();
+  EXPECT_EQ(ok.json()["requestId"], ok.header("x-ember-request-id"));
+  EXPECT_EQ(ok.json()["fn"], "ric");
+  EXPECT_GT(ok.json()["left"].get<int64_t>(), 0);
+  auto failed = invoke("ric", R"({"fail":true})");
+  EXPECT_EQ(failed.status, 500) << failed.body;
+  EXPECT_EQ(failed.json()["errorType"], "Error");
+  EXPECT_EQ(failed.json()["errorMessage"], "ric failure");
+  EXPECT_FALSE(failed.json()["stack"].empty()) << "its trace becomes the stack";
+  auto logs = daemon_.admin("GET", "/v1/functions/ric/logs");
+  EXPECT_NE(logs.body.find(R"(ric got {\"a\":1})"), std::string::npos) << logs.body;
 }
 
 }  // namespace
