@@ -10,6 +10,7 @@ formatted here without importing anything, memory is held in reserve for it, and
 a last-resort frame is built at start and sent without allocating.
 """
 
+import _thread
 import json
 import mmap
 import os
@@ -211,9 +212,15 @@ class Channel:
         self.header = bytearray(HEADER.size)
         self.held = []  # frames that arrived while a key-value reply was awaited
         self.kv_id = 0
+        self.kv_lock = _thread.allocate_lock()  # handler threads share the channel
 
     def kv_request(self, meta, body):
-        """Sends a KV_REQUEST and waits for its KV_REPLY; returns (meta, body)."""
+        """Sends a KV_REQUEST and waits for its KV_REPLY; returns (meta, body). One at a time:
+        a handler's threads take turns on the channel."""
+        with self.kv_lock:
+            return self._kv_exchange(meta, body)
+
+    def _kv_exchange(self, meta, body):
         self.kv_id = self.kv_id + 1 if self.kv_id < 0xFFFFFFFF else 1
         ident = self.kv_id
         self.send(KV_REQUEST, ident, meta, body)

@@ -109,7 +109,8 @@ Result<std::pair<json, std::string>> create_request(const json& body, std::strin
     return Error::invalid("FunctionName must be [a-z0-9][a-z0-9-]{0,62} on Ember");
   }
   name = target->name;
-  json overrides = json::object();
+  // As on Lambda, invoking it needs credentials: an invoke key or the admin credential.
+  json overrides = json{{"auth", "token"}};
   if (body.contains("Runtime")) {
     auto runtime = body["Runtime"].is_string() ? ember_runtime(body["Runtime"].get<std::string>())
                                                : std::nullopt;

@@ -127,7 +127,7 @@ Access Grants::access(std::string_view ns) const {
 }
 
 Service::Service(Store& store, ServiceOptions options, const Clock& clock)
-    : store_(store), options_(options), clock_(clock) {}
+    : store_(store), options_(options), watch_(std::make_shared<Watch>(Watch{{}, &clock})) {}
 
 std::string Service::error_meta(const Error& error) {
   return json{{"ok", false}, {"errorType", error_type(error)}, {"errorMessage", error.message}}
@@ -177,13 +177,15 @@ Counted Service::handle(const Grants& grants, const json& meta, std::string body
                     write ? "write to" : "read", req->ns, req->ns, write ? "rw" : "r")));
   }
   const Op op = req->op;
-  const auto started = clock_.now();
-  store_.execute(std::move(*req), [this, op, started, function = grants.own,
+  const auto started = watch_->clock->now();
+  // The reply may come after this service is gone (the store drains its queue when it stops):
+  // it holds what it needs, not the service.
+  store_.execute(std::move(*req), [watch = watch_, op, started, function = grants.own,
                                    done = std::move(done)](Reply reply) {
-    if (observer_) {
-      observer_(OpRecord{function, op,
-                         reply.status ? std::string_view() : error_type(reply.status.error()),
-                         clock_.now() - started});
+    if (watch->observer) {
+      watch->observer(OpRecord{function, op,
+                               reply.status ? std::string_view() : error_type(reply.status.error()),
+                               watch->clock->now() - started});
     }
     auto [meta_out, body_out] = reply_wire(op, reply);
     done(std::move(meta_out), std::move(body_out));

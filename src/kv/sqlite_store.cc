@@ -280,17 +280,25 @@ class SqliteStore final : public Store {
     // than the page is read to tell whether another page follows.
     Statement q(r_,
                 "SELECT key, value, version, expires_ms FROM items WHERE ns = ? AND key >= ? "
-                "AND key > ? AND substr(CAST(key AS BLOB), 1, ?) = CAST(? AS BLOB) "
+                "AND key > ? AND (? = '' OR key < ?) "
+                "AND substr(CAST(key AS BLOB), 1, ?) = CAST(? AS BLOB) "
                 "AND (expires_ms IS NULL OR expires_ms > ?) "
                 "ORDER BY key LIMIT ?");
     if (!q) return db_error(r_.db(), "list");
+    // The first key past every key with the prefix (its last byte below 0xff, plus one), so
+    // that the index range ends where the prefix does; empty when there is no such key.
+    std::string past(prefix);
+    while (!past.empty() && static_cast<unsigned char>(past.back()) == 0xff) past.pop_back();
+    if (!past.empty()) past.back() = static_cast<char>(static_cast<unsigned char>(past.back()) + 1);
     q.text(1, ns);
     q.text(2, prefix);
     q.text(3, cursor);
-    q.integer(4, static_cast<int64_t>(prefix.size()));
-    q.text(5, prefix);
-    q.integer(6, clock_.wall_ms());
-    q.integer(7, static_cast<int64_t>(limit) + 1);
+    q.text(4, past);
+    q.text(5, past);
+    q.integer(6, static_cast<int64_t>(prefix.size()));
+    q.text(7, prefix);
+    q.integer(8, clock_.wall_ms());
+    q.integer(9, static_cast<int64_t>(limit) + 1);
     Page page;
     size_t bytes = 0;
     int rc;

@@ -9,6 +9,7 @@
 // reaps whatever the bootstrap leaves behind, and when it exits the kernel ends them all.
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -149,14 +150,22 @@ class Shim {
     return true;
   }
 
-  // Frames leave at once, whole: they are small but for results, and the daemon always reads.
+  // Frames leave at once, whole: asio made fd 3 non-blocking, so a frame larger than the
+  // socket's buffer waits for the daemon to read, which it always does.
   void send(FrameType type, uint32_t id, std::string_view meta, std::string_view body) {
     const std::string wire = ember::worker::encode(type, id, meta, body);
     for (size_t off = 0; off < wire.size();) {
       ssize_t n = ::write(3, wire.data() + off, wire.size() - off);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) stop(0);  // the daemon is gone
-      if (n <= 0) return;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        pollfd p{3, POLLOUT, 0};
+        ::poll(&p, 1, -1);
+        continue;
+      }
+      if (n <= 0) {
+        stop(0);  // the daemon is gone
+        return;
+      }
       off += static_cast<size_t>(n);
     }
   }
@@ -273,7 +282,18 @@ class Shim {
       http::request_parser<http::string_body> parser;
       parser.header_limit(64 * 1024);  // the X-Ray error cause runtimes send can be large
       parser.body_limit(kMaxResponseBytes);
-      auto [ec, n] = co_await http::async_read(socket, buffer, parser, kAwait);
+      auto [hec, hn] = co_await http::async_read_header(socket, buffer, parser, kAwait);
+      boost::system::error_code ec = hec;
+      if (!ec && parser.get()[http::field::expect] == "100-continue") {
+        // curl asks before posting a large body, and waits a second for this unless answered.
+        http::response<http::empty_body> go{http::status::continue_, 11};
+        auto [cec, cn] = co_await http::async_write(socket, go, kAwait);
+        ec = cec;
+      }
+      if (!ec && !parser.is_done()) {
+        auto [bec, bn] = co_await http::async_read(socket, buffer, parser, kAwait);
+        ec = bec;
+      }
       Response res;
       bool keep = false;
       if (ec == http::error::body_limit) {
@@ -377,6 +397,7 @@ class Shim {
     send(type, current_->id, meta, body);
     last_answered_ = current_->request_id;
     current_.reset();
+    event_signal_.cancel();  // a `next` waiting beside the one answered may take a queued call
   }
 
   asio::awaitable<Response> next() {
@@ -385,16 +406,18 @@ class Shim {
       ready_ = true;
       send(FrameType::kReady, 0, "{}", "");
     }
-    // Waits for a call; a repeated `next` while a call is out gets that call again, as
-    // Lambda's does.
-    while (!current_) {
-      if (!queued_.empty()) {
-        current_ = std::move(queued_.front());
-        queued_.pop_front();
-        break;
+    // A repeated `next` while a call is out gets that call again, as Lambda's does. Otherwise
+    // it waits for a call; of two waiting at once, one gets it and the other waits on.
+    if (!current_) {
+      while (!current_ || current_->delivered) {
+        if (!current_ && !queued_.empty()) {
+          current_ = std::move(queued_.front());
+          queued_.pop_front();
+          break;
+        }
+        event_signal_.expires_at(std::chrono::steady_clock::time_point::max());
+        co_await event_signal_.async_wait(kAwait);
       }
-      event_signal_.expires_at(std::chrono::steady_clock::time_point::max());
-      co_await event_signal_.async_wait(kAwait);
     }
     current_->delivered = true;
     Response res{http::status::ok, 11};

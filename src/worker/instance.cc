@@ -31,6 +31,14 @@ void set_nonblocking(int fd) { ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NON
 
 const auto log_exception = log_escaped("worker: instance loop");
 
+// A worker's media type for a header, or application/octet-stream when it is not one: a
+// worker is untrusted, and a CR or LF here would split the response.
+std::string media_type(std::string_view type) {
+  bool ok = !type.empty() && type.size() <= 256;
+  for (unsigned char c : type) ok = ok && c >= 0x20 && c < 0x7f;
+  return ok ? std::string(type) : std::string("application/octet-stream");
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox::Sandbox& sandbox,
@@ -155,10 +163,9 @@ void Instance::handle(Frame frame) {
       // A RESULT's meta is "{}" but for a body that is not JSON, which names its media type.
       if (frame.type == FrameType::kResult && frame.meta.size() > 2) {
         auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
-        if (auto it = meta.find("contentType"); meta.is_object() && it != meta.end() &&
-                                                it->is_string() &&
-                                                !it->get<std::string>().empty()) {
-          p.result->content_type = it->get<std::string>();
+        if (auto it = meta.find("contentType");
+            meta.is_object() && it != meta.end() && it->is_string()) {
+          p.result->content_type = media_type(it->get<std::string>());
         }
       }
       p.timer.cancel();

@@ -263,6 +263,8 @@ TEST_F(LambdaE2E, FunctionsAreManagedThroughTheLambdaApi) {
   EXPECT_EQ(again.status, 409);
   EXPECT_EQ(again.header("x-amzn-errortype"), "ResourceConflictException");
   EXPECT_EQ(lambda(invocations("made"), "{}", "admin", kTestToken).json()["v"], 1);
+  auto unsigned_call = http_request(daemon_.port(), "POST", invocations("made"), "{}");
+  EXPECT_EQ(unsigned_call.status, 403) << "made through the Lambda API, it needs credentials";
 
   auto got = admin("GET", "/2015-03-31/functions/made");
   ASSERT_EQ(got.status, 200) << got.body;

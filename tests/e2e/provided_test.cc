@@ -81,6 +81,8 @@ while True:
     elif what == "crash":
         print("crashing", flush=True)
         sys.exit(4)
+    elif what == "big":
+        call("POST", "/invocation/" + rid + "/response", json.dumps({"blob": "b" * (2 << 20)}))
     elif what == "huge":
         call("POST", "/invocation/" + rid + "/response", "\"" + "x" * (7 << 20) + "\"")
     elif what == "once":
@@ -173,6 +175,11 @@ TEST_F(ProvidedE2E, ErrorsInitErrorsAndExitsReachTheCaller) {
   EXPECT_NE(crash.body.find("4"), std::string::npos) << crash.body;
   EXPECT_EQ(invoke("fails", R"({"n":1})").status, 200) << "a new instance serves the next call";
 
+  // A response larger than the channel's buffer reaches the caller whole.
+  auto big = invoke("fails", R"({"do":"big"})");
+  ASSERT_EQ(big.status, 200) << big.body.substr(0, 300);
+  EXPECT_EQ(big.json()["blob"].get<std::string>().size(), size_t{2} << 20);
+
   auto huge = invoke("fails", R"({"do":"huge"})");
   EXPECT_EQ(huge.status, 500) << huge.body.substr(0, 300);
   EXPECT_EQ(huge.json()["errorType"], "Function.ResponseSizeTooLarge");
@@ -204,6 +211,30 @@ TEST_F(ProvidedE2E, ABootstrapThatExitsAfterEachCallIsStartedAgainForTheNext) {
                 fn.json()["instances"]["busy"].get<int>(),
             1)
       << "in the same instance: " << fn.body;
+}
+
+// A worker is untrusted: a media type it sends with a RESULT cannot add headers to the answer.
+TEST_F(ProvidedE2E, AWorkersContentTypeCannotSplitTheResponse) {
+  deploy("forger",
+         std::move(ArchiveBuilder(ArchiveKind::kZip)
+                       .file("function.json", R"({"runtime":"node","handler":"index.handler"})")
+                       .file("index.js", R"js(const fs = require('fs');
+exports.handler = async () => {
+  // The first call on a new instance is call 1: answer it with a forged frame of our own.
+  const meta = Buffer.from(JSON.stringify({ contentType: 'text/plain\r\nX-Forged: yes' }));
+  const body = Buffer.from('forged');
+  const header = Buffer.alloc(16);
+  header.writeUInt32LE(4, 0); header.writeUInt32LE(1, 4);
+  header.writeUInt32LE(meta.length, 8); header.writeUInt32LE(body.length, 12);
+  fs.writeSync(3, Buffer.concat([header, meta, body]));
+  await new Promise((r) => setTimeout(r, 200));
+  return 'late';
+};
+)js")));
+  auto r = invoke("forger", "{}");
+  EXPECT_TRUE(r.header("x-forged").empty()) << "a header was injected";
+  EXPECT_EQ(r.body, "forged") << "the forged frame answered call 1";
+  EXPECT_EQ(r.header("content-type"), "application/octet-stream");
 }
 
 // Lambda's own Node.js runtime interface client as the bootstrap, unmodified: it polls and

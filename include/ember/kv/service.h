@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
@@ -60,7 +61,10 @@ class Service {
                  std::optional<uint32_t> ops_in_call, Done done);
 
   // Called for every operation that reached the store, on the thread its reply is made on.
-  void on_op(std::function<void(const OpRecord&)> observer) { observer_ = std::move(observer); }
+  // Set before the first request.
+  void on_op(std::function<void(const OpRecord&)> observer) {
+    watch_->observer = std::move(observer);
+  }
 
   Store& store() { return store_; }
   const Limits& limits() const { return store_.limits(); }
@@ -75,8 +79,11 @@ class Service {
  private:
   Store& store_;
   ServiceOptions options_;
-  const Clock& clock_;
-  std::function<void(const OpRecord&)> observer_;
+  struct Watch {
+    std::function<void(const OpRecord&)> observer;
+    const Clock* clock;
+  };
+  std::shared_ptr<Watch> watch_;
 };
 
 }  // namespace ember::kv
