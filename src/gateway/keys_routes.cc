@@ -44,7 +44,12 @@ asio::awaitable<Response> Api::keys(const Plan& plan, const Request& request) {
     }
     co_return json_response(http::status::ok, json{{"keys", std::move(list)}});
   }
-  auto work = [this, name = plan.name] { return keys_->create(name, system_clock().wall_ms()); };
+  // Checked again on the blocking pool, where deletes run too: a key made while its function
+  // was being deleted would otherwise outlive it and open a later function of the same name.
+  auto work = [this, name = plan.name]() -> Result<InvokeKeys::Created> {
+    if (!registry_.get(name)) return Error::not_found("function " + name + " does not exist");
+    return keys_->create(name, system_clock().wall_ms());
+  };
   auto created = co_await run_blocking(blocking_, std::move(work));
   if (!created) co_return error_response(created.error());
   co_return json_response(http::status::created,
