@@ -406,6 +406,17 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
   co_return error_response(http::status::internal_server_error, "internal", "unknown route");
 }
 
+Response Api::too_large(const Plan& plan, std::string message) {
+  switch (plan.route) {
+    case kLambdaInvoke:
+    case kLambdaCreate:
+    case kLambdaUpdateCode:
+      return lambda_error(http::status::payload_too_large, "RequestTooLargeException", message);
+    default:
+      return Application::too_large(plan, std::move(message));
+  }
+}
+
 void Api::answered(const Plan& plan, unsigned status) {
   if (metrics_) metrics_->request(route_name(plan.route), status);
 }

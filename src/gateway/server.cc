@@ -18,6 +18,10 @@
 
 namespace ember::gateway {
 
+Response Application::too_large(const Plan& /*plan*/, std::string message) {
+  return error_response(http::status::payload_too_large, "payload_too_large", message);
+}
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using asio::ip::tcp;
@@ -333,10 +337,9 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     if (!plan.reject) {
       auto length = header_parser.content_length();
       if (length && *length > plan.body_limit) {
-        plan.reject = error_response(http::status::payload_too_large, "payload_too_large",
-                                     "request body of " + std::to_string(*length) +
-                                         " bytes is over the limit of " +
-                                         std::to_string(plan.body_limit) + " bytes");
+        plan.reject = app_.too_large(plan, "request body of " + std::to_string(*length) +
+                                               " bytes is over the limit of " +
+                                               std::to_string(plan.body_limit) + " bytes");
       }
     }
     if (plan.reject) {
@@ -362,9 +365,8 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     stream.expires_after(milliseconds(options_.body_timeout_ms));
     auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kAwait);
     if (bec == http::error::body_limit) {
-      Response res = error_response(
-          http::status::payload_too_large, "payload_too_large",
-          "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
+      Response res = app_.too_large(
+          plan, "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
       res.version(version);
       app_.answered(plan, res.result_int());
       co_await write(stream, res, false);

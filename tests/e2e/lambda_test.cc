@@ -189,6 +189,10 @@ TEST_F(LambdaE2E, TheInvokeApiAnswersAsLambdaDoes) {
   EXPECT_EQ(lambda(invocations("locked"), "{}", "admin", kTestToken).status, 200);
   auto open = http_request(daemon_.port(), "POST", invocations("open"), R"({"c":3})");
   EXPECT_EQ(open.status, 200) << open.body;
+  // An event over the limit is refused in Lambda's format.
+  auto big = http_request(daemon_.port(), "POST", invocations("open"), std::string(7 << 20, ' '));
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(big.header("x-amzn-errortype"), "RequestTooLargeException");
   auto gone = lambda(invocations("nope"), "{}", "admin", kTestToken);
   EXPECT_EQ(gone.status, 404);
   EXPECT_EQ(gone.header("x-amzn-errortype"), "ResourceNotFoundException");

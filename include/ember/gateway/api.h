@@ -51,6 +51,7 @@ class Api final : public Application {
   Plan plan(const RequestHeader& header, Transport transport) override;
   boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) override;
   void answered(const Plan& plan, unsigned status) override;
+  Response too_large(const Plan& plan, std::string message) override;
 
  private:
   boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);

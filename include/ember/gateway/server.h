@@ -68,6 +68,9 @@ class Application {
   virtual boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) = 0;
   // Told of every response sent, rejections included, for metrics.
   virtual void answered(const Plan& plan, unsigned status) { (void)plan, (void)status; }
+  // The answer to a body over the plan's limit, in the route's own error format (Ember's JSON
+  // error by default).
+  virtual Response too_large(const Plan& plan, std::string message);
 };
 
 // Owns its listeners and every connection. All of its state lives on the io_context's thread;
