@@ -249,6 +249,12 @@ class Shim {
       stop(0);
       return;
     }
+    // The worker ends below unless the bootstrap is started again: say first what ended it, so
+    // that a seccomp kill of the bootstrap is reported as the sandbox violation it is.
+    const bool restart = ready_ && !current_ && asked_since_start_;
+    if (!restart && WIFSIGNALED(status)) {
+      send(FrameType::kExiting, 0, json{{"signal", WTERMSIG(status)}}.dump(), "");
+    }
     if (!ready_) {
       if (!init_error_sent_) {
         send(FrameType::kInitError, 0,

@@ -175,6 +175,14 @@ void Instance::handle(Frame frame) {
     case FrameType::kKvRequest:
       handle_kv(std::move(frame));
       return;
+    case FrameType::kExiting: {
+      auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+      if (auto it = meta.find("signal");
+          meta.is_object() && it != meta.end() && it->is_number_integer()) {
+        runtime_signal_ = it->get<int>();
+      }
+      return;
+    }
     default:
       kill(fmt::format("worker protocol: unexpected frame type {}",
                        static_cast<uint32_t>(frame.type)));
@@ -332,7 +340,7 @@ asio::awaitable<void> Instance::watch_exit(
     exit_cause_ = ExitCause::kOutOfMemory;
     exit_reason_ = fmt::format("was killed at its memory limit of {} MB (OutOfMemory)",
                                spec_.worker.memory_mb);
-  } else if (status && status->signaled && status->code == SIGSYS) {
+  } else if ((status && status->signaled && status->code == SIGSYS) || runtime_signal_ == SIGSYS) {
     exit_cause_ = ExitCause::kSandboxViolation;
     exit_reason_ =
         "was killed for a system call the sandbox forbids (SandboxViolation, SIGSYS); "

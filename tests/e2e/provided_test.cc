@@ -78,6 +78,9 @@ while True:
     elif what == "error":
         call("POST", "/invocation/" + rid + "/error",
              json.dumps({"errorType": "ValueError", "errorMessage": "bad input", "stackTrace": ["at line 1"]}))
+    elif what == "ptrace":
+        import ctypes
+        ctypes.CDLL(None).ptrace(0, 0, 0, 0)  # PTRACE_TRACEME: the sandbox kills for it
     elif what == "crash":
         print("crashing", flush=True)
         sys.exit(4)
@@ -169,6 +172,13 @@ TEST_F(ProvidedE2E, ErrorsInitErrorsAndExitsReachTheCaller) {
   EXPECT_EQ(error.json()["errorType"], "ValueError");
   EXPECT_EQ(error.json()["errorMessage"], "bad input");
   EXPECT_EQ(error.json()["stack"], json::array({"at line 1"}));
+
+  // The kernel kills the bootstrap, not the worker, for a forbidden system call; the worker
+  // says so, and the call is the sandbox violation it is.
+  auto ptrace = invoke("fails", R"({"do":"ptrace"})");
+  EXPECT_EQ(ptrace.status, 502) << ptrace.body;
+  EXPECT_EQ(ptrace.json()["error"]["code"], "sandbox_violation") << ptrace.body;
+  EXPECT_EQ(ptrace.header("x-ember-function-error"), "Runtime.SandboxViolation");
 
   auto crash = invoke("fails", R"({"do":"crash"})");
   EXPECT_EQ(crash.status, 502) << crash.body;

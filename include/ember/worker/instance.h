@@ -152,6 +152,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::deque<uint32_t> queued_;  // sent, not started: they start in this order
   int running_ = 0;              // started, not answered
   uint32_t init_kv_ops_ = 0;     // key-value requests made while the handler loaded
+  int runtime_signal_ = 0;       // the signal that ended the worker's runtime child (EXITING)
   uint64_t lines_ = 0;
   std::string exit_reason_;
   ExitCause exit_cause_ = ExitCause::kExited;

@@ -19,6 +19,10 @@ enum class FrameType : uint32_t {
   kKvRequest = 6,
   kKvReply = 7,
   kShutdown = 8,
+  // Worker → daemon, before a worker that runs its runtime as a child process exits because
+  // that child ended: {"signal": N} when a signal ended it. A seccomp kill of the child is
+  // then reported as the worker's own (provided runtimes).
+  kExiting = 9,
 };
 
 inline constexpr size_t kHeaderBytes = 16;
