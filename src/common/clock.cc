@@ -1,6 +1,17 @@
 #include "ember/common/clock.h"
 
+#include <ctime>
+
 namespace ember {
+
+std::string format_utc(int64_t seconds, const char* pattern) {
+  const std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[64];
+  const size_t n = std::strftime(buf, sizeof buf, pattern, &tm);
+  return std::string(buf, n);
+}
 namespace {
 
 class SystemClock final : public Clock {

@@ -51,12 +51,7 @@ std::optional<std::string> ember_runtime(std::string_view lambda) {
 
 // "2020-04-10T19:06:32.563+0000"
 std::string lambda_time(int64_t ms) {
-  const std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  return fmt::format("{}.{:03}+0000", buf, ms % 1000);
+  return fmt::format("{}.{:03}+0000", format_utc(ms / 1000, "%Y-%m-%dT%H:%M:%S"), ms % 1000);
 }
 
 std::string base64_of_hex(std::string_view hex) {

@@ -6,6 +6,7 @@
 #include <ctime>
 #include <optional>
 
+#include "ember/common/clock.h"
 #include "ember/common/crypto.h"
 
 namespace ember::gateway::sigv4 {
@@ -160,14 +161,7 @@ std::optional<int64_t> parse_amz_date(std::string_view s) {
   return static_cast<int64_t>(::timegm(&tm));
 }
 
-std::string format_amz_date(int64_t seconds) {
-  const std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string format_amz_date(int64_t seconds) { return format_utc(seconds, "%Y%m%dT%H%M%SZ"); }
 
 }  // namespace
 

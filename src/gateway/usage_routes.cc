@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "ember/common/clock.h"
 #include "ember/common/json_fields.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/blocking.h"
@@ -50,14 +51,7 @@ std::optional<int64_t> parse_time(const std::string& text) {
   return static_cast<int64_t>(::timegm(&tm)) * 1000;
 }
 
-std::string format_time(int64_t ms) {
-  const std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  ::gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string format_time(int64_t ms) { return format_utc(ms / 1000, "%Y-%m-%dT%H:%M:%SZ"); }
 
 }  // namespace
 

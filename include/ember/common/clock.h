@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <string>
 
 namespace ember {
 
@@ -18,6 +19,9 @@ class Clock {
   // Wall-clock time in milliseconds since the Unix epoch, for records shown to users.
   virtual int64_t wall_ms() const = 0;
 };
+
+// `seconds` since the epoch written in UTC with strftime's `pattern`.
+std::string format_utc(int64_t seconds, const char* pattern);
 
 // The real clocks; one process-wide instance, safe from any thread.
 const Clock& system_clock();
