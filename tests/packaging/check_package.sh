@@ -93,6 +93,12 @@ grep -q "runtimes in $root/usr/share/ember/runtimes" "$work/emberd.log" \
 body="$(curl -sf -X POST -d '{"name":"deb"}' "http://127.0.0.1:$port/v1/functions/hello-py/invoke")" \
   || fail "the packaged emberd did not answer: $(tail -5 "$work/emberd.log")"
 grep -q deb <<<"$body" || fail "unexpected answer: $body"
+# The page-view example counts on context.kv: 1, then 2.
+for want in 1 2; do
+  body="$(curl -sf -X POST "http://127.0.0.1:$port/v1/functions/pv/invoke")" \
+    || fail "pv did not answer: $(tail -5 "$work/emberd.log")"
+  grep -q "\"views\":$want," <<<"$body" || fail "pv answered $body, not views $want"
+done
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" || fail "the packaged emberd did not exit cleanly"
 daemon_pid=""

@@ -139,6 +139,29 @@ TEST(ConfigFile, ReadsTheMeteringSection) {
   EXPECT_DOUBLE_EQ(c.metering.prices.per_million_requests, 0.2);
 }
 
+TEST(ConfigFile, ReadsTheKvSection) {
+  Config c;
+  EXPECT_EQ(c.kv.backend, "sqlite");
+  EXPECT_EQ(c.kv.limits.namespace_quota_bytes, uint64_t{100} << 20);
+  EXPECT_EQ(c.kv.service.max_ops_per_call, 1000u);
+  auto st = apply_config_json(R"({"kv": {"backend": "sqlite", "namespace_quota_mb": 5,
+      "max_ops_per_call": 20}, "metering": {"price_per_million_kv_reads": 0.25,
+      "price_per_million_kv_writes": 1.25}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.kv.limits.namespace_quota_bytes, uint64_t{5} << 20);
+  EXPECT_EQ(c.kv.service.max_ops_per_call, 20u);
+  EXPECT_DOUBLE_EQ(c.metering.prices.per_million_kv_reads, 0.25);
+  EXPECT_DOUBLE_EQ(c.metering.prices.per_million_kv_writes, 1.25);
+  for (const char* bad : {R"({"kv": {"backend": "redis"}})", R"({"kv": {"namespace_quota_mb": 0}})",
+                          R"({"kv": {"max_ops_per_call": 0}})", R"({"kv": {"quota": 1}})"}) {
+    Config d;
+    auto refused = apply_config_json(bad, d);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.error().field.rfind("kv.", 0), 0u) << bad << ": " << refused.error().field;
+  }
+}
+
 TEST(ConfigFile, ReadsTheSchedulerSection) {
   Config c;
   auto st = apply_config_json(R"({"scheduler": {"max_concurrent_starts": 3, "eager_instances": 4,
