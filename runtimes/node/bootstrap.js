@@ -1,12 +1,15 @@
 'use strict';
 // Ember's Node.js runtime shim. Loads the function's handler, then serves invocations over the
-// frames of docs/worker-protocol.md on fd 3. stdout and stderr are the function's own.
+// frames of docs/worker-protocol.md on fd 3. stdout and stderr are the function's own. Loading,
+// handler styles, `context` and error reports follow Lambda's Node.js runtime
+// (aws-lambda-nodejs-runtime-interface-client), so that Lambda functions run unmodified.
 
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const Module = require('module');
 const { pathToFileURL } = require('url');
+const { isNativeError } = require('util').types;
 
 const READY = 1;
 const INIT_ERROR = 2;
@@ -21,18 +24,31 @@ const MAX_META = 64 * 1024;
 const MAX_BODY = 64 * 1024 * 1024;
 
 const env = process.env;
-const taskRoot = env.LAMBDA_TASK_ROOT || process.cwd();
+const taskRoot = path.resolve(env.LAMBDA_TASK_ROOT || process.cwd());
 const functionName = env.EMBER_FUNCTION_NAME || '';
 const functionVersion = env.EMBER_FUNCTION_VERSION || '';
 const memoryLimitMB = Number(env.EMBER_MEMORY_MB || 0);
+const memoryLimitInMB = String(memoryLimitMB);
+const logGroupName = env.AWS_LAMBDA_LOG_GROUP_NAME;
+const logStreamName = env.AWS_LAMBDA_LOG_STREAM_NAME;
+// Lambda's ARN of the function, under a placeholder account; a call that named a version or an
+// alias gets it appended (`context.invokedFunctionArn`).
+const functionArn = `arn:aws:lambda:${env.AWS_REGION || 'us-east-1'}:000000000000:function:` +
+  (env.AWS_LAMBDA_FUNCTION_NAME || functionName);
 // Calls served at once; the daemon may send more, which wait here and start in order.
 const concurrency = Math.max(1, Math.floor(Number(env.EMBER_CONCURRENCY || 1)) || 1);
+
+// Made now, before the function's code runs: Node makes them on first use, which loads modules,
+// and the error path must work when the function has used up its descriptors or its memory.
+const stdout = process.stdout;
+const stderr = process.stderr;
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 let inFlight = 0;
 let shuttingDown = false;
 const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
 let handler = null;  // set once loaded; INVOKEs come only after READY
+let handlerTakesCallback = false;  // declares (event, context, callback)
 
 // Key-value requests made in one turn of the event loop (all those that one batch of replies set
 // off) leave in one write: the channel stays corked until the tick ends. An answer leaves at
@@ -51,8 +67,8 @@ function exitWhenSent(code) {
   channel.end(() => process.exit(code));
 }
 
-function send(type, id, meta, body) {
-  const metaBuf = Buffer.from(JSON.stringify(meta || {}));
+function send(type, id, metaText, body) {
+  const metaBuf = Buffer.from(metaText);
   const bodyBuf = body === undefined ? Buffer.alloc(0) : Buffer.from(body);
   const header = Buffer.allocUnsafe(HEADER_BYTES);
   header.writeUInt32LE(type, 0);
@@ -81,15 +97,66 @@ function safely(read, fallback) {
   }
 }
 
+// As Lambda: native errors (also from another realm), and objects with a string name, message
+// and stack.
+function isError(err) {
+  try {
+    if (err instanceof Error || isNativeError(err)) return true;
+    return err !== null && typeof err === 'object' && typeof err.name === 'string' &&
+      typeof err.message === 'string' && typeof err.stack === 'string';
+  } catch {
+    return false;  // a Proxy whose traps throw
+  }
+}
+
+// `trace` is Lambda's name for the stack lines, `stack` Ember's; both are sent.
 function describe(err) {
-  if (err instanceof Error) {
+  if (isError(err)) {
+    const stack = safely(() => String(err.stack || ''), '').split('\n');
     return {
       errorType: safely(() => err.name, 'Error') || 'Error',
       errorMessage: safely(() => err.message, ''),
-      stack: safely(() => String(err.stack || ''), '').split('\n'),
+      stack,
+      trace: stack,
     };
   }
-  return { errorType: 'Error', errorMessage: safely(() => String(err), '<unprintable value>'), stack: [] };
+  return {
+    errorType: 'Error',
+    errorMessage: safely(() => String(err), '<unprintable value>'),
+    stack: [],
+    trace: [],
+  };
+}
+
+// The meta of an ERROR or INIT_ERROR frame. Meta over MAX_META bytes would make the daemon take
+// the worker for broken, so a huge message or stack is cut: the short form is under 32 KiB even
+// if every character is written as a 6-byte \uXXXX escape.
+function errorMeta(err) {
+  const desc = describe(err);
+  const text = JSON.stringify(desc);
+  // Each UTF-16 unit is at most 3 bytes of UTF-8: the exact count is needed only past a third.
+  if (text.length <= MAX_META / 3 || Buffer.byteLength(text) <= MAX_META) return text;
+  const stack = desc.stack.slice(0, 10).map((line) => line.slice(0, 200));
+  return JSON.stringify({
+    errorType: desc.errorType.slice(0, 256),
+    errorMessage: desc.errorMessage.slice(0, 1024),
+    stack,
+    trace: stack,
+  });
+}
+
+// Writes the line Lambda's runtime logs for an error it reports (its console.error of a label
+// and the error, which util.format joins with a space): `TIME\tREQUEST_ID\tERROR\tInvoke Error
+// \t{"errorType", "errorMessage", "stack"}`. Never throws: the answer matters more than the line.
+function logError(requestId, label, metaText) {
+  try {
+    // The meta without its last key, the trace: a ',"trace":' inside a string would be escaped,
+    // so the last match is the key. Slicing shares the string rather than copying it.
+    const json = metaText.slice(0, metaText.lastIndexOf(',"trace":')) + '}';
+    stderr.write(`${new Date().toISOString()}\t${requestId}\tERROR\t${label} \t${json}\n`);
+  } catch {
+    // No line, then.
+  }
 }
 
 // Sent when even describing the error failed (out of memory): built at start, so sending it
@@ -102,60 +169,156 @@ const LAST_RESORT_HEADER = Buffer.alloc(HEADER_BYTES);
 LAST_RESORT_HEADER.writeUInt32LE(ERROR, 0);
 LAST_RESORT_HEADER.writeUInt32LE(LAST_RESORT_META.length, 8);
 
-function reportError(id, err) {
+// Logs the error, lets the function's output go first (see flushStdio), then answers with it.
+async function reportError(id, requestId, err) {
+  let metaText = null;
   try {
-    send(ERROR, id, describe(err));
+    metaText = errorMeta(err);
+    logError(requestId, 'Invoke Error', metaText);
   } catch {
-    LAST_RESORT_HEADER.writeUInt32LE(id, 4);
-    channel.cork();
-    channel.write(Buffer.from(LAST_RESORT_HEADER));
-    channel.write(LAST_RESORT_META);
-    channel.uncork();
+    // The last resort below.
+  }
+  const flushed = flushStdio();
+  if (flushed) await flushed;
+  try {
+    if (metaText !== null) {
+      send(ERROR, id, metaText);
+      return;
+    }
+  } catch {
+    // The last resort below.
+  }
+  LAST_RESORT_HEADER.writeUInt32LE(id, 4);
+  channel.cork();
+  channel.write(Buffer.from(LAST_RESORT_HEADER));
+  channel.write(LAST_RESORT_META);
+  channel.uncork();
+}
+
+function runtimeError(type, message) {
+  const err = new Error(message);
+  err.name = type;
+  return err;
+}
+
+// Lambda's names for what fails while loading: a SyntaxError (also an ES import of a name the
+// module does not export) is Runtime.UserCodeSyntaxError, a missing module
+// Runtime.ImportModuleError, with the error as text for message ("SyntaxError: Unexpected token
+// ..."). Anything else stays as thrown. The stack stays the original one, which points into the
+// function's file where Lambda's would point into its runtime.
+function asLoadError(err) {
+  let type = null;
+  try {
+    if (err instanceof SyntaxError) {
+      type = 'Runtime.UserCodeSyntaxError';
+    } else if (err !== null && typeof err === 'object' &&
+               (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_MODULE_NOT_FOUND')) {
+      type = 'Runtime.ImportModuleError';
+    }
+  } catch {
+    return err;  // a hostile value thrown by the function's code: reported as it is
+  }
+  if (type === null) return err;
+  const wrapped = runtimeError(type, safely(() => String(err), 'the module failed to load'));
+  wrapped.stack = safely(() => err.stack, `${type}: ${wrapped.message}`);
+  return wrapped;
+}
+
+// Whether a .js file is an ES module: the nearest package.json says so, as Node decides, looking
+// no higher than the task root (the bundle) and not past a node_modules folder.
+function packageTypeIsModule(dir) {
+  for (;;) {
+    if (path.basename(dir) === 'node_modules') return false;
+    let text = null;
+    try {
+      text = fs.readFileSync(path.join(dir, 'package.json'), 'utf8');
+    } catch {
+      // None here: look further up.
+    }
+    if (text !== null) {
+      try {
+        return JSON.parse(text).type === 'module';
+      } catch {
+        return false;  // as Lambda: an unreadable package.json does not make a module
+      }
+    }
+    const parent = path.dirname(dir);
+    if (dir === taskRoot || parent === dir) return false;
+    dir = parent;
   }
 }
 
-// Loads `file.export` from the task root. A CommonJS file that only declares a top-level
-// `function export(...)` works too: the file is compiled once with a trailer that exports the
-// declaration when nothing else was exported under that name.
+// Names the top-level-declaration trailer can test with `typeof`: an identifier, no reserved word.
+const RESERVED = new Set(('arguments await break case catch class const continue debugger ' +
+  'default delete do else enum eval export extends false finally for function if implements ' +
+  'import in instanceof interface let new null package private protected public return static ' +
+  'super switch this throw true try typeof var void while with yield').split(' '));
+
+// A CommonJS file that only declares a top-level `function export(...)` works too: the file is
+// compiled once with a trailer that exports the declaration when nothing else was exported under
+// that name. Node (20.19 and later) runs a file that has ES module syntax and no "type" as an ES
+// module, as Lambda's require() does: there `module` is not defined, and the trailer does nothing.
+function loadCommonJs(file, name) {
+  const source = fs.readFileSync(file, 'utf8');
+  const mod = new Module(file, null);
+  mod.filename = file;
+  mod.paths = Module._nodeModulePaths(path.dirname(file));
+  const trailer = /^[A-Za-z_$][\w$]*$/.test(name) && !RESERVED.has(name)
+    ? `\n;if (typeof module !== 'undefined' && typeof ${name} === 'function' && module.exports &&` +
+      ` !Object.prototype.hasOwnProperty.call(module.exports, '${name}')) {` +
+      ` module.exports.${name} = ${name}; }\n`
+    : '';
+  mod._compile(source + trailer, file);
+  return mod.exports[name];
+}
+
+// Loads `file.export` from the task root as Lambda does: the first of file.js, file.mjs and
+// file.cjs that exists; a .mjs, or a .js that packageTypeIsModule, as an ES module with import()
+// (which settles once the module has run, top-level await included), the others as CommonJS.
 async function loadHandler(spec) {
   const dot = spec.lastIndexOf('.');
+  if (dot <= spec.lastIndexOf('/') + 1 || dot === spec.length - 1) {
+    throw runtimeError('Runtime.MalformedHandlerName',
+      `'${spec}' is not a handler: it must be FILE.EXPORT`);
+  }
   const file = spec.slice(0, dot);
   const name = spec.slice(dot + 1);
+  const base = path.resolve(taskRoot, file);
   let found = null;
   for (const ext of ['.js', '.mjs', '.cjs']) {
-    const candidate = path.join(taskRoot, file + ext);
-    if (fs.existsSync(candidate)) {
-      found = candidate;
+    if (fs.existsSync(base + ext)) {
+      found = base + ext;
       break;
     }
   }
-  if (!found) throw Object.assign(new Error(`cannot find ${file}.js, .mjs or .cjs`), { name: 'Runtime.ImportModuleError' });
-
+  if (found === null) {
+    throw runtimeError('Runtime.ImportModuleError', `Error: Cannot find module '${file}': ` +
+      `there is no ${path.basename(base)}.js, .mjs or .cjs in ${path.dirname(base)}`);
+  }
   let exported;
-  if (found.endsWith('.mjs')) {
-    exported = (await import(pathToFileURL(found).href))[name];
-  } else {
-    const source = fs.readFileSync(found, 'utf8');
-    const mod = new Module(found, null);
-    mod.filename = found;
-    mod.paths = Module._nodeModulePaths(path.dirname(found));
-    const trailer = `\n;if (typeof ${name} === 'function' && module.exports &&` +
-      ` !Object.prototype.hasOwnProperty.call(module.exports, '${name}')) {` +
-      ` module.exports.${name} = ${name}; }\n`;
-    try {
-      mod._compile(source + trailer, found);
-      exported = mod.exports[name];
-    } catch (err) {
-      if (err && err.code === 'ERR_REQUIRE_ESM') {
-        exported = (await import(pathToFileURL(found).href))[name];
-      } else {
-        throw err;
+  try {
+    let esm = found.endsWith('.mjs') ||
+      (found.endsWith('.js') && packageTypeIsModule(path.dirname(found)));
+    if (!esm) {
+      try {
+        exported = loadCommonJs(found, name);
+      } catch (err) {
+        // An ES module found by its syntax, with top-level await, which require() refuses before
+        // running it. import() can.
+        if (safely(() => err.code, '') !== 'ERR_REQUIRE_ASYNC_MODULE') throw err;
+        esm = true;
       }
     }
+    if (esm) exported = (await import(pathToFileURL(found).href))[name];
+  } catch (err) {
+    throw asLoadError(err);
+  }
+  // Lambda's messages.
+  if (!exported) {
+    throw runtimeError('Runtime.HandlerNotFound', `${spec} is undefined or not exported`);
   }
   if (typeof exported !== 'function') {
-    throw Object.assign(new Error(`${path.basename(found)} does not export a function named ${name}`),
-      { name: 'Runtime.HandlerNotFound' });
+    throw runtimeError('Runtime.HandlerNotFound', `${spec} is not a function`);
   }
   return exported;
 }
@@ -179,7 +342,8 @@ function kvRequest(call, ns, op, fields, body) {
   if (ns !== null) meta.ns = ns;
   return new Promise((resolve, reject) => {
     kvPending.set(id, [resolve, reject, op]);
-    send(KV_REQUEST, id, meta, body);
+    if (loopWaiters.size > 0) holdLoop();
+    send(KV_REQUEST, id, JSON.stringify(meta), body);
   });
 }
 
@@ -187,6 +351,7 @@ function kvReplied(id, meta, body) {
   const waiter = kvPending.get(id);
   if (!waiter) return;
   kvPending.delete(id);
+  if (loopWaiters.size > 0) holdLoop();
   const [resolve, reject, op] = waiter;
   if (!meta.ok) {
     reject(new KvError(meta.errorType || 'KvUnavailable', meta.errorMessage || ''));
@@ -259,52 +424,121 @@ function makeKv(call, ns) {
   };
 }
 
-function makeContext(meta, call) {
-  return {
-    requestId: meta.requestId,
-    awsRequestId: meta.requestId,
-    functionName,
-    functionVersion,
-    memoryLimitMB,
-    memoryLimitInMB: String(memoryLimitMB),
-    callbackWaitsForEmptyEventLoop: true,
-    kv: makeKv(call, null),
-    getRemainingTimeInMillis: () => Math.max(0, (meta.deadlineMs || 0) - Date.now()),
-  };
+// Calls whose handler returned neither a value nor a promise and has not answered yet (through
+// the callback, context.succeed, fail or done): Lambda answers them with null once the event loop
+// is empty. The channel is the one handle that always keeps the loop alive, so while such calls
+// wait and no key-value reply is due it stops counting, and 'beforeExit' tells when nothing else
+// is left to run.
+const loopWaiters = new Set();  // their settle functions
+function holdLoop() {
+  if (loopWaiters.size > 0 && kvPending.size === 0) {
+    channel.unref();
+  } else {
+    channel.ref();
+  }
+}
+process.on('beforeExit', () => {
+  channel.ref();
+  for (const settle of loopWaiters) settle(false, null);
+});
+
+// Lambda's context: its fields as own properties, as in Lambda (logging the context shows them),
+// and its functions bound to the call, since handlers pass them around
+// (`promise.then(context.succeed, context.fail)`). Ember's key-value store is made on first use.
+class Context {
+  #call;
+  #kv = null;
+
+  constructor(id, meta, settle) {
+    const deadlineMs = meta.deadlineMs || 0;
+    this.callbackWaitsForEmptyEventLoop = true;  // read by no one: answers never wait for the loop
+    this.functionName = functionName;
+    this.functionVersion = functionVersion;
+    this.invokedFunctionArn =
+      typeof meta.qualifier === 'string' ? `${functionArn}:${meta.qualifier}` : functionArn;
+    this.memoryLimitInMB = memoryLimitInMB;
+    this.awsRequestId = meta.requestId;
+    this.logGroupName = logGroupName;
+    this.logStreamName = logStreamName;
+    this.identity = undefined;
+    this.clientContext = undefined;
+    this.requestId = meta.requestId;
+    this.memoryLimitMB = memoryLimitMB;
+    this.getRemainingTimeInMillis = () => Math.max(0, deadlineMs - Date.now());
+    // Lambda's legacy API. The callback is `done`; fail() without an error fails with 'handled'.
+    this.done = (err, result) =>
+      (err !== undefined && err !== null ? settle(true, err) : settle(false, result));
+    this.succeed = (result) => settle(false, result);
+    this.fail = (err) => settle(true, err === undefined || err === null ? 'handled' : err);
+    this.#call = id;
+  }
+
+  get kv() {
+    return (this.#kv ??= makeKv(this.#call, null));
+  }
+
+  set kv(value) {
+    Object.defineProperty(this, 'kv',
+      { value, writable: true, enumerable: true, configurable: true });
+  }
 }
 
-// Runs the handler in async or callback style; resolves with its value.
-function callHandler(handler, event, context) {
-  if (handler.length < 3) return Promise.resolve().then(() => handler(event, context));
-  return new Promise((resolve, reject) => {
-    const callback = (err, value) => (err ? reject(err) : resolve(value));
-    const returned = handler(event, context, callback);
-    if (returned && typeof returned.then === 'function') returned.then(resolve, reject);
-  });
+// Runs the handler for one call; the first of its promise, callback, context.succeed, fail or
+// done (or the empty event loop, see loopWaiters) to settle is the answer, later ones are ignored.
+// A plain value returned by a handler that takes no callback is the answer too (Lambda ignores
+// it and waits for the loop); `undefined` is no answer.
+function run(id, meta, body, resolve, reject) {
+  let answered = false;
+  const settle = (failed, value) => {
+    if (answered) return;
+    answered = true;
+    if (loopWaiters.size > 0 && loopWaiters.delete(settle)) holdLoop();
+    if (failed) {
+      reject(value);
+    } else {
+      resolve(value);
+    }
+  };
+  try {
+    const event = JSON.parse(body.toString('utf8'));
+    const context = new Context(id, meta, settle);
+    const returned = handlerTakesCallback
+      ? handler(event, context, context.done)
+      : handler(event, context);
+    if (returned !== null && (typeof returned === 'object' || typeof returned === 'function') &&
+        typeof returned.then === 'function') {
+      returned.then((value) => settle(false, value), (err) => settle(true, err));
+    } else if (returned !== undefined && !handlerTakesCallback) {
+      settle(false, returned);
+    } else if (!answered) {
+      loopWaiters.add(settle);
+      holdLoop();
+    }
+  } catch (err) {
+    settle(true, err);
+  }
 }
 
 // Node queues writes to a full pipe in memory; the answer must not overtake the output, or the
 // daemon could not attribute those lines to this call. Resolves once both streams are drained.
 function flushStdio() {
-  const pending = [process.stdout, process.stderr]
+  if (stdout.writableLength === 0 && stderr.writableLength === 0) return null;
+  const pending = [stdout, stderr]
     .filter((s) => s.writableLength > 0)
     .map((s) => new Promise((resolve) => s.write('', resolve)));
-  return pending.length ? Promise.all(pending) : null;
+  return Promise.all(pending);
 }
 
 async function invoke(id, meta, body) {
   inFlight++;
   try {
-    const event = JSON.parse(body.toString('utf8'));
-    const value = await callHandler(handler, event, makeContext(meta, id));
+    const value = await new Promise((resolve, reject) => run(id, meta, body, resolve, reject));
     const text = JSON.stringify(value === undefined ? null : value);
     const flushed = flushStdio();
     if (flushed) await flushed;
-    send(RESULT, id, {}, text === undefined ? 'null' : text);
+    send(RESULT, id, '{}', text === undefined ? 'null' : text);
   } catch (err) {
-    const flushed = flushStdio();
-    if (flushed) await flushed;
-    reportError(id, err);
+    await reportError(id, meta.requestId, err);
   } finally {
     inFlight--;
     if (waiting.length > 0) {
@@ -368,10 +602,21 @@ serve();
 loadHandler(env._HANDLER || 'index.handler').then(
   (loaded) => {
     handler = loaded;
-    send(READY, 0, {});
+    handlerTakesCallback = loaded.length >= 3;
+    send(READY, 0, '{}');
   },
-  (err) => {
-    send(INIT_ERROR, 0, describe(err));
+  async (err) => {
+    // Lambda logs the error as uncaught, with no request id, before it reports it.
+    let metaText;
+    try {
+      metaText = errorMeta(err);
+      logError(undefined, 'Uncaught Exception', metaText);
+    } catch {
+      metaText = LAST_RESORT_META.toString();
+    }
+    const flushed = flushStdio();
+    if (flushed) await flushed;
+    send(INIT_ERROR, 0, metaText);
     channel.end(() => process.exit(1));
   },
 );

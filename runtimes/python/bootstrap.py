@@ -1,16 +1,20 @@
 """Ember's Python runtime shim.
 
 Loads the function's handler, then serves invocations over the frames of
-docs/worker-protocol.md on fd 3. stdout and stderr are the function's own.
+docs/worker-protocol.md on fd 3. stdout and stderr are the function's own: the
+function's log. What a handler sees is Lambda's Python runtime (awslambdaric):
+its context object, its `logging` set-up and its error log lines.
 
 It imports only what every call needs: the channel is read and written with os
-calls rather than the socket module. A handler's error is reported even when the
+calls rather than the socket module, and `logging` (8 ms of start-up) is set up
+only once something imports it. A handler's error is reported even when the
 handler used up its descriptors, its memory or its recursion depth: the stack is
 formatted here without importing anything, memory is held in reserve for it, and
 a last-resort frame is built at start and sent without allocating.
 """
 
 import _thread
+import builtins
 import json
 import mmap
 import os
@@ -113,22 +117,165 @@ class Kv:
         return Kv(self._channel, self._call, str(name))
 
 
-class Context:
-    """What a handler gets as `context`: Lambda's Python names, plus Ember's camelCase ones."""
+def _env(ember_name, lambda_name, default=""):
+    return os.environ.get(ember_name) or os.environ.get(lambda_name, default)
+
+
+class CognitoIdentity:
+    """`context.identity`: Lambda's runtime always gives one, empty unless a mobile SDK sent it."""
+
+    cognito_identity_id = None
+    cognito_identity_pool_id = None
+
+    def __repr__(self):
+        return (f"CognitoIdentity([cognito_identity_id={self.cognito_identity_id},"
+                f"cognito_identity_pool_id={self.cognito_identity_pool_id}])")
+
+
+class LambdaContext:
+    """What a handler gets as `context`: the attributes of Lambda's Python context, with its
+    types (memory_limit_in_mb is a string there), plus Ember's: request_id, requestId, the
+    camelCase names and kv. What is the same for every call is a class attribute, set once at
+    start-up; a call only fills the slots."""
+
+    __slots__ = ("aws_request_id", "invoked_function_arn", "kv", "identity", "_deadline_ms",
+                 "__dict__")  # a handler may add attributes of its own, as on Lambda
+
+    function_name = functionName = _env("EMBER_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_NAME")
+    function_version = functionVersion = _env("EMBER_FUNCTION_VERSION",
+                                              "AWS_LAMBDA_FUNCTION_VERSION")
+    memory_limit_in_mb = _env("EMBER_MEMORY_MB", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")
+    memoryLimitMB = int(memory_limit_in_mb) if memory_limit_in_mb.isdigit() else 0
+    log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    client_context = None
+    tenant_id = None
+    # Lambda's account id is not Ember's to give; twelve zeros keep ARN parsers happy.
+    FUNCTION_ARN = (f"arn:aws:lambda:{os.environ.get('AWS_REGION') or 'us-east-1'}:000000000000:"
+                    f"function:{_env('AWS_LAMBDA_FUNCTION_NAME', 'EMBER_FUNCTION_NAME')}")
 
     def __init__(self, meta, channel=None, call=0):
+        self.aws_request_id = meta.get("requestId", "")
+        qualifier = meta.get("qualifier")
+        self.invoked_function_arn = (self.FUNCTION_ARN if not isinstance(qualifier, str)
+                                     else f"{self.FUNCTION_ARN}:{qualifier}")
         self.kv = Kv(channel, call)
-        self.aws_request_id = self.request_id = self.requestId = meta.get("requestId", "")
-        self.function_name = self.functionName = os.environ.get("EMBER_FUNCTION_NAME", "")
-        self.function_version = self.functionVersion = os.environ.get("EMBER_FUNCTION_VERSION", "")
-        memory = int(os.environ.get("EMBER_MEMORY_MB", "0"))
-        self.memory_limit_in_mb = self.memoryLimitMB = memory
+        self.identity = CognitoIdentity()
         self._deadline_ms = meta.get("deadlineMs", 0)
+
+    @property
+    def request_id(self):
+        return self.aws_request_id
+
+    requestId = request_id
 
     def get_remaining_time_in_millis(self):
         return max(0, int(self._deadline_ms - time.time() * 1000))
 
     getRemainingTimeInMillis = get_remaining_time_in_millis
+
+    @staticmethod
+    def log(msg):
+        """Lambda's context.log: the text as it is, no line end added."""
+        sys.stdout.write(str(msg))
+
+    def __repr__(self):
+        return (f"LambdaContext([aws_request_id={self.aws_request_id},"
+                f"log_group_name={self.log_group_name},log_stream_name={self.log_stream_name},"
+                f"function_name={self.function_name},"
+                f"memory_limit_in_mb={self.memory_limit_in_mb},"
+                f"function_version={self.function_version},"
+                f"invoked_function_arn={self.invoked_function_arn},"
+                f"client_context={self.client_context},identity={self.identity},"
+                f"tenant_id={self.tenant_id}])")
+
+
+# The request id of the call in progress, or of the last one: what Lambda's log lines show
+# between calls ("" before the first, during init).
+_request_id = ""
+
+
+def _install_logging(logging):
+    """Gives the root logger Lambda's handler: its line format, UTC times, the request id, stdout.
+    The root level is INFO, as with Lambda's log-level controls, unless AWS_LAMBDA_LOG_LEVEL names
+    another; a later logging.basicConfig() does nothing because the root logger has a handler."""
+    if _LoggingHook in sys.meta_path:
+        sys.meta_path.remove(_LoggingHook)
+
+    class LambdaLoggerHandler(logging.Handler):
+        def emit(self, record):
+            text = self.format(record)
+            # The format ends the line; a record with a traceback does not (exc_text is added
+            # after it), and the daemon splits the log into lines.
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+    class LambdaLoggerFilter(logging.Filter):
+        def filter(self, record):
+            record.aws_request_id = _request_id
+            record.tenant_id = None
+            return True
+
+    logging.Formatter.converter = time.gmtime  # for every formatter, as Lambda's runtime does
+    handler = LambdaLoggerHandler()
+    handler.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s\n",
+        "%Y-%m-%dT%H:%M:%S"))
+    handler.addFilter(LambdaLoggerFilter())
+    root = logging.getLogger()
+    level = os.environ.get("AWS_LAMBDA_LOG_LEVEL")
+    level = {None: "INFO", "TRACE": "DEBUG"}.get(level, level).upper()
+    root.setLevel(level if level in logging._nameToLevel else "INFO")  # noqa: SLF001
+    root.addHandler(handler)
+
+
+class _LoggingHook:
+    """On sys.meta_path until `logging` is first imported, by the function or by a module it uses:
+    then calls _install_logging as soon as the module has run, before its importer can use it.
+    Importing logging at start-up would cost every cold start 8 ms, logging or not."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "logging":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None) if finder is not _LoggingHook else None
+            spec = find(name, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        if isinstance(spec.loader, type):  # a frozen or built-in module: a class serves them all
+            return spec
+        try:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                try:
+                    _install_logging(module)
+                except Exception:  # noqa: BLE001 - not the importer's error: logs go unformatted
+                    pass
+
+            spec.loader.exec_module = exec_module  # the loader is this spec's own
+        except (AttributeError, TypeError):
+            pass
+        return spec
+
+
+def _log_error(error):
+    """Writes an unhandled error to the function's log as Lambda's Python runtime does: `[ERROR]
+    Type: message`, `Traceback (most recent call last):`, then the stack with each line's leading
+    spaces made no-break spaces. Lines end with \\n where Lambda's stdout sink uses \\r: the daemon
+    splits the log at \\n, and Lambda's own log frames show the lines just so."""
+    head = "[ERROR] " + error["errorType"]
+    if error["errorMessage"]:
+        head += ": " + error["errorMessage"]
+    lines = [head, "Traceback (most recent call last):"]
+    for entry in error["stack"]:
+        for line in entry.splitlines():
+            text = line.lstrip(" ")
+            lines.append("\u00a0" * (len(line) - len(text)) + text)
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 # Address space held back while a handler runs and given up when it fails, so that a handler that
@@ -197,6 +344,14 @@ def describe(exc):
     }
 
 
+def _flush_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a stream the handler closed or replaced holds no answer
+            pass
+
+
 class Channel:
     """Frames over a stream socket, read through a buffer: one read usually holds a whole frame."""
 
@@ -237,8 +392,7 @@ class Channel:
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b"{}"
         # The function's log lines must reach their pipes before the answer does, so that the
         # daemon attributes them to this call.
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_output()
         data = memoryview(HEADER.pack(kind, ident, len(meta_bytes), len(body)) + meta_bytes + body)
         while data:
             data = data[os.write(self.fd, data):]
@@ -280,22 +434,74 @@ class Channel:
         return kind, ident, meta, body
 
 
-def load_handler(spec, root):
-    module_path, _, name = spec.rpartition(".")
-    sys.path.insert(0, root)
-    __import__(module_path.replace("/", "."))
-    handler = getattr(sys.modules[module_path.replace("/", ".")], name, None)
+class Fault(Exception):
+    """A handler that cannot be loaded, named as Lambda's runtime names it (Runtime.*)."""
+
+    def __init__(self, error_type, message, stack=()):
+        super().__init__(message)
+        self.error = {"errorType": error_type, "errorMessage": message, "stack": list(stack)}
+
+
+def set_path(root):
+    """The bundle first, then the standard library; never the host's packages. The daemon starts
+    Python with -I -S, so site adds none; any that are there anyway (a run without -S) go."""
+    kept = [root]
+    for entry in sys.path:
+        parts = entry.split("/")
+        inside = entry == root or entry.startswith(root.rstrip("/") + "/")
+        if entry != root and (inside or ("site-packages" not in parts
+                                         and "dist-packages" not in parts)):
+            kept.append(entry)
+    sys.path[:] = kept
+
+
+def load_handler(spec):
+    """The handler named by `spec` (module.function, the module's path in the bundle may use /);
+    raises Fault with the error Lambda's runtime gives for a spec it cannot load, or the error
+    the module raised at import."""
+    module_path, dot, name = spec.rpartition(".")
+    if not dot:
+        raise Fault("Runtime.MalformedHandlerName",
+                    f"Bad handler '{spec}': not enough values to unpack (expected 2, got 1)")
+    module_name = module_path.replace("/", ".")
+    if module_path.split(".")[0] in sys.builtin_module_names:
+        raise Fault("Runtime.BuiltInModuleConflict",
+                    f"Cannot use built-in module {module_path} as a handler module")
+    try:
+        __import__(module_name)
+    except ImportError as exc:
+        raise Fault("Runtime.ImportModuleError",
+                    f"Unable to import module '{module_path}': {exc}") from None
+    except SyntaxError as exc:
+        raise Fault("Runtime.UserCodeSyntaxError",
+                    f"Syntax error in module '{module_path}': {exc}",
+                    [f'  File "{exc.filename}" Line {exc.lineno}\n    {exc.text}']) from None
+    handler = getattr(sys.modules[module_name], name, None)
+    if handler is None:
+        raise Fault("Runtime.HandlerNotFound",
+                    f"Handler '{name}' missing on module '{module_path}'")
     if not callable(handler):
-        raise AttributeError(f"module {module_path} has no function named {name}")
+        raise Fault("Runtime.HandlerNotFound",
+                    f"Handler '{name}' on module '{module_path}' is not a function")
     return handler
 
 
+def log_error(error):
+    """_log_error, unless writing it fails (no memory, a closed stdout): the answer goes anyway."""
+    try:
+        _log_error(error)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def report_error(channel, ident, exc, reserve):
-    """Sends the handler's error; returns the reserve, taken again for the next call."""
+    """Logs the handler's error and sends it; returns the reserve, taken again for the next call."""
     if reserve is not None:
         reserve.close()  # room to describe the error, whatever the handler left
     try:
-        channel.send(ERROR, ident, describe(exc))
+        error = describe(exc)
+        log_error(error)
+        channel.send(ERROR, ident, error)
     except Exception:  # noqa: BLE001 - out of memory or depth: say less
         try:
             channel.send(ERROR, ident, {"errorType": type(exc).__name__,
@@ -305,13 +511,41 @@ def report_error(channel, ident, exc, reserve):
     return _reserve()
 
 
+class _Quitter:
+    """exit() and quit(), which site would have defined: they raise SystemExit, and the worker
+    ends as on Lambda (the call fails, the instance is replaced)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"Use {self.name}() or Ctrl-D (i.e. EOF) to exit"
+
+    def __call__(self, code=None):
+        raise SystemExit(code)
+
+
 def main():
+    global _request_id
     channel = Channel(3)
+    for name in ("exit", "quit"):
+        if not hasattr(builtins, name):
+            setattr(builtins, name, _Quitter(name))
+    set_path(os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd())
+    if "logging" in sys.modules:
+        _install_logging(sys.modules["logging"])
+    else:
+        sys.meta_path.insert(0, _LoggingHook)
     try:
-        handler = load_handler(os.environ.get("_HANDLER", "main.handler"),
-                               os.environ.get("LAMBDA_TASK_ROOT", os.getcwd()))
+        handler = load_handler(os.environ.get("_HANDLER", "main.handler"))
+    except Fault as fault:
+        log_error(fault.error)
+        channel.send(INIT_ERROR, 0, fault.error)
+        return 1
     except BaseException as exc:  # noqa: BLE001 - any import failure is the function's init error
-        channel.send(INIT_ERROR, 0, describe(exc))
+        error = describe(exc)
+        log_error(error)
+        channel.send(INIT_ERROR, 0, error)
         return 1
     channel.send(READY, 0, {})
     reserve = _reserve()
@@ -324,9 +558,10 @@ def main():
             return 0
         if kind != INVOKE:
             continue
+        _request_id = meta.get("requestId", "")
         try:
             event = json.loads(body)
-            value = handler(event, Context(meta, channel, ident))
+            value = handler(event, LambdaContext(meta, channel, ident))
             channel.send(RESULT, ident, {}, json.dumps(value).encode())
         except Exception as exc:  # noqa: BLE001 - reported to the caller as the function's error
             sys.setrecursionlimit(RECURSION_LIMIT)  # the handler may have lowered it

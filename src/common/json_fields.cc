@@ -154,18 +154,30 @@ Status JsonFields::finish() {
 
 Result<json> parse_json(std::string_view text, std::string_view what) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    // Parse again with exceptions only to obtain the position of the syntax error.
-    try {
-      json retry = json::parse(text);
-      (void)retry;
-    } catch (const json::parse_error& e) {
-      return Error::invalid(
-          fmt::format("{} is not valid JSON: byte {}: {}", what, e.byte, e.what()));
-    }
-    return Error::invalid(fmt::format("{} is not valid JSON", what));
+  if (!j.is_discarded()) return j;
+  // Parse again with exceptions only to learn where the syntax error is; the parser's own
+  // wording is not for users, the place is.
+  size_t byte = 0;
+  try {
+    json retry = json::parse(text);
+    (void)retry;
+  } catch (const json::parse_error& e) {
+    byte = e.byte;
   }
-  return j;
+  if (byte == 0 || byte > text.size()) {
+    return Error::invalid(fmt::format("{} is not valid JSON: it ends before the value does", what));
+  }
+  size_t line = 1, column = 1;
+  for (size_t i = 0; i + 1 < byte; ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      column = 1;
+    } else {
+      ++column;
+    }
+  }
+  return Error::invalid(fmt::format("{} is not valid JSON: unexpected input at line {}, column {}",
+                                    what, line, column));
 }
 
 }  // namespace ember

@@ -74,14 +74,27 @@ std::string_view route_name(int route) {
       return "lambda_delete";
     case kLambdaUpdateCode:
       return "lambda_update_code";
+    case kAliases:
+      return "aliases";
+    case kAlias:
+      return "alias";
+    case kLambdaAliases:
+      return "lambda_aliases";
+    case kLambdaAlias:
+      return "lambda_alias";
+    case kLambdaVersions:
+      return "lambda_versions";
   }
   return "none";
 }
 
-Response method_not_allowed(http::verb method, std::string_view allow) {
-  Response res = error_response(
-      http::status::method_not_allowed, "method_not_allowed",
-      fmt::format("method {} is not allowed here; allowed: {}", http::to_string(method), allow));
+// A method the route does not take, in Ember's error format or (`lambda`) Lambda's.
+Response method_not_allowed(http::verb method, std::string_view allow, bool lambda = false) {
+  const std::string message =
+      fmt::format("method {} is not allowed here; allowed: {}", http::to_string(method), allow);
+  Response res =
+      lambda ? lambda_error(http::status::method_not_allowed, "UnknownOperationException", message)
+             : error_response(http::status::method_not_allowed, "method_not_allowed", message);
   res.set(http::field::allow, allow);
   return res;
 }
@@ -107,6 +120,13 @@ Plan accept(Route route, uint64_t body_limit, std::string name = {}) {
 }
 
 }  // namespace
+
+// Whether calls of `version` need a bearer token or a signature: when it or the active version
+// says "auth": "token", so that naming an older, open version never opens a protected function.
+bool needs_token(const registry::FunctionRecord& record, int version) {
+  const auto* v = record.find(version);
+  return record.active().config.auth == "token" || (v && v->config.auth == "token");
+}
 
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -146,14 +166,29 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
                          segments[1] == "functions" && segments[3] == "invoke";
   const bool is_trigger = segments.size() >= 2 && segments[0] == "fn";
   if (is_invoke || is_trigger) {
-    std::string name(segments[is_invoke ? 2 : 1]);
+    std::string_view segment = segments[is_invoke ? 2 : 1];
+    std::string qualifier;
+    if (is_trigger) {
+      // /fn/NAME:QUALIFIER/... runs a version or an alias.
+      if (size_t colon = segment.find(':'); colon != std::string_view::npos) {
+        qualifier = std::string(segment.substr(colon + 1));
+        segment = segment.substr(0, colon);
+      }
+    } else {
+      for (auto& [key, value] : query_params(header.target())) {
+        if (key == "version" || key == "alias") qualifier = std::move(value);
+      }
+    }
+    std::string name(segment);
     if (auto st = registry::validate_name(name); !st) return reject(error_response(st.error()));
     if (is_invoke && method != http::verb::post) return reject(method_not_allowed(method, "POST"));
     auto record = registry_.get(name);
     if (!record) {
       return reject(error_response(Error::not_found("function " + name + " does not exist")));
     }
-    if (record->active().config.auth == "token" && transport == Transport::kTcp) {
+    auto target = record->resolve(qualifier, canary_draw());
+    if (!target) return reject(error_response(target.error()));
+    if (needs_token(*record, target->version) && transport == Transport::kTcp) {
       auto it = header.find(http::field::authorization);
       const bool allowed =
           it != header.end() &&
@@ -165,14 +200,18 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
                                    "token"));
       }
     }
-    return accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
+    Plan p = accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
+    p.version = target->version;
+    p.qualifier = std::move(target->qualifier);
+    return p;
   }
 
   // The Lambda API: signed (SigV4) with a key of the function or the admin credential, or
   // unsigned for a function whose invoke is open.
   if (segments.size() == 4 && segments[0] == "2015-03-31" && segments[1] == "functions" &&
       segments[3] == "invocations") {
-    if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
+    if (method != http::verb::post)
+      return reject(method_not_allowed(method, "POST", /*lambda=*/true));
     auto target = parse_lambda_function(segments[2]);
     if (!target || registry::validate_name(target->name).ok() == false) {
       return reject(lambda_error(http::status::bad_request, "InvalidParameterValueException",
@@ -184,9 +223,24 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       return reject(lambda_error(http::status::not_found, "ResourceNotFoundException",
                                  "Function not found: " + target->name));
     }
+    for (auto& [key, value] : query_params(header.target())) {
+      if (key != "Qualifier") continue;
+      if (!target->qualifier.empty() && target->qualifier != value) {
+        return reject(lambda_error(http::status::bad_request, "InvalidParameterValueException",
+                                   "The derived qualifier from the function name does not match "
+                                   "the specified qualifier."));
+      }
+      target->qualifier = std::move(value);
+    }
+    auto resolved = record->resolve(target->qualifier, canary_draw());
+    if (!resolved) {
+      return reject(
+          lambda_error(http::status::not_found, "ResourceNotFoundException",
+                       fmt::format("Function not found: {}:{}", target->name, target->qualifier)));
+    }
     auto it = header.find(http::field::authorization);
     if (it == header.end()) {
-      if (record->active().config.auth == "token" && transport == Transport::kTcp) {
+      if (needs_token(*record, resolved->version) && transport == Transport::kTcp) {
         return reject(lambda_error(
             http::status::forbidden, "MissingAuthenticationTokenException",
             "function " + target->name + " needs requests signed with one of its invoke keys"));
@@ -202,14 +256,17 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
                                    "The security token included in the request is invalid."));
       }
     }
-    return accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
+    Plan p = accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
+    p.version = resolved->version;
+    p.qualifier = std::move(resolved->qualifier);
+    return p;
   }
   // The rest of the Lambda API manages functions: the admin credential only (or the socket).
   // AWS CLI v2 lists with a trailing slash (/2015-03-31/functions/).
   if (segments.size() == 3 && segments[0] == "2015-03-31" && segments[2].empty()) {
     segments.pop_back();
   }
-  if (segments.size() >= 2 && segments.size() <= 4 && segments[0] == "2015-03-31" &&
+  if (segments.size() >= 2 && segments.size() <= 5 && segments[0] == "2015-03-31" &&
       segments[1] == "functions") {
     if (transport == Transport::kTcp) {
       auto it = header.find(http::field::authorization);
@@ -237,7 +294,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     if (segments.size() == 2) {
       if (method == http::verb::get) return accept(kLambdaList, kSmallBodyBytes);
       if (method == http::verb::post) return accept(kLambdaCreate, code_limit);
-      return reject(method_not_allowed(method, "GET, POST"));
+      return reject(method_not_allowed(method, "GET, POST", /*lambda=*/true));
     }
     auto target = parse_lambda_function(segments[2]);
     if (!target || !registry::validate_name(target->name).ok()) {
@@ -250,12 +307,29 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method == http::verb::delete_) {
         return accept(kLambdaDelete, kSmallBodyBytes, target->name);
       }
-      return reject(method_not_allowed(method, "GET, DELETE"));
+      return reject(method_not_allowed(method, "GET, DELETE", /*lambda=*/true));
     }
-    if (segments[3] == "code") {
-      if (method != http::verb::put) return reject(method_not_allowed(method, "PUT"));
+    if (segments.size() == 4 && segments[3] == "code") {
+      if (method != http::verb::put)
+        return reject(method_not_allowed(method, "PUT", /*lambda=*/true));
       return accept(kLambdaUpdateCode, code_limit, target->name);
     }
+    if (segments.size() == 4 && (segments[3] == "aliases" || segments[3] == "versions")) {
+      if (method != http::verb::get && method != http::verb::post) {
+        return reject(method_not_allowed(method, "GET, POST", /*lambda=*/true));
+      }
+      return accept(segments[3] == "aliases" ? kLambdaAliases : kLambdaVersions, kSmallBodyBytes,
+                    target->name);
+    }
+    if (segments.size() == 5 && segments[3] == "aliases") {
+      if (method != http::verb::get && method != http::verb::put && method != http::verb::delete_) {
+        return reject(method_not_allowed(method, "GET, PUT, DELETE", /*lambda=*/true));
+      }
+      return accept(kLambdaAlias, kSmallBodyBytes, target->name);
+    }
+    return reject(lambda_error(http::status::not_found, "UnknownOperationException",
+                               fmt::format("no Lambda operation at {} {}", http::to_string(method),
+                                           std::string_view(url->encoded_path()))));
   }
 
   if (segments.empty() || segments[0] != "v1") {
@@ -333,6 +407,18 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method != http::verb::delete_) return reject(method_not_allowed(method, "DELETE"));
       return accept(kKey, kSmallBodyBytes, std::move(name));
     }
+    if (segments.size() == 4 && segments[3] == "aliases") {
+      if (method != http::verb::get && method != http::verb::post) {
+        return reject(method_not_allowed(method, "GET, POST"));
+      }
+      return accept(kAliases, kSmallBodyBytes, std::move(name));
+    }
+    if (segments.size() == 5 && segments[3] == "aliases") {
+      if (method != http::verb::get && method != http::verb::put && method != http::verb::delete_) {
+        return reject(method_not_allowed(method, "GET, PUT, DELETE"));
+      }
+      return accept(kAlias, kSmallBodyBytes, std::move(name));
+    }
     if (segments.size() == 4 && segments[3] == "logs") {
       if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
       return accept(kLogs, kSmallBodyBytes, std::move(name));
@@ -363,11 +449,11 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
         co_return json_response(http::status::service_unavailable, json{{"status", "draining"}});
       }
       co_return json_response(http::status::ok, json{{"status", "ready"}});
-    case kListFunctions: {
-      json list = json::array();
-      for (const auto& record : registry_.list()) list.push_back(view(*record));
-      co_return json_response(http::status::ok, json{{"functions", std::move(list)}});
-    }
+    case kListFunctions:
+      co_return list_functions(request);
+    case kAliases:
+    case kAlias:
+      co_return co_await aliases(plan, request);
     case kGetFunction: {
       auto record = registry_.get(plan.name);
       if (!record) {
@@ -401,7 +487,11 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
     case kLambdaGet:
     case kLambdaDelete:
     case kLambdaUpdateCode:
+    case kLambdaVersions:
       co_return co_await lambda_functions(plan, std::move(request));
+    case kLambdaAliases:
+    case kLambdaAlias:
+      co_return co_await lambda_aliases(plan, request);
   }
   co_return error_response(http::status::internal_server_error, "internal", "unknown route");
 }

@@ -40,6 +40,48 @@ json Api::view(const registry::FunctionRecord& record) const {
   return v;
 }
 
+Response Api::list_functions(const Request& request) const {
+  constexpr int kDefaultLimit = 100, kMaxLimit = 1000;
+  int limit = kDefaultLimit;
+  std::string cursor;
+  for (const auto& [key, value] : query_params(request.target())) {
+    if (key == "limit") {
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+      if (ec != std::errc() || end != value.data() + value.size() || limit < 1 ||
+          limit > kMaxLimit) {
+        return error_response(Error::invalid(
+            fmt::format("limit: must be a number from 1 to {}", kMaxLimit), "limit"));
+      }
+    } else if (key == "cursor") {
+      cursor = value;
+    } else {
+      return error_response(Error::invalid("unknown query parameter \"" + key + "\"", key));
+    }
+  }
+  // By name; the cursor is the last name of the page before, so deploys and deletes between
+  // pages neither repeat nor skip the functions that stay.
+  json list = json::array();
+  std::string last;
+  bool more = false;
+  for (const auto& record : registry_.list()) {
+    if (!cursor.empty() && record->name <= cursor) continue;
+    if (static_cast<int>(list.size()) == limit) {
+      more = true;
+      break;
+    }
+    // A summary: the active version in full, the others by number.
+    json v = view(*record);
+    json numbers = json::array();
+    for (const auto& version : record->versions) numbers.push_back(version.number);
+    v["versions"] = std::move(numbers);
+    list.push_back(std::move(v));
+    last = record->name;
+  }
+  json page{{"functions", std::move(list)}};
+  if (more) page["next_cursor"] = last;
+  return json_response(http::status::ok, page);
+}
+
 asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
   auto overrides = registry::overrides_from_query(query_params(request.target()));
   if (!overrides) co_return error_response(overrides.error());

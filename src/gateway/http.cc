@@ -54,4 +54,31 @@ Response error_response(const Error& e) {
   return error_response(status, code, e.message, e.field);
 }
 
+std::string_view reason_phrase(unsigned status) {
+  switch (status) {
+    case 103:
+      return "Early Hints";
+    case 418:
+      return "I'm a teapot";
+    case 425:
+      return "Too Early";
+    default:
+      break;
+  }
+  std::string_view known = http::obsolete_reason(static_cast<http::status>(status));
+  if (known != "<unknown-status>") return known;
+  switch (status / 100) {
+    case 1:
+      return "Informational";
+    case 2:
+      return "Success";
+    case 3:
+      return "Redirection";
+    case 4:
+      return "Client Error";
+    default:
+      return "Server Error";
+  }
+}
+
 }  // namespace ember::gateway

@@ -18,13 +18,24 @@ namespace urls = boost::urls;
 using nlohmann::json;
 using Kind = scheduler::InvokeOutcome::Kind;
 
-std::string new_request_id() {
-  // Unique, not secret: a per-thread generator seeded once from the kernel.
+namespace {
+
+// Unique, not secret: a per-thread generator seeded once from the kernel.
+std::mt19937_64& generator() {
   thread_local std::mt19937_64 rng = [] {
     uint64_t seed = 0;
     if (::getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = std::random_device{}();
     return std::mt19937_64(seed);
   }();
+  return rng;
+}
+
+}  // namespace
+
+double canary_draw() { return std::uniform_real_distribution<double>(0, 1)(generator()); }
+
+std::string new_request_id() {
+  auto& rng = generator();
   const uint64_t a = rng(), b = rng();
   return fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
                      a & 0x0fff, ((b >> 48) & 0x3fff) | 0x8000, b & 0xffffffffffffULL);
@@ -36,37 +47,101 @@ std::string invoke_event(std::string_view body) {
   return json(std::string(body)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-std::string http_event(const Request& request, std::string_view function) {
-  json query = json::object();
-  std::string path = "/";
-  if (auto url = urls::parse_origin_form(request.target())) {
-    for (auto p : url->params()) query[p.key] = p.value;
-    // Everything after "/fn/<name>".
-    std::string_view encoded = url->encoded_path();
-    std::string_view prefix_end = encoded.substr(std::min(encoded.size(), 4 + function.size()));
-    urls::decode_view decoded(urls::pct_string_view(prefix_end.empty() ? "/" : prefix_end));
-    path.assign(decoded.begin(), decoded.end());
-    if (path.empty() || path.front() != '/') path.insert(path.begin(), '/');
+namespace {
+
+void append_joined(json& object, const std::string& key, std::string_view value) {
+  auto it = object.find(key);
+  if (it == object.end()) {
+    object[key] = value;
+  } else {
+    it->get_ref<std::string&>().append(",").append(value);
   }
-  json headers = json::object();
-  for (const auto& field : request) {
-    std::string name(field.name_string());
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    std::string value(field.value());
-    if (headers.contains(name)) {
-      headers[name] = headers[name].get<std::string>() + ", " + value;
-    } else {
-      headers[name] = value;
+}
+
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+std::string http_event(const Request& request, const TriggerContext& context) {
+  // The target was checked to be origin-form when the request was routed.
+  const std::string_view target = request.target();
+  const size_t question = target.find('?');
+  const std::string_view raw_query =
+      question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+  // rawPath is what follows /fn/NAME[:QUALIFIER], as sent (percent-encoding kept).
+  std::string_view rest = target.substr(0, question).substr(4);
+  const size_t slash = rest.find('/');
+  const std::string raw_path =
+      slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  std::string path;
+  for (char c : urls::decode_view(urls::pct_string_view(raw_path))) path.push_back(c);
+
+  json query = json::object();
+  if (!raw_query.empty()) {
+    if (auto url = urls::parse_origin_form(target)) {
+      for (auto p : url->params()) append_joined(query, p.key, p.value);
     }
   }
-  const std::string& body = request.body();
-  const bool binary = !is_valid_utf8(body);
-  json event{{"method", std::string(request.method_string())},
-             {"path", path},
-             {"query", std::move(query)},
+  json headers = json::object();
+  json cookies = json::array();
+  std::string name;
+  for (const auto& field : request) {
+    if (field.name() == http::field::cookie) {
+      // Cookies travel in `cookies`, one entry each, not in `headers` (payload format 2.0).
+      std::string_view list = field.value();
+      while (!list.empty()) {
+        const size_t semi = list.find(';');
+        std::string_view cookie = trim_spaces(list.substr(0, semi));
+        if (!cookie.empty()) cookies.push_back(cookie);
+        if (semi == std::string_view::npos) break;
+        list.remove_prefix(semi + 1);
+      }
+      continue;
+    }
+    name.assign(field.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    append_joined(headers, name, field.value());
+  }
+  const std::string method(request.method_string());
+  json http_context{{"method", method},
+                    {"path", raw_path},
+                    {"protocol", request.version() == 10 ? "HTTP/1.0" : "HTTP/1.1"},
+                    {"sourceIp", context.source_ip},
+                    {"userAgent", std::string(request[http::field::user_agent])}};
+  const std::string host(request[http::field::host]);
+  json request_context{{"accountId", "anonymous"},
+                       {"apiId", "ember"},
+                       {"domainName", host},
+                       {"domainPrefix", host.substr(0, host.find('.'))},
+                       {"http", std::move(http_context)},
+                       {"requestId", context.request_id},
+                       {"routeKey", "$default"},
+                       {"stage", "$default"},
+                       {"time", format_utc(context.wall_ms / 1000, "%d/%b/%Y:%H:%M:%S +0000")},
+                       {"timeEpoch", context.wall_ms}};
+  json event{{"version", "2.0"},
+             {"routeKey", "$default"},
+             {"rawPath", raw_path},
+             {"rawQueryString", raw_query},
              {"headers", std::move(headers)},
-             {"body", binary ? base64_encode(body) : body},
-             {"isBase64Encoded", binary}};
+             {"requestContext", std::move(request_context)},
+             {"isBase64Encoded", false},
+             // Ember's own fields, kept beside Lambda's: the decoded path and the method.
+             {"method", method},
+             {"path", std::move(path)}};
+  if (!cookies.empty()) event["cookies"] = std::move(cookies);
+  if (!query.empty()) event["queryStringParameters"] = query;
+  event["query"] = std::move(query);
+  const std::string& body = request.body();
+  if (!body.empty()) {
+    const bool binary = !is_valid_utf8(body);
+    event["body"] = binary ? base64_encode(body) : body;
+    event["isBase64Encoded"] = binary;
+  }
   return event.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
@@ -87,53 +162,111 @@ void set_timing(Response& res, const scheduler::InvokeOutcome& o, std::string_vi
   }
 }
 
-// An HTTP-trigger value shaped as a response, or nullopt to send the value as JSON.
-std::optional<Response> shaped_response(const std::string& value) {
-  json v = json::parse(value, nullptr, false);
-  if (!v.is_object() || !v.contains("statusCode") || !v["statusCode"].is_number_integer()) {
-    return std::nullopt;
+// Sets one header line of a shaped response, refusing what could split the response.
+Status add_header(Response& res, std::string_view name, const json& value) {
+  std::string text;
+  if (value.is_string()) {
+    text = value.get<std::string>();
+  } else if (value.is_number() || value.is_boolean()) {
+    text = value.dump();
+  } else {
+    return Error::invalid(
+        fmt::format("header {}: a value must be a string, number or boolean",
+                    json(name).dump(-1, ' ', false, json::error_handler_t::replace)));
   }
-  const int status = v["statusCode"].get<int>();
-  if (status < 100 || status > 599) return std::nullopt;
-  Response res{static_cast<http::status>(status), 11};
-  res.set(http::field::server, "ember");
-  bool has_type = false;
-  if (v.contains("headers") && v["headers"].is_object()) {
-    for (auto it = v["headers"].begin(); it != v["headers"].end(); ++it) {
-      std::string text = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-      // Header injection: values with line breaks are dropped.
-      if (text.find_first_of("\r\n") != std::string::npos ||
-          it.key().find_first_of("\r\n: ") != std::string::npos || it.key().empty()) {
-        continue;
+  if (name.empty() || name.find_first_of("\r\n: \t") != std::string_view::npos ||
+      text.find_first_of("\r\n") != std::string::npos) {
+    return Error::invalid(
+        fmt::format("header {}: its name or value has a line break or colon",
+                    json(name).dump(-1, ' ', false, json::error_handler_t::replace)));
+  }
+  res.insert(name, text);
+  return {};
+}
+
+// Adds the headers of `object` (name → value, or name → [values]).
+Status add_headers(Response& res, const json& object, std::string_view what, bool& has_type) {
+  if (!object.is_object()) return Error::invalid(std::string(what) + " must be an object");
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    has_type = has_type || boost::beast::iequals(it.key(), "content-type");
+    if (it.value().is_array()) {
+      for (const auto& v : it.value()) {
+        if (auto st = add_header(res, it.key(), v); !st) return st;
       }
-      has_type = has_type || boost::beast::iequals(it.key(), "content-type");
-      res.set(it.key(), text);
+    } else if (auto st = add_header(res, it.key(), it.value()); !st) {
+      return st;
     }
   }
-  if (v.contains("body")) {
-    const json& body = v["body"];
-    std::string text = body.is_string() ? body.get<std::string>() : body.dump();
-    if (v.value("isBase64Encoded", false) && body.is_string()) {
+  return {};
+}
+
+// The response a function URL would send for a value, or why the value cannot be sent. A value
+// that is not an object with a statusCode is sent as 200 JSON (nullopt).
+Result<std::optional<Response>> shaped_response(const std::string& value) {
+  json v = json::parse(value, nullptr, false);
+  if (!v.is_object() || !v.contains("statusCode")) return std::optional<Response>();
+  const json& code = v["statusCode"];
+  // 1xx are interim answers, never a final one.
+  if (!code.is_number_integer() || code.get<int64_t>() < 200 || code.get<int64_t>() > 599) {
+    return Error::invalid("statusCode must be an integer from 200 to 599, got " +
+                          code.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+  const unsigned status = code.get<unsigned>();
+  Response res{static_cast<http::status>(status), 11};
+  res.reason(reason_phrase(status));
+  res.set(http::field::server, "ember");
+  bool has_type = false;
+  if (auto it = v.find("headers"); it != v.end() && !it->is_null()) {
+    if (auto st = add_headers(res, *it, "headers", has_type); !st) return st.error();
+  }
+  if (auto it = v.find("multiValueHeaders"); it != v.end() && !it->is_null()) {
+    if (auto st = add_headers(res, *it, "multiValueHeaders", has_type); !st) return st.error();
+  }
+  if (auto it = v.find("cookies"); it != v.end() && !it->is_null()) {
+    if (!it->is_array()) return Error::invalid("cookies must be an array of strings");
+    for (const auto& cookie : *it) {
+      if (!cookie.is_string()) return Error::invalid("cookies must be an array of strings");
+      if (auto st = add_header(res, "Set-Cookie", cookie); !st) return st.error();
+    }
+  }
+  const bool base64 = v.contains("isBase64Encoded") && v["isBase64Encoded"].is_boolean() &&
+                      v["isBase64Encoded"].get<bool>();
+  if (auto it = v.find("body"); it != v.end() && !it->is_null()) {
+    std::string text = it->is_string() ? it->get<std::string>()
+                                       : it->dump(-1, ' ', false, json::error_handler_t::replace);
+    if (base64) {
       auto decoded = base64_decode(text);
-      if (!decoded) return std::nullopt;
+      if (!decoded) return Error::invalid("isBase64Encoded is true but body is not base64");
       text = std::move(*decoded);
     }
     res.body() = std::move(text);
   }
+  if (status == 204 || status == 304) res.body().clear();  // they have no content
   if (!has_type) res.set(http::field::content_type, "application/json");
-  return res;
+  return std::optional<Response>(std::move(res));
 }
 
 }  // namespace
 
 Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view request_id,
-                         bool http_trigger) {
+                         bool http_trigger, std::string* problem) {
   Response res;
+  // On an HTTP trigger the client is the public: it learns that the function failed and the
+  // request id to look for in the log, never the error's message or stack.
+  const std::string look_up =
+      fmt::format("; its log has the details under request id {}", request_id);
   switch (o.kind) {
     case Kind::kOk:
       if (http_trigger && o.content_type.empty()) {
-        if (auto shaped = shaped_response(o.body)) {
-          res = std::move(*shaped);
+        auto shaped = shaped_response(o.body);
+        if (!shaped) {
+          if (problem) *problem = shaped.error().message;
+          res = error_response(http::status::bad_gateway, "bad_response",
+                               "the function returned a response that cannot be sent" + look_up);
+          break;
+        }
+        if (*shaped) {
+          res = std::move(**shaped);
           break;
         }
       }
@@ -144,11 +277,16 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       res.body() = o.body;
       break;
     case Kind::kFunctionError:
-      res = Response{http::status::internal_server_error, 11};
-      res.set(http::field::server, "ember");
-      res.set(http::field::content_type, "application/json");
+      if (http_trigger) {
+        res = error_response(http::status::bad_gateway, "function_error",
+                             "the function failed" + look_up);
+      } else {
+        res = Response{http::status::internal_server_error, 11};
+        res.set(http::field::server, "ember");
+        res.set(http::field::content_type, "application/json");
+        res.body() = o.body;
+      }
       res.set("X-Ember-Function-Error", "Unhandled");
-      res.body() = o.body;
       break;
     case Kind::kTimeout:
       res = error_response(http::status::gateway_timeout, "timeout", o.body);
@@ -173,9 +311,9 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
                                                         e.value("errorMessage", ""))
                                           : o.body;
       res = error_response(http::status::bad_gateway, "init_error",
-                           "the function failed to "
-                           "initialize: " +
-                               message);
+                           http_trigger ? std::string("the function failed to initialize; its "
+                                                      "log has the details")
+                                        : "the function failed to initialize: " + message);
       res.set("X-Ember-Function-Error", "Init");
       break;
     }

@@ -2,6 +2,7 @@
 // route and the HTTP trigger.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,14 +18,26 @@ std::string new_request_id();
 // body is the empty object.
 std::string invoke_event(std::string_view body);
 
-// The event for /fn/{name}/...: {method, path, query, headers, body, isBase64Encoded}.
-// `path` is what follows /fn/{name}, decoded, always starting with '/'.
-std::string http_event(const Request& request, std::string_view function);
+// A uniform draw in [0, 1), for the canary split of an alias.
+double canary_draw();
+
+// What the event of an HTTP trigger says about the call besides the request.
+struct TriggerContext {
+  std::string_view request_id;
+  std::string_view source_ip;
+  int64_t wall_ms = 0;  // when the request arrived
+};
+
+// The event for /fn/{name}/...: Lambda's function URL event (payload format 2.0), plus Ember's
+// `method`, `path` (what follows /fn/{name}, decoded, starting with '/') and `query`.
+std::string http_event(const Request& request, const TriggerContext& context);
 
 // The response for an outcome, with Ember's X-Ember-* headers. For the HTTP trigger (`http`),
-// a successful value of the form {statusCode, headers, body, isBase64Encoded} becomes that
-// response; any other value is sent as 200 JSON.
+// a value with a statusCode is sent as a function URL sends it ({statusCode, headers,
+// multiValueHeaders, cookies, body, isBase64Encoded}); any other value as 200 JSON. A value that
+// cannot be sent is a 502 whose reason goes to `problem`; a function's error is a 502 that
+// names the request id and nothing of the error.
 Response invoke_response(const scheduler::InvokeOutcome& outcome, std::string_view request_id,
-                         bool http);
+                         bool http, std::string* problem = nullptr);
 
 }  // namespace ember::gateway

@@ -1,6 +1,9 @@
 // The invoke routes: POST /v1/functions/{name}/invoke and the HTTP trigger /fn/{name}/...
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/use_awaitable.hpp>
 
+#include "ember/common/clock.h"
 #include "ember/gateway/api.h"
 #include "invocation.h"
 #include "routes.h"
@@ -19,16 +22,28 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
   // The credential that opened a token-protected function (a key, or the admin token) is
   // Ember's, not the function's: it never reaches the function's code.
   if (trigger) {
-    if (auto record = registry_.get(plan.name); record && record->active().config.auth == "token") {
+    if (auto record = registry_.get(plan.name); record && needs_token(*record, plan.version)) {
       request.erase(http::field::authorization);
     }
   }
   scheduler::InvokeRequest call{
-      request_id, trigger ? http_event(request, plan.name) : invoke_event(request.body()),
-      trigger ? "http" : "invoke"};
+      request_id,
+      trigger ? http_event(request, TriggerContext{request_id, plan.peer, system_clock().wall_ms()})
+              : invoke_event(request.body()),
+      trigger ? "http" : "invoke", plan.version, plan.qualifier};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   meter(plan.name, request_id, outcome);
-  co_return invoke_response(outcome, request_id, trigger);
+  std::string problem;
+  Response res = invoke_response(outcome, request_id, trigger, &problem);
+  if (!problem.empty()) {
+    spdlog::debug("api: [fn={}] request {}: the function's response cannot be sent: {}", plan.name,
+                  request_id, problem);
+    if (logs_) {
+      logs_->ring(plan.name).append(logs::LogLine{0, system_clock().wall_ms(), "ember", request_id,
+                                                  "the response cannot be sent: " + problem});
+    }
+  }
+  co_return res;
 }
 
 }  // namespace ember::gateway

@@ -1,6 +1,7 @@
 // The Lambda API's function management on Ember's listener (docs/lambda.md): CreateFunction,
-// GetFunction, ListFunctions, UpdateFunctionCode and DeleteFunction, in Lambda's JSON shapes,
-// for the admin credential. A function made here is an Ember function like any other.
+// GetFunction, ListFunctions, UpdateFunctionCode, DeleteFunction, PublishVersion,
+// ListVersionsByFunction and the alias operations, in Lambda's JSON shapes, for the admin
+// credential. A function made here is an Ember function like any other.
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -87,6 +88,79 @@ json configuration(const registry::FunctionRecord& record) {
       {"Architectures", {"x86_64"}},
       {"EphemeralStorage", {{"Size", c.tmp_mb}}},
       {"LoggingConfig", {{"LogFormat", "Text"}, {"LogGroup", "/aws/lambda/" + record.name}}}};
+}
+
+// An alias in Lambda's AliasConfiguration shape.
+json alias_configuration(const std::string& function, const registry::Alias& a) {
+  json j{{"AliasArn", function_arn(function) + ":" + a.name},
+         {"Name", a.name},
+         {"FunctionVersion", std::to_string(a.version)},
+         {"Description", a.description},
+         {"RevisionId", std::to_string(a.updated_ms)}};
+  if (a.canary_version > 0) {
+    j["RoutingConfig"] = {
+        {"AdditionalVersionWeights", {{std::to_string(a.canary_version), a.canary_weight}}}};
+  }
+  return j;
+}
+
+// A CreateAlias or UpdateAlias body applied to `a`; "$LATEST" is the active version (Ember
+// versions every deploy, so an alias always names a number).
+Status apply_alias_body(const json& body, const registry::FunctionRecord& record,
+                        registry::Alias& a) {
+  if (!body.is_object()) return Error::invalid("the request body must be a JSON object");
+  auto version_of = [&](const json& v) -> Result<int> {
+    if (!v.is_string()) return Error::invalid("a version is a string: \"3\" or \"$LATEST\"");
+    const std::string text = v.get<std::string>();
+    if (text == "$LATEST") return record.active_version;
+    auto target = record.resolve(text, 0);
+    if (!target || text.find_first_not_of("0123456789") != std::string::npos) {
+      return Error::not_found(
+          fmt::format("Function not found: {}:{}", function_arn(record.name), text));
+    }
+    return target->version;
+  };
+  if (auto it = body.find("Name"); it != body.end()) {
+    if (!it->is_string()) return Error::invalid("Name must be a string");
+    if (!a.name.empty() && it->get<std::string>() != a.name) {
+      return Error::invalid("Name differs from the alias in the path");
+    }
+    a.name = it->get<std::string>();
+  }
+  if (auto it = body.find("FunctionVersion"); it != body.end()) {
+    auto v = version_of(*it);
+    if (!v) return v.error();
+    a.version = *v;
+  }
+  if (auto it = body.find("Description"); it != body.end() && it->is_string()) {
+    a.description = it->get<std::string>();
+  }
+  if (auto it = body.find("RoutingConfig"); it != body.end()) {
+    a.canary_version = 0;
+    a.canary_weight = 0;
+    const json* weights = it->is_object() && it->contains("AdditionalVersionWeights")
+                              ? &(*it)["AdditionalVersionWeights"]
+                              : nullptr;
+    if (weights && !weights->is_object()) {
+      return Error::invalid("RoutingConfig.AdditionalVersionWeights must be an object");
+    }
+    if (weights && weights->size() > 1) {
+      return Error::invalid("RoutingConfig.AdditionalVersionWeights takes one version");
+    }
+    if (weights && weights->size() == 1) {
+      auto entry = weights->begin();
+      auto v = version_of(json(entry.key()));
+      if (!v) return v.error();
+      if (!entry.value().is_number()) {
+        return Error::invalid("RoutingConfig.AdditionalVersionWeights: a weight is a number");
+      }
+      a.canary_version = *v;
+      a.canary_weight = entry.value().get<double>();
+    }
+  }
+  if (a.name.empty()) return Error::invalid("Name is required");
+  if (a.version == 0) return Error::invalid("FunctionVersion is required");
+  return {};
 }
 
 Response invalid(std::string_view message) {
@@ -188,6 +262,26 @@ asio::awaitable<Response> Api::lambda_functions(const Plan& plan, Request reques
                {"Code", {{"RepositoryType", "Ember"}, {"Location", "/v1/functions/" + plan.name}}},
                {"Tags", json::object()}});
     }
+    case kLambdaVersions: {
+      // Ember makes a version on every change, so PublishVersion publishes nothing new: it
+      // answers with the active version, as Lambda does for unchanged code.
+      auto record = registry_.get(plan.name);
+      if (!record) co_return not_found(plan.name);
+      auto numbered = [&](const registry::Version& v) {
+        registry::FunctionRecord view = *record;
+        view.active_version = v.number;
+        json c = configuration(view);
+        c["Version"] = std::to_string(v.number);
+        c["FunctionArn"] = function_arn(record->name) + ":" + std::to_string(v.number);
+        return c;
+      };
+      if (request.method() == http::verb::post) {
+        co_return json_response(http::status::created, numbered(record->active()));
+      }
+      json versions = json::array({configuration(*record)});
+      for (const auto& v : record->versions) versions.push_back(numbered(v));
+      co_return json_response(http::status::ok, json{{"Versions", std::move(versions)}});
+    }
     case kLambdaDelete: {
       if (!registry_.get(plan.name)) co_return not_found(plan.name);
       Response removed = co_await remove(plan);
@@ -256,6 +350,76 @@ asio::awaitable<Response> Api::lambda_functions(const Plan& plan, Request reques
       break;
   }
   co_return lambda_error(http::status::not_found, "ResourceNotFoundException", "no such operation");
+}
+
+asio::awaitable<Response> Api::lambda_aliases(const Plan& plan, const Request& request) {
+  if (auto st = check_signature(request, ""); !st) co_return signature_refusal(st.error());
+  auto record = registry_.get(plan.name);
+  if (!record) {
+    co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                           "Function not found: " + function_arn(plan.name));
+  }
+  std::string name;  // the path's alias, for .../aliases/{Name}
+  if (plan.route == kLambdaAlias) {
+    std::string_view path = request.target();
+    path = path.substr(0, path.find('?'));
+    name = std::string(path.substr(path.rfind('/') + 1));
+  }
+  auto alias_not_found = [&](const std::string& alias) {
+    return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                        fmt::format("Alias not found: {}:{}", function_arn(plan.name), alias));
+  };
+  const http::verb method = request.method();
+  if (method == http::verb::get && plan.route == kLambdaAliases) {
+    json aliases = json::array();
+    for (const auto& [_, a] : record->aliases) aliases.push_back(alias_configuration(plan.name, a));
+    co_return json_response(http::status::ok, json{{"Aliases", std::move(aliases)}});
+  }
+  auto existing = record->aliases.find(name);
+  if (method == http::verb::get) {
+    if (existing == record->aliases.end()) co_return alias_not_found(name);
+    co_return json_response(http::status::ok, alias_configuration(plan.name, existing->second));
+  }
+  if (method == http::verb::delete_) {
+    auto work = [this, function = plan.name, name] {
+      return registry_.remove_alias(function, name);
+    };
+    auto change = co_await run_blocking(blocking_, std::move(work));
+    if (!change) co_return alias_not_found(name);
+    Response res{http::status::no_content, 11};
+    res.set(http::field::server, "ember");
+    co_return res;
+  }
+  // CreateAlias (POST) or UpdateAlias (PUT, of an alias that exists).
+  registry::Alias alias;
+  if (method == http::verb::put) {
+    if (existing == record->aliases.end()) co_return alias_not_found(name);
+    alias = existing->second;
+  }
+  auto body = json::parse(request.body(), nullptr, false);
+  if (auto st = apply_alias_body(body, *record, alias); !st) {
+    if (st.error().code == Errc::kNotFound) {
+      co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                             st.error().message);
+    }
+    co_return invalid(st.error().message);
+  }
+  if (method == http::verb::post && record->aliases.contains(alias.name)) {
+    co_return lambda_error(
+        http::status::conflict, "ResourceConflictException",
+        fmt::format("Alias already exists: {}:{}", function_arn(plan.name), alias.name));
+  }
+  auto work = [this, function = plan.name, alias] { return registry_.put_alias(function, alias); };
+  auto change = co_await run_blocking(blocking_, std::move(work));
+  if (!change) {
+    if (change.error().code == Errc::kNotFound) {
+      co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
+                             change.error().message);
+    }
+    co_return invalid(change.error().message);
+  }
+  co_return json_response(method == http::verb::post ? http::status::created : http::status::ok,
+                          alias_configuration(plan.name, change->record->aliases.at(alias.name)));
 }
 
 }  // namespace ember::gateway

@@ -146,31 +146,8 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
                            "InvocationType Event is not available yet: Ember runs calls "
                            "synchronously (RequestResponse)");
   }
-  auto record = registry_.get(plan.name);
-  if (!record) {
-    co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
-                           "Function not found: " + plan.name);
-  }
-  const std::string active = std::to_string(record->active().number);
-  // The qualifier of the name (NAME:QUALIFIER) or of ?Qualifier=; the name's wins.
-  std::string qualifier;
-  for (const auto& [key, value] : query_params(request.target())) {
-    if (key == "Qualifier") qualifier = value;
-  }
-  {
-    std::string_view path = request.target();
-    path = path.substr(0, path.find('?'));
-    constexpr std::string_view kPrefix = "/2015-03-31/functions/";
-    path.remove_prefix(std::min(path.size(), kPrefix.size()));
-    auto target = parse_lambda_function(path.substr(0, path.find('/')));
-    if (target && !target->qualifier.empty()) qualifier = target->qualifier;
-  }
-  if (!qualifier.empty() && qualifier != "$LATEST" && qualifier != active) {
-    co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
-                           fmt::format("Function not found: {}:{} (only the active version, {}, "
-                                       "can be invoked)",
-                                       plan.name, qualifier, active));
-  }
+  // The qualifier (NAME:QUALIFIER or ?Qualifier=) was resolved to a version when the request
+  // was routed: plan.version, with plan.qualifier as the caller named it.
   if (type == "DryRun") {
     Response res{http::status::no_content, 11};
     res.set("x-amzn-RequestId", request_id);
@@ -178,7 +155,8 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
   }
   const bool tail = request["X-Amz-Log-Type"] == "Tail";
   const uint64_t log_from = tail && logs_ ? logs_->ring(plan.name).next_seq() : 0;
-  scheduler::InvokeRequest call{request_id, invoke_event(request.body()), "invoke"};
+  scheduler::InvokeRequest call{request_id, invoke_event(request.body()), "invoke", plan.version,
+                                plan.qualifier};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   meter(plan.name, request_id, outcome);
 
@@ -209,7 +187,8 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
   }
   res.set(http::field::server, "ember");
   res.set("x-amzn-RequestId", request_id);
-  res.set("X-Amz-Executed-Version", outcome.version > 0 ? std::to_string(outcome.version) : active);
+  res.set("X-Amz-Executed-Version",
+          std::to_string(outcome.version > 0 ? outcome.version : plan.version));
   if (tail && logs_) {
     bool truncated = false;
     std::string text;

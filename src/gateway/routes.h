@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ember/gateway/http.h"
+#include "ember/registry/registry.h"
 
 namespace ember::gateway {
 
@@ -39,6 +40,11 @@ enum Route : int {
   kLambdaGet,
   kLambdaDelete,
   kLambdaUpdateCode,
+  kAliases,
+  kAlias,
+  kLambdaAliases,
+  kLambdaAlias,
+  kLambdaVersions,
 };
 
 // The function a Lambda API path names: NAME, NAME:QUALIFIER, the partial ARN
@@ -54,6 +60,10 @@ std::optional<LambdaTarget> parse_lambda_function(std::string_view raw_segment);
 Response lambda_error(http::status status, std::string_view type, std::string_view message);
 // The answer to a request whose signature check failed (Api::check_signature's error).
 Response signature_refusal(const Error& error);
+
+// Whether calls of `version` need a bearer token or a signature: when it or the active version
+// says "auth": "token", so that naming an older, open version never opens a protected function.
+bool needs_token(const registry::FunctionRecord& record, int version);
 
 // The query parameters of a request target, decoded, in order.
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target);

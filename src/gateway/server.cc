@@ -248,14 +248,29 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       if (auto a = alive.lock(); a && *a) server->connection_closed(it);
     }
   } registration{this, std::prev(connections_.end()), alive_};
+  // The client's address, for the events of HTTP triggers; a local socket's client is this host.
+  std::string peer = "127.0.0.1";
+  if constexpr (std::is_same_v<Stream, beast::tcp_stream>) {
+    boost::system::error_code ec;
+    auto endpoint = stream.socket().remote_endpoint(ec);
+    if (!ec) {
+      auto address = endpoint.address();
+      if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+        address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+      }
+      peer = address.to_string();
+    }
+  }
   Connection& self = *registration.it;
 
   beast::flat_buffer buffer;
+  bool first_request = true;
   while (true) {
     // Idle between requests: wait for the first byte under the keep-alive timeout. Draining
-    // closes connections in this state.
+    // closes connections in this state, but for one that has just arrived: it gets its one
+    // answer (a load balancer's readiness check learns that the daemon is going).
     if (buffer.size() == 0) {
-      if (draining_) break;
+      if (draining_ && !first_request) break;
       self.idle = true;
       stream.expires_after(milliseconds(options_.keepalive_timeout_ms));
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(kFirstReadBytes), kAwait);
@@ -334,6 +349,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     // connection cannot carry another request.
     const bool body_pending = !header_parser.is_done();
     Plan plan = app_.plan(header, transport);
+    first_request = false;
     if (!plan.reject) {
       auto length = header_parser.content_length();
       if (length && *length > plan.body_limit) {
@@ -388,6 +404,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       break;
     }
 
+    plan.peer = peer;
     Reply reply = co_await app_.handle(plan, parser.release());
     reply.response.version(version);
     app_.answered(plan, reply.response.result_int());
@@ -407,9 +424,8 @@ void HttpServer::connection_closed(ConnectionList::iterator it) {
 
 asio::awaitable<void> HttpServer::drain() {
   draining_ = true;
-  boost::system::error_code ignored;
-  if (tcp_) tcp_->close(ignored);
-  if (unix_) unix_->close(ignored);
+  // The listeners stay open while connections drain: a new connection gets one answer and is
+  // closed, so /readyz answers 503 instead of being refused while calls finish.
   for (auto& c : connections_) {
     if (c.idle) c.close();
   }
@@ -418,9 +434,13 @@ asio::awaitable<void> HttpServer::drain() {
                  options_.drain_timeout_ms);
     co_await drained_.wait_for(milliseconds(options_.drain_timeout_ms));
   }
+  boost::system::error_code ignored;
+  if (tcp_) tcp_->close(ignored);
+  if (unix_) unix_->close(ignored);
   if (!connections_.empty()) {
     spdlog::warn("gateway: closing {} connections still busy after {} ms", connections_.size(),
                  options_.drain_timeout_ms);
+    drained_.reset();  // set earlier if the connections came and went
     for (auto& c : connections_) c.close();
     // Closed sockets fail their pending operations on the next turns of the loop.
     co_await drained_.wait_for(milliseconds(1000));

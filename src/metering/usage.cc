@@ -94,10 +94,19 @@ json FunctionUsage::to_json(const Prices& prices) const {
     const double kv = (static_cast<double>(kv_reads) * prices.per_million_kv_reads +
                        static_cast<double>(kv_writes) * prices.per_million_kv_writes) /
                       1e6;
-    j["cost"] = json{{"compute", compute},
-                     {"requests", requests},
-                     {"kv", kv},
-                     {"total", compute + requests + kv}};
+    // Money is a decimal string rounded to 10 places (a ten-billionth of the currency unit),
+    // as billing APIs write it, never a float such as 6.1875e-07; the total is the sum of the
+    // rounded parts, so the figures add up.
+    const int64_t units[] = {std::llround(compute * 1e10), std::llround(requests * 1e10),
+                             std::llround(kv * 1e10)};
+    auto money = [](int64_t u) {
+      return fmt::format("{}{}.{:010d}", u < 0 ? "-" : "", std::abs(u) / 10'000'000'000,
+                         std::abs(u) % 10'000'000'000);
+    };
+    j["cost"] = json{{"compute", money(units[0])},
+                     {"requests", money(units[1])},
+                     {"kv", money(units[2])},
+                     {"total", money(units[0] + units[1] + units[2])}};
   }
   return j;
 }

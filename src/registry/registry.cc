@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <set>
 
 #include "ember/common/crypto.h"
@@ -46,7 +47,70 @@ Result<FunctionConfig> load_manifest(const fs::path& bundle_root, const json& ov
 
 // ---- FunctionRecord ----
 
+json Alias::to_json() const {
+  json j{{"name", name}, {"version", version}, {"updated_ms", updated_ms}};
+  if (!description.empty()) j["description"] = description;
+  if (canary_version > 0)
+    j["canary"] = json{{"version", canary_version}, {"weight", canary_weight}};
+  return j;
+}
+
+namespace {
+
+Result<Alias> alias_from_json(const json& j, const std::string& prefix) {
+  Alias a;
+  JsonFields f(j, prefix);
+  f.string("name", a.name, 128);
+  f.integer("version", a.version, 1, INT32_MAX);
+  f.string("description", a.description, 256);
+  f.integer("updated_ms", a.updated_ms, 0, INT64_MAX);
+  if (const json* canary = f.object("canary")) {
+    JsonFields cf(*canary, f.path("canary"));
+    cf.integer("version", a.canary_version, 1, INT32_MAX);
+    cf.number("weight", a.canary_weight, 0, 1);
+    if (auto st = cf.finish(); !st) return std::move(st).error();
+  }
+  if (auto st = f.finish(); !st) return std::move(st).error();
+  return a;
+}
+
+}  // namespace
+
+Status validate_alias_name(std::string_view name) {
+  if (name.empty() || name.size() > 128 ||
+      name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+          std::string_view::npos) {
+    return Error::invalid(
+        fmt::format("alias name \"{}\" must be 1 to 128 letters, digits, '-' or '_'", name),
+        "name");
+  }
+  if (name.find_first_not_of("0123456789") == std::string_view::npos) {
+    return Error::invalid(
+        fmt::format("alias name \"{}\" is all digits, which names a version", name), "name");
+  }
+  return {};
+}
+
 const Version& FunctionRecord::active() const { return *find(active_version); }
+
+Result<Target> FunctionRecord::resolve(std::string_view qualifier, double draw) const {
+  if (qualifier.empty() || qualifier == "$LATEST") return Target{active_version, {}};
+  if (qualifier.find_first_not_of("0123456789") == std::string_view::npos) {
+    int number = 0;
+    auto [end, ec] = std::from_chars(qualifier.data(), qualifier.data() + qualifier.size(), number);
+    if (ec != std::errc() || !find(number)) {
+      return Error::not_found(fmt::format("function {} has no version {}", name, qualifier));
+    }
+    return Target{number, std::string(qualifier)};
+  }
+  auto it = aliases.find(qualifier);
+  if (it == aliases.end()) {
+    return Error::not_found(fmt::format("function {} has no alias {}", name, qualifier));
+  }
+  const Alias& a = it->second;
+  const bool canary = a.canary_version > 0 && draw < a.canary_weight;
+  return Target{canary ? a.canary_version : a.version, std::string(qualifier)};
+}
 
 const Version* FunctionRecord::find(int number) const {
   for (const auto& v : versions) {
@@ -64,11 +128,17 @@ json FunctionRecord::to_json() const {
                                  {"created_ms", v.created_ms},
                                  {"config", v.config.to_json()}});
   }
-  return json{{"name", name},
-              {"active_version", active_version},
-              {"created_ms", created_ms},
-              {"updated_ms", updated_ms},
-              {"versions", std::move(versions_json)}};
+  json j{{"name", name},
+         {"active_version", active_version},
+         {"created_ms", created_ms},
+         {"updated_ms", updated_ms},
+         {"versions", std::move(versions_json)}};
+  if (!aliases.empty()) {
+    json list = json::array();
+    for (const auto& [_, a] : aliases) list.push_back(a.to_json());
+    j["aliases"] = std::move(list);
+  }
+  return j;
 }
 
 Result<FunctionRecord> FunctionRecord::from_json(const json& j) {
@@ -79,7 +149,14 @@ Result<FunctionRecord> FunctionRecord::from_json(const json& j) {
   f.integer("created_ms", r.created_ms, 0, INT64_MAX);
   f.integer("updated_ms", r.updated_ms, 0, INT64_MAX);
   const json* versions = f.array("versions");
+  const json* aliases = f.array("aliases");
   if (auto st = f.finish(); !st) return std::move(st).error();
+  for (size_t i = 0; aliases && i < aliases->size(); ++i) {
+    auto alias = alias_from_json((*aliases)[i], fmt::format("aliases[{}]", i));
+    if (!alias) return std::move(alias).error();
+    std::string alias_name = alias->name;
+    r.aliases.emplace(std::move(alias_name), std::move(*alias));
+  }
   if (!versions) return Error::invalid("versions: missing", "versions");
   for (size_t i = 0; i < versions->size(); ++i) {
     const json& vj = (*versions)[i];
@@ -101,6 +178,11 @@ Result<FunctionRecord> FunctionRecord::from_json(const json& j) {
   }
   if (validate_name(r.name).ok() == false) return Error::invalid("name: invalid");
   if (!r.find(r.active_version)) return Error::invalid("active_version: no such version");
+  for (const auto& [alias_name, a] : r.aliases) {
+    if (!r.find(a.version) || (a.canary_version > 0 && !r.find(a.canary_version))) {
+      return Error::invalid(fmt::format("aliases: {} names a version that is gone", alias_name));
+    }
+  }
   return r;
 }
 
@@ -228,11 +310,17 @@ Status Registry::write_record(const FunctionRecord& record) {
 }
 
 Result<Change> Registry::commit(const std::string& name, RecordPtr previous, FunctionRecord next) {
-  // Keep the newest versions and always the active one; their bundles go at the next
-  // collection once no version of any function refers to them.
+  // Keep the newest versions, and always the active one and those an alias names; their
+  // bundles go at the next collection once no version of any function refers to them.
+  auto kept = [&](const Version& v) {
+    if (v.number == next.active_version) return true;
+    return std::any_of(next.aliases.begin(), next.aliases.end(), [&](const auto& entry) {
+      return entry.second.version == v.number || entry.second.canary_version == v.number;
+    });
+  };
   while (static_cast<int>(next.versions.size()) > options_.max_versions) {
-    auto victim = std::find_if(next.versions.begin(), next.versions.end(),
-                               [&](const Version& v) { return v.number != next.active_version; });
+    auto victim = std::find_if_not(next.versions.begin(), next.versions.end(), kept);
+    if (victim == next.versions.end()) break;
     next.versions.erase(victim);
   }
   next.updated_ms = options_.clock->wall_ms();
@@ -354,6 +442,59 @@ Result<Change> Registry::rollback(const std::string& name, int version) {
   FunctionRecord next = *previous;
   next.active_version = version;
   return commit(name, previous, std::move(next));
+}
+
+Result<Change> Registry::put_alias(const std::string& function, Alias alias) {
+  if (auto st = validate_name(function); !st) return std::move(st).error();
+  if (auto st = validate_alias_name(alias.name); !st) return std::move(st).error();
+  if (alias.canary_version > 0) {
+    if (!(alias.canary_weight > 0 && alias.canary_weight < 1)) {
+      return Error::invalid("canary.weight: must be a share between 0 and 1, both excluded",
+                            "canary.weight");
+    }
+    if (alias.canary_version == alias.version) {
+      return Error::invalid("canary.version: must differ from version", "canary.version");
+    }
+  } else {
+    alias.canary_weight = 0;
+  }
+  std::lock_guard write_lock(write_mu_);
+  RecordPtr previous = get(function);
+  if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
+  for (int v : {alias.version, alias.canary_version}) {
+    if (v > 0 && !previous->find(v)) {
+      return Error::not_found(fmt::format("function {} has no version {}", function, v));
+    }
+  }
+  auto it = previous->aliases.find(alias.name);
+  const bool created = it == previous->aliases.end();
+  alias.updated_ms = options_.clock->wall_ms();
+  if (!created) {
+    Alias same = alias;
+    same.updated_ms = it->second.updated_ms;
+    if (same == it->second) return Change{previous, false, false};
+  }
+  FunctionRecord next = *previous;
+  std::string alias_name = alias.name;
+  next.aliases[alias_name] = std::move(alias);
+  auto change = commit(function, previous, std::move(next));
+  if (change) change->created = created;
+  return change;
+}
+
+Result<Change> Registry::remove_alias(const std::string& function, std::string_view alias) {
+  if (auto st = validate_name(function); !st) return std::move(st).error();
+  std::lock_guard write_lock(write_mu_);
+  RecordPtr previous = get(function);
+  if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
+  if (previous->aliases.find(alias) == previous->aliases.end()) {
+    return Error::not_found(fmt::format("function {} has no alias {}", function, alias));
+  }
+  FunctionRecord next = *previous;
+  next.aliases.erase(next.aliases.find(alias));
+  auto change = commit(function, previous, std::move(next));
+  if (change) change->created = false;
+  return change;
 }
 
 Status Registry::remove(const std::string& name) {

@@ -24,10 +24,10 @@ class ProcessInstance final : public Instance {
     return worker_->ready(timeout);
   }
   asio::awaitable<worker::CallResult> call(const std::string& request_id,
-                                           const std::string& event_json, std::string_view kind,
+                                           const std::string& event_json, worker::CallTags tags,
                                            std::chrono::nanoseconds timeout,
                                            int64_t deadline_wall_ms) override {
-    return worker_->call(request_id, event_json, kind, timeout, deadline_wall_ms);
+    return worker_->call(request_id, event_json, tags, timeout, deadline_wall_ms);
   }
   void stop(std::chrono::milliseconds grace) override { worker_->stop(grace); }
   void kill(std::string reason) override { worker_->kill(std::move(reason)); }
@@ -98,7 +98,7 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
                    (paths.runtime_root / "node" / "bootstrap.js").string()};
       break;
     case registry::Runtime::kPython:
-      spec.argv = {options.python_path, "-I", "-u",
+      spec.argv = {options.python_path, "-I", "-S", "-u",
                    (paths.runtime_root / "python" / "bootstrap.py").string()};
       break;
     case registry::Runtime::kProvided:

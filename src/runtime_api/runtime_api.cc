@@ -51,6 +51,7 @@ struct Event {
   uint32_t id = 0;  // the INVOKE's frame id
   std::string request_id;
   int64_t deadline_ms = 0;
+  std::string qualifier;  // the version or alias the caller named; empty: none
   std::string body;
   bool delivered = false;
 };
@@ -203,6 +204,9 @@ class Shim {
         if (meta.is_object()) {
           e.request_id = meta.value("requestId", "");
           e.deadline_ms = meta.value("deadlineMs", int64_t{0});
+          if (auto q = meta.find("qualifier"); q != meta.end() && q->is_string()) {
+            e.qualifier = q->get<std::string>();
+          }
         }
         queued_.push_back(std::move(e));
         event_signal_.cancel();
@@ -430,7 +434,9 @@ class Shim {
     res.set(http::field::content_type, "application/json");
     res.set("Lambda-Runtime-Aws-Request-Id", current_->request_id);
     res.set("Lambda-Runtime-Deadline-Ms", std::to_string(current_->deadline_ms));
-    res.set("Lambda-Runtime-Invoked-Function-Arn", function_arn_);
+    res.set("Lambda-Runtime-Invoked-Function-Arn", current_->qualifier.empty()
+                                                       ? function_arn_
+                                                       : function_arn_ + ":" + current_->qualifier);
     res.set("Lambda-Runtime-Trace-Id", trace_id(current_->request_id));
     res.body() = current_->body;
     co_return res;

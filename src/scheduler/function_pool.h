@@ -44,13 +44,24 @@ struct PoolWaiter {
   std::optional<StartFailure> error;   // set when the instance meant for it failed to start
 };
 
-// One function's instances, its queue of waiting calls, and what its recent calls taught the
-// scheduler. Owned by the Scheduler, on the event loop's thread.
+// One function's instances of one version, its queue of waiting calls, and what its recent calls
+// taught the scheduler. A function's main pool follows its active version; a pinned pool serves
+// calls that named another version (directly or through an alias) and goes once it is empty.
+// Owned by the Scheduler, on the event loop's thread.
 struct FunctionPool {
-  explicit FunctionPool(boost::asio::io_context& io, std::string n)
-      : name(std::move(n)), calls(io.get_executor()), scale_check(io) {}
-  std::string name;
+  FunctionPool(boost::asio::io_context& io, std::string k, std::string n, int pinned_version)
+      : key(std::move(k)),
+        name(std::move(n)),
+        pinned(pinned_version),
+        calls(io.get_executor()),
+        scale_check(io) {}
+  std::string key;   // in Scheduler::pools_: the name, or NAME#VERSION for a pinned pool
+  std::string name;  // the function's
+  int pinned = 0;    // the version a pinned pool serves; 0 for the main pool
+  // The function's record as this pool sees it: for a pinned pool, a copy whose active version
+  // is the pinned one, so that every decision below reads one "active" version.
   registry::RecordPtr record;
+  registry::RecordPtr source;  // the registry's record `record` was made from
   std::vector<std::shared_ptr<PoolMember>> members;
   std::deque<PoolWaiter*> waiters;
   bool removing = false;

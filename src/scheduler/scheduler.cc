@@ -70,22 +70,32 @@ Scheduler::~Scheduler() { *alive_ = false; }
 
 void Scheduler::start() { asio::co_spawn(io_, reaper(), log_exception); }
 
-Scheduler::Pool& Scheduler::pool_for(const std::string& name) {
-  auto& slot = pools_[name];
-  if (!slot) slot = std::make_unique<Pool>(io_, name);
+Scheduler::Pool& Scheduler::pool_for(const std::string& function, int pinned) {
+  std::string key = pinned > 0 ? fmt::format("{}#{}", function, pinned) : function;
+  auto& slot = pools_[key];
+  if (!slot) slot = std::make_unique<Pool>(io_, std::move(key), function, pinned);
   return *slot;
 }
 
-void Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
-  if (pool.record == record) return;
-  const bool new_version = !pool.record || pool.record->active_version != record->active_version;
-  pool.record = record;
-  if (!new_version) return;
+bool Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
+  if (pool.source == record) return true;
+  registry::RecordPtr view = record;
+  if (pool.pinned > 0) {
+    if (!record->find(pool.pinned)) return false;  // the version is gone
+    auto copy = std::make_shared<registry::FunctionRecord>(*record);
+    copy->active_version = pool.pinned;
+    view = std::move(copy);
+  }
+  pool.source = record;
+  const bool new_version = !pool.record || pool.record->active_version != view->active_version;
+  pool.record = std::move(view);
+  if (!new_version) return true;
   for (const auto& m : std::vector(pool.members)) {
-    if (m->version != record->active_version && m->leased == 0 && !m->starting) {
+    if (m->version != pool.record->active_version && m->leased == 0 && !m->starting) {
       stop_member(pool, m);
     }
   }
+  return true;
 }
 
 std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
@@ -146,7 +156,7 @@ void Scheduler::ensure_starts(Pool& pool) {
                   pool.mean_call, pool.cold_start});
   for (int i = 0; i < n; ++i) {
     if (!reserve_memory(pool, config.memory_mb)) break;
-    asio::co_spawn(io_, start_instance(pool.name, pool.record, /*on_demand=*/true), log_exception);
+    asio::co_spawn(io_, start_instance(pool.key, pool.record, /*on_demand=*/true), log_exception);
   }
   // Held back because an instance should free up sooner than a new one would start: look again
   // when the first waiter has waited that long, in case the calls in flight run long.
@@ -161,10 +171,10 @@ void Scheduler::arm_scale_check(Pool& pool, std::chrono::nanoseconds after) {
   pool.scale_check_armed = true;
   pool.scale_check.expires_after(after);
   pool.scale_check.async_wait(
-      [this, alive = std::weak_ptr<bool>(alive_), name = pool.name](boost::system::error_code ec) {
+      [this, alive = std::weak_ptr<bool>(alive_), key = pool.key](boost::system::error_code ec) {
         auto a = alive.lock();
         if (ec || !a || !*a) return;  // the pool or the scheduler is gone
-        auto it = pools_.find(name);
+        auto it = pools_.find(key);
         if (it == pools_.end()) return;
         it->second->scale_check_armed = false;
         if (!it->second->waiters.empty()) ensure_starts(*it->second);
@@ -195,8 +205,9 @@ bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
   return true;
 }
 
-asio::awaitable<void> Scheduler::start_instance(std::string name, registry::RecordPtr record,
+asio::awaitable<void> Scheduler::start_instance(std::string key, registry::RecordPtr record,
                                                 bool on_demand) {
+  const std::string& name = record->name;
   auto member = std::make_shared<Member>();
   const auto& config = record->active().config;
   member->id = g_next_member++;
@@ -204,7 +215,7 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
   member->concurrency = config.concurrency;
   member->memory_mb = config.memory_mb;
   member->on_demand = on_demand;
-  pool_for(name).members.push_back(member);
+  pools_.at(key)->members.push_back(member);
 
   auto instance = factory_.start(
       *record, [store = &logs_, clock = &clock_, name](std::string_view stream,
@@ -216,19 +227,19 @@ asio::awaitable<void> Scheduler::start_instance(std::string name, registry::Reco
     ++spawn_failures_;
     spdlog::error("scheduler: [fn={}] cannot start an instance: {}", name,
                   instance.error().message);
-    Pool& pool = pool_for(name);
+    Pool& pool = *pools_.at(key);
     stop_member(pool, member);
     std::erase(pool.members, member);
     fail_waiters(pool, StartFailure{StartFailure::Kind::kNotStarted, instance.error().message});
     co_return;
   }
   member->instance = *instance;
-  (*instance)->on_exit([this, alive = std::weak_ptr<bool>(alive_), name, id = member->id] {
-    if (auto a = alive.lock(); a && *a) member_exited(name, id);
+  (*instance)->on_exit([this, alive = std::weak_ptr<bool>(alive_), key, id = member->id] {
+    if (auto a = alive.lock(); a && *a) member_exited(key, id);
   });
 
   Status ready = co_await (*instance)->ready(options_.init_timeout);
-  auto it = pools_.find(name);
+  auto it = pools_.find(key);
   if (it == pools_.end()) {
     (*instance)->kill("its function was removed");
     co_return;
@@ -271,11 +282,12 @@ void Scheduler::stop_member(Pool& pool, const std::shared_ptr<Member>& m) {
   if (m->instance) m->instance->stop(options_.stop_grace);
 }
 
-void Scheduler::member_exited(const std::string& name, uint64_t id) {
+void Scheduler::member_exited(const std::string& key, uint64_t id) {
   exits_.set();
-  auto it = pools_.find(name);
+  auto it = pools_.find(key);
   if (it == pools_.end()) return;
   Pool& pool = *it->second;
+  const std::string& name = pool.name;
   auto m = pool.find(id);
   if (!m) return;
   const auto& events = m->instance->events();
@@ -313,15 +325,24 @@ void Scheduler::fail_waiters(Pool& pool, const StartFailure& failure) {
 asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
                                                  InvokeRequest request) {
   InvokeOutcome out;
-  auto record = registry_.get(function);
-  if (!record) {
+  auto found = registry_.get(function);
+  if (!found) {
     out.kind = InvokeOutcome::Kind::kNotFound;
     out.body = "function " + function + " does not exist";
     co_return out;
   }
-  Pool& pool = pool_for(function);
+  if (request.version > 0 && !found->find(request.version)) {
+    out.kind = InvokeOutcome::Kind::kNotFound;
+    out.body = fmt::format("function {} has no version {}", function, request.version);
+    co_return out;
+  }
+  // The active version is served by the main pool, whichever way the caller named it.
+  const int pinned = request.version == found->active_version ? 0 : request.version;
+  Pool& pool = pool_for(function, pinned);
   if (refuse_if_closing(pool, out)) co_return out;
-  refresh(pool, record);
+  refresh(pool, found);
+  // The pool's view, kept alive here: a deploy during the call may replace pool.record.
+  const registry::RecordPtr record = pool.record;
   const auto& config = record->active().config;
   const auto in_flight = pool.calls.join();
 
@@ -349,7 +370,8 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     }
     member->fresh = false;
     const auto handed_over = clock_.now();
-    result = co_await member->instance->call(request_id, request.event_json, request.kind, timeout,
+    const worker::CallTags tags{request.kind, request.qualifier};
+    result = co_await member->instance->call(request_id, request.event_json, tags, timeout,
                                              clock_.wall_ms() + config.timeout_ms);
     out.queued = handed_over - queued_at + result.waited;
     if (result.kind == worker::CallResult::Kind::kNotStarted && attempt + 1 < kMaxAttempts) {
@@ -455,26 +477,34 @@ void Scheduler::on_deployed(const registry::RecordPtr& record) {
                     StartInputs{1, config.max_instances, config.concurrency,
                                 options_.max_concurrent_starts}) > 0 &&
       reserve_memory(pool, config.memory_mb)) {
-    asio::co_spawn(io_, start_instance(pool.name, record, /*on_demand=*/false), log_exception);
+    asio::co_spawn(io_, start_instance(pool.key, record, /*on_demand=*/false), log_exception);
   }
 }
 
 asio::awaitable<void> Scheduler::remove(const std::string& function, milliseconds deadline) {
-  auto it = pools_.find(function);
-  if (it == pools_.end()) co_return;
-  Pool& pool = *it->second;
-  pool.removing = true;
-  for (Waiter* w : pool.waiters) w->timer.cancel();
-  pool.waiters.clear();
-  co_await pool.calls.wait_for(deadline);
-  for (const auto& m : std::vector(pool.members)) {
-    stop_member(pool, m);
-    if (pool.calls.size() > 0 && m->instance) m->instance->kill("its function was removed");
+  std::vector<std::string> keys;
+  for (auto& [key, pool] : pools_) {
+    if (pool->name != function) continue;
+    keys.push_back(key);
+    pool->removing = true;
+    for (Waiter* w : pool->waiters) w->timer.cancel();
+    pool->waiters.clear();
   }
-  // Calls cut short by the kill above finish on the next turns of the loop.
-  co_await pool.calls.wait();
+  if (keys.empty()) co_return;
+  for (const auto& key : keys) {
+    auto it = pools_.find(key);
+    if (it == pools_.end()) continue;
+    Pool& pool = *it->second;
+    co_await pool.calls.wait_for(deadline);
+    for (const auto& m : std::vector(pool.members)) {
+      stop_member(pool, m);
+      if (pool.calls.size() > 0 && m->instance) m->instance->kill("its function was removed");
+    }
+    // Calls cut short by the kill above finish on the next turns of the loop.
+    co_await pool.calls.wait();
+    pools_.erase(key);
+  }
   logs_.erase(function);
-  pools_.erase(function);
   sandbox_counts_.erase(function);
   factory_.forget(function);
 }
@@ -484,27 +514,40 @@ void Scheduler::reap() {
   for (const auto& record : registry_.list()) {
     if (record->active().config.min_instances > 0) pool_for(record->name);
   }
-  for (auto& [name, pool] : pools_) {
-    if (pool->removing) continue;
-    auto record = registry_.get(name);
-    if (!record) {
-      for (const auto& m : std::vector(pool->members)) {
-        if (m->leased == 0) stop_member(*pool, m);
-      }
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    Pool& pool = *it->second;
+    if (pool.removing) {
+      ++it;
       continue;
     }
-    refresh(*pool, record);
-    const auto& config = record->active().config;
-    for (uint64_t id : idle_to_reap(
-             pool->views(), t,
-             ReapInputs{record->active_version, std::chrono::seconds(config.idle_timeout_s),
-                        config.min_instances})) {
-      stop_member(*pool, pool->find(id));
+    auto record = registry_.get(pool.name);
+    if (!record || !refresh(pool, record)) {
+      // The function, or the version a pinned pool serves, is gone.
+      for (const auto& m : std::vector(pool.members)) {
+        if (m->leased == 0) stop_member(pool, m);
+      }
+    } else {
+      const auto& config = pool.record->active().config;
+      // A pinned pool keeps no instances warm: min_instances is the active version's promise.
+      const int min_instances = pool.pinned > 0 ? 0 : config.min_instances;
+      for (uint64_t id :
+           idle_to_reap(pool.views(), t,
+                        ReapInputs{pool.record->active_version,
+                                   std::chrono::seconds(config.idle_timeout_s), min_instances})) {
+        stop_member(pool, pool.find(id));
+      }
+      int warm = prewarm_needed(pool.views(), pool.record->active_version, min_instances);
+      for (int i = 0; i < warm && !stopping_; ++i) {
+        if (!reserve_memory(pool, config.memory_mb)) break;
+        asio::co_spawn(io_, start_instance(pool.key, pool.record, /*on_demand=*/false),
+                       log_exception);
+      }
     }
-    int warm = prewarm_needed(pool->views(), record->active_version, config.min_instances);
-    for (int i = 0; i < warm && !stopping_; ++i) {
-      if (!reserve_memory(*pool, config.memory_mb)) break;
-      asio::co_spawn(io_, start_instance(name, record, /*on_demand=*/false), log_exception);
+    // A pinned pool with nothing left in it goes; it comes back with the next call.
+    if (pool.pinned > 0 && pool.members.empty() && pool.waiters.empty() && pool.calls.size() == 0) {
+      it = pools_.erase(it);
+    } else {
+      ++it;
     }
   }
 }
@@ -561,9 +604,9 @@ json Scheduler::sandbox_counts(const std::string& function) const {
 
 json Scheduler::instance_counts(const std::string& function) const {
   int starting = 0, idle = 0, busy = 0, stopping = 0;
-  auto it = pools_.find(function);
-  if (it != pools_.end()) {
-    for (const auto& m : it->second->members) {
+  for (const auto& [_, pool] : pools_) {
+    if (pool->name != function) continue;
+    for (const auto& m : pool->members) {
       if (m->stopping) {
         ++stopping;
       } else if (m->starting) {

@@ -426,7 +426,7 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
 }
 
 asio::awaitable<CallResult> Instance::call(const std::string& request_id,
-                                           const std::string& event_json, std::string_view kind,
+                                           const std::string& event_json, CallTags tags,
                                            std::chrono::nanoseconds timeout,
                                            int64_t deadline_wall_ms) {
   auto self = shared_from_this();
@@ -443,7 +443,9 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
   } else {
     queued_.push_back(id);
   }
-  nlohmann::json meta{{"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", kind}};
+  nlohmann::json meta{
+      {"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", tags.kind}};
+  if (!tags.qualifier.empty()) meta["qualifier"] = tags.qualifier;
   send(encode(FrameType::kInvoke, id, meta.dump(), event_json));
   while (true) {
     auto [ec] = co_await p.timer.async_wait(kAwait);

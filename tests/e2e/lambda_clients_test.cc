@@ -152,6 +152,43 @@ TEST_F(LambdaClientsE2E, TheAwsCliWorksUnmodified) {
   auto listed = run(env("admin", kTestToken) + cli + "list-functions");
   ASSERT_EQ(listed.status, 0) << listed.output;
   EXPECT_EQ(json::parse(listed.output, nullptr, false)["Functions"].size(), 1u) << listed.output;
+  // Versions and aliases: publish-version names the active version; an alias with a canary share
+  // routes --qualifier calls; the CLI reads both back.
+  const std::string admin = env("admin", kTestToken) + cli;
+  auto published = run(admin + "publish-version --function-name sdk-fn");
+  ASSERT_EQ(published.status, 0) << published.output;
+  EXPECT_EQ(json::parse(published.output, nullptr, false)["Version"], "1") << published.output;
+  auto alias = run(admin +
+                   "create-alias --function-name sdk-fn --name live --function-version 1 "
+                   "--description prod");
+  ASSERT_EQ(alias.status, 0) << alias.output;
+  EXPECT_EQ(json::parse(alias.output, nullptr, false)["AliasArn"],
+            "arn:aws:lambda:us-east-1:000000000000:function:sdk-fn:live")
+      << alias.output;
+  auto again = run(admin + "create-alias --function-name sdk-fn --name live --function-version 1");
+  EXPECT_NE(again.status, 0);
+  EXPECT_NE(again.output.find("ResourceConflictException"), std::string::npos) << again.output;
+  auto through = run(env(key_["id"], key_["secret"]) + cli +
+                     "invoke --function-name sdk-fn --qualifier live " + quoted(result.string()));
+  ASSERT_EQ(through.status, 0) << through.output;
+  EXPECT_EQ(json::parse(through.output, nullptr, false)["ExecutedVersion"], "1") << through.output;
+  auto updated = run(admin +
+                     "update-alias --function-name sdk-fn --name live "
+                     "--routing-config AdditionalVersionWeights={1=0.5}");
+  EXPECT_NE(updated.status, 0) << "a canary of the alias's own version is refused";
+  auto aliases = run(admin + "list-aliases --function-name sdk-fn");
+  ASSERT_EQ(aliases.status, 0) << aliases.output;
+  EXPECT_EQ(json::parse(aliases.output, nullptr, false)["Aliases"][0]["Name"], "live");
+  auto versions = run(admin + "list-versions-by-function --function-name sdk-fn");
+  ASSERT_EQ(versions.status, 0) << versions.output;
+  auto listed_versions = json::parse(versions.output, nullptr, false)["Versions"];
+  ASSERT_EQ(listed_versions.size(), 2u) << versions.output;
+  EXPECT_EQ(listed_versions[0]["Version"], "$LATEST");
+  EXPECT_EQ(listed_versions[1]["Version"], "1");
+  ASSERT_EQ(run(admin + "delete-alias --function-name sdk-fn --name live").status, 0);
+  auto gone = run(admin + "get-alias --function-name sdk-fn --name live");
+  EXPECT_NE(gone.output.find("ResourceNotFoundException"), std::string::npos) << gone.output;
+
   auto denied = run(env(key_["id"], "wrong") + cli + "invoke --function-name sdk-fn " +
                     quoted(result.string()));
   EXPECT_NE(denied.status, 0);

@@ -57,7 +57,7 @@ class InstanceTest : public ::testing::Test {
     spec.function = "instance-test";
     spec.concurrency = concurrency;
     const std::string task_root = g_sandbox->task_root(dir_.path().string());
-    spec.argv = {"/usr/bin/python3", "-I", "-u",
+    spec.argv = {"/usr/bin/python3", "-I", "-S", "-u",
                  g_sandbox->runtime_root() + "/python/bootstrap.py"};
     spec.env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp", "_HANDLER=main.handler",
                 "LAMBDA_TASK_ROOT=" + task_root};
@@ -87,7 +87,7 @@ class InstanceTest : public ::testing::Test {
             std::chrono::milliseconds timeout, std::optional<CallResult>& out) {
     const std::string& kept_request = kept_.emplace_back(request);
     const std::string& kept_event = kept_.emplace_back(event);
-    asio::co_spawn(io_, instance.call(kept_request, kept_event, "invoke", timeout, 0),
+    asio::co_spawn(io_, instance.call(kept_request, kept_event, {}, timeout, 0),
                    [&out](std::exception_ptr, CallResult r) { out = std::move(r); });
   }
 

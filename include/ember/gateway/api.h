@@ -63,8 +63,11 @@ class Api final : public Application {
   boost::asio::awaitable<Response> usage(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> kv(const Plan& plan, Request request);
   boost::asio::awaitable<Response> keys(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Response> aliases(const Plan& plan, const Request& request);
+  Response list_functions(const Request& request) const;
   boost::asio::awaitable<Response> lambda_invoke(const Plan& plan, Request request);
   boost::asio::awaitable<Response> lambda_functions(const Plan& plan, Request request);
+  boost::asio::awaitable<Response> lambda_aliases(const Plan& plan, const Request& request);
   // Checks a Lambda API request's SigV4 signature, when it has one, against the admin
   // credential or an invoke key of `function` (empty: the admin credential only).
   Status check_signature(const Request& request, const std::string& function) const;

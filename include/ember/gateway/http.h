@@ -26,4 +26,8 @@ Response error_response(http::status status, std::string_view code, std::string_
 // Maps an Error from a lower layer to its status and error response.
 Response error_response(const Error& error);
 
+// The reason phrase for a status from 100 to 599: the registered one, or the name of its class
+// for a code without one (never Beast's "<unknown-status>").
+std::string_view reason_phrase(unsigned status);
+
 }  // namespace ember::gateway

@@ -42,6 +42,9 @@ struct Plan {
   uint64_t body_limit = 0;         // larger bodies get 413
   int route = 0;                   // opaque to the server, handed back to handle()
   std::string name;                // opaque to the server, handed back to handle()
+  int version = 0;                 // opaque to the server, handed back to handle()
+  std::string qualifier;           // opaque to the server, handed back to handle()
+  std::string peer;                // set by the server: the client's address
 };
 
 // A body produced over time and sent with chunked transfer encoding (a followed log).

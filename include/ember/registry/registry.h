@@ -28,15 +28,44 @@ struct Version {
   int64_t created_ms = 0;
 };
 
+// A name for one version of a function, optionally sending a share of its calls to a second
+// version (a canary). Versions an alias names are kept however many newer ones come.
+struct Alias {
+  std::string name;
+  int version = 0;
+  int canary_version = 0;    // 0: no canary
+  double canary_weight = 0;  // the share of calls the canary version gets, in (0, 1)
+  std::string description;
+  int64_t updated_ms = 0;
+
+  nlohmann::json to_json() const;
+  bool operator==(const Alias&) const = default;
+};
+
+// Checks an alias name as Lambda does: 1 to 128 of [A-Za-z0-9_-], not all digits (those name
+// versions).
+Status validate_alias_name(std::string_view name);
+
+// Which version a call runs: `qualifier` as the caller gave it (empty for none).
+struct Target {
+  int version = 0;
+  std::string qualifier;
+};
+
 struct FunctionRecord {
   std::string name;
   int active_version = 0;
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   std::vector<Version> versions;  // ascending by number
+  std::map<std::string, Alias, std::less<>> aliases;
 
   const Version& active() const;
   const Version* find(int number) const;
+  // The version a qualifier names: none or "$LATEST", the active version; digits, that version;
+  // else an alias, whose canary version runs when `draw` (uniform in [0, 1)) falls under its
+  // weight. Errc::kNotFound when the version or alias does not exist.
+  Result<Target> resolve(std::string_view qualifier, double draw) const;
   nlohmann::json to_json() const;
   static Result<FunctionRecord> from_json(const nlohmann::json& j);
 };
@@ -81,6 +110,10 @@ class Registry {
   Result<Change> patch(const std::string& name, const nlohmann::json& patch);
   Result<Change> rollback(const std::string& name, int version);
   Status remove(const std::string& name);
+  // Creates or replaces an alias; Change::created tells whether it is new. Its versions must
+  // exist.
+  Result<Change> put_alias(const std::string& function, Alias alias);
+  Result<Change> remove_alias(const std::string& function, std::string_view alias);
 
   RecordPtr get(const std::string& name) const;
   std::vector<RecordPtr> list() const;

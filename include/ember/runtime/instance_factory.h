@@ -33,7 +33,7 @@ class Instance {
   // Runs one call (see worker::Instance::call for the strings' lifetime and the timeout).
   virtual boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
                                                           const std::string& event_json,
-                                                          std::string_view kind,
+                                                          worker::CallTags tags,
                                                           std::chrono::nanoseconds timeout,
                                                           int64_t deadline_wall_ms) = 0;
   // Asks the instance to end, killing it after `grace`; kill() ends it now.

@@ -48,6 +48,8 @@ struct InvokeRequest {
   std::string request_id;
   std::string event_json;
   std::string kind = "invoke";  // "invoke" or "http"
+  int version = 0;              // the version to run; 0: the active one
+  std::string qualifier;        // what the caller named (a version or an alias), for the context
 };
 
 // Why an instance meant for waiting calls did not come up.
@@ -137,8 +139,10 @@ class Scheduler {
   using Waiter = PoolWaiter;
   using Pool = FunctionPool;
 
-  Pool& pool_for(const std::string& name);
-  void refresh(Pool& pool, const registry::RecordPtr& record);
+  Pool& pool_for(const std::string& function, int pinned = 0);
+  // Brings the pool's view of its function up to `record`; false when the version a pinned pool
+  // serves is no longer there.
+  bool refresh(Pool& pool, const registry::RecordPtr& record);
   std::shared_ptr<Member> acquire(Pool& pool);
   // Fills `out` with a 503 and returns true when the daemon is stopping or the function is
   // being removed.
@@ -153,10 +157,10 @@ class Scheduler {
   void ensure_starts(Pool& pool);
   void arm_scale_check(Pool& pool, std::chrono::nanoseconds after);
   bool reserve_memory(Pool& pool, int memory_mb);
-  boost::asio::awaitable<void> start_instance(std::string name, registry::RecordPtr record,
+  boost::asio::awaitable<void> start_instance(std::string key, registry::RecordPtr record,
                                               bool on_demand);
   void stop_member(Pool& pool, const std::shared_ptr<Member>& member);
-  void member_exited(const std::string& name, uint64_t id);
+  void member_exited(const std::string& key, uint64_t id);
   void fail_waiters(Pool& pool, const StartFailure& failure);
   void log_report(const std::string& function, const std::string& request_id,
                   const InvokeOutcome& out);

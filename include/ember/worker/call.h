@@ -30,6 +30,13 @@ constexpr std::string_view error_type(ExitCause cause) {
   return "Runtime.ExitError";
 }
 
+// What a handler's context is told about a call besides its event (INVOKE meta,
+// docs/worker-protocol.md). The views are read only until the INVOKE frame is sent.
+struct CallTags {
+  std::string_view kind = "invoke";  // "invoke" or "http"
+  std::string_view qualifier;        // the version or alias the caller named; empty: none
+};
+
 struct CallResult {
   // kNotStarted: the call was queued at the instance behind another and the worker ended before
   // it began, so the handler never saw it and it can go to another instance.

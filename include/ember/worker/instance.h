@@ -59,7 +59,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // are read only until the frame is sent, before the call first suspends: a caller that
   // co_awaits it may reuse them for another call; one that spawns it keeps them until it runs.
   boost::asio::awaitable<CallResult> call(const std::string& request_id,
-                                          const std::string& event_json, std::string_view kind,
+                                          const std::string& event_json, CallTags tags,
                                           std::chrono::nanoseconds timeout,
                                           int64_t deadline_wall_ms);
 

@@ -88,6 +88,16 @@ TEST(ParseJson, SyntaxErrorIsInvalid) {
   EXPECT_NE(r.error().message.find("body is not valid JSON"), std::string::npos);
 }
 
+TEST(ParseJson, SyntaxErrorNamesThePlaceNotTheParser) {
+  auto r = parse_json("{\"a\": 1,\n  \"b\": x}", "body");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "body is not valid JSON: unexpected input at line 2, column 8");
+  EXPECT_EQ(r.error().message.find("json.exception"), std::string::npos);
+  auto cut = parse_json("[1, 2", "body");
+  ASSERT_FALSE(cut.ok());
+  EXPECT_EQ(cut.error().message, "body is not valid JSON: it ends before the value does");
+}
+
 TEST(Crypto, Sha256OfKnownInput) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }

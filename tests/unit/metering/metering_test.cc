@@ -138,9 +138,22 @@ TEST(FunctionUsage, CostAppearsOnlyWithAPrice) {
   EXPECT_FALSE(u.to_json(Prices{}).contains("cost"));
   auto j = u.to_json(Prices{0.5, 0.2});
   EXPECT_DOUBLE_EQ(j["gb_seconds"].get<double>(), 2.0);
-  EXPECT_DOUBLE_EQ(j["cost"]["compute"].get<double>(), 1.0);
-  EXPECT_DOUBLE_EQ(j["cost"]["requests"].get<double>(), 0.4);
-  EXPECT_DOUBLE_EQ(j["cost"]["total"].get<double>(), 1.4);
+  EXPECT_EQ(j["cost"]["compute"], "1.0000000000");
+  EXPECT_EQ(j["cost"]["requests"], "0.4000000000");
+  EXPECT_EQ(j["cost"]["total"], "1.4000000000");
+}
+
+TEST(FunctionUsage, MoneyIsARoundedDecimalThatAddsUp) {
+  FunctionUsage u;
+  u.function = "f";
+  u.invocations = 3;
+  u.mb_ms = 9 * 128;  // 0.001125 GB-seconds
+  u.kv_writes = 3;
+  auto j = u.to_json(Prices{0.0000166667, 0.2, 0, 1.0});
+  EXPECT_EQ(j["cost"]["compute"], "0.0000000188");  // 1.875e-08, never in exponent form
+  EXPECT_EQ(j["cost"]["requests"], "0.0000006000");
+  EXPECT_EQ(j["cost"]["kv"], "0.0000030000");
+  EXPECT_EQ(j["cost"]["total"], "0.0000036188");
 }
 
 TEST(Metrics, CountsAKnownSequenceOfCalls) {

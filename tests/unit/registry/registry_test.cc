@@ -232,5 +232,103 @@ TEST_F(RegistryTest, DeployDirectoryIsIdempotent) {
   EXPECT_EQ(third->record->active_version, 2);
 }
 
+TEST_F(RegistryTest, QualifiersResolveToVersionsAndAliases) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v2")).ok());
+  auto live = reg->put_alias("f", Alias{"live", 1});
+  ASSERT_TRUE(live.ok()) << live.error().message;
+  EXPECT_TRUE(live->created);
+  const auto& record = *live->record;
+  EXPECT_EQ(record.resolve("", 0.5)->version, 2);
+  EXPECT_EQ(record.resolve("", 0.5)->qualifier, "");
+  EXPECT_EQ(record.resolve("$LATEST", 0.5)->version, 2);
+  EXPECT_EQ(record.resolve("1", 0.5)->version, 1);
+  EXPECT_EQ(record.resolve("1", 0.5)->qualifier, "1");
+  EXPECT_EQ(record.resolve("live", 0.5)->version, 1);
+  EXPECT_EQ(record.resolve("live", 0.5)->qualifier, "live");
+  EXPECT_EQ(record.resolve("3", 0.5).error().code, Errc::kNotFound);
+  EXPECT_EQ(record.resolve("99999999999999999999", 0.5).error().code, Errc::kNotFound);
+  EXPECT_EQ(record.resolve("beta", 0.5).error().code, Errc::kNotFound);
+}
+
+TEST_F(RegistryTest, ACanaryTakesItsShareOfDraws) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v2")).ok());
+  auto c = reg->put_alias("f", Alias{"live", 1, 2, 0.25});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const auto& record = *c->record;
+  EXPECT_EQ(record.resolve("live", 0.0)->version, 2);
+  EXPECT_EQ(record.resolve("live", 0.2499)->version, 2);
+  EXPECT_EQ(record.resolve("live", 0.25)->version, 1);
+  EXPECT_EQ(record.resolve("live", 0.99)->version, 1);
+  // Whichever version runs, the context is told the alias.
+  EXPECT_EQ(record.resolve("live", 0.0)->qualifier, "live");
+}
+
+TEST_F(RegistryTest, AliasesAreCheckedSavedReplacedAndRemoved) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v2")).ok());
+  EXPECT_EQ(reg->put_alias("f", Alias{"live", 3}).error().code, Errc::kNotFound);
+  EXPECT_EQ(reg->put_alias("f", Alias{"live", 1, 3, 0.5}).error().code, Errc::kNotFound);
+  EXPECT_EQ(reg->put_alias("f", Alias{"live", 1, 1, 0.5}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("f", Alias{"live", 1, 2, 1.0}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("f", Alias{"live", 1, 2, 0.0}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("f", Alias{"12", 1}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("f", Alias{"a.b", 1}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("f", Alias{std::string(129, 'a'), 1}).error().code, Errc::kInvalid);
+  EXPECT_EQ(reg->put_alias("nope", Alias{"live", 1}).error().code, Errc::kNotFound);
+
+  ASSERT_TRUE(reg->put_alias("f", Alias{"live", 1, 2, 0.1, "canary"}).ok());
+  auto same = reg->put_alias("f", Alias{"live", 1, 2, 0.1, "canary"});
+  ASSERT_TRUE(same.ok());
+  EXPECT_FALSE(same->changed);
+  EXPECT_FALSE(same->created);
+  auto moved = reg->put_alias("f", Alias{"live", 2});
+  ASSERT_TRUE(moved.ok());
+  EXPECT_TRUE(moved->changed);
+  EXPECT_FALSE(moved->created);
+  EXPECT_EQ(moved->record->aliases.at("live").canary_version, 0);
+  ASSERT_TRUE(reg->put_alias("f", Alias{"beta", 1, 2, 0.5}).ok());
+
+  // Saved with the record: a restarted daemon routes the same way.
+  reg.reset();
+  reg = open();
+  auto record = reg->get("f");
+  ASSERT_EQ(record->aliases.size(), 2u);
+  EXPECT_EQ(record->aliases.at("live").version, 2);
+  EXPECT_EQ(record->aliases.at("beta").canary_version, 2);
+  EXPECT_DOUBLE_EQ(record->aliases.at("beta").canary_weight, 0.5);
+
+  auto removed = reg->remove_alias("f", "beta");
+  ASSERT_TRUE(removed.ok());
+  EXPECT_EQ(removed->record->aliases.size(), 1u);
+  EXPECT_EQ(reg->remove_alias("f", "beta").error().code, Errc::kNotFound);
+}
+
+TEST_F(RegistryTest, VersionsAnAliasNamesAreNeverPruned) {
+  max_versions_ = 2;
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v1")).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v2")).ok());
+  ASSERT_TRUE(reg->put_alias("f", Alias{"stable", 1, 2, 0.5}).ok());
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("v3")).ok());
+  auto v4 = deploy(*reg, "f", bundle_with("v4"));
+  ASSERT_TRUE(v4.ok());
+  // 1 and 2 are the alias's, 4 is active; 3 went.
+  std::vector<int> kept;
+  for (const auto& v : v4->record->versions) kept.push_back(v.number);
+  EXPECT_EQ(kept, (std::vector<int>{1, 2, 4}));
+  EXPECT_EQ(testing::read_text(reg->bundle_dir(*v4->record->find(1)) / "index.js"), "v1");
+  // Once the alias lets go, the next change prunes them.
+  ASSERT_TRUE(reg->remove_alias("f", "stable").ok());
+  auto v5 = deploy(*reg, "f", bundle_with("v5"));
+  kept.clear();
+  for (const auto& v : v5->record->versions) kept.push_back(v.number);
+  EXPECT_EQ(kept, (std::vector<int>{4, 5}));
+}
+
 }  // namespace
 }  // namespace ember::registry

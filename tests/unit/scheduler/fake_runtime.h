@@ -23,6 +23,7 @@ class FakeInstance final : public runtime::Instance {
   struct Call {
     std::string request_id;
     std::string event;
+    std::string qualifier;
     Clock::time_point started;
     std::optional<worker::CallResult> result;
     std::unique_ptr<boost::asio::steady_timer> done;
@@ -96,11 +97,13 @@ class FakeInstance final : public runtime::Instance {
     co_return Error::system("start", function_, ECHILD);
   }
   boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
-                                                  const std::string& event_json, std::string_view,
-                                                  std::chrono::nanoseconds, int64_t) override {
+                                                  const std::string& event_json,
+                                                  worker::CallTags tags, std::chrono::nanoseconds,
+                                                  int64_t) override {
     auto c = std::make_unique<Call>();
     c->request_id = request_id;
     c->event = event_json;
+    c->qualifier = std::string(tags.qualifier);
     c->started = clock_.now();
     c->done = std::make_unique<boost::asio::steady_timer>(
         io_, boost::asio::steady_timer::time_point::max());

@@ -68,11 +68,13 @@ class SchedulerTest : public ::testing::Test {
 
   // Starts a call; its outcome lands in the returned slot once it is answered. Scheduler::invoke
   // reads the function's name until it completes, so the name is kept here.
-  Outcome invoke(const std::string& name, const std::string& body = "{}") {
+  Outcome invoke(const std::string& name, const std::string& body = "{}", int version = 0,
+                 std::string qualifier = {}) {
     auto out = std::make_shared<std::optional<InvokeOutcome>>();
     const std::string& kept = names_.emplace_back(name);
     asio::co_spawn(io_,
-                   scheduler_->invoke(kept, InvokeRequest{"req-" + std::to_string(++calls_), body}),
+                   scheduler_->invoke(kept, InvokeRequest{"req-" + std::to_string(++calls_), body,
+                                                          "invoke", version, qualifier}),
                    [out](std::exception_ptr e, InvokeOutcome o) {
                      if (e) {
                        try {
@@ -322,6 +324,51 @@ TEST_F(SchedulerTest, IdleInstancesAreReapedAfterTheirTimeoutOnTheClock) {
   EXPECT_FALSE(instance.stopped()) << "not idle long enough yet";
   clock_.advance(std::chrono::seconds(2));
   ASSERT_TRUE(run_until([&] { return instance.stopped(); }));
+  ASSERT_TRUE(run_until([&] { return scheduler_->live_instances() == 0; }));
+}
+
+TEST_F(SchedulerTest, ACallForAnotherVersionRunsOnInstancesOfThatVersion) {
+  deploy("f", {{"idle_timeout_s", 60}});
+  deploy("f", {{"idle_timeout_s", 60}, {"memory_mb", 256}});  // version 2, active
+  start();
+  auto active = invoke("f");
+  ASSERT_TRUE(run_until([&] { return factory_.started().size() == 1; }));
+  EXPECT_EQ(factory_.started()[0]->version(), 2);
+  factory_.started()[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return active->has_value(); }));
+
+  auto old = invoke("f", "{}", 1, "stable");
+  ASSERT_TRUE(run_until(
+      [&] { return factory_.started().size() == 2 && factory_.started()[1]->unanswered() == 1; }));
+  auto& v1 = *factory_.started()[1];
+  EXPECT_EQ(v1.version(), 1);
+  EXPECT_EQ(v1.calls().back()->qualifier, "stable");
+  v1.answer_ok();
+  ASSERT_TRUE(run_until([&] { return old->has_value(); }));
+  EXPECT_EQ((*old)->kind, Kind::kOk);
+  EXPECT_EQ((*old)->version, 1);
+  EXPECT_EQ((*old)->memory_mb, 128) << "metered at version 1's memory";
+
+  // Naming the active version is the active pool: its warm instance serves.
+  auto named = invoke("f", "{}", 2, "2");
+  ASSERT_TRUE(run_until([&] { return factory_.started()[0]->unanswered() == 1; }));
+  factory_.started()[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return named->has_value(); }));
+  EXPECT_EQ((*named)->version, 2);
+  EXPECT_EQ(factory_.started().size(), 2u);
+  EXPECT_EQ(scheduler_->instance_counts("f")["idle"], 2);
+
+  // A deploy replaces the active version's instances, not those of a version named on purpose.
+  deploy("f", {{"idle_timeout_s", 60}, {"memory_mb", 512}});
+  settle();
+  EXPECT_FALSE(v1.stopped());
+  auto missing = invoke("f", "{}", 9, "9");
+  ASSERT_TRUE(run_until([&] { return missing->has_value(); }));
+  EXPECT_EQ((*missing)->kind, Kind::kNotFound);
+
+  // Idle, it is reaped like any instance, and its pool goes with it.
+  clock_.advance(std::chrono::seconds(61));
+  ASSERT_TRUE(run_until([&] { return v1.stopped(); }));
   ASSERT_TRUE(run_until([&] { return scheduler_->live_instances() == 0; }));
 }
 
