@@ -163,6 +163,9 @@ Result<json> parse_json(std::string_view text, std::string_view what) {
     (void)retry;
   } catch (const json::parse_error& e) {
     byte = e.byte;
+  } catch (const json::exception&) {
+    // Not a syntax error: a number too large for a double (1e400).
+    return Error::invalid(fmt::format("{} has a number out of range", what));
   }
   if (byte == 0 || byte > text.size()) {
     return Error::invalid(fmt::format("{} is not valid JSON: it ends before the value does", what));
@@ -172,8 +175,8 @@ Result<json> parse_json(std::string_view text, std::string_view what) {
     if (text[i] == '\n') {
       ++line;
       column = 1;
-    } else {
-      ++column;
+    } else if ((static_cast<unsigned char>(text[i]) & 0xC0) != 0x80) {
+      ++column;  // a column is a character: UTF-8 continuation bytes do not count
     }
   }
   return Error::invalid(fmt::format("{} is not valid JSON: unexpected input at line {}, column {}",

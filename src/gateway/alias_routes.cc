@@ -83,15 +83,12 @@ asio::awaitable<Response> Api::aliases(const Plan& plan, const Request& request)
     res.set(http::field::server, "ember");
     co_return res;
   }
-  // POST creates (409 if it exists); PUT creates or replaces.
+  // POST creates (409 if it exists: PUT replaces); PUT creates or replaces.
   auto parsed = alias_from_body(request.body(), alias);
   if (!parsed) co_return error_response(parsed.error());
-  if (method == http::verb::post && record->aliases.contains(parsed->name)) {
-    co_return error_response(Error::conflict(
-        fmt::format("function {} already has an alias {}; PUT .../aliases/{} replaces it",
-                    plan.name, parsed->name, parsed->name)));
-  }
-  auto work = [this, name = plan.name, a = *parsed] { return registry_.put_alias(name, a); };
+  auto work = [this, name = plan.name, a = *parsed, create = method == http::verb::post] {
+    return registry_.put_alias(name, a, create);
+  };
   auto change = co_await run_blocking(blocking_, std::move(work));
   if (!change) co_return error_response(change.error());
   const auto& saved = change->record->aliases.at(parsed->name);

@@ -121,11 +121,20 @@ Plan accept(Route route, uint64_t body_limit, std::string name = {}) {
 
 }  // namespace
 
-// Whether calls of `version` need a bearer token or a signature: when it or the active version
-// says "auth": "token", so that naming an older, open version never opens a protected function.
-bool needs_token(const registry::FunctionRecord& record, int version) {
-  const auto* v = record.find(version);
-  return record.active().config.auth == "token" || (v && v->config.auth == "token");
+bool needs_token(const registry::FunctionRecord& record, std::string_view qualifier) {
+  auto protected_version = [&](int number) {
+    const auto* v = record.find(number);
+    return v && v->config.auth == "token";
+  };
+  if (protected_version(record.active_version)) return true;
+  if (qualifier.empty() || qualifier == "$LATEST") return false;
+  if (qualifier.find_first_not_of("0123456789") == std::string_view::npos) {
+    // A version by number is not published: only its active version is open to everyone.
+    return qualifier != std::to_string(record.active_version);
+  }
+  auto alias = record.aliases.find(qualifier);
+  return alias != record.aliases.end() && (protected_version(alias->second.version) ||
+                                           protected_version(alias->second.canary_version));
 }
 
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target) {
@@ -188,7 +197,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
     auto target = record->resolve(qualifier, canary_draw());
     if (!target) return reject(error_response(target.error()));
-    if (needs_token(*record, target->version) && transport == Transport::kTcp) {
+    if (needs_token(*record, qualifier) && transport == Transport::kTcp) {
       auto it = header.find(http::field::authorization);
       const bool allowed =
           it != header.end() &&
@@ -201,7 +210,8 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       }
     }
     Plan p = accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
-    p.version = target->version;
+    // No qualifier: whichever version is active when the call runs.
+    p.version = target->qualifier.empty() ? 0 : target->version;
     p.qualifier = std::move(target->qualifier);
     return p;
   }
@@ -240,7 +250,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
     auto it = header.find(http::field::authorization);
     if (it == header.end()) {
-      if (needs_token(*record, resolved->version) && transport == Transport::kTcp) {
+      if (needs_token(*record, target->qualifier) && transport == Transport::kTcp) {
         return reject(lambda_error(
             http::status::forbidden, "MissingAuthenticationTokenException",
             "function " + target->name + " needs requests signed with one of its invoke keys"));
@@ -257,7 +267,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       }
     }
     Plan p = accept(kLambdaInvoke, options_.max_body_bytes, std::move(target->name));
-    p.version = resolved->version;
+    p.version = resolved->qualifier.empty() ? 0 : resolved->version;
     p.qualifier = std::move(resolved->qualifier);
     return p;
   }

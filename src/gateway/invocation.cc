@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <sys/random.h>
 
+#include <algorithm>
 #include <boost/url/decode_view.hpp>
 #include <boost/url/parse.hpp>
 #include <cmath>
@@ -72,11 +73,18 @@ std::string http_event(const Request& request, const TriggerContext& context) {
   const size_t question = target.find('?');
   const std::string_view raw_query =
       question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
-  // rawPath is what follows /fn/NAME[:QUALIFIER], as sent (percent-encoding kept).
-  std::string_view rest = target.substr(0, question).substr(4);
-  const size_t slash = rest.find('/');
-  const std::string raw_path =
-      slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  // rawPath is what follows /fn/NAME[:QUALIFIER], as sent (percent-encoding kept): the
+  // segments after the first two, as routing saw them.
+  std::string raw_path;
+  if (auto url = urls::parse_origin_form(target)) {
+    size_t index = 0;
+    for (auto segment : url->encoded_segments()) {
+      if (index++ < 2) continue;
+      raw_path.push_back('/');
+      raw_path.append(segment.data(), segment.size());
+    }
+  }
+  if (raw_path.empty()) raw_path = "/";
   std::string path;
   for (char c : urls::decode_view(urls::pct_string_view(raw_path))) path.push_back(c);
 
@@ -162,7 +170,28 @@ void set_timing(Response& res, const scheduler::InvokeOutcome& o, std::string_vi
   }
 }
 
-// Sets one header line of a shaped response, refusing what could split the response.
+// RFC 9110 §5.6.2: a field name is a token.
+bool is_token(std::string_view name) {
+  if (name.empty()) return false;
+  for (unsigned char c : name) {
+    if (std::isalnum(c) == 0 &&
+        std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) == std::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Fields that frame the message or concern this connection: Ember sets them, never a function.
+bool is_framing_field(std::string_view name) {
+  for (std::string_view f : {"connection", "content-length", "keep-alive", "transfer-encoding",
+                             "upgrade", "te", "trailer", "proxy-connection"}) {
+    if (boost::beast::iequals(name, f)) return true;
+  }
+  return false;
+}
+
+// Sets one header line of a shaped response, refusing what could split or reframe it.
 Status add_header(Response& res, std::string_view name, const json& value) {
   std::string text;
   if (value.is_string()) {
@@ -174,12 +203,13 @@ Status add_header(Response& res, std::string_view name, const json& value) {
         fmt::format("header {}: a value must be a string, number or boolean",
                     json(name).dump(-1, ' ', false, json::error_handler_t::replace)));
   }
-  if (name.empty() || name.find_first_of("\r\n: \t") != std::string_view::npos ||
-      text.find_first_of("\r\n") != std::string::npos) {
+  const auto control = [](unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; };
+  if (!is_token(name) || std::any_of(text.begin(), text.end(), control)) {
     return Error::invalid(
-        fmt::format("header {}: its name or value has a line break or colon",
+        fmt::format("header {}: a name must be a token and a value must hold no control character",
                     json(name).dump(-1, ' ', false, json::error_handler_t::replace)));
   }
+  if (is_framing_field(name)) return {};  // dropped, as function URLs do
   res.insert(name, text);
   return {};
 }

@@ -22,7 +22,7 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
   // The credential that opened a token-protected function (a key, or the admin token) is
   // Ember's, not the function's: it never reaches the function's code.
   if (trigger) {
-    if (auto record = registry_.get(plan.name); record && needs_token(*record, plan.version)) {
+    if (auto record = registry_.get(plan.name); record && needs_token(*record, plan.qualifier)) {
       request.erase(http::field::authorization);
     }
   }

@@ -113,6 +113,7 @@ Status apply_alias_body(const json& body, const registry::FunctionRecord& record
     if (!v.is_string()) return Error::invalid("a version is a string: \"3\" or \"$LATEST\"");
     const std::string text = v.get<std::string>();
     if (text == "$LATEST") return record.active_version;
+    if (text.empty()) return Error::invalid("a version is a number or \"$LATEST\"");
     auto target = record.resolve(text, 0);
     if (!target || text.find_first_not_of("0123456789") != std::string::npos) {
       return Error::not_found(
@@ -165,6 +166,23 @@ Status apply_alias_body(const json& body, const registry::FunctionRecord& record
 
 Response invalid(std::string_view message) {
   return lambda_error(http::status::bad_request, "InvalidParameterValueException", message);
+}
+
+// What a failed alias change answers, in Lambda's types.
+Response lambda_alias_error(const Error& e, const std::string& function, const std::string& alias) {
+  switch (e.code) {
+    case Errc::kNotFound:
+      return lambda_error(http::status::not_found, "ResourceNotFoundException", e.message);
+    case Errc::kConflict:
+      return lambda_error(
+          http::status::conflict, "ResourceConflictException",
+          fmt::format("Alias already exists: {}:{}", function_arn(function), alias));
+    case Errc::kInvalid:
+      return invalid(e.message);
+    default:
+      spdlog::error("api: [fn={}] alias {}: {}", function, alias, e.message);
+      return lambda_error(http::status::internal_server_error, "ServiceException", e.message);
+  }
 }
 
 // Ember's deploy overrides for a CreateFunction body, and its zip.
@@ -385,7 +403,7 @@ asio::awaitable<Response> Api::lambda_aliases(const Plan& plan, const Request& r
       return registry_.remove_alias(function, name);
     };
     auto change = co_await run_blocking(blocking_, std::move(work));
-    if (!change) co_return alias_not_found(name);
+    if (!change) co_return lambda_alias_error(change.error(), plan.name, name);
     Response res{http::status::no_content, 11};
     res.set(http::field::server, "ember");
     co_return res;
@@ -404,20 +422,11 @@ asio::awaitable<Response> Api::lambda_aliases(const Plan& plan, const Request& r
     }
     co_return invalid(st.error().message);
   }
-  if (method == http::verb::post && record->aliases.contains(alias.name)) {
-    co_return lambda_error(
-        http::status::conflict, "ResourceConflictException",
-        fmt::format("Alias already exists: {}:{}", function_arn(plan.name), alias.name));
-  }
-  auto work = [this, function = plan.name, alias] { return registry_.put_alias(function, alias); };
+  auto work = [this, function = plan.name, alias, create = method == http::verb::post] {
+    return registry_.put_alias(function, alias, create);
+  };
   auto change = co_await run_blocking(blocking_, std::move(work));
-  if (!change) {
-    if (change.error().code == Errc::kNotFound) {
-      co_return lambda_error(http::status::not_found, "ResourceNotFoundException",
-                             change.error().message);
-    }
-    co_return invalid(change.error().message);
-  }
+  if (!change) co_return lambda_alias_error(change.error(), plan.name, alias.name);
   co_return json_response(method == http::verb::post ? http::status::created : http::status::ok,
                           alias_configuration(plan.name, change->record->aliases.at(alias.name)));
 }

@@ -187,8 +187,12 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
   }
   res.set(http::field::server, "ember");
   res.set("x-amzn-RequestId", request_id);
-  res.set("X-Amz-Executed-Version",
-          std::to_string(outcome.version > 0 ? outcome.version : plan.version));
+  int executed = outcome.version > 0 ? outcome.version : plan.version;
+  if (executed == 0) {
+    auto record = registry_.get(plan.name);
+    executed = record ? record->active_version : 0;
+  }
+  res.set("X-Amz-Executed-Version", std::to_string(executed));
   if (tail && logs_) {
     bool truncated = false;
     std::string text;

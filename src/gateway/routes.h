@@ -61,9 +61,11 @@ Response lambda_error(http::status status, std::string_view type, std::string_vi
 // The answer to a request whose signature check failed (Api::check_signature's error).
 Response signature_refusal(const Error& error);
 
-// Whether calls of `version` need a bearer token or a signature: when it or the active version
-// says "auth": "token", so that naming an older, open version never opens a protected function.
-bool needs_token(const registry::FunctionRecord& record, int version);
+// Whether a call that names `qualifier` needs a bearer token or a signature: when the active
+// version says "auth": "token", or a version the call may run does (both of a canary alias),
+// or when it names a version other than the active one by number: aliases publish versions,
+// numbers do not.
+bool needs_token(const registry::FunctionRecord& record, std::string_view qualifier);
 
 // The query parameters of a request target, decoded, in order.
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target);

@@ -30,6 +30,12 @@ using std::chrono::milliseconds;
 
 namespace {
 
+// /healthz and /readyz: what a load balancer asks of a draining daemon.
+bool is_health_check(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  return target == "/healthz" || target == "/readyz";
+}
+
 constexpr size_t kFirstReadBytes = 4096;
 
 // Written straight into the socket of a connection over the cap: no session, no parsing.
@@ -265,6 +271,8 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
 
   beast::flat_buffer buffer;
   bool first_request = true;
+  // Accepted while draining: it is answered once, and only a health check is served.
+  const bool late = draining_;
   while (true) {
     // Idle between requests: wait for the first byte under the keep-alive timeout. Draining
     // closes connections in this state, but for one that has just arrived: it gets its one
@@ -350,6 +358,11 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     const bool body_pending = !header_parser.is_done();
     Plan plan = app_.plan(header, transport);
     first_request = false;
+    if (late && !plan.reject && !is_health_check(header.target())) {
+      plan.reject = error_response(http::status::service_unavailable, "unavailable",
+                                   "the daemon is stopping");
+      plan.reject->set(http::field::retry_after, "1");
+    }
     if (!plan.reject) {
       auto length = header_parser.content_length();
       if (length && *length > plan.body_limit) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "ember/common/clock.h"
@@ -97,16 +98,22 @@ json FunctionUsage::to_json(const Prices& prices) const {
     // Money is a decimal string rounded to 10 places (a ten-billionth of the currency unit),
     // as billing APIs write it, never a float such as 6.1875e-07; the total is the sum of the
     // rounded parts, so the figures add up.
-    const int64_t units[] = {std::llround(compute * 1e10), std::llround(requests * 1e10),
-                             std::llround(kv * 1e10)};
-    auto money = [](int64_t u) {
-      return fmt::format("{}{}.{:010d}", u < 0 ? "-" : "", std::abs(u) / 10'000'000'000,
-                         std::abs(u) % 10'000'000'000);
+    // Amounts are never negative; past 10^8 currency units a double has no ten places left,
+    // and the figure is written from it as it is.
+    constexpr double kUnits = 1e10, kExactBelow = 1e8;
+    auto units = [&](double amount) {
+      return std::llround(std::clamp(amount, 0.0, kExactBelow) * kUnits);
     };
-    j["cost"] = json{{"compute", money(units[0])},
-                     {"requests", money(units[1])},
-                     {"kv", money(units[2])},
-                     {"total", money(units[0] + units[1] + units[2])}};
+    auto money = [&](double amount, int64_t u) {
+      if (amount >= kExactBelow) return fmt::format("{:.10f}", amount);
+      return fmt::format("{}.{:010d}", u / 10'000'000'000, u % 10'000'000'000);
+    };
+    const int64_t parts[] = {units(compute), units(requests), units(kv)};
+    const double total = compute + requests + kv;
+    j["cost"] = json{{"compute", money(compute, parts[0])},
+                     {"requests", money(requests, parts[1])},
+                     {"kv", money(kv, parts[2])},
+                     {"total", money(total, parts[0] + parts[1] + parts[2])}};
   }
   return j;
 }

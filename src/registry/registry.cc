@@ -22,6 +22,7 @@ namespace {
 constexpr size_t kMaxManifestBytes = 64 * 1024;
 constexpr size_t kMaxRecordBytes = 4 << 20;
 constexpr std::string_view kRecordSuffix = ".json";
+constexpr size_t kMaxAliasDescription = 256;
 
 Result<FunctionConfig> load_manifest(const fs::path& bundle_root, const json& overrides) {
   json manifest = json::object();
@@ -62,7 +63,7 @@ Result<Alias> alias_from_json(const json& j, const std::string& prefix) {
   JsonFields f(j, prefix);
   f.string("name", a.name, 128);
   f.integer("version", a.version, 1, INT32_MAX);
-  f.string("description", a.description, 256);
+  f.string("description", a.description, kMaxAliasDescription);
   f.integer("updated_ms", a.updated_ms, 0, INT64_MAX);
   if (const json* canary = f.object("canary")) {
     JsonFields cf(*canary, f.path("canary"));
@@ -239,6 +240,8 @@ Status Registry::recover() {
       // the operator and do not guess.
       spdlog::error("registry: skipping function record {}: {}", e.path().string(),
                     record ? "name does not match the file name" : record.error().message);
+      // Its bundles may be the only copy of its code: none is deleted while it is there.
+      keep_bundles_ = true;
       continue;
     }
     table.emplace(name, std::make_shared<const FunctionRecord>(std::move(*record)));
@@ -262,6 +265,7 @@ Status Registry::recover() {
 }
 
 void Registry::collect_garbage() {
+  if (keep_bundles_) return;
   std::set<std::string> referenced;
   {
     std::lock_guard lock(table_mu_);
@@ -444,9 +448,13 @@ Result<Change> Registry::rollback(const std::string& name, int version) {
   return commit(name, previous, std::move(next));
 }
 
-Result<Change> Registry::put_alias(const std::string& function, Alias alias) {
+Result<Change> Registry::put_alias(const std::string& function, Alias alias, bool create_only) {
   if (auto st = validate_name(function); !st) return std::move(st).error();
   if (auto st = validate_alias_name(alias.name); !st) return std::move(st).error();
+  if (alias.description.size() > kMaxAliasDescription) {
+    return Error::invalid(fmt::format("description: at most {} bytes", kMaxAliasDescription),
+                          "description");
+  }
   if (alias.canary_version > 0) {
     if (!(alias.canary_weight > 0 && alias.canary_weight < 1)) {
       return Error::invalid("canary.weight: must be a share between 0 and 1, both excluded",
@@ -468,6 +476,10 @@ Result<Change> Registry::put_alias(const std::string& function, Alias alias) {
   }
   auto it = previous->aliases.find(alias.name);
   const bool created = it == previous->aliases.end();
+  if (!created && create_only) {
+    return Error::conflict(
+        fmt::format("function {} already has an alias {}", function, alias.name));
+  }
   alias.updated_ms = options_.clock->wall_ms();
   if (!created) {
     Alias same = alias;

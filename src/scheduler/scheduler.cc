@@ -70,10 +70,25 @@ Scheduler::~Scheduler() { *alive_ = false; }
 
 void Scheduler::start() { asio::co_spawn(io_, reaper(), log_exception); }
 
+template <class F>
+void Scheduler::for_each_pool_of(const std::string& function, F&& visit) const {
+  // A function's pools are next to each other in pools_: NAME, then NAME#VERSION ('#' sorts
+  // before every character a name may hold).
+  for (auto it = pools_.lower_bound(function); it != pools_.end(); ++it) {
+    const std::string& key = it->first;
+    if (key.size() < function.size() || key.compare(0, function.size(), function) != 0) break;
+    if (key.size() > function.size() && key[function.size()] != '#') break;
+    visit(*it->second);
+  }
+}
+
 Scheduler::Pool& Scheduler::pool_for(const std::string& function, int pinned) {
   std::string key = pinned > 0 ? fmt::format("{}#{}", function, pinned) : function;
   auto& slot = pools_[key];
-  if (!slot) slot = std::make_unique<Pool>(io_, std::move(key), function, pinned);
+  if (!slot) {
+    slot = std::make_unique<Pool>(io_, std::move(key), function, pinned);
+    if (pinned > 0) ++pinned_pools_;
+  }
   return *slot;
 }
 
@@ -130,6 +145,13 @@ void Scheduler::release(Pool& pool, const std::shared_ptr<Member>& m) {
     if (pool.record && m->version != pool.record->active_version) stop_member(pool, m);
   }
   dispatch_waiters(pool);
+  // An instance that went idle may give way to calls waiting for another version of the
+  // function at max_instances (ensure_starts).
+  if (pinned_pools_ > 0 && m->leased == 0 && pool.waiters.empty()) {
+    for_each_pool_of(pool.name, [&](Pool& other) {
+      if (&other != &pool && !other.waiters.empty()) ensure_starts(other);
+    });
+  }
 }
 
 void Scheduler::dispatch_waiters(Pool& pool) {
@@ -149,11 +171,31 @@ void Scheduler::ensure_starts(Pool& pool) {
   const auto& config = pool.record->active().config;
   const auto oldest_wait = pool.waiters.empty() ? std::chrono::nanoseconds(0)
                                                 : clock_.now() - pool.waiters.front()->queued_at;
+  // max_instances is the function's, whichever of its versions the instances run; idle
+  // instances of its other versions give way.
+  int elsewhere = 0;
+  std::vector<std::pair<Pool*, std::shared_ptr<Member>>> idle_elsewhere;
+  for_each_pool_of(pool.name, [&](Pool& other) {
+    if (&other == &pool) return;
+    for (const auto& m : other.members) {
+      if (m->stopping) continue;
+      ++elsewhere;
+      if (!m->starting && m->leased == 0) idle_elsewhere.emplace_back(&other, m);
+    }
+  });
+  const int room = config.max_instances - elsewhere;
+  const int max_instances = std::max(0, room + static_cast<int>(idle_elsewhere.size()));
   int n = starts_needed(
       pool.views(), pool.record->active_version,
-      StartInputs{static_cast<int>(pool.waiters.size()), config.max_instances, config.concurrency,
+      StartInputs{static_cast<int>(pool.waiters.size()), max_instances, config.concurrency,
                   options_.max_concurrent_starts, options_.eager_instances, oldest_wait,
                   pool.mean_call, pool.cold_start});
+  int live_here = 0;
+  for (const auto& m : pool.members) live_here += m->stopping ? 0 : 1;
+  const int over = n - std::max(0, room - live_here);
+  for (int i = 0; i < over && i < static_cast<int>(idle_elsewhere.size()); ++i) {
+    stop_member(*idle_elsewhere[i].first, idle_elsewhere[i].second);
+  }
   for (int i = 0; i < n; ++i) {
     if (!reserve_memory(pool, config.memory_mb)) break;
     asio::co_spawn(io_, start_instance(pool.key, pool.record, /*on_demand=*/true), log_exception);
@@ -336,6 +378,11 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     out.body = fmt::format("function {} has no version {}", function, request.version);
     co_return out;
   }
+  if (removing_.contains(function)) {
+    out.kind = InvokeOutcome::Kind::kUnavailable;
+    out.body = "the function is being removed";
+    co_return out;
+  }
   // The active version is served by the main pool, whichever way the caller named it.
   const int pinned = request.version == found->active_version ? 0 : request.version;
   Pool& pool = pool_for(function, pinned);
@@ -482,28 +529,33 @@ void Scheduler::on_deployed(const registry::RecordPtr& record) {
 }
 
 asio::awaitable<void> Scheduler::remove(const std::string& function, milliseconds deadline) {
+  // From here no call of the function gets a pool, so none is made while these drain. A second
+  // remove() of the same function leaves the work to the first.
+  if (!removing_.insert(function).second) co_return;
   std::vector<std::string> keys;
-  for (auto& [key, pool] : pools_) {
-    if (pool->name != function) continue;
-    keys.push_back(key);
-    pool->removing = true;
-    for (Waiter* w : pool->waiters) w->timer.cancel();
-    pool->waiters.clear();
-  }
-  if (keys.empty()) co_return;
+  for_each_pool_of(function, [&](Pool& pool) {
+    keys.push_back(pool.key);
+    pool.removing = true;
+    for (Waiter* w : pool.waiters) w->timer.cancel();
+    pool.waiters.clear();
+  });
+  // One deadline for all of them: calls in flight finish first, then instances are stopped.
+  const auto until = clock_.now() + deadline;
   for (const auto& key : keys) {
     auto it = pools_.find(key);
     if (it == pools_.end()) continue;
     Pool& pool = *it->second;
-    co_await pool.calls.wait_for(deadline);
+    co_await pool.calls.wait_for(std::max(Clock::duration(0), until - clock_.now()));
     for (const auto& m : std::vector(pool.members)) {
       stop_member(pool, m);
       if (pool.calls.size() > 0 && m->instance) m->instance->kill("its function was removed");
     }
     // Calls cut short by the kill above finish on the next turns of the loop.
     co_await pool.calls.wait();
+    if (pool.pinned > 0) --pinned_pools_;
     pools_.erase(key);
   }
+  removing_.erase(function);
   logs_.erase(function);
   sandbox_counts_.erase(function);
   factory_.forget(function);
@@ -545,6 +597,7 @@ void Scheduler::reap() {
     }
     // A pinned pool with nothing left in it goes; it comes back with the next call.
     if (pool.pinned > 0 && pool.members.empty() && pool.waiters.empty() && pool.calls.size() == 0) {
+      --pinned_pools_;
       it = pools_.erase(it);
     } else {
       ++it;
@@ -604,9 +657,8 @@ json Scheduler::sandbox_counts(const std::string& function) const {
 
 json Scheduler::instance_counts(const std::string& function) const {
   int starting = 0, idle = 0, busy = 0, stopping = 0;
-  for (const auto& [_, pool] : pools_) {
-    if (pool->name != function) continue;
-    for (const auto& m : pool->members) {
+  for_each_pool_of(function, [&](const Pool& pool) {
+    for (const auto& m : pool.members) {
       if (m->stopping) {
         ++stopping;
       } else if (m->starting) {
@@ -617,7 +669,7 @@ json Scheduler::instance_counts(const std::string& function) const {
         ++idle;
       }
     }
-  }
+  });
   return json{{"starting", starting}, {"idle", idle}, {"busy", busy}, {"stopping", stopping}};
 }
 

@@ -42,9 +42,10 @@ class VersionsE2E : public ::testing::Test {
     ASSERT_TRUE(r.status == 200 || r.status == 201) << r.body;
     ASSERT_EQ(r.json()["active_version"], expect_version) << r.body;
   }
-  HttpResponse invoke(const std::string& target) {
-    return http_request(daemon_.port(), "POST", target, "{}");
+  HttpResponse invoke(const std::string& target, const Headers& headers = {}) {
+    return http_request(daemon_.port(), "POST", target, "{}", headers);
   }
+  const Headers admin_{{"Authorization", std::string("Bearer ") + kTestToken}};
 
   TempDir tmp_;
   Daemon daemon_{tmp_.path() / "state"};
@@ -59,18 +60,22 @@ TEST_F(VersionsE2E, AVersionNamedByNumberRunsThatVersion) {
   EXPECT_EQ(active.header("x-ember-version"), "2");
   EXPECT_EQ(active.json()["arn"], "arn:aws:lambda:us-east-1:000000000000:function:f");
 
-  auto old = invoke("/v1/functions/f/invoke?version=1");
+  // A version by number is not published: it needs a token (the admin token or a key).
+  EXPECT_EQ(invoke("/v1/functions/f/invoke?version=1").status, 401);
+  EXPECT_EQ(http_request(daemon_.port(), "GET", "/fn/f:1/anything").status, 401);
+  EXPECT_EQ(invoke("/v1/functions/f/invoke?version=2").status, 200) << "the active one is open";
+  auto old = invoke("/v1/functions/f/invoke?version=1", admin_);
   ASSERT_EQ(old.status, 200) << old.body;
   EXPECT_EQ(old.json()["code"], "one");
   EXPECT_EQ(old.json()["version"], "1");
   EXPECT_EQ(old.header("x-ember-version"), "1");
   EXPECT_EQ(old.json()["arn"], "arn:aws:lambda:us-east-1:000000000000:function:f:1");
 
-  auto trigger = http_request(daemon_.port(), "GET", "/fn/f:1/anything");
+  auto trigger = http_request(daemon_.port(), "GET", "/fn/f:1/anything", "", admin_);
   ASSERT_EQ(trigger.status, 200) << trigger.body;
   EXPECT_EQ(trigger.json()["code"], "one");
 
-  auto missing = invoke("/v1/functions/f/invoke?version=7");
+  auto missing = invoke("/v1/functions/f/invoke?version=7", admin_);
   EXPECT_EQ(missing.status, 404);
   EXPECT_NE(missing.body.find("no version 7"), std::string::npos) << missing.body;
   // The active version is still what an unqualified call gets.
@@ -82,9 +87,21 @@ TEST_F(VersionsE2E, AnOlderOpenVersionDoesNotOpenAProtectedFunction) {
   deploy("f", "locked", 2, "token");
   EXPECT_EQ(invoke("/v1/functions/f/invoke?version=1").status, 401);
   EXPECT_EQ(http_request(daemon_.port(), "GET", "/fn/f:1/").status, 401);
-  auto with_token = http_request(daemon_.port(), "POST", "/v1/functions/f/invoke?version=1", "{}",
-                                 {{"Authorization", std::string("Bearer ") + kTestToken}});
+  auto with_token = invoke("/v1/functions/f/invoke?version=1", admin_);
   EXPECT_EQ(with_token.status, 200) << with_token.body;
+  // An alias publishes a version; one whose canary is protected needs a token on every call,
+  // not only on the share the canary draws.
+  deploy("f", "open again", 3, "none");
+  ASSERT_EQ(
+      daemon_.admin("POST", "/v1/functions/f/aliases", R"({"name": "pub", "version": 1})").status,
+      201);
+  EXPECT_EQ(invoke("/v1/functions/f/invoke?alias=pub").status, 200);
+  ASSERT_EQ(daemon_
+                .admin("PUT", "/v1/functions/f/aliases/pub",
+                       R"({"version": 1, "canary": {"version": 2, "weight": 0.01}})")
+                .status,
+            200);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(invoke("/v1/functions/f/invoke?alias=pub").status, 401);
 }
 
 TEST_F(VersionsE2E, AliasesRouteCallsAndSplitACanary) {
@@ -154,8 +171,11 @@ TEST_F(VersionsE2E, TheLambdaQualifierNamesAVersionOrAnAlias) {
   ASSERT_EQ(by_query.status, 200) << by_query.body;
   EXPECT_EQ(by_query.json()["code"], "one");
   EXPECT_EQ(by_query.header("x-amz-executed-version"), "1");
+  // A version by number needs a signature, as on Ember's routes (aws lambda invoke --qualifier
+  // signs; e2e_lambda_clients).
   auto by_name = invoke("/2015-03-31/functions/f%3A1/invocations");
-  EXPECT_EQ(by_name.json()["code"], "one");
+  EXPECT_EQ(by_name.status, 403);
+  EXPECT_EQ(by_name.header("x-amzn-errortype"), "MissingAuthenticationTokenException");
   auto latest = invoke(path + "?Qualifier=%24LATEST");
   EXPECT_EQ(latest.json()["code"], "two");
   EXPECT_EQ(latest.header("x-amz-executed-version"), "2");
@@ -264,6 +284,9 @@ TEST_F(VersionsE2E, ReadyzAnswers503WhileCallsDrain) {
   })) << ready.status
       << " " << ready.body;
   EXPECT_NE(ready.body.find("draining"), std::string::npos) << ready.body;
+  // Any other request on a new connection is turned away: the call would not get to finish.
+  auto late = invoke("/v1/functions/slow/invoke");
+  EXPECT_TRUE(late.status == 503 || late.status == 0) << late.status << " " << late.body;
   caller.join();
   EXPECT_EQ(slow.status, 200) << slow.body;
   EXPECT_EQ(slow.body, "\"done\"");

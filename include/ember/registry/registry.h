@@ -110,9 +110,9 @@ class Registry {
   Result<Change> patch(const std::string& name, const nlohmann::json& patch);
   Result<Change> rollback(const std::string& name, int version);
   Status remove(const std::string& name);
-  // Creates or replaces an alias; Change::created tells whether it is new. Its versions must
-  // exist.
-  Result<Change> put_alias(const std::string& function, Alias alias);
+  // Creates or replaces an alias (`create_only`: Errc::kConflict when it exists);
+  // Change::created tells whether it is new. Its versions must exist.
+  Result<Change> put_alias(const std::string& function, Alias alias, bool create_only = false);
   Result<Change> remove_alias(const std::string& function, std::string_view alias);
 
   RecordPtr get(const std::string& name) const;
@@ -135,6 +135,7 @@ class Registry {
   std::filesystem::path bundles_dir_;
   std::filesystem::path tmp_dir_;
 
+  bool keep_bundles_ = false;    // a damaged record was skipped: its bundles are never collected
   std::mutex write_mu_;          // serializes mutations; held across their disk I/O
   mutable std::mutex table_mu_;  // guards table_; held only to copy or swap pointers
   std::map<std::string, RecordPtr, std::less<>> table_;

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -140,6 +141,9 @@ class Scheduler {
   using Pool = FunctionPool;
 
   Pool& pool_for(const std::string& function, int pinned = 0);
+  // Calls `visit(Pool&)` for each pool of `function`: its main pool and its pinned ones.
+  template <class F>
+  void for_each_pool_of(const std::string& function, F&& visit) const;
   // Brings the pool's view of its function up to `record`; false when the version a pinned pool
   // serves is no longer there.
   bool refresh(Pool& pool, const registry::RecordPtr& record);
@@ -173,7 +177,9 @@ class Scheduler {
   registry::Registry& registry_;
   logs::LogStore& logs_;
   SchedulerOptions options_;
-  std::map<std::string, std::unique_ptr<Pool>> pools_;
+  std::map<std::string, std::unique_ptr<Pool>> pools_;  // by Pool::key
+  std::set<std::string, std::less<>> removing_;         // functions remove() is draining
+  size_t pinned_pools_ = 0;                             // pools of versions other than the active
   struct SandboxCounts {
     uint64_t oom_kills = 0, violations = 0, pids_limit_hits = 0;
   };

@@ -96,6 +96,12 @@ TEST(ParseJson, SyntaxErrorNamesThePlaceNotTheParser) {
   auto cut = parse_json("[1, 2", "body");
   ASSERT_FALSE(cut.ok());
   EXPECT_EQ(cut.error().message, "body is not valid JSON: it ends before the value does");
+  auto wide = parse_json("{\"é\": x}", "body");
+  EXPECT_EQ(wide.error().message, "body is not valid JSON: unexpected input at line 1, column 7");
+  // A number no double holds is refused, not thrown.
+  auto huge = parse_json("{\"timeout_ms\": 1e400}", "function.json");
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.error().message, "function.json has a number out of range");
 }
 
 TEST(Crypto, Sha256OfKnownInput) {

@@ -197,6 +197,22 @@ TEST_F(RegistryTest, DamagedRecordIsSkippedNotGuessed) {
   EXPECT_NE(reg->get("a"), nullptr);
   EXPECT_EQ(reg->get("b"), nullptr);
   EXPECT_TRUE(fs::exists(tmp_ / "state" / "functions" / "b.json")) << "kept for the operator";
+  // Its bundle may be the only copy of its code: no collection deletes it while it is there.
+  ASSERT_TRUE(deploy(*reg, "a", bundle_with("3")).ok());
+  EXPECT_EQ(count_entries(tmp_ / "state" / "bundles"), 3u);
+}
+
+TEST_F(RegistryTest, AnAliasDescriptionIsBoundedWhereItIsSaved) {
+  auto reg = open();
+  ASSERT_TRUE(deploy(*reg, "f", bundle_with("1")).ok());
+  Alias a{"live", 1};
+  a.description = std::string(257, 'd');
+  EXPECT_EQ(reg->put_alias("f", a).error().code, Errc::kInvalid);
+  a.description.pop_back();
+  ASSERT_TRUE(reg->put_alias("f", a).ok());
+  EXPECT_EQ(reg->put_alias("f", a, /*create_only=*/true).error().code, Errc::kConflict);
+  reg.reset();
+  EXPECT_EQ(open()->get("f")->aliases.at("live").description.size(), 256u);
 }
 
 TEST_F(RegistryTest, OldVersionsArePrunedButTheActiveOneStays) {

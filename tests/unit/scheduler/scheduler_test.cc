@@ -372,6 +372,56 @@ TEST_F(SchedulerTest, ACallForAnotherVersionRunsOnInstancesOfThatVersion) {
   ASSERT_TRUE(run_until([&] { return scheduler_->live_instances() == 0; }));
 }
 
+TEST_F(SchedulerTest, MaxInstancesCountsEveryVersionAndIdleOnesGiveWay) {
+  deploy("f", {{"max_instances", 1}});
+  deploy("f", {{"max_instances", 1}, {"memory_mb", 256}});  // version 2, active
+  start();
+  auto active = invoke("f");
+  ASSERT_TRUE(run_until(
+      [&] { return factory_.started().size() == 1 && factory_.started()[0]->unanswered() == 1; }));
+  auto old = invoke("f", "{}", 1, "1");
+  settle();
+  EXPECT_EQ(factory_.started().size(), 1u) << "the busy instance holds the function's one slot";
+  factory_.started()[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return active->has_value(); }));
+  // Idle now, it gives way to the call waiting for version 1.
+  ASSERT_TRUE(run_until(
+      [&] { return factory_.started().size() == 2 && factory_.started()[1]->unanswered() == 1; }));
+  EXPECT_TRUE(factory_.started()[0]->stopped());
+  EXPECT_EQ(factory_.started()[1]->version(), 1);
+  factory_.started()[1]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return old->has_value(); }));
+  EXPECT_EQ((*old)->kind, Kind::kOk);
+  EXPECT_EQ((*old)->version, 1);
+}
+
+TEST_F(SchedulerTest, RemoveStopsEveryVersionsInstancesAndRefusesNewCalls) {
+  deploy("f");
+  deploy("f", {{"memory_mb", 256}});
+  start();
+  auto old = invoke("f", "{}", 1, "1");
+  ASSERT_TRUE(run_until([&] { return factory_.started().size() == 1; }));
+  factory_.started()[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return old->has_value(); }));
+  auto active = invoke("f");  // in flight while the function is removed
+  ASSERT_TRUE(run_until(
+      [&] { return factory_.started().size() == 2 && factory_.started()[1]->unanswered() == 1; }));
+  bool removed = false;
+  asio::co_spawn(io_, scheduler_->remove("f", milliseconds(1000)),
+                 [&](std::exception_ptr) { removed = true; });
+  auto during = invoke("f", "{}", 1, "1");
+  ASSERT_TRUE(run_until([&] { return during->has_value(); }));
+  EXPECT_EQ((*during)->kind, Kind::kUnavailable) << "no pool is made for a function going away";
+  EXPECT_FALSE(removed);
+  factory_.started()[1]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return removed && active->has_value(); }));
+  EXPECT_EQ((*active)->kind, Kind::kOk);
+  EXPECT_TRUE(factory_.started()[0]->stopped());
+  EXPECT_TRUE(factory_.started()[1]->stopped());
+  EXPECT_EQ(factory_.started().size(), 2u);
+  EXPECT_EQ(scheduler_->live_instances(), 0u);
+}
+
 TEST_F(SchedulerTest, MinInstancesAreStartedAndNeverReaped) {
   deploy("f", {{"idle_timeout_s", 1}, {"min_instances", 2}});
   start();
