@@ -407,7 +407,8 @@ TEST_F(SchedulerTest, RemoveStopsEveryVersionsInstancesAndRefusesNewCalls) {
   ASSERT_TRUE(run_until(
       [&] { return factory_.started().size() == 2 && factory_.started()[1]->unanswered() == 1; }));
   bool removed = false;
-  asio::co_spawn(io_, scheduler_->remove("f", milliseconds(1000)),
+  const std::string name = "f";  // remove() reads it until it completes
+  asio::co_spawn(io_, scheduler_->remove(name, milliseconds(1000)),
                  [&](std::exception_ptr) { removed = true; });
   auto during = invoke("f", "{}", 1, "1");
   ASSERT_TRUE(run_until([&] { return during->has_value(); }));
