@@ -145,6 +145,29 @@ Status apply_config_json(std::string_view text, Config& c) {
     o.limits.namespace_quota_bytes = static_cast<uint64_t>(quota_mb) << 20;
     o.service.max_ops_per_call = static_cast<uint32_t>(ops);
   }
+  if (const json* ev = f.object("events")) {
+    JsonFields h(*ev, "events");
+    auto& o = c.events;
+    int64_t queued = static_cast<int64_t>(o.max_events);
+    int64_t per_function = static_cast<int64_t>(o.max_per_function);
+    int64_t queued_mb = static_cast<int64_t>(o.max_bytes >> 20);
+    int64_t retry_base = o.retry_base.count(), retry_max = o.retry_max.count();
+    int64_t keep = o.keep_finished.count();
+    h.integer("max_queued", queued, 1, 10'000'000);
+    h.integer("max_queued_per_function", per_function, 1, 10'000'000);
+    h.integer("max_queued_mb", queued_mb, 1, 1 << 20);
+    h.integer("max_in_flight", o.max_in_flight, 1, 10'000);
+    h.integer("retry_base_ms", retry_base, 1, 3'600'000);
+    h.integer("retry_max_ms", retry_max, 1, 86'400'000);
+    h.integer("keep_finished_s", keep, 60, 366 * 86'400);
+    if (auto st = h.finish(); !st) return st;
+    o.max_events = static_cast<size_t>(queued);
+    o.max_per_function = static_cast<size_t>(per_function);
+    o.max_bytes = static_cast<uint64_t>(queued_mb) << 20;
+    o.retry_base = std::chrono::milliseconds(retry_base);
+    o.retry_max = std::chrono::milliseconds(std::max(retry_base, retry_max));
+    o.keep_finished = std::chrono::seconds(keep);
+  }
   if (const json* logs = f.object("logs")) {
     JsonFields h(*logs, "logs");
     h.integer("bytes_per_function", c.log_bytes_per_function, 4096, int64_t{1} << 30);

@@ -26,6 +26,8 @@
 #include "ember/common/crypto.h"
 #include "ember/common/log.h"
 #include "ember/config/config.h"
+#include "ember/events/dispatcher.h"
+#include "ember/events/store.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
@@ -120,8 +122,11 @@ int cpu_count() {
 
 // A plain function rather than a lambda: a coroutine lambda's captures die with the closure,
 // which the signal handler destroys long before the drain ends.
-asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, scheduler::Scheduler& scheduler) {
+asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, events::Dispatcher& dispatcher,
+                                     scheduler::Scheduler& scheduler) {
   co_await server.drain();
+  // Events whose attempt is cut short stay stored as running and run again at the next start.
+  co_await dispatcher.stop(std::chrono::milliseconds(2000));
   co_await scheduler.shutdown();
 }
 
@@ -159,6 +164,7 @@ struct Reloader {
   scheduler::Scheduler& scheduler;
   runtime::ColdStartFactory& factory;
   gateway::Api& api;
+  events::Dispatcher& dispatcher;
   std::string file_token;  // the token read from the state directory, when none is configured
 
   void reload() {
@@ -182,6 +188,7 @@ struct Reloader {
     factory.set_options(std::move(interpreters));
     api.set_admin_token(next->admin_token.empty() ? file_token : next->admin_token);
     api.set_prices(next->metering.prices);
+    dispatcher.set_options(next->events);
     // Settings that need a restart keep their running values.
     config::Config kept = *next;
     kept.listen = current.listen;
@@ -284,6 +291,24 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   }
   api.set_keys(keys->get());
 
+  // Asynchronous invocations: resumed before the listeners open, so none waits on a request.
+  auto event_store = events::open_sqlite(reg.state_dir() / "events.db");
+  if (!event_store) {
+    spdlog::critical("events: {}", event_store.error().message);
+    return 1;
+  }
+  events::Dispatcher dispatcher(
+      io, **event_store, reg,
+      [&api](const events::Event& event, scheduler::InvokeRequest request) {
+        return api.run_event(event, std::move(request));
+      },
+      cfg.events);
+  if (auto st = dispatcher.start(); !st) {
+    spdlog::critical("events: {}", st.error().message);
+    return 1;
+  }
+  api.set_events(&dispatcher, event_store->get());
+
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {
     spdlog::critical("cannot listen: {}", endpoint.error().message);
@@ -306,8 +331,13 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   asio::co_spawn(io, report_to_service_manager(notifier, reg, scheduler, server),
                  log_escaped("service manager notifications"));
 
-  Reloader reloader{cl,      cfg, scheduler,
-                    factory, api, cfg.admin_token.empty() ? token : std::string()};
+  Reloader reloader{cl,
+                    cfg,
+                    scheduler,
+                    factory,
+                    api,
+                    dispatcher,
+                    cfg.admin_token.empty() ? token : std::string()};
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
@@ -333,7 +363,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
         hangup.cancel();
         signals.cancel();
         scheduler.kill_all("the spawner helper exited");
-        asio::co_spawn(io, drain_and_stop(server, scheduler),
+        asio::co_spawn(io, drain_and_stop(server, dispatcher, scheduler),
                        [&, log = log_escaped("drain")](std::exception_ptr e) {
                          log(e);
                          io.stop();
@@ -346,7 +376,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     hangup.cancel();
     helper_exit.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    asio::co_spawn(io, drain_and_stop(server, scheduler),
+    asio::co_spawn(io, drain_and_stop(server, dispatcher, scheduler),
                    [&, log = log_escaped("drain")](std::exception_ptr e) {
                      log(e);
                      spdlog::info("stopped");

@@ -5,6 +5,7 @@
 
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/url/parse.hpp>
+#include <charconv>
 
 #include "ember/gateway/auth.h"
 #include "ember/gateway/sigv4.h"
@@ -84,6 +85,14 @@ std::string_view route_name(int route) {
       return "lambda_alias";
     case kLambdaVersions:
       return "lambda_versions";
+    case kInvokeAsync:
+      return "invoke_async";
+    case kInvocation:
+      return "invocation";
+    case kDeadLetters:
+      return "dead_letters";
+    case kRedrive:
+      return "redrive";
   }
   return "none";
 }
@@ -137,6 +146,24 @@ bool needs_token(const registry::FunctionRecord& record, std::string_view qualif
                                            protected_version(alias->second.canary_version));
 }
 
+Result<PageQuery> page_query(std::string_view target, size_t fallback, size_t max) {
+  PageQuery page{fallback, {}};
+  for (const auto& [key, value] : query_params(target)) {
+    if (key == "limit") {
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), page.limit);
+      if (ec != std::errc() || end != value.data() + value.size() || page.limit < 1 ||
+          page.limit > max) {
+        return Error::invalid(fmt::format("limit: must be a number from 1 to {}", max), "limit");
+      }
+    } else if (key == "cursor") {
+      page.cursor = value;
+    } else {
+      return Error::invalid("unknown query parameter \"" + key + "\"", key);
+    }
+  }
+  return page;
+}
+
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target) {
   std::vector<std::pair<std::string, std::string>> out;
   auto url = urls::parse_origin_form(target);
@@ -177,6 +204,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
   if (is_invoke || is_trigger) {
     std::string_view segment = segments[is_invoke ? 2 : 1];
     std::string qualifier;
+    bool async = false;
     if (is_trigger) {
       // /fn/NAME:QUALIFIER/... runs a version or an alias.
       if (size_t colon = segment.find(':'); colon != std::string_view::npos) {
@@ -186,6 +214,11 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     } else {
       for (auto& [key, value] : query_params(header.target())) {
         if (key == "version" || key == "alias") qualifier = std::move(value);
+        if (key == "mode" && value != "sync" && value != "async") {
+          return reject(error_response(
+              Error::invalid("mode: must be sync or async, got \"" + value + "\"", "mode")));
+        }
+        async = async || (key == "mode" && value == "async");
       }
     }
     std::string name(segment);
@@ -209,7 +242,8 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
                                    "token"));
       }
     }
-    Plan p = accept(is_invoke ? kInvoke : kHttpTrigger, options_.max_body_bytes, std::move(name));
+    Plan p = accept(is_invoke ? (async ? kInvokeAsync : kInvoke) : kHttpTrigger,
+                    options_.max_body_bytes, std::move(name));
     // No qualifier: whichever version is active when the call runs.
     p.version = target->qualifier.empty() ? 0 : target->version;
     p.qualifier = std::move(target->qualifier);
@@ -357,6 +391,10 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
   }
 
+  if (segments.size() == 3 && segments[1] == "invocations") {
+    if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+    return accept(kInvocation, kSmallBodyBytes);
+  }
   if (segments.size() == 2 && segments[1] == "usage") {
     if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
     return accept(kUsage, kSmallBodyBytes);
@@ -417,6 +455,14 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       if (method != http::verb::delete_) return reject(method_not_allowed(method, "DELETE"));
       return accept(kKey, kSmallBodyBytes, std::move(name));
     }
+    if (segments.size() == 4 && segments[3] == "dead-letters") {
+      if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+      return accept(kDeadLetters, kSmallBodyBytes, std::move(name));
+    }
+    if (segments.size() == 5 && segments[3] == "dead-letters" && segments[4] == "redrive") {
+      if (method != http::verb::post) return reject(method_not_allowed(method, "POST"));
+      return accept(kRedrive, kSmallBodyBytes, std::move(name));
+    }
     if (segments.size() == 4 && segments[3] == "aliases") {
       if (method != http::verb::get && method != http::verb::post) {
         return reject(method_not_allowed(method, "GET, POST"));
@@ -474,6 +520,14 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
     case kInvoke:
     case kHttpTrigger:
       co_return co_await invoke(plan, std::move(request));
+    case kInvokeAsync: {
+      std::string payload = invoke_event(request.body());
+      co_return co_await send_event(plan, std::move(payload), "api", false);
+    }
+    case kInvocation:
+    case kDeadLetters:
+    case kRedrive:
+      co_return co_await event_routes(plan, request);
     case kLogs:
       co_return co_await logs(plan, request);
     case kDeploy:
@@ -593,6 +647,18 @@ Response Api::metrics() const {
     const kv::Stats kv = kv_->store().stats();
     state.kv_writes = kv.writes;
     state.kv_commits = kv.commits;
+  }
+  if (events_) {
+    const events::DispatcherStats e = events_->stats();
+    state.events_queued = e.queued;
+    state.events_running = e.running;
+    state.events_accepted = e.accepted;
+    state.events_refused = e.refused;
+    state.events_attempts = e.attempts;
+    state.events_retries = e.retries;
+    state.events_succeeded = e.succeeded;
+    state.events_failed = e.failed;
+    state.events_dead = e.dead;
   }
   if (server_) {
     state.open_connections = server_->connection_count();

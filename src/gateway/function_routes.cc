@@ -41,23 +41,10 @@ json Api::view(const registry::FunctionRecord& record) const {
 }
 
 Response Api::list_functions(const Request& request) const {
-  constexpr int kDefaultLimit = 100, kMaxLimit = 1000;
-  int limit = kDefaultLimit;
-  std::string cursor;
-  for (const auto& [key, value] : query_params(request.target())) {
-    if (key == "limit") {
-      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
-      if (ec != std::errc() || end != value.data() + value.size() || limit < 1 ||
-          limit > kMaxLimit) {
-        return error_response(Error::invalid(
-            fmt::format("limit: must be a number from 1 to {}", kMaxLimit), "limit"));
-      }
-    } else if (key == "cursor") {
-      cursor = value;
-    } else {
-      return error_response(Error::invalid("unknown query parameter \"" + key + "\"", key));
-    }
-  }
+  auto page_asked = page_query(request.target(), 100, 1000);
+  if (!page_asked) return error_response(page_asked.error());
+  const size_t limit = page_asked->limit;
+  const std::string& cursor = page_asked->cursor;
   // By name; the cursor is the last name of the page before, so deploys and deletes between
   // pages neither repeat nor skip the functions that stay.
   json list = json::array();
@@ -65,7 +52,7 @@ Response Api::list_functions(const Request& request) const {
   bool more = false;
   for (const auto& record : registry_.list()) {
     if (!cursor.empty() && record->name <= cursor) continue;
-    if (static_cast<int>(list.size()) == limit) {
+    if (list.size() == limit) {
       more = true;
       break;
     }
@@ -155,10 +142,14 @@ asio::awaitable<Response> Api::remove(const Plan& plan) {
   }
   // Calls in flight finish first; new ones are refused while the function drains.
   if (scheduler_) co_await scheduler_->remove(plan.name, options_.delete_drain);
+  // Its queued events go too: nothing is left to run them.
+  if (events_) events_->forget(plan.name);
   auto work = [this, name = plan.name] {
     Status removed = registry_.remove(name);
-    // Its keys go with it: a function deployed again under the name starts without keys.
+    // Its keys go with it: a function deployed again under the name starts without keys, or
+    // the events and dead letters of the one before.
     if (removed && keys_) removed = keys_->forget(name);
+    if (removed && event_store_) removed = event_store_->forget(name);
     return removed;
   };
   auto status = co_await run_blocking(blocking_, std::move(work));

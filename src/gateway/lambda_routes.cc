@@ -142,9 +142,9 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
                            "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun");
   }
   if (type == "Event") {
-    co_return lambda_error(http::status::bad_request, "InvalidParameterValueException",
-                           "InvocationType Event is not available yet: Ember runs calls "
-                           "synchronously (RequestResponse)");
+    // Lambda's asynchronous invocation: 202 once the event is durably queued.
+    std::string payload = invoke_event(request.body());
+    co_return co_await send_event(plan, std::move(payload), "lambda", true);
   }
   // The qualifier (NAME:QUALIFIER or ?Qualifier=) was resolved to a version when the request
   // was routed: plan.version, with plan.qualifier as the caller named it.

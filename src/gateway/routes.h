@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "ember/common/result.h"
 #include "ember/gateway/http.h"
 #include "ember/registry/registry.h"
 
@@ -45,6 +46,10 @@ enum Route : int {
   kLambdaAliases,
   kLambdaAlias,
   kLambdaVersions,
+  kInvokeAsync,
+  kInvocation,
+  kDeadLetters,
+  kRedrive,
 };
 
 // The function a Lambda API path names: NAME, NAME:QUALIFIER, the partial ARN
@@ -66,6 +71,14 @@ Response signature_refusal(const Error& error);
 // or when it names a version other than the active one by number: aliases publish versions,
 // numbers do not.
 bool needs_token(const registry::FunctionRecord& record, std::string_view qualifier);
+
+// ?limit=N&cursor=C of a paged list: `limit` from 1 to `max` (`fallback` when absent); any other
+// parameter is an error.
+struct PageQuery {
+  size_t limit = 0;
+  std::string cursor;
+};
+Result<PageQuery> page_query(std::string_view target, size_t fallback, size_t max);
 
 // The query parameters of a request target, decoded, in order.
 std::vector<std::pair<std::string, std::string>> query_params(std::string_view target);

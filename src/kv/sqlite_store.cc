@@ -1,5 +1,4 @@
 #include <fmt/format.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -12,11 +11,16 @@
 #include <thread>
 #include <unordered_map>
 
+#include "ember/common/batch_queue.h"
 #include "ember/kv/store.h"
+#include "ember/sqlite/sqlite.h"
 
 namespace ember::kv {
 
 namespace {
+
+using sqlite::Connection;
+using sqlite::Statement;
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS items (
@@ -38,68 +42,6 @@ CREATE TABLE IF NOT EXISTS namespaces (
 // Expired items are deleted a batch at a time after writes; until then reads skip them.
 constexpr int kSweepBatch = 256;
 
-Error db_error(sqlite3* db, std::string_view what) {
-  Error e = Error::system(what, "kv store", 0);
-  e.message = fmt::format("{} kv store: {}", what, sqlite3_errmsg(db));
-  return e;
-}
-
-// A connection and its prepared statements, each prepared once and kept.
-class Connection {
- public:
-  explicit Connection(sqlite3* db) : db_(db) {}
-  ~Connection() {
-    for (auto& [sql, stmt] : cache_) sqlite3_finalize(stmt);
-    sqlite3_close(db_);
-  }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
-  sqlite3* db() const { return db_; }
-  // The statement for `sql`, which must be a string literal (the cache keys on its address).
-  sqlite3_stmt* prepare(const char* sql) {
-    auto [it, added] = cache_.try_emplace(sql, nullptr);
-    if (added && sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &it->second,
-                                    nullptr) != SQLITE_OK) {
-      cache_.erase(it);
-      return nullptr;
-    }
-    return it->second;
-  }
-
- private:
-  sqlite3* db_;
-  std::unordered_map<const char*, sqlite3_stmt*> cache_;
-};
-
-// One use of a cached statement: bound, stepped, then reset and unbound by scope.
-class Statement {
- public:
-  Statement(Connection& c, const char* sql) : stmt_(c.prepare(sql)) {}
-  ~Statement() {
-    if (stmt_) {
-      sqlite3_reset(stmt_);
-      sqlite3_clear_bindings(stmt_);
-    }
-  }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  sqlite3_stmt* get() const { return stmt_; }
-  explicit operator bool() const { return stmt_ != nullptr; }
-  void text(int i, std::string_view s) {
-    sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-  }
-  void integer(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void null(int i) { sqlite3_bind_null(stmt_, i); }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
-std::string column_text(sqlite3_stmt* s, int i) {
-  const auto* t = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
-  return t ? std::string(t, static_cast<size_t>(sqlite3_column_bytes(s, i))) : std::string();
-}
-
 // The row of a key as stored, expired or not.
 struct Row {
   std::string value;
@@ -108,44 +50,17 @@ struct Row {
   bool live(int64_t now_ms) const { return !expires_ms || *expires_ms > now_ms; }
 };
 
-Status exec(sqlite3* db, const char* sql) {
-  char* message = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &message) != SQLITE_OK) {
-    Error e = Error::system("exec", "kv store", 0);
-    e.message = fmt::format("kv store: {}", message ? message : sqlite3_errmsg(db));
-    sqlite3_free(message);
-    return e;
-  }
-  return {};
-}
-
-Result<sqlite3*> open_connection(const std::filesystem::path& file) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(file.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                      nullptr) != SQLITE_OK) {
-    Error e = db_error(db, "open");
-    e.message += " (" + file.string() + ")";
-    sqlite3_close(db);
-    return e;
-  }
-  sqlite3_busy_timeout(db, 5000);
-  return db;
-}
-
 // The row of `key` as stored, expired or not.
 Result<std::optional<Row>> read_row(Connection& c, std::string_view ns, std::string_view key) {
   Statement q(c, "SELECT value, version, expires_ms FROM items WHERE ns = ? AND key = ?");
-  if (!q) return db_error(c.db(), "read");
+  if (!q) return c.error("read");
   q.text(1, ns);
   q.text(2, key);
-  int rc = sqlite3_step(q.get());
+  int rc = q.step();
   if (rc == SQLITE_DONE) return std::optional<Row>();
-  if (rc != SQLITE_ROW) return db_error(c.db(), "read");
-  Row r{column_text(q.get(), 0), static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1)),
-        std::nullopt};
-  if (sqlite3_column_type(q.get(), 2) != SQLITE_NULL)
-    r.expires_ms = sqlite3_column_int64(q.get(), 2);
+  if (rc != SQLITE_ROW) return c.error("read");
+  Row r{q.column_text(0), static_cast<uint64_t>(q.column_int(1)), std::nullopt};
+  if (!q.column_null(2)) r.expires_ms = q.column_int(2);
   return std::optional<Row>(std::move(r));
 }
 
@@ -156,57 +71,27 @@ struct Pending {
   Reply reply;
 };
 
-// A queue served by one thread, which takes everything queued at once as a batch.
-class Worker {
- public:
-  template <typename Serve>
-  void start(Serve serve) {
-    thread_ = std::thread([this, serve] {
-      while (true) {
-        std::vector<Pending> batch;
-        {
-          std::unique_lock lock(mu_);
-          cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-          if (queue_.empty()) return;  // stopping, and nothing left
-          batch.swap(queue_);
-        }
-        serve(batch);
-        for (Pending& p : batch) p.done(std::move(p.reply));
-      }
-    });
-  }
-  void push(Pending p) {
-    {
-      std::lock_guard lock(mu_);
-      queue_.push_back(std::move(p));
-    }
-    cv_.notify_one();
-  }
-  // Serves what is queued, then joins.
-  void stop() {
-    {
-      std::lock_guard lock(mu_);
-      stop_ = true;
-    }
-    cv_.notify_one();
-    if (thread_.joinable()) thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<Pending> queue_;
-  bool stop_ = false;
-  std::thread thread_;
-};
+// Hands every request of a served batch its reply.
+void reply_all(std::vector<Pending>& batch) {
+  for (Pending& p : batch) p.done(std::move(p.reply));
+}
 
 class SqliteStore final : public Store {
  public:
-  SqliteStore(sqlite3* writer, sqlite3* reader, sqlite3* other, Limits limits, const Clock& clock)
-      : w_(writer), r_(reader), used_(other), limits_(limits), clock_(clock) {
-    writer_.start([this](std::vector<Pending>& batch) { commit(batch); });
+  SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
+              std::unique_ptr<Connection> other, Limits limits, const Clock& clock)
+      : w_(std::move(writer)),
+        r_(std::move(reader)),
+        used_(std::move(other)),
+        limits_(limits),
+        clock_(clock) {
+    writer_.start([this](std::vector<Pending>& batch) {
+      commit(batch);
+      reply_all(batch);
+    });
     reader_.start([this](std::vector<Pending>& batch) {
       for (Pending& p : batch) p.reply = read(p.request);
+      reply_all(batch);
     });
   }
   ~SqliteStore() override {
@@ -221,20 +106,20 @@ class SqliteStore final : public Store {
       done(std::move(reply));
       return;
     }
-    Worker& to = is_write(request.op) ? writer_ : reader_;
+    BatchQueue<Pending>& to = is_write(request.op) ? writer_ : reader_;
     to.push(Pending{std::move(request), std::move(done), {}});
   }
 
   Result<uint64_t> used_bytes(std::string_view ns) override {
     if (auto st = check_namespace(ns); !st) return st.error();
     std::lock_guard lock(used_mu_);
-    Statement q(used_, "SELECT bytes FROM namespaces WHERE ns = ?");
-    if (!q) return db_error(used_.db(), "read");
+    Statement q(*used_, "SELECT bytes FROM namespaces WHERE ns = ?");
+    if (!q) return used_->error("read");
     q.text(1, ns);
-    int rc = sqlite3_step(q.get());
+    int rc = q.step();
     if (rc == SQLITE_DONE) return uint64_t{0};
-    if (rc != SQLITE_ROW) return db_error(used_.db(), "read");
-    return static_cast<uint64_t>(sqlite3_column_int64(q.get(), 0));
+    if (rc != SQLITE_ROW) return used_->error("read");
+    return static_cast<uint64_t>(q.column_int(0));
   }
 
   const Limits& limits() const override { return limits_; }
@@ -266,7 +151,7 @@ class SqliteStore final : public Store {
   }
 
   Result<std::optional<Item>> get_item(std::string_view ns, std::string_view key) {
-    auto found = read_row(r_, ns, key);
+    auto found = read_row(*r_, ns, key);
     if (!found) return found.error();
     if (!*found || !(*found)->live(clock_.wall_ms())) return std::optional<Item>();
     Row& r = **found;
@@ -278,13 +163,13 @@ class SqliteStore final : public Store {
     limit = std::clamp<size_t>(limit, 1, limits_.max_list);
     // Keys from max(prefix, after cursor) while they still start with the prefix; one more
     // than the page is read to tell whether another page follows.
-    Statement q(r_,
+    Statement q(*r_,
                 "SELECT key, value, version, expires_ms FROM items WHERE ns = ? AND key >= ? "
                 "AND key > ? AND (? = '' OR key < ?) "
                 "AND substr(CAST(key AS BLOB), 1, ?) = CAST(? AS BLOB) "
                 "AND (expires_ms IS NULL OR expires_ms > ?) "
                 "ORDER BY key LIMIT ?");
-    if (!q) return db_error(r_.db(), "list");
+    if (!q) return r_->error("list");
     // The first key past every key with the prefix (its last byte below 0xff, plus one), so
     // that the index range ends where the prefix does; empty when there is no such key.
     std::string past(prefix);
@@ -302,20 +187,20 @@ class SqliteStore final : public Store {
     Page page;
     size_t bytes = 0;
     int rc;
-    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+    while ((rc = q.step()) == SQLITE_ROW) {
       if (page.items.size() == limit || bytes > limits_.max_page_bytes) {
         page.cursor = page.items.back().key;
         break;
       }
-      Item item{column_text(q.get(), 0), column_text(q.get(), 1),
-                static_cast<uint64_t>(sqlite3_column_int64(q.get(), 2)), std::nullopt};
-      if (sqlite3_column_type(q.get(), 3) != SQLITE_NULL) {
-        item.expires_ms = sqlite3_column_int64(q.get(), 3);
+      Item item{q.column_text(0), q.column_text(1), static_cast<uint64_t>(q.column_int(2)),
+                std::nullopt};
+      if (!q.column_null(3)) {
+        item.expires_ms = q.column_int(3);
       }
       bytes += item.key.size() + item.value.size();
       page.items.push_back(std::move(item));
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return db_error(r_.db(), "list");
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return r_->error("list");
     return page;
   }
 
@@ -337,7 +222,7 @@ class SqliteStore final : public Store {
   void commit(std::vector<Pending>& batch) {
     const int64_t now_ms = clock_.wall_ms();
     Batch view;
-    Status committed = exec(w_.db(), "BEGIN IMMEDIATE");
+    Status committed = w_->exec("BEGIN IMMEDIATE");
     for (Pending& p : batch) {
       if (!committed) break;
       p.reply.status = apply(p.request, p.reply, now_ms, view);
@@ -347,9 +232,9 @@ class SqliteStore final : public Store {
     }
     if (committed) committed = write_back(view);
     if (committed) committed = sweep(now_ms);
-    if (committed) committed = exec(w_.db(), "COMMIT");
+    if (committed) committed = w_->exec("COMMIT");
     if (!committed) {
-      (void)exec(w_.db(), "ROLLBACK");  // fails only when there is no transaction left to undo
+      (void)w_->exec("ROLLBACK");  // fails only when there is no transaction left to undo
       for (Pending& p : batch) p.reply = Reply{committed};  // nothing of the batch is durable
     }
     std::lock_guard lock(stats_mu_);
@@ -362,7 +247,7 @@ class SqliteStore final : public Store {
     auto id = std::make_pair(std::string(ns), std::string(key));
     auto it = view.rows.find(id);
     if (it == view.rows.end()) {
-      auto stored = read_row(w_, ns, key);
+      auto stored = read_row(*w_, ns, key);
       if (!stored) return stored.error();
       it = view.rows.emplace(std::move(id), std::move(*stored)).first;
     }
@@ -372,16 +257,15 @@ class SqliteStore final : public Store {
   Result<Usage*> usage(Batch& view, std::string_view ns) {
     auto it = view.namespaces.find(ns);
     if (it == view.namespaces.end()) {
-      Statement q(w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
-      if (!q) return db_error(w_.db(), "read");
+      Statement q(*w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
+      if (!q) return w_->error("read");
       q.text(1, ns);
       Usage u;
-      int rc = sqlite3_step(q.get());
+      int rc = q.step();
       if (rc == SQLITE_ROW) {
-        u = Usage{sqlite3_column_int64(q.get(), 0),
-                  static_cast<uint64_t>(sqlite3_column_int64(q.get(), 1))};
+        u = Usage{q.column_int(0), static_cast<uint64_t>(q.column_int(1))};
       } else if (rc != SQLITE_DONE) {
-        return db_error(w_.db(), "read");
+        return w_->error("read");
       }
       it = view.namespaces.emplace(std::string(ns), u).first;
     }
@@ -394,11 +278,11 @@ class SqliteStore final : public Store {
       const std::optional<Row>& r = view.rows.find(id)->second;
       if (r) {
         Statement q(
-            w_,
+            *w_,
             "INSERT INTO items (ns, key, value, version, expires_ms) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
             "version = excluded.version, expires_ms = excluded.expires_ms");
-        if (!q) return db_error(w_.db(), "write");
+        if (!q) return w_->error("write");
         q.text(1, id.first);
         q.text(2, id.second);
         q.text(3, r->value);
@@ -408,36 +292,36 @@ class SqliteStore final : public Store {
         } else {
           q.null(5);
         }
-        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+        if (q.step() != SQLITE_DONE) return w_->error("write");
       } else {
-        Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
-        if (!q) return db_error(w_.db(), "delete");
+        Statement q(*w_, "DELETE FROM items WHERE ns = ? AND key = ?");
+        if (!q) return w_->error("delete");
         q.text(1, id.first);
         q.text(2, id.second);
-        if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "delete");
+        if (q.step() != SQLITE_DONE) return w_->error("delete");
       }
     }
     for (const auto& [ns, u] : view.namespaces) {
-      Statement q(w_,
+      Statement q(*w_,
                   "INSERT INTO namespaces (ns, bytes, version) VALUES (?, ?, ?) "
                   "ON CONFLICT (ns) DO UPDATE SET bytes = excluded.bytes, "
                   "version = excluded.version");
-      if (!q) return db_error(w_.db(), "write");
+      if (!q) return w_->error("write");
       q.text(1, ns);
       q.integer(2, u.bytes);
       q.integer(3, static_cast<int64_t>(u.version));
-      if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+      if (q.step() != SQLITE_DONE) return w_->error("write");
     }
     return {};
   }
 
   // Adds `delta` bytes to the namespace as stored, inside the current transaction.
   Status add_bytes(std::string_view ns, int64_t delta) {
-    Statement q(w_, "UPDATE namespaces SET bytes = bytes + ? WHERE ns = ?");
-    if (!q) return db_error(w_.db(), "write");
+    Statement q(*w_, "UPDATE namespaces SET bytes = bytes + ? WHERE ns = ?");
+    if (!q) return w_->error("write");
     q.integer(1, delta);
     q.text(2, ns);
-    if (sqlite3_step(q.get()) != SQLITE_DONE) return db_error(w_.db(), "write");
+    if (q.step() != SQLITE_DONE) return w_->error("write");
     return {};
   }
 
@@ -534,73 +418,65 @@ class SqliteStore final : public Store {
     };
     std::vector<Expired> expired;
     {
-      Statement q(w_,
+      Statement q(*w_,
                   "SELECT ns, key, length(CAST(value AS BLOB)) FROM items "
                   "WHERE expires_ms IS NOT NULL AND expires_ms <= ? LIMIT ?");
       if (!q) return {};
       q.integer(1, now_ms);
       q.integer(2, kSweepBatch);
-      while (sqlite3_step(q.get()) == SQLITE_ROW) {
-        std::string ns = column_text(q.get(), 0), key = column_text(q.get(), 1);
-        const int64_t bytes = static_cast<int64_t>(key.size()) + sqlite3_column_int64(q.get(), 2);
+      while (q.step() == SQLITE_ROW) {
+        std::string ns = q.column_text(0), key = q.column_text(1);
+        const int64_t bytes = static_cast<int64_t>(key.size()) + q.column_int(2);
         expired.push_back({std::move(ns), std::move(key), bytes});
       }
     }
     if (expired.empty()) return {};
-    if (auto st = exec(w_.db(), "SAVEPOINT sweep"); !st) return st;
+    if (auto st = w_->exec("SAVEPOINT sweep"); !st) return st;
     bool ok = true;
     for (const auto& e : expired) {
-      Statement q(w_, "DELETE FROM items WHERE ns = ? AND key = ?");
+      Statement q(*w_, "DELETE FROM items WHERE ns = ? AND key = ?");
       ok = static_cast<bool>(q);
       if (!ok) break;
       q.text(1, e.ns);
       q.text(2, e.key);
-      ok = sqlite3_step(q.get()) == SQLITE_DONE;
+      ok = q.step() == SQLITE_DONE;
       if (ok) ok = add_bytes(e.ns, -e.bytes).ok();
       if (!ok) break;
     }
     if (!ok) {
-      if (auto st = exec(w_.db(), "ROLLBACK TO sweep"); !st) return st;
+      if (auto st = w_->exec("ROLLBACK TO sweep"); !st) return st;
     }
-    return exec(w_.db(), "RELEASE sweep");
+    return w_->exec("RELEASE sweep");
   }
 
-  Connection w_;  // the committing thread's
-  Connection r_;  // the reading thread's (WAL: reads never wait for a commit)
+  std::unique_ptr<Connection> w_;  // the committing thread's
+  std::unique_ptr<Connection> r_;  // the reading thread's (WAL: reads never wait for a commit)
   std::mutex used_mu_;
-  Connection used_;  // used_bytes() callers', under used_mu_
+  std::unique_ptr<Connection> used_;  // used_bytes() callers', under used_mu_
   Limits limits_;
   const Clock& clock_;
   mutable std::mutex stats_mu_;
   Stats stats_;
-  Worker writer_;
-  Worker reader_;
+  BatchQueue<Pending> writer_;
+  BatchQueue<Pending> reader_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<Store>> open_sqlite(const SqliteOptions& options) {
-  auto writer = open_connection(options.file);
+  // Each connection is in WAL mode, so a commit is one append to the log and readers never wait
+  // for it, with synchronous=FULL: each commit is fsynced before the writes in it are
+  // acknowledged, so they survive kill -9 and power loss.
+  constexpr const char* kName = "kv store";
+  auto writer = Connection::open(options.file, kName);
   if (!writer) return writer.error();
-  // WAL: a commit is one append to the log, and readers never wait for it. FULL: each commit
-  // is fsynced before the writes in it are acknowledged, so they survive kill -9 and power loss.
-  Status st = exec(*writer, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;");
-  if (st) st = exec(*writer, kSchema);
-  if (!st) {
-    sqlite3_close(*writer);
-    return st.error();
-  }
-  sqlite3* readers[2] = {nullptr, nullptr};
-  for (sqlite3*& reader : readers) {
-    auto opened = open_connection(options.file);
-    if (!opened) {
-      for (sqlite3* db : {*writer, readers[0]}) sqlite3_close(db);
-      return opened.error();
-    }
-    reader = *opened;
-  }
-  return std::unique_ptr<Store>(
-      new SqliteStore(*writer, readers[0], readers[1], options.limits, *options.clock));
+  if (auto st = (*writer)->exec(kSchema); !st) return st.error();
+  auto reader = Connection::open(options.file, kName);
+  if (!reader) return reader.error();
+  auto other = Connection::open(options.file, kName);
+  if (!other) return other.error();
+  return std::unique_ptr<Store>(new SqliteStore(std::move(*writer), std::move(*reader),
+                                                std::move(*other), options.limits, *options.clock));
 }
 
 }  // namespace ember::kv

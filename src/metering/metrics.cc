@@ -190,6 +190,25 @@ std::string Metrics::render(const DaemonState& state) const {
   counter("ember_kv_commits_total",
           "Durable commits of the key-value store; writes per commit is the group commit's gain.",
           static_cast<double>(state.kv_commits));
+  auto& events = pm::BuildGauge()
+                     .Name("ember_events")
+                     .Help("Asynchronous events held, by state.")
+                     .Register(now);
+  events.Add({{"state", "queued"}}).Set(static_cast<double>(state.events_queued));
+  events.Add({{"state", "running"}}).Set(static_cast<double>(state.events_running));
+  auto& outcomes = pm::BuildCounter()
+                       .Name("ember_events_total")
+                       .Help(
+                           "Asynchronous events since start: accepted, refused (queue full), "
+                           "attempts, retries, and how they ended.")
+                       .Register(now);
+  for (const auto& [what, n] :
+       {std::pair{"accepted", state.events_accepted}, std::pair{"refused", state.events_refused},
+        std::pair{"attempt", state.events_attempts}, std::pair{"retry", state.events_retries},
+        std::pair{"succeeded", state.events_succeeded}, std::pair{"failed", state.events_failed},
+        std::pair{"dead", state.events_dead}}) {
+    outcomes.Add({{"event", what}}).Increment(static_cast<double>(n));
+  }
   gauge("ember_http_connections", "Open HTTP connections.",
         static_cast<double>(state.open_connections));
   counter("ember_http_connections_total", "HTTP connections accepted.",

@@ -1,12 +1,12 @@
 #include "ember/metering/usage.h"
 
 #include <spdlog/spdlog.h>
-#include <sqlite3.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "ember/common/clock.h"
+#include "ember/sqlite/sqlite.h"
 
 namespace ember::metering {
 
@@ -120,26 +120,6 @@ json FunctionUsage::to_json(const Prices& prices) const {
 
 namespace {
 
-Error db_error(sqlite3* db, std::string_view what) {
-  Error e = Error::system(what, "usage database", 0);
-  e.message = fmt::format("{} usage database: {}", what, sqlite3_errmsg(db));
-  return e;
-}
-
-// A prepared statement, finalized when it goes out of scope.
-class Statement {
- public:
-  Statement(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr); }
-  ~Statement() { sqlite3_finalize(stmt_); }
-  Statement(const Statement&) = delete;
-  Statement& operator=(const Statement&) = delete;
-  sqlite3_stmt* get() const { return stmt_; }
-  explicit operator bool() const { return stmt_ != nullptr; }
-
- private:
-  sqlite3_stmt* stmt_ = nullptr;
-};
-
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS usage (
   time_ms INTEGER NOT NULL,
@@ -165,63 +145,33 @@ constexpr const char* kAddKvColumns =
     "ALTER TABLE usage ADD COLUMN kv_reads INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE usage ADD COLUMN kv_writes INTEGER NOT NULL DEFAULT 0;";
 
-bool has_column(sqlite3* db, const char* table, std::string_view column) {
-  sqlite3_stmt* q = nullptr;
-  const std::string sql = fmt::format("PRAGMA table_info({})", table);
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr) != SQLITE_OK) return false;
-  bool found = false;
-  while (!found && sqlite3_step(q) == SQLITE_ROW) {
-    const unsigned char* name = sqlite3_column_text(q, 1);
-    found = name && column == reinterpret_cast<const char*>(name);
-  }
-  sqlite3_finalize(q);
-  return found;
-}
-
-std::string text_column(sqlite3_stmt* s, int i) {
-  const unsigned char* t = sqlite3_column_text(s, i);
-  return t ? reinterpret_cast<const char*>(t) : "";
-}
-
 }  // namespace
 
 Result<std::unique_ptr<UsageStore>> UsageStore::open(const std::filesystem::path& file,
                                                      std::chrono::milliseconds flush_interval,
                                                      int retention_days) {
-  sqlite3* db = nullptr;
-  if (sqlite3_open_v2(file.c_str(), &db,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                      nullptr) != SQLITE_OK) {
-    Error e = db_error(db, "open");
+  // WAL with synchronous=FULL (as every sqlite::Connection): each commit is fsynced, which
+  // costs one fsync per flush interval, so records survive a power loss too, not just a crash.
+  auto db = sqlite::Connection::open(file, "usage database");
+  if (!db) return db.error();
+  sqlite::Connection& c = **db;
+  Status st = c.exec(kSchema);
+  if (st && !c.has_column("usage", "kv_reads")) st = c.exec(kAddKvColumns);
+  if (!st) {
+    Error e = c.error("create");
     e.message += " (" + file.string() + ")";
-    sqlite3_close(db);
     return e;
   }
-  sqlite3_busy_timeout(db, 5000);
-  // WAL: a commit is one append to the log. FULL: each commit is fsynced, which costs one
-  // fsync per flush interval, so records survive a power loss too, not just a crash.
-  const char* setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;";
-  char* message = nullptr;
-  if (sqlite3_exec(db, setup, nullptr, nullptr, &message) != SQLITE_OK ||
-      sqlite3_exec(db, kSchema, nullptr, nullptr, &message) != SQLITE_OK ||
-      (!has_column(db, "usage", "kv_reads") &&
-       sqlite3_exec(db, kAddKvColumns, nullptr, nullptr, &message) != SQLITE_OK)) {
-    Error e = Error::system("create", "usage database", 0);
-    e.message = fmt::format("create usage database {}: {}", file.string(),
-                            message ? message : sqlite3_errmsg(db));
-    sqlite3_free(message);
-    sqlite3_close(db);
-    return e;
-  }
-  std::unique_ptr<UsageStore> store(new UsageStore(db, flush_interval, retention_days));
+  std::unique_ptr<UsageStore> store(new UsageStore(std::move(*db), flush_interval, retention_days));
   if (auto pruned = store->prune(system_clock().wall_ms()); pruned && *pruned > 0) {
     spdlog::info("metering: removed {} usage records older than {} days", *pruned, retention_days);
   }
   return store;
 }
 
-UsageStore::UsageStore(sqlite3* db, std::chrono::milliseconds flush_interval, int retention_days)
-    : db_(db), flush_interval_(flush_interval), retention_days_(retention_days) {
+UsageStore::UsageStore(std::unique_ptr<sqlite::Connection> db,
+                       std::chrono::milliseconds flush_interval, int retention_days)
+    : db_(std::move(db)), flush_interval_(flush_interval), retention_days_(retention_days) {
   writer_ = std::thread([this] { writer(); });
 }
 
@@ -233,7 +183,6 @@ UsageStore::~UsageStore() {
   wake_.notify_one();
   writer_.join();
   if (auto s = flush(); !s) spdlog::error("metering: {}", s.error().message);
-  sqlite3_close(db_);
 }
 
 void UsageStore::append(UsageRecord record) {
@@ -255,39 +204,36 @@ Status UsageStore::flush() {
 
 Status UsageStore::write(std::vector<UsageRecord>& batch) {
   if (batch.empty()) return {};
-  if (sqlite3_exec(db_, "BEGIN", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return db_error(db_, "begin a write to the");
-  }
-  Statement insert(db_,
-                   "INSERT INTO usage (time_ms, function, version, request_id, cold, outcome,"
-                   " queue_us, init_us, duration_us, billed_ms, memory_mb, peak_memory_bytes,"
-                   " kv_reads, kv_writes)"
-                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
+  if (!db_->exec("BEGIN")) return db_->error("begin a write to the");
+  sqlite::Statement insert(
+      *db_,
+      "INSERT INTO usage (time_ms, function, version, request_id, cold, outcome,"
+      " queue_us, init_us, duration_us, billed_ms, memory_mb, peak_memory_bytes,"
+      " kv_reads, kv_writes)"
+      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
   if (!insert) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return db_error(db_, "prepare an insert into the");
+    Error e = db_->error("prepare an insert into the");
+    (void)db_->exec("ROLLBACK");
+    return e;
   }
-  sqlite3_stmt* s = insert.get();
   for (const auto& r : batch) {
-    sqlite3_bind_int64(s, 1, r.time_ms);
-    sqlite3_bind_text(s, 2, r.function.data(), static_cast<int>(r.function.size()), SQLITE_STATIC);
-    sqlite3_bind_int(s, 3, r.version);
-    sqlite3_bind_text(s, 4, r.request_id.data(), static_cast<int>(r.request_id.size()),
-                      SQLITE_STATIC);
-    sqlite3_bind_int(s, 5, r.cold ? 1 : 0);
-    const std::string_view outcome = outcome_name(r.outcome);
-    sqlite3_bind_text(s, 6, outcome.data(), static_cast<int>(outcome.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(s, 7, r.queue_us);
-    sqlite3_bind_int64(s, 8, r.init_us);
-    sqlite3_bind_int64(s, 9, r.duration_us);
-    sqlite3_bind_int64(s, 10, r.billed_ms);
-    sqlite3_bind_int(s, 11, r.memory_mb);
-    sqlite3_bind_int64(s, 12, static_cast<int64_t>(r.peak_memory_bytes));
-    sqlite3_bind_int64(s, 13, r.kv_reads);
-    sqlite3_bind_int64(s, 14, r.kv_writes);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      Error e = db_error(db_, "insert into the");
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    insert.integer(1, r.time_ms);
+    insert.text(2, r.function);
+    insert.integer(3, r.version);
+    insert.text(4, r.request_id);
+    insert.integer(5, r.cold ? 1 : 0);
+    insert.text(6, outcome_name(r.outcome));
+    insert.integer(7, r.queue_us);
+    insert.integer(8, r.init_us);
+    insert.integer(9, r.duration_us);
+    insert.integer(10, r.billed_ms);
+    insert.integer(11, r.memory_mb);
+    insert.integer(12, static_cast<int64_t>(r.peak_memory_bytes));
+    insert.integer(13, r.kv_reads);
+    insert.integer(14, r.kv_writes);
+    if (insert.step() != SQLITE_DONE) {
+      Error e = db_->error("insert into the");
+      (void)db_->exec("ROLLBACK");
       // Kept for the next attempt: a full disk may clear.
       std::lock_guard lock(buffer_mutex_);
       buffer_.insert(buffer_.begin(), std::make_move_iterator(batch.begin()),
@@ -295,11 +241,11 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
       batch.clear();
       return e;
     }
-    sqlite3_reset(s);
+    insert.reset();
   }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    Error e = db_error(db_, "commit to the");
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  if (!db_->exec("COMMIT")) {
+    Error e = db_->error("commit to the");
+    (void)db_->exec("ROLLBACK");
     return e;
   }
   batch.clear();
@@ -326,36 +272,37 @@ Result<std::vector<FunctionUsage>> UsageStore::totals(int64_t from_ms, int64_t t
                                                       const std::string& function) {
   if (auto s = flush(); !s) return s.error();
   std::lock_guard lock(db_mutex_);
-  Statement q(db_,
-              "SELECT function,"
-              " SUM(outcome <> 'throttled'),"
-              " SUM(outcome IN ('error', 'timeout', 'crash', 'oom')),"
-              " SUM(outcome = 'throttled'),"
-              " SUM(cold), SUM(duration_us), SUM(billed_ms), SUM(billed_ms * memory_mb),"
-              " SUM(kv_reads), SUM(kv_writes)"
-              " FROM usage WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 = '' OR function = ?3)"
-              " GROUP BY function ORDER BY function");
-  if (!q) return db_error(db_, "query the");
-  sqlite3_bind_int64(q.get(), 1, from_ms);
-  sqlite3_bind_int64(q.get(), 2, to_ms);
-  sqlite3_bind_text(q.get(), 3, function.data(), static_cast<int>(function.size()), SQLITE_STATIC);
+  sqlite::Statement q(
+      *db_,
+      "SELECT function,"
+      " SUM(outcome <> 'throttled'),"
+      " SUM(outcome IN ('error', 'timeout', 'crash', 'oom')),"
+      " SUM(outcome = 'throttled'),"
+      " SUM(cold), SUM(duration_us), SUM(billed_ms), SUM(billed_ms * memory_mb),"
+      " SUM(kv_reads), SUM(kv_writes)"
+      " FROM usage WHERE time_ms >= ?1 AND time_ms < ?2 AND (?3 = '' OR function = ?3)"
+      " GROUP BY function ORDER BY function");
+  if (!q) return db_->error("query the");
+  q.integer(1, from_ms);
+  q.integer(2, to_ms);
+  q.text(3, function);
   std::vector<FunctionUsage> out;
   int rc;
-  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
+  while ((rc = q.step()) == SQLITE_ROW) {
     FunctionUsage u;
-    u.function = text_column(q.get(), 0);
-    u.invocations = sqlite3_column_int64(q.get(), 1);
-    u.errors = sqlite3_column_int64(q.get(), 2);
-    u.throttles = sqlite3_column_int64(q.get(), 3);
-    u.cold_starts = sqlite3_column_int64(q.get(), 4);
-    u.duration_us = sqlite3_column_int64(q.get(), 5);
-    u.billed_ms = sqlite3_column_int64(q.get(), 6);
-    u.mb_ms = sqlite3_column_int64(q.get(), 7);
-    u.kv_reads = sqlite3_column_int64(q.get(), 8);
-    u.kv_writes = sqlite3_column_int64(q.get(), 9);
+    u.function = q.column_text(0);
+    u.invocations = q.column_int(1);
+    u.errors = q.column_int(2);
+    u.throttles = q.column_int(3);
+    u.cold_starts = q.column_int(4);
+    u.duration_us = q.column_int(5);
+    u.billed_ms = q.column_int(6);
+    u.mb_ms = q.column_int(7);
+    u.kv_reads = q.column_int(8);
+    u.kv_writes = q.column_int(9);
     out.push_back(std::move(u));
   }
-  if (rc != SQLITE_DONE) return db_error(db_, "read the");
+  if (rc != SQLITE_DONE) return db_->error("read the");
   return out;
 }
 
@@ -363,51 +310,50 @@ Result<std::vector<UsageRecord>> UsageStore::records(const std::string& function
                                                      int64_t to_ms, int limit) {
   if (auto s = flush(); !s) return s.error();
   std::lock_guard lock(db_mutex_);
-  Statement q(
-      db_,
+  sqlite::Statement q(
+      *db_,
       "SELECT time_ms, function, version, request_id, cold, outcome, queue_us, init_us,"
       " duration_us, billed_ms, memory_mb, peak_memory_bytes, kv_reads, kv_writes FROM usage"
       " WHERE function = ?1 AND time_ms >= ?2 AND time_ms < ?3"
       " ORDER BY time_ms DESC, rowid DESC LIMIT ?4");
-  if (!q) return db_error(db_, "query the");
-  sqlite3_bind_text(q.get(), 1, function.data(), static_cast<int>(function.size()), SQLITE_STATIC);
-  sqlite3_bind_int64(q.get(), 2, from_ms);
-  sqlite3_bind_int64(q.get(), 3, to_ms);
-  sqlite3_bind_int(q.get(), 4, limit);
+  if (!q) return db_->error("query the");
+  q.text(1, function);
+  q.integer(2, from_ms);
+  q.integer(3, to_ms);
+  q.integer(4, limit);
   std::vector<UsageRecord> out;
   int rc;
-  while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) {
-    sqlite3_stmt* s = q.get();
+  while ((rc = q.step()) == SQLITE_ROW) {
     UsageRecord r;
-    r.time_ms = sqlite3_column_int64(s, 0);
-    r.function = text_column(s, 1);
-    r.version = sqlite3_column_int(s, 2);
-    r.request_id = text_column(s, 3);
-    r.cold = sqlite3_column_int(s, 4) != 0;
+    r.time_ms = q.column_int(0);
+    r.function = q.column_text(1);
+    r.version = static_cast<int>(q.column_int(2));
+    r.request_id = q.column_text(3);
+    r.cold = q.column_int(4) != 0;
     // Written by this code from outcome_name(); anything else in the column reads as a crash.
-    r.outcome = parse_outcome(text_column(s, 5)).value_or(Outcome::kCrash);
-    r.queue_us = sqlite3_column_int64(s, 6);
-    r.init_us = sqlite3_column_int64(s, 7);
-    r.duration_us = sqlite3_column_int64(s, 8);
-    r.billed_ms = sqlite3_column_int64(s, 9);
-    r.memory_mb = sqlite3_column_int(s, 10);
-    r.peak_memory_bytes = static_cast<uint64_t>(sqlite3_column_int64(s, 11));
-    r.kv_reads = sqlite3_column_int64(s, 12);
-    r.kv_writes = sqlite3_column_int64(s, 13);
+    r.outcome = parse_outcome(q.column_text(5)).value_or(Outcome::kCrash);
+    r.queue_us = q.column_int(6);
+    r.init_us = q.column_int(7);
+    r.duration_us = q.column_int(8);
+    r.billed_ms = q.column_int(9);
+    r.memory_mb = static_cast<int>(q.column_int(10));
+    r.peak_memory_bytes = static_cast<uint64_t>(q.column_int(11));
+    r.kv_reads = q.column_int(12);
+    r.kv_writes = q.column_int(13);
     out.push_back(std::move(r));
   }
-  if (rc != SQLITE_DONE) return db_error(db_, "read the");
+  if (rc != SQLITE_DONE) return db_->error("read the");
   return out;
 }
 
 Result<int64_t> UsageStore::prune(int64_t now_ms) {
   if (retention_days_ <= 0) return int64_t{0};
   std::lock_guard lock(db_mutex_);
-  Statement d(db_, "DELETE FROM usage WHERE time_ms < ?1");
-  if (!d) return db_error(db_, "prune the");
-  sqlite3_bind_int64(d.get(), 1, now_ms - int64_t{retention_days_} * 86'400'000);
-  if (sqlite3_step(d.get()) != SQLITE_DONE) return db_error(db_, "prune the");
-  return static_cast<int64_t>(sqlite3_changes(db_));
+  sqlite::Statement d(*db_, "DELETE FROM usage WHERE time_ms < ?1");
+  if (!d) return db_->error("prune the");
+  d.integer(1, now_ms - int64_t{retention_days_} * 86'400'000);
+  if (d.step() != SQLITE_DONE) return db_->error("prune the");
+  return db_->changes();
 }
 
 }  // namespace ember::metering

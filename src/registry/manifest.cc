@@ -130,7 +130,23 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   f.one_of("network", c.network, {"none", "host"});
   f.one_of("auth", c.auth, {"none", "token"});
   const json* kv = f.object("kv");
+  const json* async = f.object("async");
   if (auto st = f.finish(); !st) return st;
+  if (async) {
+    JsonFields a(*async, "async");
+    a.integer("retries", c.async_retries, 0, 10);
+    a.integer("max_age_s", c.async_max_age_s, 60, 21600);
+    a.string("on_failure", c.async_on_failure, 80);
+    if (auto st = a.finish(); !st) return st;
+    const std::string_view target = c.async_on_failure;
+    if (target != "dlq" &&
+        !(target.starts_with("function:") && validate_name(target.substr(9)).ok())) {
+      return Error::invalid(
+          fmt::format("async.on_failure: must be \"dlq\" or \"function:NAME\", got {}",
+                      printable(c.async_on_failure)),
+          "async.on_failure");
+    }
+  }
   if (kv) {
     JsonFields k(*kv, "kv");
     k.string_map("shared", c.kv_shared);
@@ -220,7 +236,11 @@ json FunctionConfig::to_json() const {
               {"env", env},
               {"network", network},
               {"auth", auth},
-              {"kv", {{"shared", kv_shared}}}};
+              {"kv", {{"shared", kv_shared}}},
+              {"async",
+               {{"retries", async_retries},
+                {"max_age_s", async_max_age_s},
+                {"on_failure", async_on_failure}}}};
 }
 
 Result<FunctionConfig> parse_config(const json& manifest, const json& overrides) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ember/common/result.h"
+#include "ember/events/dispatcher.h"
 #include "ember/gateway/server.h"
 #include "ember/kv/service.h"
 #include "ember/metering/usage.h"
@@ -59,6 +60,8 @@ struct Config {
   sandbox::SandboxOptions sandbox;
   MeteringConfig metering;
   KvConfig kv;
+  // Asynchronous invocations (docs/events.md): queue limits, attempts at once, retry timing.
+  events::DispatcherOptions events;
 };
 
 // The settings that differ between `before` and `after` and only take effect at a restart

@@ -4,6 +4,8 @@
 #include <boost/asio/thread_pool.hpp>
 #include <string>
 
+#include "ember/events/dispatcher.h"
+#include "ember/events/store.h"
 #include "ember/gateway/keys.h"
 #include "ember/gateway/server.h"
 #include "ember/kv/service.h"
@@ -44,6 +46,16 @@ class Api final : public Application {
   void set_keys(InvokeKeys* keys) { keys_ = keys; }
   // The key-value service behind /v1/kv; without it those routes answer 503.
   void set_kv(kv::Service* kv) { kv_ = kv; }
+  // Asynchronous invocation (?mode=async, Lambda's Event type, /v1/invocations, dead letters);
+  // without them those routes answer 503.
+  void set_events(events::Dispatcher* dispatcher, events::Store* store) {
+    events_ = dispatcher;
+    event_store_ = store;
+  }
+  // One attempt of an asynchronous event: the scheduler's invoke, logged and metered like any
+  // call.
+  boost::asio::awaitable<scheduler::InvokeOutcome> run_event(const events::Event& event,
+                                                             scheduler::InvokeRequest request);
   // A reloaded configuration.
   void set_admin_token(std::string token) { options_.admin_token = std::move(token); }
   void set_prices(metering::Prices prices) { prices_ = prices; }
@@ -64,6 +76,11 @@ class Api final : public Application {
   boost::asio::awaitable<Response> kv(const Plan& plan, Request request);
   boost::asio::awaitable<Response> keys(const Plan& plan, const Request& request);
   boost::asio::awaitable<Response> aliases(const Plan& plan, const Request& request);
+  boost::asio::awaitable<Response> event_routes(const Plan& plan, const Request& request);
+  // Queues `payload` (JSON) for `plan`'s function and answers 202 with the event's id, in
+  // Ember's format or (`lambda`) Lambda's.
+  boost::asio::awaitable<Response> send_event(const Plan& plan, std::string payload,
+                                              std::string source, bool lambda);
   Response list_functions(const Request& request) const;
   boost::asio::awaitable<Response> lambda_invoke(const Plan& plan, Request request);
   boost::asio::awaitable<Response> lambda_functions(const Plan& plan, Request request);
@@ -86,6 +103,8 @@ class Api final : public Application {
   metering::UsageStore* usage_ = nullptr;
   metering::Prices prices_;
   kv::Service* kv_ = nullptr;
+  events::Dispatcher* events_ = nullptr;
+  events::Store* event_store_ = nullptr;
   InvokeKeys* keys_ = nullptr;
 };
 

@@ -52,6 +52,10 @@ struct DaemonState {
   uint64_t kv_commits = 0;  // the durable commits they took
   uint64_t open_connections = 0;
   uint64_t connections = 0;  // accepted since start
+  // Asynchronous invocations (docs/events.md): held now, and counted since start.
+  uint64_t events_queued = 0, events_running = 0;
+  uint64_t events_accepted = 0, events_refused = 0, events_attempts = 0, events_retries = 0,
+           events_succeeded = 0, events_failed = 0, events_dead = 0;
 };
 
 class Metrics {

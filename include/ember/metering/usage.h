@@ -21,7 +21,9 @@
 
 #include "ember/common/result.h"
 
-struct sqlite3;
+namespace ember::sqlite {
+class Connection;
+}
 
 namespace ember::metering {
 
@@ -110,11 +112,13 @@ class UsageStore {
   Result<int64_t> prune(int64_t now_ms);
 
  private:
-  UsageStore(sqlite3* db, std::chrono::milliseconds flush_interval, int retention_days);
+  UsageStore(std::unique_ptr<sqlite::Connection> db, std::chrono::milliseconds flush_interval,
+             int retention_days);
   Status write(std::vector<UsageRecord>& batch);  // with db_mutex_ held
   void writer();
 
-  sqlite3* db_;
+  // Not thread-safe itself (one connection per thread is the rule): db_mutex_ serializes it.
+  std::unique_ptr<sqlite::Connection> db_;
   std::chrono::milliseconds flush_interval_;
   int retention_days_;
   std::mutex db_mutex_;  // the connection

@@ -38,6 +38,12 @@ struct FunctionConfig {
   // Other functions' key-value namespaces this one may use: name → "r" or "rw". Its own
   // namespace (its name) it always may.
   std::map<std::string, std::string> kv_shared;
+  // Asynchronous invocations (docs/events.md): attempts after the first, the oldest an event may
+  // grow before it stops being tried, and where an event goes when every attempt failed: "dlq"
+  // (the function's dead-letter list) or "function:NAME".
+  int async_retries = 2;
+  int async_max_age_s = 21600;
+  std::string async_on_failure = "dlq";
 
   bool operator==(const FunctionConfig&) const = default;
   nlohmann::json to_json() const;

@@ -1,0 +1,88 @@
+// Asynchronous invocations, kept durably: an event accepted with 202 is in storage before the
+// answer leaves, and every change of its state after that is too. The dispatcher (dispatcher.h)
+// holds the events in flight in memory and writes through this interface; a backend other than
+// the embedded SQLite one (PostgreSQL, for several nodes) implements the same.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ember/common/result.h"
+
+namespace ember::events {
+
+// Where an event stands. queued: waiting for its next attempt (attempts says how many were
+// made); running: an attempt is in flight; succeeded: an attempt returned a value; failed: every
+// attempt failed and the event went to the function named by on_failure; dead: every attempt
+// failed, or it grew too old, and it waits in the function's dead-letter list.
+enum class State { kQueued, kRunning, kSucceeded, kFailed, kDead };
+std::string_view state_name(State state);
+std::optional<State> parse_state(std::string_view name);
+
+struct Event {
+  std::string id;
+  std::string function;
+  std::string qualifier;  // the version or alias named when it was sent; empty: the active one
+  // The event as JSON. Shared: the payload is written once and copied by pointer afterwards.
+  std::shared_ptr<const std::string> payload;
+  std::string source;  // "api", "lambda", "schedule" or "function:NAME"
+  State state = State::kQueued;
+  int attempts = 0;     // attempts started
+  int max_retries = 2;  // attempts after the first, as the function said when it was sent
+  int64_t max_age_ms = 0;
+  std::string on_failure = "dlq";  // "dlq" or "function:NAME"
+  int depth = 0;                   // calls from function to function that led to it
+  int64_t created_ms = 0;
+  int64_t next_ms = 0;     // when the next attempt may start
+  int64_t updated_ms = 0;  // the last change of state
+  std::string request_id;  // of the last attempt
+  // succeeded: the value as JSON; failed and dead: the last error, {"errorType",
+  // "errorMessage"} as JSON; else empty.
+  std::string result;
+
+  size_t bytes() const { return (payload ? payload->size() : 0) + result.size() + 256; }
+  bool finished() const { return state != State::kQueued && state != State::kRunning; }
+  // The view of GET /v1/invocations/{id}: everything but the payload.
+  nlohmann::json to_json() const;
+};
+
+// Durable storage of events. Writes run on the store's own thread; those queued while a
+// commit is in progress share the next one (group commit), and each one's `done` runs on that
+// thread once its commit is on disk. Reads block the caller. Thread-safe.
+class Store {
+ public:
+  using Done = std::function<void(Status)>;
+  virtual ~Store() = default;
+
+  // Inserts the event, or updates its state, attempts, times, request id and result (the rest
+  // of an event never changes once stored).
+  virtual void save(Event event, Done done) = 0;
+  // Every event still queued or running: what a restart resumes.
+  virtual Result<std::vector<Event>> pending() = 0;
+  virtual Result<std::optional<Event>> get(std::string_view id) = 0;
+  // The events of `function` in `state`, oldest first, after the event `after_id` (a cursor),
+  // at most `limit`.
+  virtual Result<std::vector<Event>> list(std::string_view function, State state, size_t limit,
+                                          std::string_view after_id) = 0;
+  // Deletes succeeded and failed events last changed before `before_ms`, on the store's
+  // thread, in the order of the writes around it.
+  virtual void purge_finished(int64_t before_ms, Done done) = 0;
+  // Deletes every event of a deleted function.
+  virtual Status forget(std::string_view function) = 0;
+
+  // save() that waits for its commit.
+  Status save_now(Event event);
+};
+
+// The embedded store: `file` (events.db in the state directory), one SQLite database in WAL
+// mode with synchronous=FULL.
+Result<std::unique_ptr<Store>> open_sqlite(const std::filesystem::path& file);
+
+}  // namespace ember::events

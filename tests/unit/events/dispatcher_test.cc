@@ -1,0 +1,322 @@
+// The dispatcher of asynchronous invocations against the real SQLite store and registry, with a
+// scripted runner in place of the scheduler and a FakeClock for every decision of time.
+#include "ember/events/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <deque>
+#include <nlohmann/json.hpp>
+
+#include "archive_builder.h"
+#include "temp_dir.h"
+
+namespace ember::events {
+namespace {
+
+namespace asio = boost::asio;
+using nlohmann::json;
+using Kind = scheduler::InvokeOutcome::Kind;
+using std::chrono::milliseconds;
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry::RegistryOptions options;
+    options.state_dir = tmp_.path() / "state";
+    options.clock = &clock_;
+    auto r = registry::Registry::open(options);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    registry_ = std::move(*r);
+    auto s = open_sqlite(tmp_.path() / "events.db");
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    store_ = std::move(*s);
+  }
+  void TearDown() override {
+    dispatcher_.reset();
+    store_.reset();
+  }
+
+  void deploy(const std::string& name, json config = json::object()) {
+    json manifest = {{"runtime", "node"}, {"handler", "index.handler"}};
+    manifest.update(config);
+    registry::DeployRequest req;
+    req.name = name;
+    req.bundle = testing::ArchiveBuilder(testing::ArchiveKind::kZip)
+                     .file("function.json", manifest.dump())
+                     .file("index.js", "exports.handler = async () => 1;\n")
+                     .build();
+    auto change = registry_->deploy(req);
+    ASSERT_TRUE(change.ok()) << change.error().message;
+  }
+
+  // Each attempt gets the next scripted outcome (then kOk); `hold` keeps attempts running until
+  // released.
+  Dispatcher& start(DispatcherOptions options = {}) {
+    options.seed = 42;
+    dispatcher_ = std::make_unique<Dispatcher>(
+        io_, *store_, *registry_,
+        [this](const Event& event,
+               scheduler::InvokeRequest request) -> asio::awaitable<scheduler::InvokeOutcome> {
+          calls_.push_back(
+              {event.function, request.event_json, request.qualifier, clock_.wall_ms()});
+          ++running_;
+          while (hold_) {
+            asio::steady_timer t(io_, milliseconds(1));
+            co_await t.async_wait(asio::use_awaitable);
+          }
+          --running_;
+          scheduler::InvokeOutcome o;
+          o.kind = Kind::kOk;
+          o.body = R"({"ok":true})";
+          o.version = 1;
+          if (!script_.empty()) {
+            o = script_.front();
+            script_.pop_front();
+          }
+          co_return o;
+        },
+        options, clock_);
+    auto st = dispatcher_->start();
+    EXPECT_TRUE(st.ok()) << (st.ok() ? "" : st.error().message);
+    return *dispatcher_;
+  }
+
+  Result<std::string> send(const std::string& function, const std::string& payload = "{}") {
+    std::optional<Result<std::string>> out;
+    auto sending = [&]() -> asio::awaitable<void> {
+      SendRequest request{function, "", payload};
+      auto sent = co_await dispatcher_->send(std::move(request));
+      out = std::move(sent);
+    };
+    asio::co_spawn(io_, sending, asio::detached);
+    EXPECT_TRUE(run_until([&] { return out.has_value(); }));
+    return out ? std::move(*out) : Result<std::string>(Error::invalid("no answer"));
+  }
+
+  template <class F>
+  bool run_until(F done) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!done()) {
+      if (std::chrono::steady_clock::now() > until) return false;
+      io_.restart();
+      io_.run_for(milliseconds(1));
+    }
+    return true;
+  }
+  // The event as stored, once the dispatcher no longer holds it (its last change committed).
+  std::optional<Event> settled(const std::string& id) {
+    if (!run_until([&] { return !dispatcher_->find(id).has_value(); })) return std::nullopt;
+    auto e = store_->get(id);
+    return e.ok() ? *e : std::nullopt;
+  }
+  static scheduler::InvokeOutcome failure(std::string message = "boom") {
+    scheduler::InvokeOutcome o;
+    o.kind = Kind::kFunctionError;
+    o.body = json{{"errorType", "Error"}, {"errorMessage", message}}.dump();
+    o.version = 1;
+    return o;
+  }
+
+  struct Call {
+    std::string function, payload, qualifier;
+    int64_t at_ms;
+  };
+  testing::TempDir tmp_;
+  asio::io_context io_;
+  FakeClock clock_;
+  std::unique_ptr<registry::Registry> registry_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::deque<scheduler::InvokeOutcome> script_;
+  std::vector<Call> calls_;
+  bool hold_ = false;
+  int running_ = 0;
+};
+
+TEST_F(DispatcherTest, AnAcceptedEventIsStoredThenRunsOnceAndItsResultIsKept) {
+  deploy("f");
+  start();
+  auto id = send("f", R"({"n":1})");
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  auto stored = store_->get(*id);
+  ASSERT_TRUE(stored.ok() && stored->has_value()) << "durable before send() completes";
+  auto done = settled(*id);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->state, State::kSucceeded);
+  EXPECT_EQ(done->attempts, 1);
+  EXPECT_EQ(done->result, R"({"ok":true})");
+  ASSERT_EQ(calls_.size(), 1u);
+  EXPECT_EQ(calls_[0].payload, R"({"n":1})");
+  EXPECT_EQ(dispatcher_->stats().succeeded, 1u);
+}
+
+TEST_F(DispatcherTest, FailuresAreRetriedWithBackoffThenDead) {
+  deploy("f", {{"async", {{"retries", 2}}}});
+  DispatcherOptions o;
+  o.retry_base = milliseconds(60'000);
+  start(o);
+  script_ = {failure("one"), failure("two"), failure("three")};
+  auto id = send("f");
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 1 && running_ == 0; }));
+  // The first retry waits between half and all of retry_base; nothing runs before that.
+  clock_.advance(milliseconds(29'999));
+  dispatcher_->poke();
+  io_.run_for(milliseconds(5));
+  EXPECT_EQ(calls_.size(), 1u);
+  clock_.advance(milliseconds(30'001));
+  dispatcher_->poke();
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 2 && running_ == 0; }));
+  auto waiting = dispatcher_->find(*id);
+  ASSERT_TRUE(waiting.has_value());
+  EXPECT_EQ(waiting->state, State::kQueued);
+  EXPECT_EQ(waiting->attempts, 2);
+  // The second waits between one and two retry_base.
+  const int64_t second_wait = waiting->next_ms - clock_.wall_ms();
+  EXPECT_GE(second_wait, 60'000);
+  EXPECT_LE(second_wait, 120'000);
+  clock_.advance(milliseconds(second_wait));
+  dispatcher_->poke();
+  auto dead = settled(*id);
+  ASSERT_TRUE(dead.has_value());
+  EXPECT_EQ(calls_.size(), 3u) << "one attempt and two retries";
+  EXPECT_EQ(dead->state, State::kDead);
+  EXPECT_EQ(json::parse(dead->result)["errorMessage"], "three");
+  auto listed = store_->list("f", State::kDead, 10, "");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->size(), 1u);
+  EXPECT_EQ(dispatcher_->stats().retries, 2u);
+  EXPECT_EQ(dispatcher_->stats().dead, 1u);
+}
+
+TEST_F(DispatcherTest, AThrottledAttemptIsNotCountedAndRunsAgain) {
+  deploy("f", {{"async", {{"retries", 0}}}});
+  start();
+  scheduler::InvokeOutcome throttled;
+  throttled.kind = Kind::kThrottled;
+  script_ = {throttled};
+  auto id = send("f");
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 1 && running_ == 0; }));
+  clock_.advance(milliseconds(1000));
+  dispatcher_->poke();
+  auto done = settled(*id);
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(done->state, State::kSucceeded);
+  EXPECT_EQ(done->attempts, 1);
+}
+
+TEST_F(DispatcherTest, AnEventPastItsMaximumAgeIsNotRun) {
+  deploy("f", {{"async", {{"retries", 2}, {"max_age_s", 60}}}});
+  DispatcherOptions o;
+  o.retry_base = milliseconds(200'000);  // the first retry would come after the age limit
+  start(o);
+  script_ = {failure()};
+  auto id = send("f");
+  auto dead = settled(*id);
+  ASSERT_TRUE(dead.has_value());
+  EXPECT_EQ(dead->state, State::kDead);
+  EXPECT_EQ(dead->attempts, 1);
+}
+
+TEST_F(DispatcherTest, OnFailureSendsLambdasDestinationRecordToAnotherFunction) {
+  deploy("catcher");
+  deploy("f", {{"async", {{"retries", 0}, {"on_failure", "function:catcher"}}}});
+  start();
+  script_ = {failure("nope")};
+  auto id = send("f", R"({"order":7})");
+  auto failed = settled(*id);
+  ASSERT_TRUE(failed.has_value());
+  EXPECT_EQ(failed->state, State::kFailed);
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 2 && running_ == 0; }));
+  EXPECT_EQ(calls_[1].function, "catcher");
+  json record = json::parse(calls_[1].payload);
+  EXPECT_EQ(record["requestContext"]["requestId"], *id);
+  EXPECT_EQ(record["requestContext"]["condition"], "RetriesExhausted");
+  EXPECT_EQ(record["requestContext"]["approximateInvokeCount"], 1);
+  EXPECT_EQ(record["requestPayload"]["order"], 7);
+  EXPECT_EQ(record["responsePayload"]["errorMessage"], "nope");
+}
+
+TEST_F(DispatcherTest, QueueLimitsRefuseWithUnavailable) {
+  deploy("f", {{"max_instances", 1}});
+  DispatcherOptions o;
+  o.max_per_function = 2;
+  start(o);
+  hold_ = true;
+  ASSERT_TRUE(send("f").ok());
+  ASSERT_TRUE(send("f").ok());
+  auto third = send("f");
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().code, Errc::kUnavailable);
+  EXPECT_EQ(send("nope").error().code, Errc::kNotFound);
+  hold_ = false;
+}
+
+TEST_F(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
+  deploy("f", {{"max_instances", 4}});
+  start();
+  hold_ = true;
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(send("f").ok());
+  ASSERT_TRUE(run_until([&] { return running_ == 2; }));
+  io_.run_for(milliseconds(20));
+  EXPECT_EQ(running_, 2) << "two of four instances stay for synchronous callers";
+  hold_ = false;
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 5 && running_ == 0; }));
+}
+
+TEST_F(DispatcherTest, ARestartResumesQueuedAndRunningEvents) {
+  deploy("f");
+  // What a daemon killed in the middle of things leaves: one event waiting for a retry, one
+  // whose attempt was running.
+  for (auto [id, state] : {std::pair{"a", State::kQueued}, std::pair{"b", State::kRunning}}) {
+    Event e;
+    e.id = id;
+    e.function = "f";
+    e.payload = std::make_shared<const std::string>(std::string(R"({"id":")") + id + "\"}");
+    e.state = state;
+    e.attempts = 1;
+    e.max_age_ms = 3'600'000;
+    e.created_ms = e.updated_ms = clock_.wall_ms();
+    e.next_ms = clock_.wall_ms() + 5'000;
+    ASSERT_TRUE(store_->save_now(e).ok());
+  }
+  start();
+  auto b = settled("b");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->state, State::kSucceeded) << "a cut-short attempt runs again at once";
+  EXPECT_EQ(b->attempts, 2);
+  EXPECT_TRUE(dispatcher_->find("a").has_value()) << "a retry keeps its time";
+  clock_.advance(milliseconds(5'000));
+  dispatcher_->poke();
+  auto a = settled("a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->state, State::kSucceeded);
+}
+
+TEST_F(DispatcherTest, ARedrivenDeadLetterRunsAgainFromScratch) {
+  deploy("f", {{"async", {{"retries", 0}}}});
+  start();
+  script_ = {failure()};
+  auto id = send("f");
+  auto dead = settled(*id);
+  ASSERT_EQ(dead->state, State::kDead);
+  std::optional<Result<size_t>> n;
+  auto redriving = [&]() -> asio::awaitable<void> {
+    std::vector<Event> dead_letters{*dead};
+    auto redriven = co_await dispatcher_->redrive(std::move(dead_letters));
+    n = std::move(redriven);
+  };
+  asio::co_spawn(io_, redriving, asio::detached);
+  ASSERT_TRUE(run_until([&] { return n.has_value(); }));
+  EXPECT_EQ(**n, 1u);
+  auto again = settled(*id);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->state, State::kSucceeded);
+  EXPECT_EQ(again->attempts, 1);
+}
+
+}  // namespace
+}  // namespace ember::events
