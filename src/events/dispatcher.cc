@@ -79,7 +79,7 @@ Dispatcher::Dispatcher(asio::io_context& io, Store& store, const registry::Regis
       options_(std::move(options)),
       clock_(clock),
       timer_(io),
-      attempts_(io.get_executor()) {
+      attempts_(std::make_shared<TaskGroup>(io.get_executor())) {
   uint64_t seed = options_.seed;
   if (seed == 0 && ::getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = std::random_device{}();
   rng_.seed(seed);
@@ -218,7 +218,7 @@ void Dispatcher::forget(const std::string& function) {
 asio::awaitable<void> Dispatcher::stop(std::chrono::milliseconds grace) {
   stopping_ = true;
   timer_.cancel();
-  co_await attempts_.wait_for(grace);
+  co_await attempts_->wait_for(grace);
 }
 
 DispatcherStats Dispatcher::stats() const {
@@ -325,7 +325,8 @@ void Dispatcher::save(const Event& event, bool release_after) {
 }
 
 asio::awaitable<void> Dispatcher::attempt(std::string id) {
-  const auto in_flight = attempts_.join();
+  const auto group = attempts_;  // destroyed after the token below
+  const auto in_flight = group->join();
   Entry& entry = held_.at(id);
   Event& e = entry.event;
   const int64_t started = clock_.wall_ms();

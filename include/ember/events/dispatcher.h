@@ -126,7 +126,9 @@ class Dispatcher {
   DispatcherStats counters_;
   boost::asio::steady_timer timer_;
   int64_t timer_at_ms_ = 0;
-  TaskGroup attempts_;
+  // Shared with each attempt's frame, which may outlive the dispatcher when the event loop is
+  // destroyed with attempts still suspended.
+  std::shared_ptr<TaskGroup> attempts_;
   std::mt19937_64 rng_;
   int64_t last_purge_ms_ = 0;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

@@ -253,6 +253,7 @@ TEST_F(DispatcherTest, QueueLimitsRefuseWithUnavailable) {
   EXPECT_EQ(third.error().code, Errc::kUnavailable);
   EXPECT_EQ(send("nope").error().code, Errc::kNotFound);
   hold_ = false;
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 2 && running_ == 0; }));
 }
 
 TEST_F(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
