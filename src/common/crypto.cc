@@ -1,11 +1,13 @@
 #include "ember/common/crypto.h"
 
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <sys/random.h>
 
 #include <cerrno>
+#include <random>
 #include <vector>
 
 namespace ember {
@@ -59,6 +61,17 @@ Result<std::string> random_hex(size_t bytes) {
     filled += static_cast<size_t>(n);
   }
   return to_hex(buf.data(), buf.size());
+}
+
+std::string random_uuid() {
+  thread_local std::mt19937_64 rng = [] {
+    uint64_t seed = 0;
+    if (::getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = std::random_device{}();
+    return std::mt19937_64(seed);
+  }();
+  const uint64_t a = rng(), b = rng();
+  return fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
+                     a & 0x0fff, ((b >> 48) & 0x3fff) | 0x8000, b & 0xffffffffffffULL);
 }
 
 }  // namespace ember

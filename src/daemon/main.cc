@@ -28,6 +28,7 @@
 #include "ember/config/config.h"
 #include "ember/events/dispatcher.h"
 #include "ember/events/store.h"
+#include "ember/events/timetable.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/server.h"
@@ -122,8 +123,10 @@ int cpu_count() {
 
 // A plain function rather than a lambda: a coroutine lambda's captures die with the closure,
 // which the signal handler destroys long before the drain ends.
-asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, events::Dispatcher& dispatcher,
+asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, events::Timetable& timetable,
+                                     events::Dispatcher& dispatcher,
                                      scheduler::Scheduler& scheduler) {
+  timetable.stop();
   co_await server.drain();
   // Events whose attempt is cut short stay stored as running and run again at the next start.
   co_await dispatcher.stop(std::chrono::milliseconds(2000));
@@ -307,7 +310,12 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     spdlog::critical("events: {}", st.error().message);
     return 1;
   }
-  api.set_events(&dispatcher, event_store->get());
+  events::Timetable timetable(io, **event_store, reg, dispatcher);
+  if (auto st = timetable.start(); !st) {
+    spdlog::critical("events: {}", st.error().message);
+    return 1;
+  }
+  api.set_events(&dispatcher, event_store->get(), &timetable);
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {
@@ -363,7 +371,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
         hangup.cancel();
         signals.cancel();
         scheduler.kill_all("the spawner helper exited");
-        asio::co_spawn(io, drain_and_stop(server, dispatcher, scheduler),
+        asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler),
                        [&, log = log_escaped("drain")](std::exception_ptr e) {
                          log(e);
                          io.stop();
@@ -376,7 +384,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     hangup.cancel();
     helper_exit.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    asio::co_spawn(io, drain_and_stop(server, dispatcher, scheduler),
+    asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler),
                    [&, log = log_escaped("drain")](std::exception_ptr e) {
                      log(e);
                      spdlog::info("stopped");

@@ -12,6 +12,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "ember/common/crypto.h"
+
 namespace ember::events {
 
 namespace asio = boost::asio;
@@ -36,12 +38,6 @@ asio::awaitable<Status> committed(Store& store, Event event) {
         });
       },
       asio::use_awaitable, std::move(event));
-}
-
-std::string new_event_id(std::mt19937_64& rng) {
-  const uint64_t a = rng(), b = rng();
-  return fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
-                     a & 0x0fff, ((b >> 48) & 0x3fff) | 0x8000, b & 0xffffffffffffULL);
 }
 
 std::string error_json(std::string_view type, std::string_view message) {
@@ -160,7 +156,7 @@ asio::awaitable<Result<std::string>> Dispatcher::send(SendRequest request) {
   }
   const int64_t now = clock_.wall_ms();
   Event e;
-  e.id = new_event_id(rng_);
+  e.id = random_uuid();
   e.function = std::move(request.function);
   e.qualifier = std::move(request.qualifier);
   e.payload = std::make_shared<const std::string>(std::move(request.payload));
@@ -357,7 +353,7 @@ asio::awaitable<void> Dispatcher::attempt(std::string id) {
   }
   e.state = State::kRunning;
   ++e.attempts;
-  e.request_id = new_event_id(rng_);
+  e.request_id = random_uuid();
   e.updated_ms = started;
   ++counters_.attempts;
   if (e.attempts > 1) ++counters_.retries;

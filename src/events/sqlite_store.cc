@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_function ON events (function, state, created_ms, id);
 CREATE INDEX IF NOT EXISTS events_pending ON events (state) WHERE state IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS schedule_fires (
+  function TEXT NOT NULL,
+  expression TEXT NOT NULL,
+  due_ms INTEGER NOT NULL,
+  PRIMARY KEY (function, expression)
+) WITHOUT ROWID;
 )sql";
 
 Event read_event(const sqlite::Statement& q) {
@@ -70,7 +76,7 @@ class SqliteStore final : public Store {
   ~SqliteStore() override { writes_.stop(); }
 
   void save(Event event, Done done) override {
-    writes_.push(Pending{std::move(event), std::move(done), 0});
+    writes_.push(Pending{std::move(event), std::move(done), 0, 0});
   }
 
   Result<std::vector<Event>> pending() override {
@@ -116,7 +122,7 @@ class SqliteStore final : public Store {
   }
 
   void purge_finished(int64_t before_ms, Done done) override {
-    writes_.push(Pending{Event{}, std::move(done), before_ms});
+    writes_.push(Pending{Event{}, std::move(done), before_ms, 0});
   }
 
   Status forget(std::string_view function) override {
@@ -125,7 +131,31 @@ class SqliteStore final : public Store {
     if (!d) return r_->error("delete from");
     d.text(1, function);
     if (d.step() != SQLITE_DONE) return r_->error("delete from");
+    sqlite::Statement f(*r_, "DELETE FROM schedule_fires WHERE function = ?1");
+    if (!f) return r_->error("delete from");
+    f.text(1, function);
+    if (f.step() != SQLITE_DONE) return r_->error("delete from");
     return {};
+  }
+
+  Result<std::map<std::pair<std::string, std::string>, int64_t>> fire_times() override {
+    std::lock_guard lock(read_mu_);
+    sqlite::Statement q(*r_, "SELECT function, expression, due_ms FROM schedule_fires");
+    if (!q) return r_->error("read");
+    std::map<std::pair<std::string, std::string>, int64_t> out;
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      out[{q.column_text(0), q.column_text(1)}] = q.column_int(2);
+    }
+    if (rc != SQLITE_DONE) return r_->error("read");
+    return out;
+  }
+
+  void fired(std::string function, std::string expression, int64_t due_ms, Done done) override {
+    Pending p{Event{}, std::move(done), 0, due_ms};
+    p.event.function = std::move(function);
+    p.event.source = std::move(expression);
+    writes_.push(std::move(p));
   }
 
  private:
@@ -133,6 +163,9 @@ class SqliteStore final : public Store {
     Event event;
     Done done;
     int64_t purge_before_ms = 0;  // > 0: not a write of `event` but a purge
+    // > 0: not a write of `event` but a schedule's fire (event.function, expression in
+    // event.source) at this time
+    int64_t fired_due_ms = 0;
   };
 
   Result<std::vector<Event>> collect(sqlite::Statement& q) {
@@ -161,6 +194,18 @@ class SqliteStore final : public Store {
         if (!d) return w_->error("purge");
         d.integer(1, p.purge_before_ms);
         if (d.step() != SQLITE_DONE) return w_->error("purge");
+        continue;
+      }
+      if (p.fired_due_ms > 0) {
+        sqlite::Statement f(*w_,
+                            "INSERT INTO schedule_fires (function, expression, due_ms) VALUES "
+                            "(?1, ?2, ?3) ON CONFLICT (function, expression) DO UPDATE SET "
+                            "due_ms = excluded.due_ms");
+        if (!f) return w_->error("write to");
+        f.text(1, p.event.function);
+        f.text(2, p.event.source);
+        f.integer(3, p.fired_due_ms);
+        if (f.step() != SQLITE_DONE) return w_->error("write to");
         continue;
       }
       const Event& e = p.event;

@@ -5,6 +5,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 
+#include "ember/common/clock.h"
 #include "ember/common/json_fields.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/blocking.h"
@@ -36,6 +37,15 @@ json Api::view(const registry::FunctionRecord& record) const {
   if (scheduler_) {
     v["instances"] = scheduler_->instance_counts(record.name);
     v["sandbox"] = scheduler_->sandbox_counts(record.name);
+  }
+  if (timetable_ && !record.active().config.schedule.empty()) {
+    json fires = json::array();
+    for (const auto& [expression, at_ms] : timetable_->next_fires(record.name)) {
+      fires.push_back({{"schedule", expression},
+                       {"at_ms", at_ms},
+                       {"at", format_utc(at_ms / 1000, "%Y-%m-%dT%H:%M:%SZ")}});
+    }
+    v["next_fires"] = std::move(fires);
   }
   return v;
 }
@@ -69,6 +79,12 @@ Response Api::list_functions(const Request& request) const {
   return json_response(http::status::ok, page);
 }
 
+void Api::deployed(const registry::RecordPtr& record) {
+  if (scheduler_) scheduler_->on_deployed(record);
+  // Its schedules, as the new version has them, from now on.
+  if (timetable_) timetable_->poke();
+}
+
 asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
   auto overrides = registry::overrides_from_query(query_params(request.target()));
   if (!overrides) co_return error_response(overrides.error());
@@ -88,7 +104,7 @@ asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {
     spdlog::info("api: [fn={}] deployed version {} (bundle {})", plan.name, record.active_version,
                  record.active().bundle_sha256.substr(0, 12));
   }
-  if (change->changed && scheduler_) scheduler_->on_deployed(change->record);
+  if (change->changed) deployed(change->record);
   Response res =
       json_response(change->created ? http::status::created : http::status::ok, view(record));
   if (change->created) res.set(http::field::location, "/v1/functions/" + plan.name);
@@ -109,7 +125,7 @@ asio::awaitable<Response> Api::patch(const Plan& plan, Request request) {
   if (change->changed) {
     spdlog::info("api: [fn={}] configuration changed, version {}", plan.name,
                  change->record->active_version);
-    if (scheduler_) scheduler_->on_deployed(change->record);
+    deployed(change->record);
   }
   co_return json_response(http::status::ok, view(*change->record));
 }
@@ -132,7 +148,7 @@ asio::awaitable<Response> Api::rollback(const Plan& plan, Request request) {
   auto change = co_await run_blocking(blocking_, std::move(work));
   if (!change) co_return error_response(change.error());
   spdlog::info("api: [fn={}] version {} is active", plan.name, change->record->active_version);
-  if (change->changed && scheduler_) scheduler_->on_deployed(change->record);
+  if (change->changed) deployed(change->record);
   co_return json_response(http::status::ok, view(*change->record));
 }
 
@@ -155,6 +171,7 @@ asio::awaitable<Response> Api::remove(const Plan& plan) {
   auto status = co_await run_blocking(blocking_, std::move(work));
   if (!status) co_return error_response(status.error());
   spdlog::info("api: [fn={}] deleted", plan.name);
+  if (timetable_) timetable_->poke();
   // Its series go; its usage records stay, for billing.
   if (metrics_) metrics_->forget(plan.name);
   Response res{http::status::no_content, 11};

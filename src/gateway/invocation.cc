@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "ember/common/crypto.h"
 #include "ember/common/text.h"
 #include "ember/metering/usage.h"
 
@@ -35,12 +36,7 @@ std::mt19937_64& generator() {
 
 double canary_draw() { return std::uniform_real_distribution<double>(0, 1)(generator()); }
 
-std::string new_request_id() {
-  auto& rng = generator();
-  const uint64_t a = rng(), b = rng();
-  return fmt::format("{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xffff,
-                     a & 0x0fff, ((b >> 48) & 0x3fff) | 0x8000, b & 0xffffffffffffULL);
-}
+std::string new_request_id() { return random_uuid(); }
 
 std::string invoke_event(std::string_view body) {
   if (body.empty()) return "{}";

@@ -358,7 +358,7 @@ asio::awaitable<Response> Api::lambda_functions(const Plan& plan, Request reques
       if (change->changed) {
         spdlog::info("api: [fn={}] deployed version {} (Lambda API)", name,
                      change->record->active_version);
-        if (scheduler_) scheduler_->on_deployed(change->record);
+        deployed(change->record);
       }
       co_return json_response(
           plan.route == kLambdaCreate ? http::status::created : http::status::ok,

@@ -7,6 +7,7 @@
 #include <charconv>
 
 #include "ember/common/json_fields.h"
+#include "ember/registry/schedule.h"
 #include "path_parts.h"
 
 namespace ember::registry {
@@ -131,7 +132,25 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   f.one_of("auth", c.auth, {"none", "token"});
   const json* kv = f.object("kv");
   const json* async = f.object("async");
+  const json* schedule = f.array("schedule");
   if (auto st = f.finish(); !st) return st;
+  if (schedule) {
+    constexpr size_t kMaxSchedules = 10;
+    if (schedule->size() > kMaxSchedules) {
+      return Error::invalid(fmt::format("schedule: at most {} expressions", kMaxSchedules),
+                            "schedule");
+    }
+    c.schedule.clear();
+    for (const auto& item : *schedule) {
+      if (!item.is_string() || item.get<std::string>().size() > 256) {
+        return Error::invalid("schedule: a list of rate(...) or cron(...) expressions", "schedule");
+      }
+      if (auto parsed = Schedule::parse(item.get<std::string>()); !parsed) {
+        return parsed.error();
+      }
+      c.schedule.push_back(item.get<std::string>());
+    }
+  }
   if (async) {
     JsonFields a(*async, "async");
     a.integer("retries", c.async_retries, 0, 10);
@@ -240,7 +259,8 @@ json FunctionConfig::to_json() const {
               {"async",
                {{"retries", async_retries},
                 {"max_age_s", async_max_age_s},
-                {"on_failure", async_on_failure}}}};
+                {"on_failure", async_on_failure}}},
+              {"schedule", schedule}};
 }
 
 Result<FunctionConfig> parse_config(const json& manifest, const json& overrides) {

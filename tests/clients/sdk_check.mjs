@@ -27,6 +27,10 @@ const failed = await withKey.send(new InvokeCommand({
 }));
 out.error = { status: failed.StatusCode, functionError: failed.FunctionError,
   payload: JSON.parse(text(failed.Payload)) };
+const queued = await withKey.send(new InvokeCommand({
+  FunctionName: 'sdk-fn', InvocationType: 'Event', Payload: JSON.stringify({ name: 'later' }),
+}));
+out.event = { status: queued.StatusCode };
 const got = await admin.send(new GetFunctionCommand({ FunctionName: 'sdk-fn' }));
 out.get = { name: got.Configuration.FunctionName, runtime: got.Configuration.Runtime,
   state: got.Configuration.State };

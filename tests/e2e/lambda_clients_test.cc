@@ -109,6 +109,7 @@ TEST_F(LambdaClientsE2E, TheAwsSdkForJavaScriptWorksUnmodified) {
   EXPECT_EQ(out["error"]["status"], 200);
   EXPECT_EQ(out["error"]["functionError"], "Unhandled");
   EXPECT_EQ(out["error"]["payload"]["errorType"], "TypeError");
+  EXPECT_EQ(out["event"]["status"], 202) << "InvocationType Event is queued";
   EXPECT_EQ(out["get"]["name"], "sdk-fn");
   EXPECT_EQ(out["get"]["state"], "Active");
   EXPECT_EQ(out["list"], json::array({"sdk-fn"}));
@@ -152,6 +153,14 @@ TEST_F(LambdaClientsE2E, TheAwsCliWorksUnmodified) {
   auto listed = run(env("admin", kTestToken) + cli + "list-functions");
   ASSERT_EQ(listed.status, 0) << listed.output;
   EXPECT_EQ(json::parse(listed.output, nullptr, false)["Functions"].size(), 1u) << listed.output;
+  // An Event invocation is queued and answered 202; it runs afterwards.
+  auto queued = run(env(key_["id"], key_["secret"]) + cli +
+                    "invoke --function-name sdk-fn --invocation-type Event "
+                    "--cli-binary-format raw-in-base64-out --payload '{\"name\":\"later\"}' " +
+                    quoted(result.string()));
+  ASSERT_EQ(queued.status, 0) << queued.output;
+  EXPECT_EQ(json::parse(queued.output, nullptr, false)["StatusCode"], 202) << queued.output;
+
   // Versions and aliases: publish-version names the active version; an alias with a canary share
   // routes --qualifier calls; the CLI reads both back.
   const std::string admin = env("admin", kTestToken) + cli;

@@ -20,6 +20,10 @@ std::string hex(std::string_view bytes);
 // Compares two secrets in time that depends only on their lengths.
 bool constant_time_equal(std::string_view a, std::string_view b);
 
+// A random id in the form of a UUID, version 4 (8-4-4-4-12 hex digits): unique, not secret (a
+// per-thread generator seeded once from the kernel). Request ids and event ids.
+std::string random_uuid();
+
 // `bytes` bytes from the kernel's CSPRNG, hex encoded (2 * bytes characters).
 Result<std::string> random_hex(size_t bytes);
 

@@ -7,11 +7,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ember/common/result.h"
@@ -74,8 +76,13 @@ class Store {
   // Deletes succeeded and failed events last changed before `before_ms`, on the store's
   // thread, in the order of the writes around it.
   virtual void purge_finished(int64_t before_ms, Done done) = 0;
-  // Deletes every event of a deleted function.
+  // Deletes every event of a deleted function, and its schedules' fire times.
   virtual Status forget(std::string_view function) = 0;
+
+  // When each schedule last fired: (function, expression) → the time it was due, in ms.
+  virtual Result<std::map<std::pair<std::string, std::string>, int64_t>> fire_times() = 0;
+  // Records that a schedule fired for the time `due_ms`, on the store's thread with the writes.
+  virtual void fired(std::string function, std::string expression, int64_t due_ms, Done done) = 0;
 
   // save() that waits for its commit.
   Status save_now(Event event);

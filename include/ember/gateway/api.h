@@ -6,6 +6,7 @@
 
 #include "ember/events/dispatcher.h"
 #include "ember/events/store.h"
+#include "ember/events/timetable.h"
 #include "ember/gateway/keys.h"
 #include "ember/gateway/server.h"
 #include "ember/kv/service.h"
@@ -48,9 +49,11 @@ class Api final : public Application {
   void set_kv(kv::Service* kv) { kv_ = kv; }
   // Asynchronous invocation (?mode=async, Lambda's Event type, /v1/invocations, dead letters);
   // without them those routes answer 503.
-  void set_events(events::Dispatcher* dispatcher, events::Store* store) {
+  void set_events(events::Dispatcher* dispatcher, events::Store* store,
+                  events::Timetable* timetable = nullptr) {
     events_ = dispatcher;
     event_store_ = store;
+    timetable_ = timetable;
   }
   // One attempt of an asynchronous event: the scheduler's invoke, logged and metered like any
   // call.
@@ -92,6 +95,8 @@ class Api final : public Application {
   void meter(const std::string& function, const std::string& request_id,
              const scheduler::InvokeOutcome& outcome);
   nlohmann::json view(const registry::FunctionRecord& record) const;
+  // A new version is active: the scheduler and the schedules follow it.
+  void deployed(const registry::RecordPtr& record);
 
   ApiOptions options_;
   registry::Registry& registry_;
@@ -105,6 +110,7 @@ class Api final : public Application {
   kv::Service* kv_ = nullptr;
   events::Dispatcher* events_ = nullptr;
   events::Store* event_store_ = nullptr;
+  events::Timetable* timetable_ = nullptr;
   InvokeKeys* keys_ = nullptr;
 };
 

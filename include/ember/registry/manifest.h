@@ -44,6 +44,9 @@ struct FunctionConfig {
   int async_retries = 2;
   int async_max_age_s = 21600;
   std::string async_on_failure = "dlq";
+  // Schedules that send the function events (docs/events.md#schedules): EventBridge rate() and
+  // cron() expressions, UTC.
+  std::vector<std::string> schedule;
 
   bool operator==(const FunctionConfig&) const = default;
   nlohmann::json to_json() const;

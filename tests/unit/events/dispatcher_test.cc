@@ -9,9 +9,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <deque>
+#include <future>
 #include <nlohmann/json.hpp>
 
 #include "archive_builder.h"
+#include "ember/events/timetable.h"
 #include "temp_dir.h"
 
 namespace ember::events {
@@ -317,6 +319,49 @@ TEST_F(DispatcherTest, ARedrivenDeadLetterRunsAgainFromScratch) {
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->state, State::kSucceeded);
   EXPECT_EQ(again->attempts, 1);
+}
+
+TEST_F(DispatcherTest, ASchedulesFiresComeOnTheClock) {
+  deploy("f", {{"schedule", {"rate(1 minute)"}}});
+  start();
+  Timetable timetable(io_, *store_, *registry_, *dispatcher_, clock_);
+  ASSERT_TRUE(timetable.start().ok());
+  auto next = timetable.next_fires("f");
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0].first, "rate(1 minute)");
+  const int64_t due = next[0].second;
+  EXPECT_EQ(due % 60'000, 0);
+  EXPECT_GT(due, clock_.wall_ms());
+  io_.run_for(milliseconds(5));
+  EXPECT_TRUE(calls_.empty()) << "a new schedule does not fire at once";
+  clock_.advance(milliseconds(due - clock_.wall_ms()));
+  timetable.poke();
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 1 && running_ == 0; }));
+  json event = json::parse(calls_[0].payload);
+  EXPECT_EQ(event["detail-type"], "Scheduled Event");
+  EXPECT_EQ(event["source"], "aws.events");
+  EXPECT_EQ(event["time"], format_utc(due / 1000, "%Y-%m-%dT%H:%M:%SZ"));
+  EXPECT_EQ(timetable.next_fires("f")[0].second, due + 60'000);
+  timetable.stop();
+}
+
+TEST_F(DispatcherTest, AfterADowntimeOneMissedFireIsSentThenTheScheduleGoesOn) {
+  deploy("f", {{"schedule", {"rate(1 minute)"}}});
+  // The schedule last fired five minutes before now: four fires were missed.
+  const int64_t minute = clock_.wall_ms() / 60'000 * 60'000;
+  std::promise<Status> saved;
+  store_->fired("f", "rate(1 minute)", minute - 5 * 60'000,
+                [&](Status st) { saved.set_value(std::move(st)); });
+  ASSERT_TRUE(saved.get_future().get().ok());
+  start();
+  Timetable timetable(io_, *store_, *registry_, *dispatcher_, clock_);
+  ASSERT_TRUE(timetable.start().ok());
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 1 && running_ == 0; }));
+  io_.run_for(milliseconds(20));
+  ASSERT_EQ(calls_.size(), 1u) << "one catch-up, not four";
+  EXPECT_EQ(json::parse(calls_[0].payload)["ember"]["due_ms"], minute - 4 * 60'000);
+  EXPECT_EQ(timetable.next_fires("f")[0].second, minute + 60'000);
+  timetable.stop();
 }
 
 }  // namespace

@@ -160,5 +160,36 @@ TEST(CheckHandler, FindsTheFileInTheBundle) {
   EXPECT_TRUE(check_handler(*provided, t.path()).ok());
 }
 
+TEST(Manifest, AsyncAndScheduleAreReadAndChecked) {
+  auto c = parse_config(json::parse(R"json({"runtime":"node","handler":"index.handler",
+      "async": {"retries": 0, "max_age_s": 60, "on_failure": "function:catcher"},
+      "schedule": ["rate(5 minutes)", "cron(0 3 * * ? *)"]})json"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->async_retries, 0);
+  EXPECT_EQ(c->async_max_age_s, 60);
+  EXPECT_EQ(c->async_on_failure, "function:catcher");
+  EXPECT_EQ(c->schedule, (std::vector<std::string>{"rate(5 minutes)", "cron(0 3 * * ? *)"}));
+  auto round_trip = parse_config(c->to_json());
+  ASSERT_TRUE(round_trip.ok());
+  EXPECT_EQ(*round_trip, *c);
+  auto defaults = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"));
+  EXPECT_EQ(defaults->async_retries, 2);
+  EXPECT_EQ(defaults->async_max_age_s, 21600);
+  EXPECT_EQ(defaults->async_on_failure, "dlq");
+  for (const char* bad : {R"j({"async": {"retries": 11}})j", R"j({"async": {"max_age_s": 59}})j",
+                          R"j({"async": {"on_failure": "sqs:q"}})j",
+                          R"j({"async": {"on_failure": "function:BAD NAME"}})j",
+                          R"j({"async": {"other": 1}})j", R"j({"schedule": "rate(1 minute)"})j",
+                          R"j({"schedule": ["every minute"]})j", R"j({"schedule": [5]})j"}) {
+    json doc = json::parse(bad);
+    doc["runtime"] = "node";
+    doc["handler"] = "index.handler";
+    auto r = parse_config(doc);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_TRUE(r.error().field.starts_with("async") || r.error().field == "schedule")
+        << bad << " → " << r.error().field << ": " << r.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace ember::registry
