@@ -137,8 +137,9 @@ asio::awaitable<Result<std::string>> Dispatcher::send(SendRequest request) {
   const size_t held_here = counts == functions_.end() ? 0 : counts->second.held;
   const uint64_t size = request.payload.size() + 256;
   std::string full;
-  if (stopping_) full = "the daemon is stopping";
-  if (held_.size() >= options_.max_events) {
+  if (stopping_) {
+    full = "the daemon is stopping";
+  } else if (held_.size() >= options_.max_events) {
     full = fmt::format("{} events are queued, the most the daemon holds", held_.size());
   } else if (held_here >= options_.max_per_function) {
     full = fmt::format("{} events of {} are queued, the most one function may have", held_here,

@@ -64,32 +64,29 @@ std::string_view trim_spaces(std::string_view s) {
 }  // namespace
 
 std::string http_event(const Request& request, const TriggerContext& context) {
-  // The target was checked to be origin-form when the request was routed.
-  const std::string_view target = request.target();
-  const size_t question = target.find('?');
-  const std::string_view raw_query =
-      question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+  // The target was checked to be origin-form when the request was routed; it is parsed once.
+  const auto url = urls::parse_origin_form(request.target());
+  std::string_view raw_query;
   // rawPath is what follows /fn/NAME[:QUALIFIER], as sent (percent-encoding kept): the
   // segments after the first two, as routing saw them.
   std::string raw_path;
-  if (auto url = urls::parse_origin_form(target)) {
+  json query = json::object();
+  if (url) {
+    if (url->has_query()) raw_query = url->encoded_query();
     size_t index = 0;
     for (auto segment : url->encoded_segments()) {
       if (index++ < 2) continue;
       raw_path.push_back('/');
       raw_path.append(segment.data(), segment.size());
     }
+    if (!raw_query.empty()) {
+      for (auto p : url->params()) append_joined(query, p.key, p.value);
+    }
   }
   if (raw_path.empty()) raw_path = "/";
   std::string path;
   for (char c : urls::decode_view(urls::pct_string_view(raw_path))) path.push_back(c);
 
-  json query = json::object();
-  if (!raw_query.empty()) {
-    if (auto url = urls::parse_origin_form(target)) {
-      for (auto p : url->params()) append_joined(query, p.key, p.value);
-    }
-  }
   json headers = json::object();
   json cookies = json::array();
   std::string name;
