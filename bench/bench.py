@@ -707,12 +707,25 @@ def scenario_kv(opts, workdir, report):
 def scenario_events(opts, workdir, report):
     """8. Asynchronous events: how fast they are accepted, how soon they start."""
     secs, paced, rate = (3, 300, 100) if opts.quick else (10, 1000, 200)
+    calls = 200 if opts.quick else 2000
     config = {"events": {"max_queued": 10_000_000, "max_queued_per_function": 10_000_000,
                          "max_queued_mb": 4096}}
     ember = Ember(workdir, config)
     try:
         ember.deploy("ev", "node", {"max_instances": 4}, source="ev.js")
+        ember.deploy("relay", "node", {"calls": ["ev"]}, source="relay.js")
         assert ember.invoke("ev")[0] == 200
+        # A synchronous call through another function (context.invoke), one at a time, against
+        # the same call made directly; both warm.
+        direct, relayed = [], []
+        for _ in range(10):
+            assert ember.invoke("relay")[0] == 200
+        for _ in range(calls):
+            for name, into in (("ev", direct), ("relay", relayed)):
+                t = time.perf_counter()
+                st, _, body = ember.invoke(name)
+                into.append((time.perf_counter() - t) * 1e3)
+                assert st == 200, (st, body)
         # Enqueue to start, on an idle daemon: events sent at a steady rate below what the
         # function can run, each one's start (in the handler) against its acceptance.
         ids = []
@@ -751,13 +764,19 @@ def scenario_events(opts, workdir, report):
              f"| events refused (queue full) | {refused:.0f} |",
              f"| enqueue → start p50 ({paced} events at {rate}/s) | {pct(waits, .5):.0f} ms |",
              f"| enqueue → start p99 | {pct(waits, .99):.0f} ms |",
-             f"| enqueue → start max | {max(waits):.0f} ms |"]
+             f"| enqueue → start max | {max(waits):.0f} ms |",
+             f"| a call, direct: p50 / p99 ({calls} one at a time) | {pct(direct, .5):.2f} / "
+             f"{pct(direct, .99):.2f} ms |",
+             f"| the same call through `context.invoke` from another function: p50 / p99 | "
+             f"{pct(relayed, .5):.2f} / {pct(relayed, .99):.2f} ms |"]
     report.section("8. Asynchronous events", "A node function (`max_instances` 4) that returns "
                    "`Date.now()`. Enqueue → start: events sent one by one at a steady rate on an "
                    "otherwise idle daemon; the wait is the handler's start minus the event's "
                    "`created_ms` (both wall clocks of this host, in ms). Acceptance: wrk with 50 "
                    f"connections for {secs} s; every 202 comes after the event's commit is "
-                   "fsynced (group commit), and the events run afterwards.",
+                   "fsynced (group commit), and the events run afterwards. Function to function: "
+                   "`relay` (node) returns `await context.invoke('ev', event)`; each call is timed "
+                   "by the client, alternating with a direct call of `ev`.",
                    "\n".join(lines))
 
 

@@ -19,6 +19,8 @@ const ERROR = 5;
 const KV_REQUEST = 6;
 const KV_REPLY = 7;
 const SHUTDOWN = 8;
+const INVOKE_REQUEST = 10;
+const INVOKE_REPLY = 11;
 const HEADER_BYTES = 16;
 const MAX_META = 64 * 1024;
 const MAX_BODY = 64 * 1024 * 1024;
@@ -83,7 +85,7 @@ function send(type, id, metaText, body) {
   channel.write(header);
   channel.write(metaBuf);
   if (bodyBuf.length) channel.write(bodyBuf);
-  if (type !== KV_REQUEST) uncorkChannel();
+  if (type !== KV_REQUEST && type !== INVOKE_REQUEST) uncorkChannel();
 }
 
 // Reads a property or converts a value without letting a hostile error object (a throwing
@@ -333,11 +335,16 @@ class KvError extends Error {
 }
 
 const kvPending = new Map();  // request id -> [resolve, reject, op]
-let kvNextId = 1;
+let nextRequestId = 1;  // of KV_REQUEST and INVOKE_REQUEST frames
+
+function newRequestId() {
+  const id = nextRequestId;
+  nextRequestId = nextRequestId >= 0xffffffff ? 1 : nextRequestId + 1;
+  return id;
+}
 
 function kvRequest(call, ns, op, fields, body) {
-  const id = kvNextId;
-  kvNextId = kvNextId >= 0xffffffff ? 1 : kvNextId + 1;
+  const id = newRequestId();
   const meta = { op, call, ...fields };
   if (ns !== null) meta.ns = ns;
   return new Promise((resolve, reject) => {
@@ -424,6 +431,75 @@ function makeKv(call, ns) {
   };
 }
 
+// Calls of other functions (docs/events.md#function-to-function): an INVOKE_REQUEST naming the
+// call it is made for, answered by an INVOKE_REPLY of the same id.
+class InvokeError extends Error {
+  constructor(meta, body) {
+    super(typeof meta.errorMessage === 'string' ? meta.errorMessage : '');
+    this.name = typeof meta.errorType === 'string' ? meta.errorType : 'ServiceException';
+    this.errorType = this.name;
+    if (meta.functionError) {
+      // The called function failed: its own error object, as Lambda's Invoke returns it.
+      this.functionError = meta.functionError;
+      this.requestId = meta.requestId;
+      try {
+        this.error = JSON.parse(body.toString('utf8'));
+      } catch {
+        this.error = null;
+      }
+    }
+  }
+}
+
+const invokePending = new Map();  // request id -> [resolve, reject, async]
+
+function invokeFunction(call, name, event, options) {
+  const async = Boolean(options && options.async);
+  let target = name;
+  if (options && options.qualifier !== undefined) target = `${name}:${options.qualifier}`;
+  let text;
+  try {
+    text = event === undefined ? '{}' : JSON.stringify(event);
+  } catch {
+    text = undefined;
+  }
+  if (typeof target !== 'string' || text === undefined) {
+    return Promise.reject(new InvokeError({
+      errorType: typeof target !== 'string' ? 'InvalidParameterValueException'
+        : 'InvalidRequestContentException',
+      errorMessage: typeof target !== 'string' ? 'the function name must be a string'
+        : 'the event cannot be written as JSON',
+    }));
+  }
+  const id = newRequestId();
+  return new Promise((resolve, reject) => {
+    invokePending.set(id, [resolve, reject, async]);
+    if (loopWaiters.size > 0) holdLoop();
+    send(INVOKE_REQUEST, id, JSON.stringify({ call, function: target, async }), text);
+  });
+}
+
+function invokeReplied(id, meta, body) {
+  const waiter = invokePending.get(id);
+  if (!waiter) return;
+  invokePending.delete(id);
+  if (loopWaiters.size > 0) holdLoop();
+  const [resolve, reject, async] = waiter;
+  if (!meta.ok) {
+    reject(new InvokeError(meta, body));
+  } else if (async) {
+    resolve({ id: meta.id });
+  } else if (typeof meta.contentType === 'string') {
+    resolve(body.toString('utf8'));  // a custom runtime's raw answer
+  } else {
+    try {
+      resolve(JSON.parse(body.toString('utf8')));
+    } catch (err) {
+      reject(new InvokeError({ errorType: 'ServiceException', errorMessage: err.message }));
+    }
+  }
+}
+
 // Calls whose handler returned neither a value nor a promise and has not answered yet (through
 // the callback, context.succeed, fail or done): Lambda answers them with null once the event loop
 // is empty. The channel is the one handle that always keeps the loop alive, so while such calls
@@ -431,7 +507,7 @@ function makeKv(call, ns) {
 // is left to run.
 const loopWaiters = new Set();  // their settle functions
 function holdLoop() {
-  if (loopWaiters.size > 0 && kvPending.size === 0) {
+  if (loopWaiters.size > 0 && kvPending.size === 0 && invokePending.size === 0) {
     channel.unref();
   } else {
     channel.ref();
@@ -475,6 +551,12 @@ class Context {
 
   get kv() {
     return (this.#kv ??= makeKv(this.#call, null));
+  }
+
+  // Calls another function: resolves with its value, or with {id} of the queued event when
+  // options.async; rejects with an InvokeError.
+  invoke(name, event, options) {
+    return invokeFunction(this.#call, name, event, options);
   }
 
   set kv(value) {
@@ -581,6 +663,8 @@ function serve() {
       need = HEADER_BYTES;
       if (type === KV_REPLY) {
         kvReplied(id, meta, body);
+      } else if (type === INVOKE_REPLY) {
+        invokeReplied(id, meta, body);
       } else if (type === INVOKE) {
         if (inFlight < concurrency) {
           invoke(id, meta, body);

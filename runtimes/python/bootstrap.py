@@ -23,6 +23,8 @@ import sys
 import time
 
 READY, INIT_ERROR, INVOKE, RESULT, ERROR, KV_REQUEST, KV_REPLY, SHUTDOWN = 1, 2, 3, 4, 5, 6, 7, 8
+INVOKE_REQUEST, INVOKE_REPLY = 10, 11
+REPLIES = (KV_REPLY, INVOKE_REPLY)
 HEADER = struct.Struct("<IIII")
 MAX_META = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -61,7 +63,7 @@ class Kv:
         meta.update(fields)
         if self._ns is not None:
             meta["ns"] = self._ns
-        reply, body = self._channel.kv_request(meta, body)
+        reply, body = self._channel.request(KV_REQUEST, meta, body)
         if not reply.get("ok"):
             raise _kv_error(reply.get("errorType", "KvUnavailable"), reply.get("errorMessage", ""))
         return reply, body
@@ -117,6 +119,63 @@ class Kv:
         return Kv(self._channel, self._call, str(name))
 
 
+class InvokeError(Exception):
+    """context.invoke failed. The class is named by the error type (AccessDeniedException,
+    RecursiveInvocationException, ...: docs/events.md); when the called function itself failed,
+    function_error is "Unhandled", error is its error object and request_id its call's id."""
+
+    error_type = "InvokeError"
+    function_error = None
+    error = None
+    request_id = None
+
+
+_INVOKE_ERRORS = {}
+
+
+def _invoke_error(meta, body=b""):
+    error_type = meta.get("errorType")
+    if not isinstance(error_type, str) or not error_type.isidentifier():
+        error_type = "ServiceException"
+    cls = _INVOKE_ERRORS.get(error_type)
+    if cls is None:
+        cls = type(error_type, (InvokeError,), {"error_type": error_type})
+        _INVOKE_ERRORS[error_type] = cls
+    exc = cls(str(meta.get("errorMessage", "")))
+    if meta.get("functionError"):
+        exc.function_error = meta["functionError"]
+        exc.request_id = meta.get("requestId")
+        try:
+            exc.error = json.loads(body)
+        except ValueError:
+            pass
+    return exc
+
+
+def _invoke(channel, call, name, event, async_, qualifier):
+    """context.invoke: the called function's value, or {"id": ...} of the queued event."""
+    if not isinstance(name, str):
+        raise _invoke_error({"errorType": "InvalidParameterValueException",
+                             "errorMessage": "the function name must be a string"})
+    if qualifier is not None:
+        name = f"{name}:{qualifier}"
+    try:
+        text = json.dumps({} if event is None else event, allow_nan=False,
+                          separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise _invoke_error({"errorType": "InvalidRequestContentException",
+                             "errorMessage": f"the event cannot be written as JSON: {exc}"}) from None
+    meta = {"call": call, "function": name, "async": bool(async_)}
+    reply, body = channel.request(INVOKE_REQUEST, meta, text)
+    if not reply.get("ok"):
+        raise _invoke_error(reply, body)
+    if async_:
+        return {"id": reply.get("id")}
+    if isinstance(reply.get("contentType"), str):
+        return body.decode("utf-8", "replace")  # a custom runtime's raw answer
+    return json.loads(body)
+
+
 def _env(ember_name, lambda_name, default=""):
     return os.environ.get(ember_name) or os.environ.get(lambda_name, default)
 
@@ -139,7 +198,7 @@ class LambdaContext:
     start-up; a call only fills the slots."""
 
     __slots__ = ("aws_request_id", "invoked_function_arn", "kv", "identity", "_deadline_ms",
-                 "__dict__")  # a handler may add attributes of its own, as on Lambda
+                 "_channel", "_call", "__dict__")  # a handler may add attributes of its own, as on Lambda
 
     function_name = functionName = _env("EMBER_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_NAME")
     function_version = functionVersion = _env("EMBER_FUNCTION_VERSION",
@@ -150,6 +209,7 @@ class LambdaContext:
     log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
     client_context = None
     tenant_id = None
+    InvokeError = InvokeError  # what invoke() raises, for `except context.InvokeError`
     # Lambda's account id is not Ember's to give; twelve zeros keep ARN parsers happy.
     FUNCTION_ARN = (f"arn:aws:lambda:{os.environ.get('AWS_REGION') or 'us-east-1'}:000000000000:"
                     f"function:{_env('AWS_LAMBDA_FUNCTION_NAME', 'EMBER_FUNCTION_NAME')}")
@@ -162,6 +222,15 @@ class LambdaContext:
         self.kv = Kv(channel, call)
         self.identity = CognitoIdentity()
         self._deadline_ms = meta.get("deadlineMs", 0)
+        self._channel, self._call = channel, call
+
+    def invoke(self, function_name, event=None, async_=False, qualifier=None, **options):
+        """Calls another function and returns its value; with async_=True (or
+        **{"async": True}) queues the event and returns {"id": ...}. Raises InvokeError."""
+        async_ = async_ or options.pop("async", False)
+        if options:
+            raise TypeError(f"invoke() got unexpected keyword arguments: {', '.join(options)}")
+        return _invoke(self._channel, self._call, function_name, event, async_, qualifier)
 
     @property
     def request_id(self):
@@ -365,28 +434,96 @@ class Channel:
         self.fd = fd
         self.buf = bytearray()
         self.header = bytearray(HEADER.size)
-        self.held = []  # frames that arrived while a key-value reply was awaited
-        self.kv_id = 0
-        self.kv_lock = _thread.allocate_lock()  # handler threads share the channel
+        # Handler threads share the channel: one of them (or the main loop) reads at a time and
+        # hands each reply to the thread that waits for it; INVOKE and SHUTDOWN frames read by a
+        # waiting thread are held for the main loop.
+        self.lock = _thread.allocate_lock()
+        self.send_lock = _thread.allocate_lock()
+        self.reading = False
+        self.sleepers = []   # locks of threads waiting for the reader
+        self.waiting = set()  # ids of requests sent and not yet answered
+        self.replies = {}  # id -> (meta, body), read for a thread not yet awake
+        self.held = []
+        self.request_id = 0
 
-    def kv_request(self, meta, body):
-        """Sends a KV_REQUEST and waits for its KV_REPLY; returns (meta, body). One at a time:
-        a handler's threads take turns on the channel."""
-        with self.kv_lock:
-            return self._kv_exchange(meta, body)
-
-    def _kv_exchange(self, meta, body):
-        self.kv_id = self.kv_id + 1 if self.kv_id < 0xFFFFFFFF else 1
-        ident = self.kv_id
-        self.send(KV_REQUEST, ident, meta, body)
+    def request(self, kind, meta, body):
+        """Sends a KV_REQUEST or INVOKE_REQUEST and waits for its reply; returns (meta, body)."""
+        with self.lock:
+            self.request_id = self.request_id + 1 if self.request_id < 0xFFFFFFFF else 1
+            ident = self.request_id
+            self.waiting.add(ident)
+        self.send(kind, ident, meta, body)
+        if _thread._count() == 0:
+            # No other thread: read until the reply, holding what the main loop will want.
+            while True:
+                frame = self._read_frame()
+                if frame is None:
+                    _flush_output()
+                    os._exit(0)  # the daemon is gone
+                if frame[0] not in REPLIES:
+                    self.held.append(frame)
+                elif frame[1] == ident:
+                    self.waiting.discard(ident)
+                    return frame[2], frame[3]
         while True:
-            frame = self._read_frame()
+            frame = self._next(ident)
+            if frame is not None:
+                return frame
+
+    def receive(self):
+        """The next INVOKE or SHUTDOWN for the main loop; None once the daemon is gone."""
+        if _thread._count() == 0 and not self.held:
+            # No thread but this one: nothing else reads or waits (the usual case, and the warm
+            # path). A reply read here answers nothing that still waits.
+            while True:
+                frame = self._read_frame()
+                if frame is None or frame[0] not in REPLIES:
+                    return frame
+        while True:
+            frame = self._next(None)
+            if frame is not None:
+                return frame if frame != () else None
+
+    def _next(self, ident):
+        """One step of waiting: the reply for `ident` (a request) or a held frame (ident None);
+        None to wait again; () when the stream ended."""
+        with self.lock:
+            if ident is not None and ident in self.replies:
+                self.waiting.discard(ident)
+                return self.replies.pop(ident)
+            if ident is None and self.held:
+                return self.held.pop(0)
+            if self.reading:
+                sleeper = _thread.allocate_lock()
+                sleeper.acquire()
+                self.sleepers.append(sleeper)
+            else:
+                self.reading, sleeper = True, None
+        if sleeper is not None:
+            sleeper.acquire()  # released when the reader has read a frame
+            return None
+        frame = self._read_frame()
+        with self.lock:
+            self.reading = False
+            for other in self.sleepers:
+                other.release()
+            self.sleepers.clear()
             if frame is None:
-                sys.exit(0)  # the daemon is gone
-            if frame[0] == KV_REPLY and frame[1] == ident:
-                return frame[2], frame[3]
-            if frame[0] != KV_REPLY:
+                if ident is None:
+                    return ()
+                _flush_output()
+                os._exit(0)  # the daemon is gone
+            if frame[0] in REPLIES:
+                if frame[1] == ident:
+                    self.waiting.discard(ident)
+                    return frame[2], frame[3]
+                if frame[1] in self.waiting:
+                    self.replies[frame[1]] = frame[2], frame[3]
+            elif ident is None:
+                return frame
+            else:
                 self.held.append(frame)
+        return None
 
     def send(self, kind, ident, meta, body=b""):
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode() if meta else b"{}"
@@ -394,15 +531,17 @@ class Channel:
         # daemon attributes them to this call.
         _flush_output()
         data = memoryview(HEADER.pack(kind, ident, len(meta_bytes), len(body)) + meta_bytes + body)
-        while data:
-            data = data[os.write(self.fd, data):]
+        with self.send_lock:
+            while data:
+                data = data[os.write(self.fd, data):]
 
     def send_last_resort(self, ident):
         HEADER.pack_into(self.header, 0, ERROR, ident, len(self.LAST_RESORT), 0)
-        for data in (self.header, self.LAST_RESORT):
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+        with self.send_lock:
+            for data in (self.header, self.LAST_RESORT):
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
 
     def _fill(self, n):
         """Reads until the buffer holds n bytes; False at the end of the stream."""
@@ -412,11 +551,6 @@ class Channel:
                 return False
             self.buf += chunk
         return True
-
-    def receive(self):
-        if self.held:
-            return self.held.pop(0)
-        return self._read_frame()
 
     def _read_frame(self):
         if not self._fill(HEADER.size):

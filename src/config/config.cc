@@ -160,6 +160,7 @@ Status apply_config_json(std::string_view text, Config& c) {
     h.integer("retry_base_ms", retry_base, 1, 3'600'000);
     h.integer("retry_max_ms", retry_max, 1, 86'400'000);
     h.integer("keep_finished_s", keep, 60, 366 * 86'400);
+    h.integer("max_call_depth", o.max_call_depth, 1, 64);
     if (auto st = h.finish(); !st) return st;
     o.max_events = static_cast<size_t>(queued);
     o.max_per_function = static_cast<size_t>(per_function);

@@ -316,6 +316,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     return 1;
   }
   api.set_events(&dispatcher, event_store->get(), &timetable);
+  factory.set_invoke_handler(api.function_calls(io.get_executor()));
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {

@@ -132,6 +132,13 @@ asio::awaitable<Result<std::string>> Dispatcher::send(SendRequest request) {
   const auto record = registry_.get(request.function);
   if (!record) co_return Error::not_found("function " + request.function + " does not exist");
   if (auto target = record->resolve(request.qualifier, 0); !target) co_return target.error();
+  if (request.depth > options_.max_call_depth) {
+    co_return Error::invalid(
+        fmt::format("{} function-to-function calls led to this one, more than the {} allowed: "
+                    "a loop?",
+                    request.depth, options_.max_call_depth),
+        "depth");
+  }
   const auto& config = record->active().config;
   const auto counts = functions_.find(request.function);
   const size_t held_here = counts == functions_.end() ? 0 : counts->second.held;
@@ -359,8 +366,9 @@ asio::awaitable<void> Dispatcher::attempt(std::string id) {
   ++counters_.attempts;
   if (e.attempts > 1) ++counters_.retries;
   save(e, false);
-  scheduler::InvokeRequest call{e.request_id, *e.payload, "invoke",
-                                e.qualifier.empty() ? 0 : target->version, e.qualifier};
+  scheduler::InvokeRequest call{e.request_id, *e.payload,
+                                "invoke",     e.qualifier.empty() ? 0 : target->version,
+                                e.qualifier,  e.depth};
   scheduler::InvokeOutcome outcome = co_await run_(e, std::move(call));
   // The entry is still held: nothing releases an event while its attempt runs.
   end_attempt();

@@ -356,4 +356,29 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
   return res;
 }
 
+// An error thrown by the function, or what ended it, as Lambda's runtimes report it.
+json function_error_object(const scheduler::InvokeOutcome& o, std::string_view request_id) {
+  json body = json::parse(o.body, nullptr, false);
+  switch (o.kind) {
+    case Kind::kFunctionError:
+    case Kind::kInitError:
+      if (body.is_object()) {
+        if (body.contains("stack") && !body.contains("stackTrace"))
+          body["stackTrace"] = body["stack"];
+        return body;
+      }
+      return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
+    case Kind::kTimeout:
+      return json{{"errorType", "Sandbox.Timedout"},
+                  {"errorMessage", fmt::format("RequestId: {} Error: Task timed out", request_id)}};
+    case Kind::kCrash:
+      return json{
+          {"errorType", worker::error_type(o.crash_cause.value_or(worker::ExitCause::kExited))},
+          {"errorMessage", fmt::format("RequestId: {} Error: {}", request_id, o.body)}};
+    default:
+      break;
+  }
+  return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
+}
+
 }  // namespace ember::gateway

@@ -40,4 +40,9 @@ std::string http_event(const Request& request, const TriggerContext& context);
 Response invoke_response(const scheduler::InvokeOutcome& outcome, std::string_view request_id,
                          bool http, std::string* problem = nullptr);
 
+// An error the function threw, or what ended it (a timeout, a crash), as Lambda's runtimes
+// report it: {"errorType", "errorMessage", ...}. For outcomes other than kOk.
+nlohmann::json function_error_object(const scheduler::InvokeOutcome& outcome,
+                                     std::string_view request_id);
+
 }  // namespace ember::gateway

@@ -21,32 +21,6 @@ namespace {
 
 constexpr size_t kTailBytes = 4096;
 
-// An error thrown by the function, or what ended it, as Lambda's runtimes report it.
-json function_error(const scheduler::InvokeOutcome& o, std::string_view request_id) {
-  using Kind = scheduler::InvokeOutcome::Kind;
-  json body = json::parse(o.body, nullptr, false);
-  switch (o.kind) {
-    case Kind::kFunctionError:
-    case Kind::kInitError:
-      if (body.is_object()) {
-        if (body.contains("stack") && !body.contains("stackTrace"))
-          body["stackTrace"] = body["stack"];
-        return body;
-      }
-      return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
-    case Kind::kTimeout:
-      return json{{"errorType", "Sandbox.Timedout"},
-                  {"errorMessage", fmt::format("RequestId: {} Error: Task timed out", request_id)}};
-    case Kind::kCrash:
-      return json{
-          {"errorType", worker::error_type(o.crash_cause.value_or(worker::ExitCause::kExited))},
-          {"errorMessage", fmt::format("RequestId: {} Error: {}", request_id, o.body)}};
-    default:
-      break;
-  }
-  return json{{"errorType", "Runtime.Unknown"}, {"errorMessage", o.body}};
-}
-
 }  // namespace
 
 Response lambda_error(http::status status, std::string_view type, std::string_view message) {
@@ -181,8 +155,8 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
       res = Response{http::status::ok, 11};
       res.set(http::field::content_type, "application/json");
       res.set("X-Amz-Function-Error", "Unhandled");
-      res.body() =
-          function_error(outcome, request_id).dump(-1, ' ', false, json::error_handler_t::replace);
+      res.body() = function_error_object(outcome, request_id)
+                       .dump(-1, ' ', false, json::error_handler_t::replace);
       break;
   }
   res.set(http::field::server, "ember");

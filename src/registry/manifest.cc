@@ -133,7 +133,25 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   const json* kv = f.object("kv");
   const json* async = f.object("async");
   const json* schedule = f.array("schedule");
+  const json* calls = f.array("calls");
   if (auto st = f.finish(); !st) return st;
+  if (calls) {
+    constexpr size_t kMaxCalls = 64;
+    if (calls->size() > kMaxCalls) {
+      return Error::invalid(fmt::format("calls: at most {} functions", kMaxCalls), "calls");
+    }
+    c.calls.clear();
+    for (const auto& item : *calls) {
+      if (!item.is_string() ||
+          (item.get<std::string>() != "*" && !validate_name(item.get<std::string>()))) {
+        return Error::invalid(
+            "calls: a list of function names ([a-z0-9][a-z0-9-]{0,62}), or \"*\" for every "
+            "function",
+            "calls");
+      }
+      c.calls.push_back(item.get<std::string>());
+    }
+  }
   if (schedule) {
     constexpr size_t kMaxSchedules = 10;
     if (schedule->size() > kMaxSchedules) {
@@ -260,7 +278,8 @@ json FunctionConfig::to_json() const {
                {{"retries", async_retries},
                 {"max_age_s", async_max_age_s},
                 {"on_failure", async_on_failure}}},
-              {"schedule", schedule}};
+              {"schedule", schedule},
+              {"calls", calls}};
 }
 
 Result<FunctionConfig> parse_config(const json& manifest, const json& overrides) {

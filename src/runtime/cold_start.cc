@@ -123,6 +123,7 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
                           options_);
   if (!spec) return spec.error();
   if (kv_) spec->kv = kv_handler(io_, *kv_, kv_grants(record.name, record.active().config));
+  spec->invoke = invoke_;
   auto worker = worker::Instance::launch(io_, sandbox_, std::move(*spec), std::move(log));
   if (!worker) return worker.error();
   return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(*worker)));

@@ -417,7 +417,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     }
     member->fresh = false;
     const auto handed_over = clock_.now();
-    const worker::CallTags tags{request.kind, request.qualifier};
+    const worker::CallTags tags{request.kind, request.qualifier, request.depth};
     result = co_await member->instance->call(request_id, request.event_json, tags, timeout,
                                              clock_.wall_ms() + config.timeout_ms);
     out.queued = handed_over - queued_at + result.waited;

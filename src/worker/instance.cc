@@ -39,6 +39,12 @@ std::string media_type(std::string_view type) {
   return ok ? std::string(type) : std::string("application/octet-stream");
 }
 
+// A request whose meta's "call" is absent or 0: made while the handler loads.
+bool names_no_call(const nlohmann::json& meta) {
+  auto it = meta.find("call");
+  return it == meta.end() || (it->is_number_unsigned() && it->get<uint64_t>() == 0);
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Instance>> Instance::launch(asio::io_context& io, sandbox::Sandbox& sandbox,
@@ -175,6 +181,9 @@ void Instance::handle(Frame frame) {
     case FrameType::kKvRequest:
       handle_kv(std::move(frame));
       return;
+    case FrameType::kInvokeRequest:
+      handle_invoke(std::move(frame));
+      return;
     case FrameType::kExiting: {
       auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
       if (auto it = meta.find("signal");
@@ -208,18 +217,12 @@ void Instance::handle_kv(Frame frame) {
     return;
   }
   // `call` names the INVOKE the request is made for; absent or 0 while the handler loads.
-  Pending* call = nullptr;
+  Pending* call = running_call(meta);
   std::optional<uint32_t> ops;
-  uint64_t call_id = 0;
-  if (auto it = meta.find("call"); it != meta.end() && it->is_number_unsigned()) {
-    call_id = it->get<uint64_t>();
-  }
-  if (call_id == 0) {
-    if (state_ == State::kStarting) ops = init_kv_ops_;
-  } else if (auto it = pending_.find(static_cast<uint32_t>(call_id));
-             call_id <= UINT32_MAX && it != pending_.end() && !it->second->result) {
-    call = it->second;
+  if (call) {
     ops = call->kv_reads + call->kv_writes;
+  } else if (state_ == State::kStarting && names_no_call(meta)) {
+    ops = init_kv_ops_;
   }
   const KvCount counted = spec_.kv(meta, std::move(frame.body), ops, std::move(reply));
   if (counted == KvCount::kNone) return;
@@ -230,6 +233,45 @@ void Instance::handle_kv(Frame frame) {
   } else {
     ++call->kv_writes;
   }
+}
+
+Instance::Pending* Instance::running_call(const nlohmann::json& meta) {
+  auto it = meta.find("call");
+  if (it == meta.end() || !it->is_number_unsigned()) return nullptr;
+  const uint64_t id = it->get<uint64_t>();
+  if (id == 0 || id > UINT32_MAX) return nullptr;
+  auto found = pending_.find(static_cast<uint32_t>(id));
+  return found != pending_.end() && !found->second->result ? found->second : nullptr;
+}
+
+void Instance::handle_invoke(Frame frame) {
+  InvokeReply reply = [weak = weak_from_this(), id = frame.id](std::string meta, std::string body) {
+    auto self = weak.lock();
+    if (self && self->state_ != State::kDead) {
+      self->send(encode(FrameType::kInvokeReply, id, meta, body));
+    }
+  };
+  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+  if (!meta.is_object()) {
+    kill("worker protocol: an INVOKE_REQUEST's meta is not a JSON object");
+    return;
+  }
+  auto refuse = [&](std::string_view type, std::string_view message) {
+    reply(nlohmann::json{{"ok", false}, {"errorType", type}, {"errorMessage", message}}.dump(), {});
+  };
+  if (!spec_.invoke) {
+    refuse("ServiceException", "this worker cannot call other functions");
+    return;
+  }
+  // Only a call in progress may make one: its depth is what bounds chains of calls.
+  const Pending* call = running_call(meta);
+  if (!call) {
+    refuse("InvalidRequestContentException",
+           "a function can call another only while it handles a call of its own");
+    return;
+  }
+  spec_.invoke(CallOrigin{spec_.function, spec_.version, call->request_id, call->depth}, meta,
+               std::move(frame.body), std::move(reply));
 }
 
 asio::awaitable<void> Instance::read_output(std::shared_ptr<Instance> /*self*/,
@@ -435,8 +477,8 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
   }
   const uint32_t id = next_call_++;
   const uint64_t lines_before = lines_;
-  Pending p{asio::steady_timer(io_, steady_clock::time_point::max()), request_id, timeout,
-            steady_clock::now()};
+  Pending p{asio::steady_timer(io_, steady_clock::time_point::max()), request_id, tags.depth,
+            timeout, steady_clock::now()};
   pending_.emplace(id, &p);
   if (running_ < std::max(1, spec_.concurrency) && queued_.empty()) {
     start(p, p.sent);

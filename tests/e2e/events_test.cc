@@ -11,7 +11,6 @@
 #include <set>
 #include <thread>
 
-#include "archive_builder.h"
 #include "daemon.h"
 #include "eventually.h"
 #include "temp_dir.h"
@@ -40,32 +39,17 @@ class EventsE2E : public ::testing::Test {
       EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
     }
   }
-  void deploy(const std::string& name, json extra = json::object(),
+  void deploy(const std::string& name, const json& extra = json::object(),
               const std::string& code = kHandler) {
-    json manifest = {{"runtime", "node"}, {"handler", "index.handler"}};
-    manifest.update(extra);
-    auto r = daemon_.admin("PUT", "/v1/functions/" + name,
-                           ArchiveBuilder(ArchiveKind::kZip)
-                               .file("function.json", manifest.dump())
-                               .file("index.js", code)
-                               .build());
+    auto r = daemon_.deploy_code(name, "node", code, extra);
     ASSERT_TRUE(r.status == 200 || r.status == 201) << r.body;
   }
   HttpResponse send(const std::string& name, const json& event) {
     return http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke?mode=async",
                         event.dump());
   }
-  // Polls the invocation until its status is `status`; returns what it last said.
   json wait_for(const std::string& id, const std::string& status) {
-    json last;
-    eventually(
-        [&] {
-          auto r = daemon_.admin("GET", "/v1/invocations/" + id);
-          last = r.json();
-          return r.status == 200 && last["status"] == status;
-        },
-        std::chrono::milliseconds(20'000));
-    return last;
+    return daemon_.wait_for_invocation(id, status);
   }
 
   TempDir tmp_;

@@ -11,7 +11,6 @@
 #include <set>
 #include <thread>
 
-#include "archive_builder.h"
 #include "daemon.h"
 #include "eventually.h"
 #include "temp_dir.h"
@@ -84,14 +83,7 @@ class KvE2E : public ::testing::Test {
   }
 
   void deploy(const std::string& name, const std::string& runtime, json extra = json::object()) {
-    const bool node = runtime == "node";
-    json manifest = {{"runtime", runtime}, {"handler", node ? "index.handler" : "main.handler"}};
-    manifest.update(extra);
-    auto r = daemon_.admin("PUT", "/v1/functions/" + name,
-                           ArchiveBuilder(ArchiveKind::kZip)
-                               .file("function.json", manifest.dump())
-                               .file(node ? "index.js" : "main.py", node ? kNodeKv : kPythonKv)
-                               .build());
+    auto r = daemon_.deploy_code(name, runtime, runtime == "node" ? kNodeKv : kPythonKv, extra);
     ASSERT_EQ(r.status, 201) << r.body;
   }
   json call(const std::string& name, const json& event) {

@@ -9,6 +9,9 @@
 #include <chrono>
 #include <regex>
 
+#include "archive_builder.h"
+#include "eventually.h"
+
 extern char** environ;
 
 namespace ember::testing {
@@ -133,6 +136,31 @@ HttpResponse Daemon::admin(const std::string& method, const std::string& target,
                            const std::string& body, Headers headers) const {
   headers["Authorization"] = std::string("Bearer ") + kTestToken;
   return http_request(port_, method, target, body, headers);
+}
+
+HttpResponse Daemon::deploy_code(const std::string& name, const std::string& runtime,
+                                 const std::string& code, const nlohmann::json& extra) const {
+  const bool node = runtime == "node";
+  nlohmann::json manifest = {{"runtime", runtime},
+                             {"handler", node ? "index.handler" : "main.handler"}};
+  manifest.update(extra);
+  return admin("PUT", "/v1/functions/" + name,
+               ArchiveBuilder(ArchiveKind::kZip)
+                   .file("function.json", manifest.dump())
+                   .file(node ? "index.js" : "main.py", code)
+                   .build());
+}
+
+nlohmann::json Daemon::wait_for_invocation(const std::string& id, const std::string& status) const {
+  nlohmann::json last;
+  eventually(
+      [&] {
+        auto r = admin("GET", "/v1/invocations/" + id);
+        last = r.json();
+        return r.status == 200 && last["status"] == status;
+      },
+      std::chrono::milliseconds(20'000));
+  return last;
 }
 
 RunResult run_emberd(const std::vector<std::string>& args) {

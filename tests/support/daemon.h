@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +44,14 @@ class Daemon {
   // Requests over TCP with the admin token.
   HttpResponse admin(const std::string& method, const std::string& target,
                      const std::string& body = "", Headers headers = {}) const;
+  // Deploys a one-file function: `code` as index.js (node: handler index.handler) or main.py
+  // (python: main.handler), with a function.json of the runtime, that handler and `extra`.
+  HttpResponse deploy_code(const std::string& name, const std::string& runtime,
+                           const std::string& code,
+                           const nlohmann::json& extra = nlohmann::json::object()) const;
+  // Polls GET /v1/invocations/{id} until its status is `status`, for up to 20 s; returns what
+  // it last said.
+  nlohmann::json wait_for_invocation(const std::string& id, const std::string& status) const;
 
  private:
   void reader(int fd);

@@ -34,7 +34,10 @@ struct DispatcherOptions {
   std::chrono::milliseconds retry_max{300'000};
   std::chrono::milliseconds throttled_delay{1'000};  // an attempt the function had no room for
   std::chrono::seconds keep_finished{86'400};  // succeeded and failed events are kept this long
-  uint64_t seed = 0;                           // jitter's generator; 0: from the kernel
+  // The longest chain of function-to-function calls (context.invoke, on_failure function:NAME):
+  // a call deeper than this is refused, which stops loops.
+  int max_call_depth = 16;
+  uint64_t seed = 0;  // jitter's generator; 0: from the kernel
 };
 
 // An event to send.
@@ -68,7 +71,8 @@ class Dispatcher {
   Status start();
   // Accepts an event: completes with its id once it is durable. Errc::kNotFound for an unknown
   // function, version or alias; Errc::kUnavailable when a queue limit is reached or the
-  // dispatcher is stopping; the store's error when it cannot be saved.
+  // dispatcher is stopping; Errc::kInvalid (field "depth") past max_call_depth; the store's
+  // error when it cannot be saved.
   boost::asio::awaitable<Result<std::string>> send(SendRequest request);
   // The event, while the dispatcher holds it (queued, running, or finished and not yet
   // committed); nullopt: ask the store.

@@ -1,8 +1,10 @@
 // Ember's HTTP API: routing, admin authentication and the deploy routes of docs/api.md.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <string>
+#include <utility>
 
 #include "ember/events/dispatcher.h"
 #include "ember/events/store.h"
@@ -15,6 +17,7 @@
 #include "ember/metering/usage.h"
 #include "ember/registry/registry.h"
 #include "ember/scheduler/scheduler.h"
+#include "ember/worker/call.h"
 
 namespace ember::gateway {
 
@@ -59,6 +62,8 @@ class Api final : public Application {
   // call.
   boost::asio::awaitable<scheduler::InvokeOutcome> run_event(const events::Event& event,
                                                              scheduler::InvokeRequest request);
+  // Serves workers' calls of other functions (context.invoke) on `executor`, the event loop's.
+  worker::InvokeHandler function_calls(boost::asio::any_io_executor executor);
   // A reloaded configuration.
   void set_admin_token(std::string token) { options_.admin_token = std::move(token); }
   void set_prices(metering::Prices prices) { prices_ = prices; }
@@ -69,6 +74,18 @@ class Api final : public Application {
   Response too_large(const Plan& plan, std::string message) override;
 
  private:
+  // An INVOKE_REQUEST, copied out of the worker's frame.
+  struct FunctionCall {
+    std::string caller;
+    int caller_version = 0;
+    std::string request_id;  // the caller's call
+    int depth = 0;           // the caller's call's depth
+    std::string target;      // NAME or NAME:QUALIFIER
+    bool async = false;
+    std::string event;
+  };
+  // Runs `call`; completes with the INVOKE_REPLY's meta and body.
+  boost::asio::awaitable<std::pair<std::string, std::string>> function_call(FunctionCall call);
   boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);
   boost::asio::awaitable<Response> patch(const Plan& plan, Request request);
   boost::asio::awaitable<Response> rollback(const Plan& plan, Request request);

@@ -47,6 +47,9 @@ struct FunctionConfig {
   // Schedules that send the function events (docs/events.md#schedules): EventBridge rate() and
   // cron() expressions, UTC.
   std::vector<std::string> schedule;
+  // The functions this one may call with context.invoke (docs/events.md#function-to-function):
+  // names, or "*" for every function.
+  std::vector<std::string> calls;
 
   bool operator==(const FunctionConfig&) const = default;
   nlohmann::json to_json() const;

@@ -46,6 +46,8 @@ class ColdStartFactory final : public InstanceFactory {
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
   void forget(const std::string& function) override;
+  // Serves the workers' calls of other functions (context.invoke); without it they are refused.
+  void set_invoke_handler(worker::InvokeHandler handler) { invoke_ = std::move(handler); }
   // A reloaded configuration: interpreters apply to the next start.
   void set_options(RuntimeOptions options) { options_ = std::move(options); }
 
@@ -55,6 +57,7 @@ class ColdStartFactory final : public InstanceFactory {
   const registry::Registry& registry_;
   RuntimeOptions options_;
   kv::Service* kv_;
+  worker::InvokeHandler invoke_;
 };
 
 }  // namespace ember::runtime

@@ -51,6 +51,7 @@ struct InvokeRequest {
   std::string kind = "invoke";  // "invoke" or "http"
   int version = 0;              // the version to run; 0: the active one
   std::string qualifier;        // what the caller named (a version or an alias), for the context
+  int depth = 0;                // function-to-function calls that led to this one
 };
 
 // Why an instance meant for waiting calls did not come up.

@@ -35,6 +35,9 @@ constexpr std::string_view error_type(ExitCause cause) {
 struct CallTags {
   std::string_view kind = "invoke";  // "invoke" or "http"
   std::string_view qualifier;        // the version or alias the caller named; empty: none
+  // How many function-to-function calls led to this one (0: a call from outside). The daemon
+  // keeps it; the worker is not told.
+  int depth = 0;
 };
 
 struct CallResult {
@@ -70,6 +73,21 @@ using KvReply = std::function<void(std::string meta, std::string body)>;
 // request counts as.
 using KvHandler = std::function<KvCount(const nlohmann::json& meta, std::string body,
                                         std::optional<uint32_t> ops_in_call, KvReply reply)>;
+
+// Who makes a function-to-function call (an INVOKE_REQUEST): the worker's function and
+// version, and the call the request was made for, with its depth. Valid during the handler.
+struct CallOrigin {
+  std::string_view function;
+  int version = 0;
+  std::string_view request_id;
+  int depth = 0;
+};
+// The meta and body of an INVOKE_REPLY.
+using InvokeReply = std::function<void(std::string meta, std::string body)>;
+// Serves an INVOKE_REQUEST (docs/worker-protocol.md) made by `origin`, from its meta (a parsed
+// JSON object) and body (the event). `reply` must be called once, on the event loop's thread.
+using InvokeHandler = std::function<void(const CallOrigin& origin, const nlohmann::json& meta,
+                                         std::string body, InvokeReply reply)>;
 
 // Receives each captured line: stream ("stdout"/"stderr"), the request it belongs to (empty
 // when it cannot be told), and the text without its newline.

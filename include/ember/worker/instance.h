@@ -36,6 +36,7 @@ struct LaunchSpec {
   int concurrency = 1;
   sandbox::WorkerSpec worker;  // how the sandbox confines it
   KvHandler kv;                // serves its key-value requests; empty: they are refused
+  InvokeHandler invoke;        // serves its calls of other functions; empty: they are refused
 };
 
 class Instance : public std::enable_shared_from_this<Instance> {
@@ -94,6 +95,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   struct Pending {
     boost::asio::steady_timer timer;  // the call's deadline once started; cancelled when it ends
     std::string request_id;
+    int depth = 0;
     std::chrono::nanoseconds timeout{0};
     std::chrono::steady_clock::time_point sent;
     std::optional<std::chrono::steady_clock::time_point> started;
@@ -116,6 +118,9 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void send(std::string wire);
   void handle(Frame frame);
   void handle_kv(Frame frame);
+  void handle_invoke(Frame frame);
+  // The call a KV_REQUEST or INVOKE_REQUEST names in its meta's "call", while it runs.
+  Pending* running_call(const nlohmann::json& meta);
   void drain_output();
   void take_lines(std::string& buffer, std::string_view stream, bool flush_partial);
   std::string current_request() const;

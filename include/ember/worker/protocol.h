@@ -23,6 +23,11 @@ enum class FrameType : uint32_t {
   // that child ended: {"signal": N} when a signal ended it. A seccomp kill of the child is
   // then reported as the worker's own (provided runtimes).
   kExiting = 9,
+  // Worker → daemon: context.invoke of another function, for the call named in the meta
+  // (docs/worker-protocol.md#invoke_request); the daemon answers with an INVOKE_REPLY of the same
+  // id.
+  kInvokeRequest = 10,
+  kInvokeReply = 11,
 };
 
 inline constexpr size_t kHeaderBytes = 16;

@@ -181,6 +181,31 @@ TEST(ConfigFile, ReadsTheSchedulerSection) {
   EXPECT_EQ(deep.error().field, "scheduler.pipeline_depth");
 }
 
+TEST(ConfigFile, ReadsTheEventsSection) {
+  Config c;
+  EXPECT_EQ(c.events.max_call_depth, 16);
+  auto st = apply_config_json(R"({"events": {"max_queued": 500, "max_in_flight": 4,
+      "retry_base_ms": 250, "retry_max_ms": 100, "keep_finished_s": 3600,
+      "max_call_depth": 3}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.events.max_events, 500u);
+  EXPECT_EQ(c.events.max_in_flight, 4);
+  EXPECT_EQ(c.events.retry_base, std::chrono::milliseconds(250));
+  EXPECT_EQ(c.events.retry_max, std::chrono::milliseconds(250)) << "never below the base";
+  EXPECT_EQ(c.events.keep_finished, std::chrono::seconds(3600));
+  EXPECT_EQ(c.events.max_call_depth, 3);
+  for (const char* bad :
+       {R"({"events": {"max_call_depth": 0}})", R"({"events": {"max_call_depth": 65}})",
+        R"({"events": {"max_queued": 0}})"}) {
+    Config d;
+    auto refused = apply_config_json(bad, d);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.error().field.rfind("events.", 0), 0u)
+        << bad << ": " << refused.error().field;
+  }
+}
+
 TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {
   Config a;
   Config b = a;

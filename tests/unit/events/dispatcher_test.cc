@@ -63,8 +63,8 @@ class DispatcherTest : public ::testing::Test {
         io_, *store_, *registry_,
         [this](const Event& event,
                scheduler::InvokeRequest request) -> asio::awaitable<scheduler::InvokeOutcome> {
-          calls_.push_back(
-              {event.function, request.event_json, request.qualifier, clock_.wall_ms()});
+          calls_.push_back({event.function, request.event_json, request.qualifier, clock_.wall_ms(),
+                            request.depth});
           ++running_;
           while (hold_) {
             asio::steady_timer t(io_, milliseconds(1));
@@ -126,6 +126,7 @@ class DispatcherTest : public ::testing::Test {
   struct Call {
     std::string function, payload, qualifier;
     int64_t at_ms;
+    int depth;
   };
   testing::TempDir tmp_;
   asio::io_context io_;
@@ -240,6 +241,37 @@ TEST_F(DispatcherTest, OnFailureSendsLambdasDestinationRecordToAnotherFunction) 
   EXPECT_EQ(record["requestContext"]["approximateInvokeCount"], 1);
   EXPECT_EQ(record["requestPayload"]["order"], 7);
   EXPECT_EQ(record["responsePayload"]["errorMessage"], "nope");
+}
+
+TEST_F(DispatcherTest, AnOnFailureLoopEndsAsADeadLetterAtTheDepthLimit) {
+  // f fails over to g and g to f: each hop is one call deeper, and the hop past the limit is
+  // refused, so the last event is a dead letter instead of a loop.
+  deploy("f", {{"async", {{"retries", 0}, {"on_failure", "function:g"}}}});
+  deploy("g", {{"async", {{"retries", 0}, {"on_failure", "function:f"}}}});
+  DispatcherOptions options;
+  options.max_call_depth = 3;
+  start(options);
+  script_ = {failure(), failure(), failure(), failure(), failure()};
+  ASSERT_TRUE(send("f").ok());
+  ASSERT_TRUE(run_until([&] { return dispatcher_->stats().dead == 1 && running_ == 0; }));
+  ASSERT_EQ(calls_.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(calls_[i].function, i % 2 == 0 ? "f" : "g");
+    EXPECT_EQ(calls_[i].depth, i) << "the attempt is told its depth, for the calls it makes";
+  }
+  EXPECT_EQ(dispatcher_->stats().failed, 3u);
+  SendRequest deep{"f", "", "{}", "function:g", 4};
+  std::optional<Result<std::string>> refused;
+  asio::co_spawn(
+      io_,
+      [&]() -> asio::awaitable<void> {
+        auto sent = co_await dispatcher_->send(std::move(deep));
+        refused = std::move(sent);
+      },
+      asio::detached);
+  ASSERT_TRUE(run_until([&] { return refused.has_value(); }));
+  ASSERT_FALSE(refused->ok());
+  EXPECT_EQ(refused->error().field, "depth");
 }
 
 TEST_F(DispatcherTest, QueueLimitsRefuseWithUnavailable) {

@@ -191,5 +191,28 @@ TEST(Manifest, AsyncAndScheduleAreReadAndChecked) {
   }
 }
 
+TEST(Manifest, CallsNamesFunctionsOrEveryOne) {
+  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler",
+      "calls": ["orders", "mailer-2"]})"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->calls, (std::vector<std::string>{"orders", "mailer-2"}));
+  EXPECT_EQ(*parse_config(c->to_json()), *c);
+  auto any = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler",
+      "calls": ["*"]})"));
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ(any->calls, (std::vector<std::string>{"*"}));
+  EXPECT_TRUE(
+      parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"))->calls.empty())
+      << "a function calls nothing unless its manifest says so";
+  json too_many = json::array();
+  for (int i = 0; i < 65; ++i) too_many.push_back("f" + std::to_string(i));
+  for (const json& bad :
+       {json("orders"), json{"Orders"}, json{"a:b"}, json{5}, json{"**"}, too_many}) {
+    auto r = parse_config(json{{"runtime", "node"}, {"handler", "index.handler"}, {"calls", bad}});
+    ASSERT_FALSE(r.ok()) << bad.dump();
+    EXPECT_EQ(r.error().field, "calls") << bad.dump();
+  }
+}
+
 }  // namespace
 }  // namespace ember::registry
