@@ -111,10 +111,29 @@ void Dispatcher::hold(Event event) {
   queue(it->second, at);
 }
 
+namespace {
+
+std::optional<int64_t> first_due(const std::set<std::pair<int64_t, std::string>>& ready) {
+  return ready.empty() ? std::nullopt : std::optional<int64_t>(ready.begin()->first);
+}
+
+}  // namespace
+
 void Dispatcher::queue(Entry& entry, int64_t at_ms) {
   entry.event.state = State::kQueued;
   entry.event.next_ms = at_ms;
-  ready_.emplace(at_ms, entry.event.id);
+  FunctionCounts& counts = functions_[entry.event.function];
+  const auto before = first_due(counts.ready);
+  counts.ready.emplace(at_ms, entry.event.id);
+  reindex(entry.event.function, counts, before);
+}
+
+void Dispatcher::reindex(const std::string& function, const FunctionCounts& counts,
+                         std::optional<int64_t> before) {
+  const auto now = first_due(counts.ready);
+  if (now == before) return;
+  if (before) heads_.erase({*before, function});
+  if (now) heads_.emplace(*now, function);
 }
 
 void Dispatcher::release(const std::string& id) {
@@ -122,9 +141,13 @@ void Dispatcher::release(const std::string& id) {
   if (it == held_.end()) return;
   const Event& e = it->second.event;
   bytes_ -= std::min<uint64_t>(bytes_, e.bytes());
-  auto f = functions_.find(e.function);
-  if (f != functions_.end() && --f->second.held == 0 && f->second.running == 0) functions_.erase(f);
-  ready_.erase({e.next_ms, e.id});
+  if (auto f = functions_.find(e.function); f != functions_.end()) {
+    FunctionCounts& counts = f->second;
+    const auto before = first_due(counts.ready);
+    counts.ready.erase({e.next_ms, e.id});
+    reindex(e.function, counts, before);
+    if (--counts.held == 0 && counts.running == 0) functions_.erase(f);
+  }
   held_.erase(it);
 }
 
@@ -208,14 +231,11 @@ asio::awaitable<Result<size_t>> Dispatcher::redrive(std::vector<Event> dead) {
 }
 
 void Dispatcher::forget(const std::string& function) {
+  // Only those waiting in the queue: one that is running or ending finishes first.
+  auto f = functions_.find(function);
+  if (f == functions_.end()) return;
   std::vector<std::string> ids;
-  for (const auto& [id, entry] : held_) {
-    // Only those waiting in the queue: one that is running or ending finishes first.
-    if (entry.event.function == function && !entry.running &&
-        ready_.contains({entry.event.next_ms, id})) {
-      ids.push_back(id);
-    }
-  }
+  for (const auto& due : f->second.ready) ids.push_back(due.second);
   for (const auto& id : ids) release(id);
 }
 
@@ -255,22 +275,30 @@ void Dispatcher::pump() {
     now = clock_.wall_ms();
     std::vector<std::string> start;
     std::map<std::string, int> shares;
-    for (auto it = ready_.begin(); it != ready_.end() && it->first <= now;) {
-      if (running_ >= options_.max_in_flight) break;
-      Entry& entry = held_.at(it->second);
-      const std::string& function = entry.event.function;
-      auto share = shares.try_emplace(function, 0);
-      if (share.second) share.first->second = this->share(function);
-      FunctionCounts& counts = functions_[function];
-      if (counts.running >= share.first->second) {
-        ++it;  // its function is at its share: the next attempt of it to end pumps again
-        continue;
+    while (running_ < options_.max_in_flight) {
+      // The function whose earliest event is due first and that has room: one at its share is
+      // passed over (the next attempt of it to end pumps again).
+      FunctionCounts* counts = nullptr;
+      std::string function;
+      for (auto it = heads_.begin(); it != heads_.end() && it->first <= now; ++it) {
+        auto share = shares.try_emplace(it->second, 0);
+        if (share.second) share.first->second = this->share(it->second);
+        FunctionCounts& c = functions_.at(it->second);
+        if (c.running < share.first->second) {
+          counts = &c;
+          function = it->second;
+          break;
+        }
       }
-      start.push_back(it->second);
-      it = ready_.erase(it);
-      entry.running = true;
-      ++counts.running;
+      if (!counts) break;
+      const auto before = first_due(counts->ready);
+      std::string id = counts->ready.begin()->second;
+      counts->ready.erase(counts->ready.begin());
+      reindex(function, *counts, before);
+      held_.at(id).running = true;
+      ++counts->running;
       ++running_;
+      start.push_back(std::move(id));
     }
     for (auto& id : start) asio::co_spawn(io_, attempt(std::move(id)), log_exception);
   } while (pump_again_ && !stopping_);
@@ -292,8 +320,10 @@ void Dispatcher::purge(int64_t now_ms) {
 }
 
 void Dispatcher::arm(int64_t now_ms) {
-  auto next = ready_.lower_bound({now_ms + 1, std::string()});
-  if (next == ready_.end() || stopping_) return;
+  // A function whose earliest event is due already is running it, or waits for an attempt to
+  // end, which pumps; the timer is for the first event that is not due yet.
+  auto next = heads_.lower_bound({now_ms + 1, std::string()});
+  if (next == heads_.end() || stopping_) return;
   if (timer_at_ms_ > now_ms && timer_at_ms_ <= next->first) return;  // armed early enough
   timer_at_ms_ = next->first;
   timer_.expires_after(std::chrono::milliseconds(next->first - now_ms));

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -95,14 +96,19 @@ class Dispatcher {
     Event event;
     bool running = false;
   };
+  using Due = std::pair<int64_t, std::string>;  // (next attempt, id or function)
   struct FunctionCounts {
     size_t held = 0;  // queued and running
     int running = 0;
+    std::set<Due> ready;  // its queued events: (next attempt, id)
   };
 
   void hold(Event event);
   void release(const std::string& id);
   void queue(Entry& entry, int64_t at_ms);
+  // Keeps heads_ in step after `counts.ready` changed; `before` was its first time.
+  void reindex(const std::string& function, const FunctionCounts& counts,
+               std::optional<int64_t> before);
   void pump();
   void arm(int64_t now_ms);
   void purge(int64_t now_ms);
@@ -119,9 +125,12 @@ class Dispatcher {
   Runner run_;
   DispatcherOptions options_;
   const Clock& clock_;
-  std::unordered_map<std::string, Entry> held_;      // by id
-  std::set<std::pair<int64_t, std::string>> ready_;  // queued: (next attempt, id)
+  std::unordered_map<std::string, Entry> held_;  // by id
   std::map<std::string, FunctionCounts> functions_;
+  // Each function with queued events, by its earliest: (next attempt, function). A pump walks
+  // functions, not events, so a function held at its share costs one step, however many
+  // events it has queued.
+  std::set<Due> heads_;
   uint64_t bytes_ = 0;
   int running_ = 0;
   bool stopping_ = false;

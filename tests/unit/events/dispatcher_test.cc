@@ -302,6 +302,23 @@ TEST_F(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
   ASSERT_TRUE(run_until([&] { return calls_.size() == 5 && running_ == 0; }));
 }
 
+TEST_F(DispatcherTest, AFunctionAtItsShareDoesNotHoldBackAnother) {
+  deploy("f", {{"max_instances", 2}});
+  deploy("g", {{"max_instances", 2}});
+  start();
+  hold_ = true;
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(send("f").ok());
+  ASSERT_TRUE(run_until([&] { return running_ == 1; })) << "f's share is one attempt";
+  ASSERT_TRUE(send("g").ok());
+  ASSERT_TRUE(run_until([&] { return running_ == 2; })) << "g runs beside f's queue";
+  EXPECT_EQ(calls_.back().function, "g");
+  EXPECT_EQ(dispatcher_->stats().queued, 49u);
+  hold_ = false;
+  ASSERT_TRUE(run_until(
+      [&] { return calls_.size() == 51 && running_ == 0 && dispatcher_->stats().queued == 0; }));
+  EXPECT_EQ(dispatcher_->stats().succeeded, 51u);
+}
+
 TEST_F(DispatcherTest, ARestartResumesQueuedAndRunningEvents) {
   deploy("f");
   // What a daemon killed in the middle of things leaves: one event waiting for a retry, one
