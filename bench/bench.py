@@ -156,6 +156,7 @@ class Service:
 
 class Ember:
     def __init__(self, workdir, config=None):
+        os.makedirs(workdir, exist_ok=True)
         self.state = os.path.join(workdir, "ember-state")
         cfg = os.path.join(workdir, "ember.json")
         with open(cfg, "w") as f:
@@ -333,36 +334,80 @@ http {{ access_log off;
                    "\n".join(lines + ratios))
 
 
+def metric(ember, name):
+    """A value of /metrics, or None."""
+    text = ember.request("GET", "/metrics")[2].decode()
+    m = re.search("^" + re.escape(name) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def wait_for_pool(ember, waiting, timeout=30):
+    """Until `waiting` pre-initialised workers wait and none is starting."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (metric(ember, 'ember_pool_workers{state="waiting"}') or 0) >= waiting and \
+                (metric(ember, 'ember_pool_workers{state="starting"}') or 0) == 0:
+            return
+        time.sleep(0.02)
+    raise RuntimeError("the pool did not refill")
+
+
 def scenario_cold(opts, workdir, report):
-    """2. Cold start per runtime, against bare process start."""
+    """2. Cold start per runtime, pool off and on, against bare process start."""
     n = 5 if opts.quick else 30
-    ember = Ember(workdir)
-    rows, breakdown = [], []
-    try:
-        for runtime in ("node", "python"):
-            totals, inits = [], []
-            for i in range(n):
-                name = f"cold-{runtime}-{i}"
-                ember.deploy(name, runtime)
-                t0 = time.perf_counter()
-                status, headers, body = ember.invoke(name)
-                t1 = time.perf_counter()
-                if status != 200 or headers.get("x-ember-start") != "cold":
-                    raise RuntimeError(f"cold {name}: {status} {headers} {body[:200]}")
-                totals.append((t1 - t0) * 1e3)
-                inits.append(float(headers["x-ember-init-ms"]))
-            rows.append((runtime, totals, inits))
-    finally:
-        ember.stop()
+    rows, breakdown, pool_memory = [], [], []
+    for pooled in (False, True):
+        # One instance per first call, so that each cold start is one start; with the pool on,
+        # each start finds a worker waiting (the pool refills between the calls, as it does
+        # between cold starts that are not simultaneous).
+        config = {"scheduler": {"eager_instances": 1},
+                  "pool": {"max_per_flavour": 1, "min_per_flavour": 1} if pooled
+                  else {"max_per_flavour": 0}}
+        ember = Ember(os.path.join(workdir, "pool" if pooled else "nopool"), config)
+        try:
+            if pooled:
+                wait_for_pool(ember, 2)
+                for pid in ember.workers():
+                    with open(f"/proc/{pid}/comm") as f:
+                        pool_memory.append((f.read().strip(), proc_rss_kib(pid) / 1024))
+            for runtime in ("node", "python"):
+                totals, inits = [], []
+                for i in range(n):
+                    name = f"cold-{runtime}-{i}"
+                    ember.deploy(name, runtime)
+                    if pooled:
+                        wait_for_pool(ember, 2)
+                    t0 = time.perf_counter()
+                    status, headers, body = ember.invoke(name)
+                    t1 = time.perf_counter()
+                    if status != 200 or headers.get("x-ember-start") != "cold":
+                        raise RuntimeError(f"cold {name}: {status} {headers} {body[:200]}")
+                    totals.append((t1 - t0) * 1e3)
+                    inits.append(float(headers["x-ember-init-ms"]))
+                hits = metric(ember, 'ember_pool_starts_total{result="hit"}') or 0
+                rows.append((runtime, pooled, totals, inits, hits))
+        finally:
+            ember.stop()
     refs = {}
     out = os.path.join(workdir, "hyperfine.json")
     # With the environment workers get (built from scratch): a variable such as
     # NODE_EXTRA_CA_CERTS in this shell would slow the reference, not Ember's workers.
+    # A V8 startup snapshot holding the modules the shim loads: would it make node cheaper?
+    snapshot_entry = os.path.join(workdir, "snapshot-entry.js")
+    blob = os.path.join(workdir, "shim.blob")
+    with open(snapshot_entry, "w") as f:
+        f.write("for (const m of ['fs', 'net', 'path', 'module', 'url', 'util']) require(m);\n"
+                "require('v8').startupSnapshot.setDeserializeMainFunction(() => {});\n")
+    run([NODE, "--snapshot-blob", blob, "--build-snapshot", snapshot_entry], timeout=120,
+        env=CLEAN_ENV)
     run(["hyperfine", "-N", "--warmup", "3", "--runs", str(n), "--export-json", out,
-         f"{NODE} -e 0", f"{PYTHON} -I -c pass"], timeout=600, env=CLEAN_ENV)
+         f"{NODE} -e 0", f"{PYTHON} -I -c pass", f"{NODE} --snapshot-blob {blob}"],
+        timeout=600, env=CLEAN_ENV)
     with open(out) as f:
         for r in json.load(f)["results"]:
-            refs["node" if "node" in r["command"] else "python"] = r
+            key = "snapshot" if "snapshot" in r["command"] else \
+                "node" if "node" in r["command"] else "python"
+            refs[key] = r
     sandbox = {}
     if os.access(SANDBOX_BENCH, os.X_OK):
         text = run([SANDBOX_BENCH, "50" if opts.quick else "200"], timeout=900)
@@ -372,19 +417,32 @@ def scenario_cold(opts, workdir, report):
                 sandbox[cells[0]] = float(cells[2]) / 1000
     spawn_ms = sandbox.get("plain child (clone3, rlimits, fds)", float("nan"))
     full_ms = sandbox.get("+ a cgroup (create, limits, join, remove)", float("nan"))
-    lines = ["| runtime | cold starts | first response p50 ms | p99 ms | init p50 ms | "
-             "bare process p50 ms (hyperfine) | Ember / bare |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for runtime, totals, inits in rows:
+    lines = ["| runtime | pool | cold starts | served by the pool | first response p50 ms | "
+             "p99 ms | init p50 ms | bare process p50 ms (hyperfine) | Ember / bare p50 | "
+             "Ember / bare p99 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for runtime, pooled, totals, inits, hits in rows:
         bare = statistics.median(refs[runtime]["times"]) * 1e3
-        lines.append(f"| {runtime} | {n} | {pct(totals, .5):.1f} | {pct(totals, .99):.1f} | "
-                     f"{pct(inits, .5):.1f} | {bare:.1f} | {pct(totals, .5) / bare:.2f}× |")
+        lines.append(f"| {runtime} | {'on' if pooled else 'off'} | {n} | "
+                     f"{int(hits) if pooled else ''} | {pct(totals, .5):.1f} | "
+                     f"{pct(totals, .99):.1f} | {pct(inits, .5):.1f} | {bare:.1f} | "
+                     f"{pct(totals, .5) / bare:.2f}× | {pct(totals, .99) / bare:.2f}× |")
+        if pooled:
+            report.targets_cold_pool[runtime] = (pct(totals, .5), pct(totals, .99), bare)
+            continue
         report.targets_cold[runtime] = (pct(totals, .5), bare)
         shim = pct(inits, .5) - (full_ms - spawn_ms) - bare
         # The parts are timed apart on a noisy machine; a remainder below zero is noise.
         shim_text = f"{shim:.1f}" if shim >= 0 else f"≈ 0 ({shim:.1f}, within noise)"
         breakdown.append(f"| {runtime} | {full_ms - spawn_ms:.1f} | {bare:.1f} | {shim_text} | "
                          f"{pct(totals, .5) - pct(inits, .5):.1f} |")
+    snap = statistics.median(refs["snapshot"]["times"]) * 1e3
+    lines += ["", f"A V8 startup snapshot holding the modules the node shim loads "
+              f"(`node --snapshot-blob`, built with `--build-snapshot`) starts in {snap:.1f} ms "
+              f"p50, against {statistics.median(refs['node']['times']) * 1e3:.1f} ms for "
+              "`node -e 0` in the same run.", "",
+              "Memory of the pool's waiting workers right after start (RSS): " +
+              ", ".join(f"{comm} {mib:.1f} MiB" for comm, mib in pool_memory) + "."]
     text = "\n".join(lines + [
         "", "Where the time of a cold start goes (p50, ms): the sandbox layers from "
         "`ember-bench-sandbox` (spawning `/usr/bin/true` with all layers minus a plain spawn), "
@@ -394,8 +452,10 @@ def scenario_cold(opts, workdir, report):
         "| runtime | sandbox layers | bare process start | shim + handler load + READY | "
         "call + HTTP |", "|---|---:|---:|---:|---:|"] + breakdown)
     report.section("2. Cold start", f"{n} functions per runtime, each invoked once (so every "
-                   "call is a cold start), sandbox on. References: `node -e 0` and "
-                   "`python3 -I -c pass` run by hyperfine in the same run.", text)
+                   "call is a cold start), sandbox on, first with the pool of pre-initialised "
+                   "workers off, then on (one worker per runtime, refilled between the calls). "
+                   "References: `node -e 0` and `python3 -I -c pass` run by hyperfine in the same "
+                   "run.", text)
 
 
 def burst(url, total, concurrency):
@@ -418,12 +478,13 @@ def burst(url, total, concurrency):
         return list(pool.map(one, range(total)))
 
 
-def scenario_burst(opts, workdir, report):
-    """3. Burst from zero against uWSGI in cheaper mode."""
-    total, conc = (100, 25) if opts.quick else (200, 50)
-    ember = Ember(workdir)
-    rows = []
+def burst_from_zero(workdir, pooled, total, conc):
+    """One burst on a python function with no instance; the pool off, or on as configured by
+    default (it keeps one worker per runtime from the start and grows with the starts)."""
+    ember = Ember(workdir, {} if pooled else {"pool": {"max_per_flavour": 0}})
     try:
+        if pooled:
+            wait_for_pool(ember, 2)
         ember.deploy("burst", "python", {"max_instances": 8})
         url = f"http://127.0.0.1:{ember.port}/v1/functions/burst/invoke"
         peak, seen = [0], set()
@@ -442,9 +503,22 @@ def scenario_burst(opts, workdir, report):
         stop.set()
         watcher.join()
         seen.update(ember.workers())
-        rows.append(("Ember (python, max_instances 8)", results, len(seen), peak[0]))
+        hits = metric(ember, 'ember_pool_starts_total{result="hit"}') or 0
+        what = "Ember (python, max_instances 8, pool " + \
+            (f"on: {int(hits)} starts served by it)" if pooled else "off)")
+        # Processes seen include the pool's own waiting workers: count function instances only.
+        return (what, results, None if pooled else len(seen), None if pooled else peak[0])
     finally:
         ember.stop()
+
+
+def scenario_burst(opts, workdir, report):
+    """3. Burst from zero against uWSGI in cheaper mode."""
+    total, conc = (100, 25) if opts.quick else (200, 50)
+    rows = []
+    for pooled in (False, True):
+        rows.append(burst_from_zero(os.path.join(workdir, "pool" if pooled else "nopool"),
+                                    pooled, total, conc))
     port = free_port()
     uwsgi = Service("uwsgi", ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
                               "--wsgi-file", os.path.join(BENCH, "servers", "wsgi.py"),
@@ -466,7 +540,7 @@ def scenario_burst(opts, workdir, report):
         lines.append(f"| {what} | {total} | {conc} | {errors} | {pct(lat, .5):.1f} | "
                      f"{pct(lat, .9):.1f} | {pct(lat, .99):.1f} | {max(lat):.1f} | "
                      f"{'' if started is None else started} | {'' if peak is None else peak} |")
-        if started is not None:
+        if started is not None and report.targets_burst is None:
             report.targets_burst = (errors, started)
     report.section("3. Burst from zero", f"{total} calls, {conc} at a time, on a function with "
                    "no instance and `max_instances` 8; the reference is uWSGI spawning workers "
@@ -785,7 +859,7 @@ def scenario_events(opts, workdir, report):
 class Report:
     def __init__(self):
         self.sections = []
-        self.targets_warm, self.targets_cold = {}, {}
+        self.targets_warm, self.targets_cold, self.targets_cold_pool = {}, {}, {}
         self.targets_burst = self.targets_idle = self.targets_soak = self.targets_kv = None
 
     def section(self, title, intro, body):
@@ -811,6 +885,11 @@ class Report:
         for rt, (cold, bare) in self.targets_cold.items():
             rows.append(f"| cold start below the bare runtime process ({rt}) | {cold:.1f} ms vs "
                         f"{bare:.1f} ms | {verdict(cold < bare, f'{cold / bare:.2f}× the bare start')} |")
+        for rt, (p50, p99, bare) in self.targets_cold_pool.items():
+            r50, r99 = p50 / bare, p99 / bare
+            rows.append(f"| cold start with the pool ≤ 0.1× the bare start p50, ≤ 0.3× p99 ({rt}) | "
+                        f"{r50:.2f}× / {r99:.2f}× ({p50:.1f} / {p99:.1f} ms vs {bare:.1f} ms) | "
+                        f"{verdict(r50 <= 0.1 and r99 <= 0.3, f'{r50:.2f}× p50, {r99:.2f}× p99')} |")
         if self.targets_burst:
             errors, started = self.targets_burst
             rows.append(f"| burst from zero: 0 errors, ≤ 8 instances | {errors} errors, {started} "

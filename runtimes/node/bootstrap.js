@@ -21,24 +21,40 @@ const KV_REPLY = 7;
 const SHUTDOWN = 8;
 const INVOKE_REQUEST = 10;
 const INVOKE_REPLY = 11;
+const LOAD = 12;
 const HEADER_BYTES = 16;
 const MAX_META = 64 * 1024;
 const MAX_BODY = 64 * 1024 * 1024;
 
 const env = process.env;
-const taskRoot = path.resolve(env.LAMBDA_TASK_ROOT || process.cwd());
-const functionName = env.EMBER_FUNCTION_NAME || '';
-const functionVersion = env.EMBER_FUNCTION_VERSION || '';
-const memoryLimitMB = Number(env.EMBER_MEMORY_MB || 0);
-const memoryLimitInMB = String(memoryLimitMB);
-const logGroupName = env.AWS_LAMBDA_LOG_GROUP_NAME;
-const logStreamName = env.AWS_LAMBDA_LOG_STREAM_NAME;
+// What the function's environment says, set by configure() before the handler loads: at start,
+// or, in a pooled worker (EMBER_POOLED=1), once LOAD has brought the environment.
+let taskRoot = '';
+let functionName = '';
+let functionVersion = '';
+let memoryLimitMB = 0;
+let memoryLimitInMB = '0';
+let logGroupName;
+let logStreamName;
 // Lambda's ARN of the function, under a placeholder account; a call that named a version or an
 // alias gets it appended (`context.invokedFunctionArn`).
-const functionArn = `arn:aws:lambda:${env.AWS_REGION || 'us-east-1'}:000000000000:function:` +
-  (env.AWS_LAMBDA_FUNCTION_NAME || functionName);
-// Calls served at once; the daemon may send more, which wait here and start in order.
-const concurrency = Math.max(1, Math.floor(Number(env.EMBER_CONCURRENCY || 1)) || 1);
+let functionArn = '';
+// Calls served at once; the daemon may send more, which wait here and start in order. 0 until
+// configured, so that a call sent to a pooled worker before LOAD is ignored.
+let concurrency = 0;
+
+function configure() {
+  taskRoot = path.resolve(env.LAMBDA_TASK_ROOT || process.cwd());
+  functionName = env.EMBER_FUNCTION_NAME || '';
+  functionVersion = env.EMBER_FUNCTION_VERSION || '';
+  memoryLimitMB = Number(env.EMBER_MEMORY_MB || 0);
+  memoryLimitInMB = String(memoryLimitMB);
+  logGroupName = env.AWS_LAMBDA_LOG_GROUP_NAME;
+  logStreamName = env.AWS_LAMBDA_LOG_STREAM_NAME;
+  functionArn = `arn:aws:lambda:${env.AWS_REGION || 'us-east-1'}:000000000000:function:` +
+    (env.AWS_LAMBDA_FUNCTION_NAME || functionName);
+  concurrency = Math.max(1, Math.floor(Number(env.EMBER_CONCURRENCY || 1)) || 1);
+}
 
 // Made now, before the function's code runs: Node makes them on first use, which loads modules,
 // and the error path must work when the function has used up its descriptors or its memory.
@@ -46,6 +62,8 @@ const stdout = process.stdout;
 const stderr = process.stderr;
 
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
+// Started ahead of demand for no function yet: it waits for LOAD (docs/worker-protocol.md).
+let awaitingLoad = env.EMBER_POOLED === '1';
 let inFlight = 0;
 let shuttingDown = false;
 const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
@@ -668,12 +686,15 @@ function serve() {
       } else if (type === INVOKE) {
         if (inFlight < concurrency) {
           invoke(id, meta, body);
-        } else {
+        } else if (concurrency > 0) {
           waiting.push([id, meta, body]);
         }
       } else if (type === SHUTDOWN) {
         shuttingDown = true;
         if (inFlight === 0) exitWhenSent(0);
+      } else if (type === LOAD && awaitingLoad) {
+        awaitingLoad = false;
+        start(meta);
       }
     }
   });
@@ -682,14 +703,27 @@ function serve() {
 channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(0));
 
-serve();
-loadHandler(env._HANDLER || 'index.handler').then(
-  (loaded) => {
-    handler = loaded;
-    handlerTakesCallback = loaded.length >= 3;
-    send(READY, 0, '{}');
-  },
-  async (err) => {
+// A pooled worker's function: its environment from LOAD's meta, as a worker started for it would
+// have had it, and its bundle as working directory. The bundle is mounted on LAMBDA_TASK_ROOT just
+// before LOAD is sent, so only a directory entered now is the bundle's and not the one beneath.
+function applyLoad(meta) {
+  const vars = meta.env;
+  if (vars !== null && typeof vars === 'object') {
+    for (const name of Object.keys(vars)) env[name] = vars[name];
+  }
+  delete env.EMBER_POOLED;
+  process.chdir(env.LAMBDA_TASK_ROOT);
+}
+
+// Loads the handler and sends READY; or, when that fails, INIT_ERROR, and exits. `load` is the
+// meta of the LOAD frame a pooled worker waited for; undefined in a worker started for a function.
+async function start(load) {
+  let loaded;
+  try {
+    if (load !== undefined) applyLoad(load);
+    configure();
+    loaded = await loadHandler(env._HANDLER || 'index.handler');
+  } catch (err) {
     // Lambda logs the error as uncaught, with no request id, before it reports it.
     let metaText;
     try {
@@ -702,5 +736,16 @@ loadHandler(env._HANDLER || 'index.handler').then(
     if (flushed) await flushed;
     send(INIT_ERROR, 0, metaText);
     channel.end(() => process.exit(1));
-  },
-);
+    return;
+  }
+  handler = loaded;
+  handlerTakesCallback = loaded.length >= 3;
+  send(READY, 0, '{}');
+}
+
+serve();
+if (awaitingLoad) {
+  send(READY, 0, '{"pooled":true}');
+} else {
+  start();
+}

@@ -23,7 +23,7 @@ import sys
 import time
 
 READY, INIT_ERROR, INVOKE, RESULT, ERROR, KV_REQUEST, KV_REPLY, SHUTDOWN = 1, 2, 3, 4, 5, 6, 7, 8
-INVOKE_REQUEST, INVOKE_REPLY = 10, 11
+INVOKE_REQUEST, INVOKE_REPLY, LOAD = 10, 11, 12
 REPLIES = (KV_REPLY, INVOKE_REPLY)
 HEADER = struct.Struct("<IIII")
 MAX_META = 64 * 1024
@@ -194,25 +194,22 @@ class CognitoIdentity:
 class LambdaContext:
     """What a handler gets as `context`: the attributes of Lambda's Python context, with its
     types (memory_limit_in_mb is a string there), plus Ember's: request_id, requestId, the
-    camelCase names and kv. What is the same for every call is a class attribute, set once at
-    start-up; a call only fills the slots."""
+    camelCase names and kv. What is the same for every call is a class attribute, set once by
+    configure() before the handler loads; a call only fills the slots."""
 
     __slots__ = ("aws_request_id", "invoked_function_arn", "kv", "identity", "_deadline_ms",
                  "_channel", "_call", "__dict__")  # a handler may add attributes of its own, as on Lambda
 
-    function_name = functionName = _env("EMBER_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_NAME")
-    function_version = functionVersion = _env("EMBER_FUNCTION_VERSION",
-                                              "AWS_LAMBDA_FUNCTION_VERSION")
-    memory_limit_in_mb = _env("EMBER_MEMORY_MB", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")
-    memoryLimitMB = int(memory_limit_in_mb) if memory_limit_in_mb.isdigit() else 0
-    log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
-    log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    function_name = functionName = ""
+    function_version = functionVersion = ""
+    memory_limit_in_mb = "0"
+    memoryLimitMB = 0
+    log_group_name = None
+    log_stream_name = None
     client_context = None
     tenant_id = None
     InvokeError = InvokeError  # what invoke() raises, for `except context.InvokeError`
-    # Lambda's account id is not Ember's to give; twelve zeros keep ARN parsers happy.
-    FUNCTION_ARN = (f"arn:aws:lambda:{os.environ.get('AWS_REGION') or 'us-east-1'}:000000000000:"
-                    f"function:{_env('AWS_LAMBDA_FUNCTION_NAME', 'EMBER_FUNCTION_NAME')}")
+    FUNCTION_ARN = ""
 
     def __init__(self, meta, channel=None, call=0):
         self.aws_request_id = meta.get("requestId", "")
@@ -257,6 +254,23 @@ class LambdaContext:
                 f"invoked_function_arn={self.invoked_function_arn},"
                 f"client_context={self.client_context},identity={self.identity},"
                 f"tenant_id={self.tenant_id}])")
+
+
+def configure():
+    """Sets what the context reports from the function's environment: at start, or in a pooled
+    worker once LOAD has brought the environment."""
+    cls = LambdaContext
+    cls.function_name = cls.functionName = _env("EMBER_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_NAME")
+    cls.function_version = cls.functionVersion = _env("EMBER_FUNCTION_VERSION",
+                                                      "AWS_LAMBDA_FUNCTION_VERSION")
+    cls.memory_limit_in_mb = _env("EMBER_MEMORY_MB", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "0")
+    cls.memoryLimitMB = int(cls.memory_limit_in_mb) if cls.memory_limit_in_mb.isdigit() else 0
+    cls.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    cls.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    # Lambda's account id is not Ember's to give; twelve zeros keep ARN parsers happy.
+    cls.FUNCTION_ARN = (f"arn:aws:lambda:{os.environ.get('AWS_REGION') or 'us-east-1'}:"
+                        f"000000000000:function:"
+                        f"{_env('AWS_LAMBDA_FUNCTION_NAME', 'EMBER_FUNCTION_NAME')}")
 
 
 # The request id of the call in progress, or of the last one: what Lambda's log lines show
@@ -659,18 +673,51 @@ class _Quitter:
         raise SystemExit(code)
 
 
+def wait_for_load(channel):
+    """In a pooled worker (EMBER_POOLED=1), started ahead of demand for no function yet: READY,
+    then the meta of the LOAD that names the function; None when told to stop first."""
+    channel.send(READY, 0, {"pooled": True})
+    while True:
+        frame = channel.receive()
+        if frame is None or frame[0] == SHUTDOWN:
+            return None
+        if frame[0] == LOAD:
+            return frame[2]
+
+
+def apply_load(meta):
+    """The function's environment from LOAD, as a worker started for it would have had it, and its
+    bundle as working directory. The bundle is mounted on LAMBDA_TASK_ROOT just before LOAD is
+    sent, so only a directory entered now is the bundle's and not the one beneath."""
+    env = meta.get("env")
+    env = env if isinstance(env, dict) else {}
+    for name, value in env.items():
+        os.environ[name] = value
+    os.environ.pop("EMBER_POOLED", None)
+    if "TZ" in env:
+        time.tzset()  # read once at start otherwise; the function's env may name another zone
+    os.chdir(os.environ["LAMBDA_TASK_ROOT"])
+
+
 def main():
     global _request_id
     channel = Channel(3)
     for name in ("exit", "quit"):
         if not hasattr(builtins, name):
             setattr(builtins, name, _Quitter(name))
-    set_path(os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd())
-    if "logging" in sys.modules:
-        _install_logging(sys.modules["logging"])
-    else:
-        sys.meta_path.insert(0, _LoggingHook)
+    pooled = os.environ.get("EMBER_POOLED") == "1"
+    load = wait_for_load(channel) if pooled else None
+    if pooled and load is None:
+        return 0
     try:
+        if pooled:
+            apply_load(load)
+        configure()
+        set_path(os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd())
+        if "logging" in sys.modules:
+            _install_logging(sys.modules["logging"])
+        else:
+            sys.meta_path.insert(0, _LoggingHook)
         handler = load_handler(os.environ.get("_HANDLER", "main.handler"))
     except Fault as fault:
         log_error(fault.error)

@@ -169,6 +169,18 @@ Status apply_config_json(std::string_view text, Config& c) {
     o.retry_max = std::chrono::milliseconds(std::max(retry_base, retry_max));
     o.keep_finished = std::chrono::seconds(keep);
   }
+  if (const json* pool = f.object("pool")) {
+    JsonFields h(*pool, "pool");
+    auto& o = c.pool;
+    int64_t window = o.window.count();
+    h.integer("max_per_flavour", o.max_per_flavour, 0, 64);
+    h.integer("min_per_flavour", o.min_per_flavour, 0, 64);
+    h.integer("window_s", window, 1, 86'400);
+    h.integer("max_memory_mb", o.max_memory_mb, 0, 1 << 20);
+    h.integer("worker_memory_mb", o.worker_memory_mb, 64, 10240);
+    if (auto st = h.finish(); !st) return st;
+    o.window = std::chrono::seconds(window);
+  }
   if (const json* logs = f.object("logs")) {
     JsonFields h(*logs, "logs");
     h.integer("bytes_per_function", c.log_bytes_per_function, 4096, int64_t{1} << 30);

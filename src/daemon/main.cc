@@ -39,6 +39,7 @@
 #include "ember/os/systemd.h"
 #include "ember/registry/registry.h"
 #include "ember/runtime/cold_start.h"
+#include "ember/runtime/pool.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 
@@ -114,6 +115,15 @@ int64_t default_memory_budget_mb() {
   return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page / (1 << 20) * 3 / 4 : 0;
 }
 
+// The pool's memory is at most a tenth of the budget, whatever the configuration says.
+runtime::PoolOptions pool_options(runtime::PoolOptions options, int64_t budget_mb) {
+  if (budget_mb > 0) {
+    options.max_memory_mb =
+        static_cast<int>(std::min<int64_t>(options.max_memory_mb, budget_mb / 10));
+  }
+  return options;
+}
+
 // The CPUs this process may run on (its affinity mask, which cpusets and taskset narrow).
 int cpu_count() {
   cpu_set_t set;
@@ -125,8 +135,10 @@ int cpu_count() {
 // which the signal handler destroys long before the drain ends.
 asio::awaitable<void> drain_and_stop(gateway::HttpServer& server, events::Timetable& timetable,
                                      events::Dispatcher& dispatcher,
-                                     scheduler::Scheduler& scheduler) {
+                                     scheduler::Scheduler& scheduler,
+                                     runtime::PooledFactory& pool) {
   timetable.stop();
+  pool.stop();
   co_await server.drain();
   // Events whose attempt is cut short stay stored as running and run again at the next start.
   co_await dispatcher.stop(std::chrono::milliseconds(2000));
@@ -166,6 +178,7 @@ struct Reloader {
   config::Config current;
   scheduler::Scheduler& scheduler;
   runtime::ColdStartFactory& factory;
+  runtime::PooledFactory& pool;
   gateway::Api& api;
   events::Dispatcher& dispatcher;
   std::string file_token;  // the token read from the state directory, when none is configured
@@ -185,6 +198,7 @@ struct Reloader {
     scheduler::SchedulerOptions options = next->scheduler;
     if (options.memory_budget_mb == 0) options.memory_budget_mb = default_memory_budget_mb();
     if (options.eager_instances == 0) options.eager_instances = cpu_count();
+    pool.set_options(pool_options(next->pool, options.memory_budget_mb));
     scheduler.set_options(std::move(options));
     runtime::RuntimeOptions interpreters = next->runtime;
     interpreters.runtimes_dir = find_runtimes(current.runtime.runtimes_dir);
@@ -272,8 +286,9 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   scheduler::SchedulerOptions sched_options = cfg.scheduler;
   if (sched_options.memory_budget_mb == 0)
     sched_options.memory_budget_mb = default_memory_budget_mb();
+  runtime::PooledFactory pool(io, factory, pool_options(cfg.pool, sched_options.memory_budget_mb));
   if (sched_options.eager_instances == 0) sched_options.eager_instances = cpu_count();
-  scheduler::Scheduler scheduler(io, factory, reg, logs, sched_options);
+  scheduler::Scheduler scheduler(io, pool, reg, logs, sched_options);
   scheduler.start();
   spdlog::info("scheduler: runtimes in {}, memory budget {} MiB, {} eager instances per function",
                runtime_options.runtimes_dir.string(), sched_options.memory_budget_mb,
@@ -287,6 +302,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   api.set_server(&server);
   api.set_metering(&metrics, usage->get(), cfg.metering.prices);
   api.set_kv(&kv_service);
+  api.set_pool(&pool);
   auto keys = gateway::InvokeKeys::open(reg.state_dir());
   if (!keys) {
     spdlog::critical("invoke keys: {}", keys.error().message);
@@ -317,6 +333,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   }
   api.set_events(&dispatcher, event_store->get(), &timetable);
   factory.set_invoke_handler(api.function_calls(io.get_executor()));
+  pool.fill();
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
   if (!endpoint) {
@@ -340,13 +357,8 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   asio::co_spawn(io, report_to_service_manager(notifier, reg, scheduler, server),
                  log_escaped("service manager notifications"));
 
-  Reloader reloader{cl,
-                    cfg,
-                    scheduler,
-                    factory,
-                    api,
-                    dispatcher,
-                    cfg.admin_token.empty() ? token : std::string()};
+  Reloader reloader{cl,   cfg, scheduler,  factory,
+                    pool, api, dispatcher, cfg.admin_token.empty() ? token : std::string()};
   std::function<void()> on_hangup = [&] {
     hangup.async_wait([&](const boost::system::error_code& ec, int) {
       if (ec) return;
@@ -372,7 +384,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
         hangup.cancel();
         signals.cancel();
         scheduler.kill_all("the spawner helper exited");
-        asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler),
+        asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler, pool),
                        [&, log = log_escaped("drain")](std::exception_ptr e) {
                          log(e);
                          io.stop();
@@ -385,7 +397,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
     hangup.cancel();
     helper_exit.cancel();
     spdlog::info("signal {}: draining", signo == SIGTERM ? "SIGTERM" : "SIGINT");
-    asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler),
+    asio::co_spawn(io, drain_and_stop(server, timetable, dispatcher, scheduler, pool),
                    [&, log = log_escaped("drain")](std::exception_ptr e) {
                      log(e);
                      spdlog::info("stopped");

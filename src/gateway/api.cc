@@ -660,6 +660,14 @@ Response Api::metrics() const {
     state.events_failed = e.failed;
     state.events_dead = e.dead;
   }
+  if (pool_) {
+    const runtime::PoolStats p = pool_->stats();
+    state.pool_waiting = static_cast<uint64_t>(p.waiting);
+    state.pool_starting = static_cast<uint64_t>(p.starting);
+    state.pool_memory_mb = static_cast<uint64_t>(p.memory_mb);
+    state.pool_hits = p.hits;
+    state.pool_misses = p.misses;
+  }
   if (server_) {
     state.open_connections = server_->connection_count();
     state.connections = server_->connections_accepted();

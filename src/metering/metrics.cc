@@ -190,6 +190,22 @@ std::string Metrics::render(const DaemonState& state) const {
   counter("ember_kv_commits_total",
           "Durable commits of the key-value store; writes per commit is the group commit's gain.",
           static_cast<double>(state.kv_commits));
+  auto& pool = pm::BuildGauge()
+                   .Name("ember_pool_workers")
+                   .Help("Pre-initialised workers that wait for a function, or are starting.")
+                   .Register(now);
+  pool.Add({{"state", "waiting"}}).Set(static_cast<double>(state.pool_waiting));
+  pool.Add({{"state", "starting"}}).Set(static_cast<double>(state.pool_starting));
+  gauge("ember_pool_memory_bytes", "The memory limits of pre-initialised workers together.",
+        static_cast<double>(state.pool_memory_mb) * kMiB);
+  auto& pool_starts = pm::BuildCounter()
+                          .Name("ember_pool_starts_total")
+                          .Help(
+                              "Starts of functions that could use a pre-initialised worker: "
+                              "served by one (hit) or cold (miss).")
+                          .Register(now);
+  pool_starts.Add({{"result", "hit"}}).Increment(static_cast<double>(state.pool_hits));
+  pool_starts.Add({{"result", "miss"}}).Increment(static_cast<double>(state.pool_misses));
   auto& events = pm::BuildGauge()
                      .Name("ember_events")
                      .Help("Asynchronous events held, by state.")

@@ -115,8 +115,12 @@ bool remove_when_empty(const fs::path& dir) {
 
 class V2Cgroup final : public Cgroup {
  public:
-  V2Cgroup(std::string name, fs::path dir, UniqueFd fd, std::shared_ptr<Graveyard> graves)
-      : name_(std::move(name)), dir_(std::move(dir)), fd_(std::move(fd)), graves_(graves) {
+  V2Cgroup(std::string name, fs::path dir, UniqueFd fd, std::shared_ptr<Graveyard> graves, bool cpu)
+      : name_(std::move(name)),
+        dir_(std::move(dir)),
+        fd_(std::move(fd)),
+        graves_(graves),
+        cpu_(cpu) {
     // memory.peak exists from Linux 5.19.
     peak_ = UniqueFd(::open((dir_ / "memory.peak").c_str(), O_RDONLY | O_CLOEXEC));
   }
@@ -141,6 +145,18 @@ class V2Cgroup final : public Cgroup {
     if (write_control(dir_ / "cgroup.kill", "1")) return;
     for (pid_t pid : pids_in(dir_ / "cgroup.procs")) ::kill(pid, SIGKILL);  // before 5.14
   }
+  Status set_limits(const CgroupLimits& limits) override {
+    if (auto s = write_control(dir_ / "memory.max", std::to_string(limits.memory_bytes)); !s) {
+      return s;
+    }
+    if (auto s = write_control(dir_ / "pids.max", std::to_string(limits.max_pids)); !s) return s;
+    if (cpu_) {  // optional: the cpu controller may be off
+      (void)write_control(dir_ / "cpu.weight", std::to_string(limits.cpu_weight));
+      (void)write_control(dir_ / "cpu.max",
+                          fmt::format("{} 100000", limits.cpu_max_percent * 1000));
+    }
+    return {};
+  }
 
  private:
   std::string name_;
@@ -148,6 +164,7 @@ class V2Cgroup final : public Cgroup {
   UniqueFd fd_;
   UniqueFd peak_;
   std::shared_ptr<Graveyard> graves_;
+  bool cpu_;
 };
 
 class V2Tree final : public CgroupTree {
@@ -167,20 +184,11 @@ class V2Tree final : public CgroupTree {
       ::rmdir(dir.c_str());
       return Error::system("open", dir.string(), e);
     }
-    auto cgroup = std::make_unique<V2Cgroup>(name, dir, std::move(fd), graves_);
-    if (auto s = write_control(dir / "memory.max", std::to_string(limits.memory_bytes)); !s) {
-      return s.error();
-    }
-    if (auto s = write_control(dir / "pids.max", std::to_string(limits.max_pids)); !s) {
-      return s.error();
-    }
-    // Optional: swap accounting and the cpu controller may be off.
+    auto cgroup = std::make_unique<V2Cgroup>(name, dir, std::move(fd), graves_, cpu_);
+    if (auto s = cgroup->set_limits(limits); !s) return s.error();
+    // Optional: swap accounting may be off.
     (void)write_control(dir / "memory.swap.max", "0");
     (void)write_control(dir / "memory.oom.group", "1");  // an OOM kill takes the whole worker
-    if (cpu_) {
-      (void)write_control(dir / "cpu.weight", std::to_string(limits.cpu_weight));
-      (void)write_control(dir / "cpu.max", fmt::format("{} 100000", limits.cpu_max_percent * 1000));
-    }
     return std::unique_ptr<Cgroup>(std::move(cgroup));
   }
 
@@ -252,6 +260,28 @@ class V1Cgroup final : public Cgroup {
       }
     }
   }
+  Status set_limits(const CgroupLimits& limits) override {
+    const fs::path& memory = dirs_[0];
+    const std::string bytes = std::to_string(limits.memory_bytes);
+    // Memory plus swap, when swap is accounted, is never below memory alone: raising, it goes
+    // first; lowering, it goes second.
+    const fs::path memsw = memory / "memory.memsw.limit_in_bytes";
+    const bool swap = fs::exists(memsw);
+    if (swap && number(read_control(memory / "memory.limit_in_bytes")) < limits.memory_bytes) {
+      (void)write_control(memsw, bytes);
+    }
+    if (auto s = write_control(memory / "memory.limit_in_bytes", bytes); !s) return s;
+    if (swap) (void)write_control(memsw, bytes);  // no swapping past the limit
+    if (auto s = write_control(dirs_[1] / "pids.max", std::to_string(limits.max_pids)); !s) {
+      return s;
+    }
+    if (dirs_.size() > 2) {
+      (void)write_control(dirs_[2] / "cpu.shares", std::to_string(limits.cpu_weight * 1024 / 100));
+      (void)write_control(dirs_[2] / "cpu.cfs_quota_us",
+                          std::to_string(limits.cpu_max_percent * 1000));
+    }
+    return {};
+  }
 
  private:
   std::string name_;
@@ -310,22 +340,9 @@ class V1Tree final : public CgroupTree {
       }
     }
     auto cgroup = std::make_unique<V1Cgroup>(name, dirs, std::move(procs), graves_);
-    const std::string bytes = std::to_string(limits.memory_bytes);
-    if (auto s = write_control(dirs[0] / "memory.limit_in_bytes", bytes); !s) return s.error();
-    // Memory plus swap, when swap is accounted: no swapping past the limit.
-    if (fs::exists(dirs[0] / "memory.memsw.limit_in_bytes")) {
-      (void)write_control(dirs[0] / "memory.memsw.limit_in_bytes", bytes);
-    }
     (void)write_control(dirs[0] / "memory.swappiness", "0");
-    if (auto s = write_control(dirs[1] / "pids.max", std::to_string(limits.max_pids)); !s) {
-      return s.error();
-    }
-    if (cpu_) {
-      (void)write_control(dirs[2] / "cpu.shares", std::to_string(limits.cpu_weight * 1024 / 100));
-      (void)write_control(dirs[2] / "cpu.cfs_period_us", "100000");
-      (void)write_control(dirs[2] / "cpu.cfs_quota_us",
-                          std::to_string(limits.cpu_max_percent * 1000));
-    }
+    if (cpu_) (void)write_control(dirs[2] / "cpu.cfs_period_us", "100000");
+    if (auto s = cgroup->set_limits(limits); !s) return s.error();
     return std::unique_ptr<Cgroup>(std::move(cgroup));
   }
 

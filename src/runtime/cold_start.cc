@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "ember/runtime/kv_bridge.h"
+#include "process_instance.h"
 
 namespace ember::runtime {
 
@@ -14,43 +15,29 @@ namespace {
 // need a name for it.
 constexpr const char* kRegion = "us-east-1";
 
-// A worker process as the scheduler sees it: the runtime's interface over worker::Instance.
-class ProcessInstance final : public Instance {
- public:
-  explicit ProcessInstance(std::shared_ptr<worker::Instance> worker) : worker_(std::move(worker)) {}
-  ~ProcessInstance() override { worker_->on_exit(nullptr); }
-
-  asio::awaitable<Status> ready(std::chrono::milliseconds timeout) override {
-    return worker_->ready(timeout);
-  }
-  asio::awaitable<worker::CallResult> call(const std::string& request_id,
-                                           const std::string& event_json, worker::CallTags tags,
-                                           std::chrono::nanoseconds timeout,
-                                           int64_t deadline_wall_ms) override {
-    return worker_->call(request_id, event_json, tags, timeout, deadline_wall_ms);
-  }
-  void stop(std::chrono::milliseconds grace) override { worker_->stop(grace); }
-  void kill(std::string reason) override { worker_->kill(std::move(reason)); }
-  bool usable() const override { return worker_->usable(); }
-  std::optional<Clock::time_point> running_since() const override {
-    return worker_->running_since();
-  }
-  std::chrono::nanoseconds init_duration() const override { return worker_->init_duration(); }
-  const std::string& exit_reason() const override { return worker_->exit_reason(); }
-  worker::ExitCause exit_cause() const override { return worker_->exit_cause(); }
-  const os::CgroupEvents& events() const override { return worker_->events(); }
-  uint64_t memory_peak() const override { return worker_->memory_peak(); }
-  void on_exit(std::function<void()> callback) override {
-    worker_->on_exit([callback = std::move(callback)](worker::Instance&) {
-      if (callback) callback();
-    });
-  }
-
- private:
-  std::shared_ptr<worker::Instance> worker_;
-};
+// The environment every worker starts with, whatever its function.
+std::vector<std::string> base_env() {
+  return {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "TZ=UTC", "HOME=/tmp"};
+}
 
 }  // namespace
+
+std::vector<std::string> runtime_argv(registry::Runtime runtime, int memory_mb,
+                                      const WorkerPaths& paths, const RuntimeOptions& options) {
+  switch (runtime) {
+    case registry::Runtime::kNode:
+      return {options.node_path,
+              "--max-old-space-size=" + std::to_string(std::max(16, memory_mb * 3 / 4)),
+              (paths.runtime_root / "node" / "bootstrap.js").string()};
+    case registry::Runtime::kPython:
+      return {options.python_path, "-I", "-S", "-u",
+              (paths.runtime_root / "python" / "bootstrap.py").string()};
+    case registry::Runtime::kProvided:
+      // The bundle's bootstrap, started by the Runtime API shim (docs/lambda.md).
+      return {(paths.runtime_root / "provided" / "ember-runtime-api").string()};
+  }
+  return {};
+}
 
 Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
                                        const std::filesystem::path& bundle_dir,
@@ -68,16 +55,14 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
   spec.worker.tmp_mb = c.tmp_mb;
   spec.worker.host_network = c.network == "host";
   // Built from scratch: nothing of the daemon's own environment reaches a function.
-  spec.env = {"PATH=/usr/local/bin:/usr/bin:/bin",
-              "LANG=C.UTF-8",
-              "TZ=UTC",
-              "HOME=/tmp",
-              "_HANDLER=" + c.handler,
-              "LAMBDA_TASK_ROOT=" + paths.task_root,
-              "EMBER_FUNCTION_NAME=" + record.name,
-              "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
-              "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb),
-              "EMBER_CONCURRENCY=" + std::to_string(c.concurrency)};
+  spec.env = base_env();
+  for (std::string entry :
+       {"_HANDLER=" + c.handler, "LAMBDA_TASK_ROOT=" + paths.task_root,
+        "EMBER_FUNCTION_NAME=" + record.name, "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),
+        "EMBER_MEMORY_MB=" + std::to_string(c.memory_mb),
+        "EMBER_CONCURRENCY=" + std::to_string(c.concurrency)}) {
+    spec.env.push_back(std::move(entry));
+  }
   // What Lambda's runtimes read (runtime interface clients take context from these).
   const std::string version = std::to_string(v.number);
   spec.env.push_back("AWS_LAMBDA_FUNCTION_NAME=" + record.name);
@@ -91,22 +76,23 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
     if (!c.env.contains(region)) spec.env.push_back(std::string(region) + "=" + kRegion);
   }
   for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
-  switch (c.runtime) {
-    case registry::Runtime::kNode:
-      spec.argv = {options.node_path,
-                   "--max-old-space-size=" + std::to_string(std::max(16, c.memory_mb * 3 / 4)),
-                   (paths.runtime_root / "node" / "bootstrap.js").string()};
-      break;
-    case registry::Runtime::kPython:
-      spec.argv = {options.python_path, "-I", "-S", "-u",
-                   (paths.runtime_root / "python" / "bootstrap.py").string()};
-      break;
-    case registry::Runtime::kProvided:
-      // The bundle's bootstrap, started by the Runtime API shim (docs/lambda.md).
-      spec.argv = {(paths.runtime_root / "provided" / "ember-runtime-api").string()};
-      spec.concurrency = 1;
-      break;
-  }
+  spec.argv = runtime_argv(c.runtime, c.memory_mb, paths, options);
+  if (c.runtime == registry::Runtime::kProvided) spec.concurrency = 1;
+  return spec;
+}
+
+worker::LaunchSpec pooled_spec(registry::Runtime runtime, int memory_mb, const WorkerPaths& paths,
+                               const RuntimeOptions& options) {
+  worker::LaunchSpec spec;
+  spec.function = std::string("pool-") + std::string(registry::runtime_name(runtime));
+  spec.argv = runtime_argv(runtime, memory_mb, paths, options);
+  spec.env = base_env();
+  spec.env.push_back("EMBER_POOLED=1");
+  spec.env.push_back("LAMBDA_RUNTIME_DIR=" + paths.runtime_root.string());
+  spec.cwd = "/";
+  spec.worker.function = spec.function;
+  spec.worker.memory_mb = memory_mb;
+  spec.worker.pooled = true;
   return spec;
 }
 
@@ -115,8 +101,8 @@ ColdStartFactory::ColdStartFactory(asio::io_context& io, sandbox::Sandbox& sandb
                                    kv::Service* kv)
     : io_(io), sandbox_(sandbox), registry_(registry), options_(std::move(options)), kv_(kv) {}
 
-Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::FunctionRecord& record,
-                                                          worker::LogSink log) {
+Result<worker::LaunchSpec> ColdStartFactory::function_spec(
+    const registry::FunctionRecord& record) const {
   const auto bundle = registry_.bundle_dir(record.active());
   auto spec = launch_spec(record, bundle,
                           WorkerPaths{sandbox_.task_root(bundle.string()), sandbox_.runtime_root()},
@@ -124,6 +110,18 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
   if (!spec) return spec.error();
   if (kv_) spec->kv = kv_handler(io_, *kv_, kv_grants(record.name, record.active().config));
   spec->invoke = invoke_;
+  return spec;
+}
+
+worker::LaunchSpec ColdStartFactory::pooled(registry::Runtime runtime, int memory_mb) const {
+  return pooled_spec(runtime, memory_mb, WorkerPaths{sandbox::kTaskRoot, sandbox_.runtime_root()},
+                     options_);
+}
+
+Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::FunctionRecord& record,
+                                                          worker::LogSink log) {
+  auto spec = function_spec(record);
+  if (!spec) return spec.error();
   auto worker = worker::Instance::launch(io_, sandbox_, std::move(*spec), std::move(log));
   if (!worker) return worker.error();
   return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(*worker)));

@@ -2,9 +2,10 @@
 // SOCK_SEQPACKET messages with descriptors attached. A kSpawn request starts with the u32 kind,
 // then the fields of a SpawnRequest (encode_spawn), with its descriptors attached in this order:
 // the child's 0-3 (those in the mask), the network namespace, the cgroup directory, the v1
-// cgroup.procs files. kNetns has no body. A reply is a ReplyHead with a pidfd (kSpawn) or a
-// namespace descriptor (kNetns). The daemon encodes, the helper decodes; nothing here runs in a
-// child between clone and execve.
+// cgroup.procs files. kNetns has no body. kMount carries a worker's pidfd and, as strings, the
+// host directory to bind and where, then the u64 size /tmp is to get (0: unchanged). A reply is
+// a ReplyHead with a pidfd (kSpawn), a namespace descriptor (kNetns) or nothing (kMount). The
+// daemon encodes, the helper decodes; nothing here runs in a child between clone and execve.
 #pragma once
 
 #include <sys/types.h>
@@ -28,6 +29,7 @@ constexpr size_t kMaxFds = 16;
 constexpr int kFirstHighFd = 16;
 constexpr uint32_t kSpawn = 1;
 constexpr uint32_t kNetns = 2;
+constexpr uint32_t kMount = 3;
 
 struct ReplyHead {
   int32_t error;

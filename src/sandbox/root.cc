@@ -97,7 +97,9 @@ std::vector<RootOp> root_plan(const WorkerRoot& root, const HostLayout& host) {
   for (const auto& name : host.etc) plan.push_back(op(K::kBindHost, "etc/" + name, "/etc/" + name));
 
   plan.push_back(op(K::kDir, "var"));
-  plan.push_back(op(K::kBindHost, "var/task", root.bundle_dir));
+  // Without a bundle yet (a pooled worker), an empty directory the bundle is bound on later.
+  plan.push_back(root.bundle_dir.empty() ? op(K::kDir, "var/task")
+                                         : op(K::kBindHost, "var/task", root.bundle_dir));
   plan.push_back(op(K::kDir, "opt"));
   plan.push_back(op(K::kDir, "opt/ember"));
   plan.push_back(op(K::kBindHost, "opt/ember/runtime", root.runtime_dir));

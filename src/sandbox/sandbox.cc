@@ -54,6 +54,11 @@ Sandbox::~Sandbox() = default;
 
 Status Sandbox::probe() {
   host_ = HostLayout::read();
+  pooled_uid_count_ = std::min<uint32_t>(4096, options_.uid_count / 4);
+  for (uint32_t i = 0; i < pooled_uid_count_; ++i) {
+    pooled_uids_->free.push_back(options_.uid_base + options_.uid_count - 1 - pooled_uid_count_ +
+                                 i);
+  }
   for (const auto& interpreter : options_.interpreters) {
     std::error_code ec;
     fs::path real = fs::canonical(interpreter, ec);
@@ -150,8 +155,8 @@ std::string Sandbox::runtime_root() const {
 
 Result<uid_t> Sandbox::uid_for(const std::string& function) {
   if (auto it = uids_.find(function); it != uids_.end()) return it->second;
-  // The last uid of the range belongs to the start-up probe.
-  if (next_uid_ + 1 >= options_.uid_count) {
+  // The last uid of the range belongs to the start-up probe, the ones below it to pooled workers.
+  if (next_uid_ + 1 + pooled_uid_count_ >= options_.uid_count) {
     return Error::unsupported("sandbox: every host uid of the configured range is in use");
   }
   uid_t uid = options_.uid_base + next_uid_++;
@@ -168,17 +173,25 @@ Result<int> Sandbox::netns_for(const std::string& function) {
   return fd;
 }
 
+os::CgroupLimits Sandbox::limits_for(int memory_mb) const {
+  os::CgroupLimits limits;
+  limits.memory_bytes = static_cast<uint64_t>(memory_mb) << 20;
+  limits.max_pids = options_.max_pids;
+  // CPU share follows memory, as on Lambda: 1 GB weighs as much as the default.
+  limits.cpu_weight = static_cast<uint32_t>(std::clamp(memory_mb * 100 / 1024, 1, 10000));
+  limits.cpu_max_percent = options_.cpu_max_percent;
+  return limits;
+}
+
 Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
   Worker worker;
   const uint64_t memory_bytes = static_cast<uint64_t>(spec.memory_mb) << 20;
+  if (spec.pooled && !layers_.namespaces) {
+    return Error::unsupported("sandbox: pre-started workers need the namespace layer");
+  }
   if (cgroups_) {
-    os::CgroupLimits limits;
-    limits.memory_bytes = memory_bytes;
-    limits.max_pids = options_.max_pids;
-    // CPU share follows memory, as on Lambda: 1 GB weighs as much as the default.
-    limits.cpu_weight = static_cast<uint32_t>(std::clamp(spec.memory_mb * 100 / 1024, 1, 10000));
-    limits.cpu_max_percent = options_.cpu_max_percent;
-    auto cgroup = cgroups_->create(fmt::format("{}-{}", spec.function, next_worker_++), limits);
+    auto cgroup = cgroups_->create(fmt::format("{}-{}", spec.function, next_worker_++),
+                                   limits_for(spec.memory_mb));
     if (!cgroup) return cgroup.error();
     worker.cgroup = std::move(*cgroup);
   } else {
@@ -187,9 +200,19 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
     request.max_data_bytes = memory_bytes;
   }
 
+  // A pooled worker's own network namespace lives as long as it does: the handle goes when
+  // spawn() returns.
+  os::UniqueFd own_netns;
   if (layers_.namespaces) {
-    auto uid = uid_for(spec.function);
+    Result<uid_t> uid = spec.pooled ? pooled_uid() : uid_for(spec.function);
     if (!uid) return uid.error();
+    if (spec.pooled) {
+      // Given back once the worker, and with it everything in its pid namespace, is gone.
+      worker.lease = std::shared_ptr<const void>(
+          nullptr, [uids = std::weak_ptr<PooledUids>(pooled_uids_), uid = *uid](const void*) {
+            if (auto u = uids.lock()) u->free.push_back(uid);
+          });
+    }
     Isolation iso;
     iso.host_uid = *uid;
     iso.host_gid = *uid;
@@ -208,6 +231,11 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
             "\"host\"): it can reach 127.0.0.1, the admin API included",
             spec.function);
       }
+    } else if (layers_.network && spec.pooled) {
+      auto ns = spawner_->new_network_namespace();
+      if (!ns) return ns.error();
+      own_netns = std::move(*ns);
+      iso.netns_fd = own_netns.get();
     } else if (layers_.network) {
       auto ns = netns_for(spec.function);
       if (!ns) return ns.error();
@@ -229,6 +257,32 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
   if (!child) return child.error();
   worker.process = std::move(*child);
   return worker;
+}
+
+Result<uid_t> Sandbox::pooled_uid() {
+  auto& free = pooled_uids_->free;
+  if (free.empty())
+    return Error::unsupported("sandbox: every host uid for pooled workers is in use");
+  const uid_t uid = free.back();
+  free.pop_back();
+  return uid;
+}
+
+Status Sandbox::bind(const os::ChildProcess& process, os::Cgroup* cgroup, const WorkerSpec& pooled,
+                     const WorkerSpec& spec) {
+  if (!pooled.pooled || !layers_.namespaces) {
+    return Error::invalid("sandbox: only a pooled worker can be bound to a function");
+  }
+  const uint64_t tmp_bytes =
+      spec.tmp_mb != pooled.tmp_mb ? static_cast<uint64_t>(spec.tmp_mb) << 20 : 0;
+  if (auto st = spawner_->mount_into(process.pidfd(), spec.bundle_dir, kTaskRoot, tmp_bytes); !st) {
+    return st;
+  }
+  // The limits follow memory_mb; a function of the pool's size keeps them.
+  if (cgroup && spec.memory_mb != pooled.memory_mb) {
+    return cgroup->set_limits(limits_for(spec.memory_mb));
+  }
+  return {};
 }
 
 void Sandbox::forget(const std::string& function) {

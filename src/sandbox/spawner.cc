@@ -107,4 +107,18 @@ Result<os::UniqueFd> Spawner::new_network_namespace() {
   return std::move(reply->fd);
 }
 
+Status Spawner::mount_into(int pidfd, const std::string& source, const std::string& target,
+                           uint64_t tmp_bytes) {
+  Writer w;
+  w.u32(kMount);
+  w.str(source);
+  w.str(target);
+  w.u64(tmp_bytes);
+  std::lock_guard lock(mu_);
+  auto reply = exchange(socket_.get(), w.bytes(), {pidfd});
+  if (!reply) return reply.error();
+  if (reply->head.error != 0) return Error::system(reply->head.where, target, reply->head.error);
+  return {};
+}
+
 }  // namespace ember::sandbox

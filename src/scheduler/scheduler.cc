@@ -224,7 +224,9 @@ void Scheduler::arm_scale_check(Pool& pool, std::chrono::nanoseconds after) {
 }
 
 bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
-  if (options_.memory_budget_mb > 0 && memory_used_mb_ + memory_mb > options_.memory_budget_mb) {
+  // Workers the factory keeps ready for cold starts count against the budget too.
+  const int64_t used = memory_used_mb_ + factory_.reserved_memory_mb();
+  if (options_.memory_budget_mb > 0 && used + memory_mb > options_.memory_budget_mb) {
     std::vector<EvictionCandidate> idle;
     std::vector<Pool*> owners;
     for (auto& [_, p] : pools_) {
@@ -234,7 +236,7 @@ bool Scheduler::reserve_memory(Pool& pool, int memory_mb) {
         owners.push_back(p.get());
       }
     }
-    auto plan = plan_eviction(idle, memory_used_mb_, options_.memory_budget_mb, memory_mb);
+    auto plan = plan_eviction(idle, used, options_.memory_budget_mb, memory_mb);
     if (!plan) return false;
     for (const auto& victim : *plan) {
       Pool& owner = *owners[victim.pool];

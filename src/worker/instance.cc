@@ -89,6 +89,7 @@ Instance::Instance(asio::io_context& io, LaunchSpec spec, LogSink log, sandbox::
       log_(std::move(log)),
       child_(std::move(worker.process)),
       cgroup_(std::move(worker.cgroup)),
+      lease_(std::move(worker.lease)),
       id_(g_next_instance++),
       channel_(io, asio::local::stream_protocol(), channel),
       stdout_(io, out),
@@ -134,7 +135,8 @@ void Instance::handle(Frame frame) {
   switch (frame.type) {
     case FrameType::kReady:
       if (state_ == State::kStarting) {
-        state_ = State::kReady;
+        // A pre-started worker's first READY says it waits for LOAD.
+        state_ = spec_.worker.pooled ? State::kPooled : State::kReady;
         init_duration_ = steady_clock::now() - started_;
         ready_result_ = Status{};
         ready_signal_.cancel();
@@ -465,6 +467,29 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
         Error{Errc::kSystem, fmt::format("worker was not ready within {} ms", timeout.count())};
   }
   co_return *ready_result_;
+}
+
+Status Instance::load(LaunchSpec spec, LogSink log) {
+  if (state_ != State::kPooled || !exit_reason_.empty()) {
+    return Error::invalid(
+        "worker: only a pre-started worker waiting for its function can load one");
+  }
+  nlohmann::json env = nlohmann::json::object();
+  for (const std::string& entry : spec.env) {
+    const size_t eq = entry.find('=');
+    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  spec.worker.pooled = false;  // from here it is the function's worker, and READY means ready
+  spec_ = std::move(spec);
+  log_ = std::move(log);
+  state_ = State::kStarting;
+  ready_result_.reset();
+  started_ = steady_clock::now();
+  send(encode(FrameType::kLoad, 0,
+              nlohmann::json{{"env", std::move(env)}}.dump(
+                  -1, ' ', false, nlohmann::json::error_handler_t::replace),
+              {}));
+  return {};
 }
 
 asio::awaitable<CallResult> Instance::call(const std::string& request_id,

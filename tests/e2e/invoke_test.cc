@@ -29,28 +29,6 @@ using nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
-// Worker processes of `daemon`: its children, except the spawner helper.
-std::vector<pid_t> worker_pids(pid_t daemon) {
-  std::vector<pid_t> out;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) continue;
-    auto close = line.rfind(')');
-    if (close == std::string::npos) continue;
-    std::string comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
-    char state = 0;
-    int ppid = 0;
-    std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid);
-    if (ppid == daemon && state != 'Z' && comm != "ember-spawner") {
-      out.push_back(static_cast<pid_t>(std::stoi(name)));
-    }
-  }
-  return out;
-}
-
 bool alive(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
@@ -63,7 +41,10 @@ class InvokeE2E : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::access("/usr/bin/node", X_OK) != 0) GTEST_SKIP() << "node is not installed";
-    write_text(tmp_ / "config.json", R"({"scheduler": {"stop_grace_ms": 500}})");
+    // Every start here is a cold start: these tests count and follow the workers the scheduler
+    // starts, and the pool's waiting workers would be among them (PoolE2E covers the pool).
+    write_text(tmp_ / "config.json",
+               R"({"scheduler": {"stop_grace_ms": 500}, "pool": {"max_per_flavour": 0}})");
     ASSERT_TRUE(daemon_.start()) << daemon_.log();
   }
   void TearDown() override {

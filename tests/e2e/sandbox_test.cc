@@ -84,6 +84,7 @@ def handler(event, context):
         env = open('/proc/1/environ', 'rb').read().decode().split('\0')
         return {'procs': sorted(p for p in os.listdir('/proc') if p.isdigit()),
                 'env': sorted(e.split('=')[0] for e in env if e),
+                'live_env': sorted(os.environ),
                 'task': sorted(os.listdir('/var/task')),
                 'uid': os.getuid(),
                 'visible': [p for p in event['paths'] if os.path.exists(p)]}
@@ -144,17 +145,35 @@ int sandboxed_processes(const std::string& comm) {
   return n;
 }
 
-class SandboxE2E : public ::testing::Test {
+// Every attack runs twice: on workers cold-started for their function (the pool off), and on
+// pre-initialised workers the pool bound to it (docs/sandbox.md#pre-initialised-workers), whose
+// bundle, /tmp size and limits were given after they started.
+class SandboxE2E : public ::testing::TestWithParam<bool> {
  protected:
+  bool pooled() const { return GetParam(); }
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "the sandbox needs root";
     if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "python3 is not installed";
     if (::access("/usr/bin/node", X_OK) != 0) GTEST_SKIP() << "node is not installed";
-    write_text(tmp_ / "config.json", R"({"scheduler": {"stop_grace_ms": 500}})");
+    write_text(tmp_ / "config.json",
+               pooled()
+                   ? R"({"scheduler": {"stop_grace_ms": 500, "eager_instances": 1},
+                             "pool": {"max_per_flavour": 1, "min_per_flavour": 1}})"
+                   : R"({"scheduler": {"stop_grace_ms": 500}, "pool": {"max_per_flavour": 0}})");
     ASSERT_TRUE(daemon_.start()) << daemon_.log();
     // Memory enough for a fork bomb to meet the pids limit before the memory limit.
     deploy_python("hostile", {{"timeout_ms", 20000}, {"tmp_mb", 8}, {"memory_mb", 1024}});
     deploy_node("good", "exports.handler = async () => 'fine';\n");
+    // The first start of each runtime finds a worker waiting.
+    if (pooled()) {
+      ASSERT_TRUE(
+          eventually([&] { return metric(R"(ember_pool_workers{state="waiting"})") == 2; }));
+    }
+  }
+  double metric(const std::string& name) {
+    const std::string text = daemon_.admin("GET", "/metrics").body;
+    const size_t at = text.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
   }
   void TearDown() override {
     if (daemon_.running()) {
@@ -203,7 +222,12 @@ class SandboxE2E : public ::testing::Test {
   Daemon daemon_{tmp_ / "state", {"--config", (tmp_ / "config.json").string()}};
 };
 
-TEST_F(SandboxE2E, StartupLogsWhatIsOn) {
+TEST_P(SandboxE2E, TheHostileFunctionRunsOnAPooledWorkerOnlyInThePooledRun) {
+  EXPECT_EQ(attack("view", {{"paths", json::array()}}).status, 200);
+  EXPECT_EQ(metric(R"(ember_pool_starts_total{result="hit"})"), pooled() ? 1 : 0);
+}
+
+TEST_P(SandboxE2E, StartupLogsWhatIsOn) {
   EXPECT_TRUE(daemon_.wait_for_log("sandbox: namespaces (user, pid, mount, ipc, uts)"))
       << daemon_.log();
   EXPECT_NE(daemon_.log().find("a network namespace per function"), std::string::npos);
@@ -211,7 +235,7 @@ TEST_F(SandboxE2E, StartupLogsWhatIsOn) {
   EXPECT_NE(daemon_.log().find("cgroup v"), std::string::npos);
 }
 
-TEST_F(SandboxE2E, ForbiddenCallsFailAsThePolicySays) {
+TEST_P(SandboxE2E, ForbiddenCallsFailAsThePolicySays) {
   auto r = attack("syscalls");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json(), json::parse(R"({"mount": "EPERM", "umount2": "EPERM", "unshare": "EPERM",
@@ -220,7 +244,7 @@ TEST_F(SandboxE2E, ForbiddenCallsFailAsThePolicySays) {
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, PtraceKillsTheWorkerAndIsReportedAsASandboxViolation) {
+TEST_P(SandboxE2E, PtraceKillsTheWorkerAndIsReportedAsASandboxViolation) {
   ASSERT_EQ(attack("view", {{"paths", json::array()}}).status, 200);
   auto r = attack("ptrace");
   EXPECT_EQ(r.status, 502) << r.body;
@@ -234,7 +258,7 @@ TEST_F(SandboxE2E, PtraceKillsTheWorkerAndIsReportedAsASandboxViolation) {
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, AMemoryHogIsKilledAtItsLimitAndReportedAsOutOfMemory) {
+TEST_P(SandboxE2E, AMemoryHogIsKilledAtItsLimitAndReportedAsOutOfMemory) {
   deploy_node("hog",
               "exports.handler = async () => { const keep = [];"
               " for (;;) keep.push(Buffer.alloc(16 << 20, 1)); };\n",
@@ -248,7 +272,7 @@ TEST_F(SandboxE2E, AMemoryHogIsKilledAtItsLimitAndReportedAsOutOfMemory) {
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, AForkBombStopsAtThePidsLimit) {
+TEST_P(SandboxE2E, AForkBombStopsAtThePidsLimit) {
   auto r = attack("fork");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json()["error"], "EAGAIN") << r.body;
@@ -256,18 +280,19 @@ TEST_F(SandboxE2E, AForkBombStopsAtThePidsLimit) {
   expect_bystanders_fine();
   // The worker's exit ends its forks with it, and the refused forks are counted.
   EXPECT_EQ(attack("exit").status, 502);
-  EXPECT_TRUE(eventually([&] { return sandboxed_processes("python3") == 0; }));
+  // What may remain is the pool's one waiting python worker.
+  EXPECT_TRUE(eventually([&] { return sandboxed_processes("python3") <= (pooled() ? 1 : 0); }));
   EXPECT_GT(sandbox_counts("hostile")["pids_limit_hits"].get<int>(), 0);
 }
 
-TEST_F(SandboxE2E, FillingTmpStopsAtItsSize) {
+TEST_P(SandboxE2E, FillingTmpStopsAtItsSize) {
   auto r = attack("tmp");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json(), json::parse(R"({"written_mb": 8, "error": "ENOSPC"})"));
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, OpeningFilesStopsAtTheDescriptorLimit) {
+TEST_P(SandboxE2E, OpeningFilesStopsAtTheDescriptorLimit) {
   auto r = attack("files");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json()["error"], "EMFILE");
@@ -276,7 +301,7 @@ TEST_F(SandboxE2E, OpeningFilesStopsAtTheDescriptorLimit) {
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, ASpinLoopEndsAtTheTimeout) {
+TEST_P(SandboxE2E, ASpinLoopEndsAtTheTimeout) {
   deploy_node("spin", "exports.handler = async (e) => { if (e.spin) for (;;) {} return 'ok'; };\n",
               {{"timeout_ms", 500}});
   auto r = invoke("spin", {{"spin", true}});
@@ -285,14 +310,14 @@ TEST_F(SandboxE2E, ASpinLoopEndsAtTheTimeout) {
   expect_bystanders_fine();
 }
 
-TEST_F(SandboxE2E, ABackgroundProcessDoesNotSurviveItsInstance) {
+TEST_P(SandboxE2E, ABackgroundProcessDoesNotSurviveItsInstance) {
   ASSERT_EQ(attack("background").json(), "started");
   EXPECT_EQ(sandboxed_processes("sleep"), 1);
   ASSERT_EQ(daemon_.admin("DELETE", "/v1/functions/hostile").status, 204);
   EXPECT_TRUE(eventually([&] { return sandboxed_processes("sleep") == 0; }));
 }
 
-TEST_F(SandboxE2E, TheWorkerSeesOnlyItselfItsBundleAndItsEnvironment) {
+TEST_P(SandboxE2E, TheWorkerSeesOnlyItselfItsBundleAndItsEnvironment) {
   const std::string state = daemon_.state_dir().string();
   auto r = attack("view", {{"paths",
                             {state, state + "/bundles", "/etc/shadow", "/root",
@@ -301,31 +326,37 @@ TEST_F(SandboxE2E, TheWorkerSeesOnlyItselfItsBundleAndItsEnvironment) {
   json v = r.json();
   EXPECT_EQ(v["procs"], json::array({"1"})) << "/proc shows only the worker";
   // Built from scratch: Ember's variables and those Lambda's runtimes read, nothing else.
-  EXPECT_EQ(v["env"], json::parse(R"(["AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+  const json function_env = json::parse(R"(["AWS_DEFAULT_REGION", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
       "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
       "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_REGION",
       "EMBER_CONCURRENCY", "EMBER_FUNCTION_NAME", "EMBER_FUNCTION_VERSION", "EMBER_MEMORY_MB",
-      "HOME", "LAMBDA_RUNTIME_DIR", "LAMBDA_TASK_ROOT", "LANG", "PATH", "TZ", "_HANDLER"])"));
+      "HOME", "LAMBDA_RUNTIME_DIR", "LAMBDA_TASK_ROOT", "LANG", "PATH", "TZ", "_HANDLER"])");
+  EXPECT_EQ(v["live_env"], function_env);
+  // A pre-initialised worker started with the base environment alone, before it had a
+  // function: that is what /proc shows of it, and nothing of the function's.
+  EXPECT_EQ(v["env"], pooled() ? json::parse(R"(["EMBER_POOLED", "HOME", "LAMBDA_RUNTIME_DIR",
+                                                 "LANG", "PATH", "TZ"])")
+                               : function_env);
   EXPECT_EQ(v["task"], json::array({"function.json", "hostile.py"}));
   EXPECT_EQ(v["uid"], 1000);
   EXPECT_EQ(v["visible"], json::array({"/var/task/hostile.py"}))
       << "the state directory, other bundles and host files are out of reach";
 }
 
-TEST_F(SandboxE2E, RootUsrAndTaskAreReadOnly) {
+TEST_P(SandboxE2E, RootUsrAndTaskAreReadOnly) {
   auto r = attack("writes");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json(), json::parse(R"({"/probe": "EROFS", "/usr/probe": "EROFS",
       "/var/task/probe": "EROFS", "/etc/probe": "EROFS", "/tmp/probe": "ok"})"));
 }
 
-TEST_F(SandboxE2E, TheDaemonsPortAndSocketAreUnreachable) {
+TEST_P(SandboxE2E, TheDaemonsPortAndSocketAreUnreachable) {
   auto r = attack("connect", {{"port", daemon_.port()}, {"socket", daemon_.socket().string()}});
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.json(), json::parse(R"({"tcp": "ECONNREFUSED", "unix": "ENOENT"})"));
 }
 
-TEST_F(SandboxE2E, HostNetworkOptOutIsLoggedAndReachesTheHost) {
+TEST_P(SandboxE2E, HostNetworkOptOutIsLoggedAndReachesTheHost) {
   deploy_python("open", {{"network", "host"}});
   auto r = invoke(
       "open",
@@ -335,14 +366,15 @@ TEST_F(SandboxE2E, HostNetworkOptOutIsLoggedAndReachesTheHost) {
   EXPECT_TRUE(daemon_.wait_for_log("[fn=open] runs in the HOST network namespace"));
 }
 
-TEST_F(SandboxE2E, KillingEveryProcessItCanSeeHarmsNothingOutside) {
+TEST_P(SandboxE2E, KillingEveryProcessItCanSeeHarmsNothingOutside) {
   auto r = attack("kill_all");
   EXPECT_TRUE(r.status == 200 || r.status == 502) << r.body;
   expect_bystanders_fine();
   EXPECT_EQ(attack("view", {{"paths", json::array()}}).status, 200);
 }
 
-TEST_F(SandboxE2E, CgroupsLeftByAKilledDaemonAreRemovedAtStart) {
+TEST_P(SandboxE2E, CgroupsLeftByAKilledDaemonAreRemovedAtStart) {
+  if (pooled()) GTEST_SKIP() << "counts cgroups; the pool's waiting workers would add theirs";
   deploy_node("warm", "exports.handler = async () => 1;\n", {{"min_instances", 2}});
   ASSERT_TRUE(eventually(
       [&] { return daemon_.admin("GET", "/v1/functions/warm").json()["instances"]["idle"] == 2; }));
@@ -352,6 +384,11 @@ TEST_F(SandboxE2E, CgroupsLeftByAKilledDaemonAreRemovedAtStart) {
       << daemon_.log();
   expect_bystanders_fine();
 }
+
+INSTANTIATE_TEST_SUITE_P(Workers, SandboxE2E, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Pooled" : "Cold";
+                         });
 
 // Runs emberd as an unprivileged user for at most `seconds`; returns its output and exit code
 // (124 when it was still running and `timeout` stopped it).

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
 #include <regex>
 
 #include "archive_builder.h"
@@ -161,6 +163,27 @@ nlohmann::json Daemon::wait_for_invocation(const std::string& id, const std::str
       },
       std::chrono::milliseconds(20'000));
   return last;
+}
+
+std::vector<pid_t> worker_pids(pid_t daemon) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::string comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
+    char state = 0;
+    int ppid = 0;
+    std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid);
+    if (ppid == daemon && state != 'Z' && comm != "ember-spawner") {
+      out.push_back(static_cast<pid_t>(std::stoi(name)));
+    }
+  }
+  return out;
 }
 
 RunResult run_emberd(const std::vector<std::string>& args) {

@@ -74,6 +74,9 @@ struct RunResult {
   std::string output;  // stdout and stderr together
 };
 
+// Worker processes of `daemon`: its live children, except the spawner helper.
+std::vector<pid_t> worker_pids(pid_t daemon);
+
 // Runs emberd with `args` to completion (for --check-config, --help and start-up failures).
 RunResult run_emberd(const std::vector<std::string>& args);
 

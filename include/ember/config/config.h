@@ -15,6 +15,7 @@
 #include "ember/metering/usage.h"
 #include "ember/registry/bundle.h"
 #include "ember/runtime/cold_start.h"
+#include "ember/runtime/pool.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/scheduler/scheduler.h"
 
@@ -55,6 +56,8 @@ struct Config {
   // runtimes_dir, node_path and python_path; an empty runtimes_dir means "next to the binary
   // when installed, else the source tree's runtimes/".
   runtime::RuntimeOptions runtime;
+  // Pre-initialised workers (docs/sandbox.md#pre-initialised-workers); max_per_flavour 0: off.
+  runtime::PoolOptions pool;
   int64_t log_bytes_per_function = 1 << 20;
   // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
   sandbox::SandboxOptions sandbox;

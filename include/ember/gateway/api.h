@@ -16,6 +16,7 @@
 #include "ember/metering/metrics.h"
 #include "ember/metering/usage.h"
 #include "ember/registry/registry.h"
+#include "ember/runtime/pool.h"
 #include "ember/scheduler/scheduler.h"
 #include "ember/worker/call.h"
 
@@ -48,6 +49,8 @@ class Api final : public Application {
   // The invoke keys of functions (/v1/functions/{name}/keys); without them only the admin
   // token authorizes.
   void set_keys(InvokeKeys* keys) { keys_ = keys; }
+  // Pre-initialised workers, counted in /metrics.
+  void set_pool(const runtime::PooledFactory* pool) { pool_ = pool; }
   // The key-value service behind /v1/kv; without it those routes answer 503.
   void set_kv(kv::Service* kv) { kv_ = kv; }
   // Asynchronous invocation (?mode=async, Lambda's Event type, /v1/invocations, dead letters);
@@ -129,6 +132,7 @@ class Api final : public Application {
   events::Store* event_store_ = nullptr;
   events::Timetable* timetable_ = nullptr;
   InvokeKeys* keys_ = nullptr;
+  const runtime::PooledFactory* pool_ = nullptr;
 };
 
 // The access key id of the admin credential for SigV4 requests; its secret is the admin token.

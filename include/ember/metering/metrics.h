@@ -56,6 +56,8 @@ struct DaemonState {
   uint64_t events_queued = 0, events_running = 0;
   uint64_t events_accepted = 0, events_refused = 0, events_attempts = 0, events_retries = 0,
            events_succeeded = 0, events_failed = 0, events_dead = 0;
+  // Pre-initialised workers: waiting and starting now, their memory, starts they served.
+  uint64_t pool_waiting = 0, pool_starting = 0, pool_memory_mb = 0, pool_hits = 0, pool_misses = 0;
 };
 
 class Metrics {

@@ -52,6 +52,8 @@ class Cgroup {
   virtual uint64_t memory_peak() const = 0;
   // Kills every process inside.
   virtual void kill() = 0;
+  // Applies `limits` now (the memory limit may go down as well as up).
+  virtual Status set_limits(const CgroupLimits& limits) = 0;
 };
 
 class CgroupTree {

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "ember/kv/service.h"
 #include "ember/registry/registry.h"
@@ -35,6 +36,15 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
                                        const std::filesystem::path& bundle_dir,
                                        const WorkerPaths& paths, const RuntimeOptions& options);
 
+// The command line of `runtime`'s worker; for node, its heap is sized from `memory_mb`.
+std::vector<std::string> runtime_argv(registry::Runtime runtime, int memory_mb,
+                                      const WorkerPaths& paths, const RuntimeOptions& options);
+
+// The launch recipe of a pre-started worker of `runtime` (docs/sandbox.md#pre-initialised-workers):
+// no function, the base environment with EMBER_POOLED=1, cwd "/".
+worker::LaunchSpec pooled_spec(registry::Runtime runtime, int memory_mb, const WorkerPaths& paths,
+                               const RuntimeOptions& options);
+
 // Owned by the daemon's wiring; used on the event loop's thread.
 class ColdStartFactory final : public InstanceFactory {
  public:
@@ -46,6 +56,11 @@ class ColdStartFactory final : public InstanceFactory {
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
   void forget(const std::string& function) override;
+  // The launch recipe for `record`'s active version with its key-value and invoke handlers.
+  Result<worker::LaunchSpec> function_spec(const registry::FunctionRecord& record) const;
+  // The launch recipe of a pre-started worker, with this factory's paths and interpreters.
+  worker::LaunchSpec pooled(registry::Runtime runtime, int memory_mb) const;
+  sandbox::Sandbox& sandbox() { return sandbox_; }
   // Serves the workers' calls of other functions (context.invoke); without it they are refused.
   void set_invoke_handler(worker::InvokeHandler handler) { invoke_ = std::move(handler); }
   // A reloaded configuration: interpreters apply to the next start.

@@ -30,7 +30,7 @@ struct HostLayout {
 };
 
 struct WorkerRoot {
-  std::string bundle_dir;               // host path, bound at /var/task
+  std::string bundle_dir;               // host path, bound at /var/task; empty: an empty dir
   std::string runtime_dir;              // host path, bound at /opt/ember/runtime
   std::vector<std::string> extra_dirs;  // host directories bound at their own path
   uint64_t tmp_bytes = 64ull << 20;     // size of /tmp

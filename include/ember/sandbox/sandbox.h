@@ -51,11 +51,17 @@ struct WorkerSpec {
   int memory_mb = 128;
   int tmp_mb = 64;
   bool host_network = false;
+  // A pre-started worker of no function yet (docs/sandbox.md#pre-initialised-workers): `function`
+  // is only a label, `bundle_dir` is empty (/var/task is an empty directory until bind()), and
+  // it gets a host uid and a network namespace of its own, kept until it ends.
+  bool pooled = false;
 };
 
 struct Worker {
   os::ChildProcess process;
   std::unique_ptr<os::Cgroup> cgroup;  // null without cgroups
+  // What the worker holds while it lives (a pooled worker's uid): released when this goes.
+  std::shared_ptr<const void> lease;
 };
 
 class Sandbox {
@@ -72,6 +78,11 @@ class Sandbox {
 
   // Starts `request` (argv, env, cwd and fds filled in) as the worker `spec` describes.
   Result<Worker> spawn(SpawnRequest request, const WorkerSpec& spec);
+  // Gives the pooled worker `process` (started by spawn() with `pooled.pooled`) to the function
+  // `spec` describes: its bundle at /var/task, its /tmp size, and its cgroup's limits. What a
+  // pooled worker keeps of its own (uid, network namespace) is described in docs/sandbox.md.
+  Status bind(const os::ChildProcess& process, os::Cgroup* cgroup, const WorkerSpec& pooled,
+              const WorkerSpec& spec);
   // The function is gone: its network namespace and uid are released.
   void forget(const std::string& function);
 
@@ -83,6 +94,8 @@ class Sandbox {
   Status probe();
   Result<uid_t> uid_for(const std::string& function);
   Result<int> netns_for(const std::string& function);
+  Result<uid_t> pooled_uid();
+  os::CgroupLimits limits_for(int memory_mb) const;
 
   SandboxOptions options_;
   std::unique_ptr<Spawner> spawner_;
@@ -92,6 +105,13 @@ class Sandbox {
   std::vector<std::string> extra_dirs_;
   std::map<std::string, uid_t> uids_;
   uint32_t next_uid_ = 0;
+  // Host uids of pooled workers: the top of the range (below the probe's), each held by one
+  // worker at a time and given back when it ends.
+  struct PooledUids {
+    std::vector<uid_t> free;
+  };
+  std::shared_ptr<PooledUids> pooled_uids_ = std::make_shared<PooledUids>();
+  uint32_t pooled_uid_count_ = 0;
   std::map<std::string, os::UniqueFd> netns_;
   std::set<std::string> warned_host_network_;
   uint64_t next_worker_ = 1;

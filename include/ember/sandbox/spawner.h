@@ -96,6 +96,13 @@ class Spawner {
   // A new network namespace with only the loopback interface, up.
   Result<os::UniqueFd> new_network_namespace();
 
+  // Binds the host directory `source` read-only (nosuid, nodev) at `target` (absolute, as the
+  // worker sees it; an empty directory there) in the mount namespace of the worker `pidfd`
+  // names, and resizes its /tmp to `tmp_bytes` unless 0. Used to give a pre-started worker its
+  // function's bundle.
+  Status mount_into(int pidfd, const std::string& source, const std::string& target,
+                    uint64_t tmp_bytes);
+
   pid_t helper_pid() const { return helper_pid_; }
   // Readable once the helper has exited. The helper is part of the daemon: without it no worker
   // starts, and it is the second line that kills workers when the daemon dies.

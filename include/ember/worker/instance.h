@@ -41,7 +41,8 @@ struct LaunchSpec {
 
 class Instance : public std::enable_shared_from_this<Instance> {
  public:
-  enum class State { kStarting, kReady, kStopping, kDead };
+  // kPooled: a pre-started worker (spec.worker.pooled) that is ready for load(), not for calls.
+  enum class State { kStarting, kPooled, kReady, kStopping, kDead };
 
   // Starts the process; the instance is kStarting until ready() completes.
   static Result<std::shared_ptr<Instance>> launch(boost::asio::io_context& io,
@@ -52,6 +53,14 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // Waits for READY. An init error (the handler failed to load) is Errc::kInvalid whose message
   // is the error object as JSON; a crash or the timeout is Errc::kSystem with the reason.
   boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout);
+
+  // Gives a kPooled worker its function: `spec` (its name, version, concurrency, handlers) from
+  // now on, its output to `log`, and a LOAD frame with `spec.env`. The worker is kStarting again
+  // until ready() completes; its init_duration() runs from here. The sandbox must have bound it
+  // first (Sandbox::bind).
+  Status load(LaunchSpec spec, LogSink log);
+  const os::ChildProcess& process() const { return child_; }
+  os::Cgroup* cgroup() const { return cgroup_.get(); }
 
   // Sends one INVOKE and waits for its answer. The worker serves `concurrency` calls at once and
   // the rest in order: a call sent while the instance is full waits in the worker's channel and
@@ -135,6 +144,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   LogSink log_;
   os::ChildProcess child_;
   std::unique_ptr<os::Cgroup> cgroup_;
+  std::shared_ptr<const void> lease_;
   os::CgroupEvents events_;
   uint64_t id_;
   State state_ = State::kStarting;

@@ -28,6 +28,10 @@ enum class FrameType : uint32_t {
   // id.
   kInvokeRequest = 10,
   kInvokeReply = 11,
+  // Daemon → a pre-started worker: the function it now serves ({"env": {...}}), after which it
+  // loads the handler and sends READY or INIT_ERROR
+  // (docs/worker-protocol.md#pre-initialised-workers).
+  kLoad = 12,
 };
 
 inline constexpr size_t kHeaderBytes = 16;

@@ -181,6 +181,28 @@ TEST(ConfigFile, ReadsTheSchedulerSection) {
   EXPECT_EQ(deep.error().field, "scheduler.pipeline_depth");
 }
 
+TEST(ConfigFile, ReadsThePoolSection) {
+  Config c;
+  EXPECT_EQ(c.pool.max_per_flavour, 4);
+  EXPECT_EQ(c.pool.min_per_flavour, 1);
+  auto st = apply_config_json(R"({"pool": {"max_per_flavour": 8, "min_per_flavour": 2,
+      "window_s": 30, "max_memory_mb": 2048, "worker_memory_mb": 256}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.pool.max_per_flavour, 8);
+  EXPECT_EQ(c.pool.min_per_flavour, 2);
+  EXPECT_EQ(c.pool.window, std::chrono::seconds(30));
+  EXPECT_EQ(c.pool.max_memory_mb, 2048);
+  EXPECT_EQ(c.pool.worker_memory_mb, 256);
+  for (const char* bad : {R"({"pool": {"max_per_flavour": -1}})", R"({"pool": {"window_s": 0}})",
+                          R"({"pool": {"worker_memory_mb": 32}})", R"({"pool": {"size": 2}})"}) {
+    Config d;
+    auto refused = apply_config_json(bad, d);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.error().field.rfind("pool.", 0), 0u) << bad << ": " << refused.error().field;
+  }
+}
+
 TEST(ConfigFile, ReadsTheEventsSection) {
   Config c;
   EXPECT_EQ(c.events.max_call_depth, 16);

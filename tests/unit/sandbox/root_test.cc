@@ -54,6 +54,22 @@ TEST(RootPlan, BindsUsrBundleAndRuntimeReadOnly) {
   EXPECT_EQ(find(plan, "bin")->text, "usr/bin");
 }
 
+TEST(RootPlan, APooledWorkerWaitsWithAnEmptyTaskDirectoryAndAllElse) {
+  auto pooled = root_plan(WorkerRoot{"", "/r", {}, 64 << 20}, merged_usr());
+  auto bound = root_plan(WorkerRoot{"/b", "/r", {}, 64 << 20}, merged_usr());
+  ASSERT_EQ(pooled.size(), bound.size());
+  const RootOp* task = find(pooled, "var/task");
+  ASSERT_NE(task, nullptr);
+  EXPECT_EQ(task->kind, K::kDir) << "the bundle is bound on it later";
+  // Everything else is the same plan: a pooled worker is confined as a cold-started one.
+  for (size_t i = 0; i < pooled.size(); ++i) {
+    if (pooled[i].target == "var/task") continue;
+    EXPECT_EQ(pooled[i].kind, bound[i].kind) << pooled[i].target;
+    EXPECT_EQ(pooled[i].target, bound[i].target);
+    EXPECT_EQ(pooled[i].text, bound[i].text) << pooled[i].target;
+  }
+}
+
 TEST(RootPlan, TmpIsAPrivateTmpfsOfTheFunctionsSize) {
   auto plan = root_plan(WorkerRoot{"/b", "/r", {}, 8 << 20}, merged_usr());
   const RootOp* tmp = find(plan, "tmp");

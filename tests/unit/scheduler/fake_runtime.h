@@ -171,6 +171,8 @@ class FakeFactory final : public runtime::InstanceFactory {
     return std::shared_ptr<runtime::Instance>(instance);
   }
   void forget(const std::string& function) override { forgotten_.push_back(function); }
+  int64_t reserved_memory_mb() const override { return reserved_mb_; }
+  void set_reserved_memory_mb(int64_t mb) { reserved_mb_ = mb; }
 
   // Instances become ready as soon as they start (else the test calls make_ready()).
   void set_auto_ready(bool on) { auto_ready_ = on; }
@@ -189,6 +191,7 @@ class FakeFactory final : public runtime::InstanceFactory {
   boost::asio::io_context& io_;
   const FakeClock& clock_;
   bool auto_ready_ = true;
+  int64_t reserved_mb_ = 0;
   bool fail_starts_ = false;
   std::vector<std::shared_ptr<FakeInstance>> started_;
   std::vector<std::string> forgotten_;

@@ -310,6 +310,25 @@ TEST_F(SchedulerTest, TheMemoryBudgetEvictsTheLeastRecentlyUsedIdleInstance) {
   EXPECT_EQ(scheduler_->memory_used_mb(), 256);
 }
 
+TEST_F(SchedulerTest, WorkersTheFactoryKeepsReadyCountAgainstTheMemoryBudget) {
+  deploy("a", {{"memory_mb", 128}});
+  deploy("b", {{"memory_mb", 128}});
+  SchedulerOptions options;
+  options.memory_budget_mb = 320;
+  start(options);
+  factory_.set_reserved_memory_mb(128);  // a pre-initialised worker waits
+  auto first = invoke("a");
+  ASSERT_TRUE(run_until([&] { return !factory_.of("a").empty(); }));
+  factory_.of("a")[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return first->has_value(); }));
+  auto second = invoke("b");
+  ASSERT_TRUE(run_until([&] { return !factory_.of("b").empty(); }));
+  EXPECT_TRUE(factory_.of("a")[0]->stopped())
+      << "a's 128, 128 reserved and b's 128 are over 320: a goes";
+  factory_.of("b")[0]->answer_ok();
+  ASSERT_TRUE(run_until([&] { return second->has_value(); }));
+}
+
 TEST_F(SchedulerTest, IdleInstancesAreReapedAfterTheirTimeoutOnTheClock) {
   deploy("f", {{"idle_timeout_s", 60}});
   start();

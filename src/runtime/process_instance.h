@@ -1,0 +1,49 @@
+// A worker process as the scheduler sees it: the runtime's Instance interface over a
+// worker::Instance, whichever way the worker was made (cold start or the pool of pre-started
+// ones).
+#pragma once
+
+#include <memory>
+
+#include "ember/runtime/instance_factory.h"
+#include "ember/worker/instance.h"
+
+namespace ember::runtime {
+
+class ProcessInstance final : public Instance {
+ public:
+  explicit ProcessInstance(std::shared_ptr<worker::Instance> worker) : worker_(std::move(worker)) {}
+  ~ProcessInstance() override { worker_->on_exit(nullptr); }
+
+  boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout) override {
+    return worker_->ready(timeout);
+  }
+  boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
+                                                  const std::string& event_json,
+                                                  worker::CallTags tags,
+                                                  std::chrono::nanoseconds timeout,
+                                                  int64_t deadline_wall_ms) override {
+    return worker_->call(request_id, event_json, tags, timeout, deadline_wall_ms);
+  }
+  void stop(std::chrono::milliseconds grace) override { worker_->stop(grace); }
+  void kill(std::string reason) override { worker_->kill(std::move(reason)); }
+  bool usable() const override { return worker_->usable(); }
+  std::optional<Clock::time_point> running_since() const override {
+    return worker_->running_since();
+  }
+  std::chrono::nanoseconds init_duration() const override { return worker_->init_duration(); }
+  const std::string& exit_reason() const override { return worker_->exit_reason(); }
+  worker::ExitCause exit_cause() const override { return worker_->exit_cause(); }
+  const os::CgroupEvents& events() const override { return worker_->events(); }
+  uint64_t memory_peak() const override { return worker_->memory_peak(); }
+  void on_exit(std::function<void()> callback) override {
+    worker_->on_exit([callback = std::move(callback)](worker::Instance&) {
+      if (callback) callback();
+    });
+  }
+
+ private:
+  std::shared_ptr<worker::Instance> worker_;
+};
+
+}  // namespace ember::runtime
