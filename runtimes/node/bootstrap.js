@@ -743,9 +743,31 @@ async function start(load) {
   send(READY, 0, '{}');
 }
 
+// A pooled worker loads a handler of each kind (CommonJS, then an ES module) from its private
+// /tmp before it waits: the first load through each of Node's loaders costs milliseconds that the
+// function's own load then no longer pays. Nothing of it stays: the files and the module cache
+// entry go, and a failure only means a colder load later.
+async function warmLoaders() {
+  let dir = null;
+  try {
+    dir = fs.mkdtempSync(path.join(env.TMPDIR || '/tmp', '.ember-warm-'));
+    fs.writeFileSync(path.join(dir, 'warm.js'), 'exports.handler = async () => null;\n');
+    fs.writeFileSync(path.join(dir, 'warm.mjs'), 'export const handler = async () => null;\n');
+    taskRoot = dir;
+    await loadHandler('warm.handler');
+    await import(pathToFileURL(path.join(dir, 'warm.mjs')).href);
+    delete require.cache[path.join(dir, 'warm.js')];
+  } catch {
+    // A colder first load, nothing worse.
+  } finally {
+    taskRoot = '';
+    if (dir !== null) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 serve();
 if (awaitingLoad) {
-  send(READY, 0, '{"pooled":true}');
+  warmLoaders().then(() => send(READY, 0, '{"pooled":true}'));
 } else {
   start();
 }

@@ -673,9 +673,37 @@ class _Quitter:
         raise SystemExit(code)
 
 
+def warm_imports():
+    """A pooled worker imports a module once from its private /tmp before it waits: the first
+    import from a new directory runs import machinery the interpreter has not specialized yet,
+    which the function's own import then no longer pays. Nothing of it stays; a failure only
+    means a colder import later."""
+    directory = os.path.join(os.environ.get("TMPDIR") or "/tmp", f".ember-warm-{os.getpid()}")
+    name = "_ember_warm_module"
+    try:
+        os.mkdir(directory)
+        with open(os.path.join(directory, name + ".py"), "w") as f:
+            f.write("def handler(event, context):\n    return None\n")
+        sys.path.insert(0, directory)
+        load_handler(name + ".handler")
+    except Exception:  # noqa: BLE001 - a colder first import, nothing worse
+        pass
+    finally:
+        if sys.path and sys.path[0] == directory:
+            del sys.path[0]
+        sys.modules.pop(name, None)
+        sys.path_importer_cache.pop(directory, None)
+        for entry in (os.path.join(directory, name + ".py"), directory):
+            try:
+                (os.unlink if entry.endswith(".py") else os.rmdir)(entry)
+            except OSError:
+                pass
+
+
 def wait_for_load(channel):
     """In a pooled worker (EMBER_POOLED=1), started ahead of demand for no function yet: READY,
     then the meta of the LOAD that names the function; None when told to stop first."""
+    warm_imports()
     channel.send(READY, 0, {"pooled": True})
     while True:
         frame = channel.receive()

@@ -12,7 +12,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -274,18 +273,19 @@ void serve_netns(int sock, int host_netns) {
   if (ns >= 0) ::close(ns);
 }
 
-// Binds a host directory into a worker's mount namespace, from a short-lived child of the
-// helper: it alone steps into that namespace (setns resets its root and working directory), so
-// the helper itself never leaves its own. The tree is cloned and flagged here, in the host's
-// namespace, where the source can be reached; the child only moves it into place.
-void serve_mount(int sock, Reader& r, const int* fds, size_t nfds) {
+// Binds a host directory into a worker's mount namespace. The tree is cloned and flagged here,
+// in the host's namespace, where the source can be reached; then the helper steps into the
+// worker's namespace (setns resets its root and working directory), moves the tree into place,
+// and steps back, restoring its working directory. A helper that cannot step back cannot go on
+// safely and exits, which the daemon sees as the helper's death.
+void serve_mount(int sock, Reader& r, const int* fds, size_t nfds, int host_mntns, int host_cwd) {
   const char* source = nullptr;
   const char* target = nullptr;
   uint64_t tmp_bytes = 0;
   if (nfds != 1 || !r.str(source) || !r.str(target) || !r.u64(tmp_bytes) || target[0] != '/') {
     return reply(sock, EPROTO, 0, "mount request", -1);
   }
-  const int pidfd = fds[0];
+  if (host_mntns < 0 || host_cwd < 0) return reply(sock, ENOSYS, 0, "mount namespace", -1);
   int tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, source,
                                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
   if (tree < 0) return reply(sock, errno, 0, "open_tree", -1);
@@ -297,62 +297,27 @@ void serve_mount(int sock, Reader& r, const int* fds, size_t nfds) {
     ::close(tree);
     return reply(sock, err, 0, "mount_setattr", -1);
   }
-  int status_pipe[2];
-  if (::pipe2(status_pipe, O_CLOEXEC) != 0) {
-    int err = errno;
-    ::close(tree);
-    return reply(sock, err, 0, "pipe", -1);
-  }
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(status_pipe[0]);
-    struct Failure {
-      int32_t error;
-      int32_t step;
-    } failure{0, 0};
-    char options[64];
-    std::snprintf(options, sizeof options, "size=%llu", static_cast<unsigned long long>(tmp_bytes));
-    if (::setns(pidfd, CLONE_NEWNS) != 0) {
-      failure = {errno, 1};
-    } else if (::syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) !=
-               0) {
-      failure = {errno, 2};
+  int err = 0;
+  const char* where = "";
+  char options[64];
+  std::snprintf(options, sizeof options, "size=%llu", static_cast<unsigned long long>(tmp_bytes));
+  if (::setns(fds[0], CLONE_NEWNS) != 0) {
+    err = errno, where = "join the mount namespace";
+  } else {
+    if (::syscall(SYS_move_mount, tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+      err = errno, where = "move_mount";
     } else if (tmp_bytes > 0 &&
                ::mount(nullptr, "/tmp", nullptr, MS_REMOUNT | MS_NOSUID | MS_NODEV, options) != 0) {
-      failure = {errno, 3};
+      err = errno, where = "resize /tmp";
     }
-    if (failure.error != 0) {
-      [[maybe_unused]] ssize_t n = ::write(status_pipe[1], &failure, sizeof failure);
-    }
-    ::_exit(failure.error != 0 ? 1 : 0);
+    if (::setns(host_mntns, CLONE_NEWNS) != 0 || ::fchdir(host_cwd) != 0) ::_exit(1);
   }
-  int fork_errno = errno;
   ::close(tree);
-  ::close(status_pipe[1]);
-  if (pid < 0) {
-    ::close(status_pipe[0]);
-    return reply(sock, fork_errno, 0, "fork", -1);
-  }
-  struct {
-    int32_t error;
-    int32_t step;
-  } failure{0, 0};
-  ssize_t got;
-  do {
-    got = ::read(status_pipe[0], &failure, sizeof failure);
-  } while (got < 0 && errno == EINTR);
-  ::close(status_pipe[0]);
-  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-  }
-  if (got != static_cast<ssize_t>(sizeof failure)) return reply(sock, 0, 0, "", -1);
-  static constexpr const char* kSteps[] = {"mount", "join the mount namespace", "move_mount",
-                                           "resize /tmp"};
-  reply(sock, failure.error, 0, kSteps[failure.step >= 1 && failure.step <= 3 ? failure.step : 0],
-        -1);
+  reply(sock, err, 0, where, -1);
 }
 
 void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confinement& confinement,
-               const sock_fprog* filter, int host_netns, int last_cap,
+               const sock_fprog* filter, int host_netns, int host_mntns, int host_cwd, int last_cap,
                std::vector<Tracked>& workers) {
   int fds[kMaxFds];
   size_t nfds = 0;
@@ -374,7 +339,7 @@ void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confine
   uint32_t kind = 0;
   if (!r.u32(kind)) return reply(sock, EPROTO, 0, "request", -1);
   if (kind == kNetns) return serve_netns(sock, host_netns);
-  if (kind == kMount) return serve_mount(sock, r, fds, nfds);
+  if (kind == kMount) return serve_mount(sock, r, fds, nfds, host_mntns, host_cwd);
   if (kind == kSpawn) {
     return serve_spawn(sock, daemon_pid, r, fds, nfds, confinement, filter, host_netns, last_cap,
                        workers);
@@ -411,10 +376,12 @@ int read_last_cap() {
   std::optional<sock_fprog> filter;
   if (confinement.seccomp) filter = confinement.seccomp->fprog();
   int host_netns = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  int host_mntns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  int host_cwd = ::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const int last_cap = read_last_cap();
   while (true) {
-    serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns, last_cap,
-              workers);
+    serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns,
+              host_mntns, host_cwd, last_cap, workers);
   }
 }
 
