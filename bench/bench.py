@@ -370,6 +370,7 @@ def scenario_cold(opts, workdir, report):
                 for pid in ember.workers():
                     with open(f"/proc/{pid}/comm") as f:
                         pool_memory.append((f.read().strip(), proc_rss_kib(pid) / 1024))
+            served_before = 0
             for runtime in ("node", "python"):
                 totals, inits = [], []
                 for i in range(n):
@@ -384,8 +385,9 @@ def scenario_cold(opts, workdir, report):
                         raise RuntimeError(f"cold {name}: {status} {headers} {body[:200]}")
                     totals.append((t1 - t0) * 1e3)
                     inits.append(float(headers["x-ember-init-ms"]))
-                hits = metric(ember, 'ember_pool_starts_total{result="hit"}') or 0
-                rows.append((runtime, pooled, totals, inits, hits))
+                served = (metric(ember, 'ember_pool_starts_total{result="hit"}') or 0) - served_before
+                served_before += served
+                rows.append((runtime, pooled, totals, inits, served))
         finally:
             ember.stop()
     refs = {}

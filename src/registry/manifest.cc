@@ -125,6 +125,7 @@ Status read_fields(const json& doc, FunctionConfig& c) {
   f.integer("max_instances", c.max_instances, 1, 1000);
   f.integer("min_instances", c.min_instances, 0, 1000);
   f.integer("idle_timeout_s", c.idle_timeout_s, 1, 86400);
+  f.one_of("keep_alive", c.keep_alive, {"fixed", "hybrid"});
   f.integer("concurrency", c.concurrency, 1, 1000);
   f.integer("tmp_mb", c.tmp_mb, 1, 10240);
   f.string_map("env", c.env);
@@ -268,6 +269,7 @@ json FunctionConfig::to_json() const {
               {"max_instances", max_instances},
               {"min_instances", min_instances},
               {"idle_timeout_s", idle_timeout_s},
+              {"keep_alive", keep_alive},
               {"concurrency", concurrency},
               {"tmp_mb", tmp_mb},
               {"env", env},

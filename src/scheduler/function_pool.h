@@ -70,6 +70,10 @@ struct FunctionPool {
   std::chrono::nanoseconds mean_call{0};
   std::chrono::nanoseconds cold_start{0};
   int quiet_calls = 0;  // calls in a row during which the function printed nothing
+  // For the hybrid keep-alive: when the last call in flight ended (none in flight since), and
+  // the idle times seen between calls.
+  std::optional<Clock::time_point> idle_since;
+  IdleHistogram idle_times;
   // Runs ensure_starts again when the first waiter will have waited a cold start.
   boost::asio::steady_timer scale_check;
   bool scale_check_armed = false;

@@ -1,6 +1,7 @@
 #include "ember/scheduler/policy.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace ember::scheduler {
 
@@ -131,6 +132,47 @@ std::optional<std::vector<EvictionCandidate>> plan_eviction(std::vector<Eviction
   }
   if (used_mb + needed_mb > budget_mb) return std::nullopt;
   return victims;
+}
+
+void IdleHistogram::add(Clock::duration idle) {
+  const auto bin = std::chrono::duration_cast<std::chrono::minutes>(idle).count();
+  if (bin < 0 || bin >= kBins) {
+    ++out_of_range_;
+    return;
+  }
+  ++bins_[static_cast<size_t>(bin)];
+  ++samples_;
+}
+
+KeepAlive hybrid_keep_alive(const IdleHistogram& histogram, Clock::duration fixed) {
+  constexpr uint32_t kMinSamples = 10;
+  constexpr double kMinVariation = 2.0;
+  const KeepAlive fallback{Clock::duration(0), fixed, false};
+  const uint32_t n = histogram.samples();
+  if (n < kMinSamples || histogram.out_of_range() > n) return fallback;
+  const auto& bins = histogram.bins();
+  const double mean = static_cast<double>(n) / IdleHistogram::kBins;
+  double variance = 0;
+  for (uint32_t count : bins) variance += (count - mean) * (count - mean);
+  variance /= IdleHistogram::kBins;
+  if (std::sqrt(variance) / mean < kMinVariation) return fallback;
+  // The bins holding the 5th and the 99th percentile.
+  auto bin_of = [&](double fraction) {
+    const double want = fraction * n;
+    uint32_t seen = 0;
+    for (int i = 0; i < IdleHistogram::kBins; ++i) {
+      seen += bins[static_cast<size_t>(i)];
+      if (seen >= want) return i;
+    }
+    return IdleHistogram::kBins - 1;
+  };
+  const auto head = IdleHistogram::kBin * bin_of(0.05);
+  const auto tail = IdleHistogram::kBin * (bin_of(0.99) + 1);
+  KeepAlive k;
+  k.from_histogram = true;
+  k.prewarm = std::chrono::duration_cast<Clock::duration>(head * 0.9);
+  k.keep_alive = std::chrono::duration_cast<Clock::duration>(tail * 1.1) - k.prewarm;
+  return k;
 }
 
 }  // namespace ember::scheduler

@@ -394,6 +394,11 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   const registry::RecordPtr record = pool.record;
   const auto& config = record->active().config;
   const auto in_flight = pool.calls.join();
+  // An idle time of the function ends: the hybrid keep-alive learns from it.
+  if (pool.calls.size() == 1 && pool.idle_since) {
+    pool.idle_times.add(clock_.now() - *pool.idle_since);
+    pool.idle_since.reset();
+  }
 
   const auto queued_at = clock_.now();
   const auto timeout = milliseconds(config.timeout_ms);
@@ -432,6 +437,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   pool.mean_call = moving_average(pool.mean_call, result.duration);
   pool.quiet_calls = result.printed ? 0 : std::min(pool.quiet_calls + 1, kPipelineQuietCalls);
   release(pool, member);
+  if (pool.calls.size() == 1) pool.idle_since = clock_.now();  // the last call in flight ends
   out.duration = result.duration;
   out.kv_reads = result.kv_reads;
   out.kv_writes = result.kv_writes;
@@ -583,11 +589,17 @@ void Scheduler::reap() {
     } else {
       const auto& config = pool.record->active().config;
       // A pinned pool keeps no instances warm: min_instances is the active version's promise.
-      const int min_instances = pool.pinned > 0 ? 0 : config.min_instances;
+      int min_instances = pool.pinned > 0 ? 0 : config.min_instances;
+      auto idle_timeout =
+          std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(config.idle_timeout_s));
+      if (config.keep_alive == "hybrid" && pool.pinned == 0) {
+        apply_hybrid_keep_alive(pool, t, idle_timeout, min_instances);
+      }
       for (uint64_t id :
            idle_to_reap(pool.views(), t,
                         ReapInputs{pool.record->active_version,
-                                   std::chrono::seconds(config.idle_timeout_s), min_instances})) {
+                                   std::chrono::duration_cast<std::chrono::seconds>(idle_timeout),
+                                   min_instances})) {
         stop_member(pool, pool.find(id));
       }
       int warm = prewarm_needed(pool.views(), pool.record->active_version, min_instances);
@@ -604,6 +616,25 @@ void Scheduler::reap() {
     } else {
       ++it;
     }
+  }
+}
+
+void Scheduler::apply_hybrid_keep_alive(const Pool& pool, Clock::time_point now,
+                                        Clock::duration& idle_timeout, int& min_instances) const {
+  const KeepAlive k = hybrid_keep_alive(pool.idle_times, idle_timeout);
+  if (!k.from_histogram) return;
+  if (k.prewarm <= Clock::duration(0) || !pool.idle_since) {
+    idle_timeout = k.keep_alive;
+    return;
+  }
+  // Unloaded at once after the last call, one instance back `prewarm` later, kept until the
+  // keep-alive window closes.
+  const auto idle = now - *pool.idle_since;
+  if (idle >= k.prewarm && idle < k.prewarm + k.keep_alive) {
+    min_instances = std::max(min_instances, 1);
+    idle_timeout = k.prewarm + k.keep_alive;
+  } else {
+    idle_timeout = Clock::duration(0);
   }
 }
 

@@ -30,6 +30,9 @@ struct FunctionConfig {
   int max_instances = 10;
   int min_instances = 0;
   int idle_timeout_s = 60;
+  // How long idle instances are kept: "fixed" (idle_timeout_s), or "hybrid", learned from the
+  // function's idle times between calls (docs/api.md, "keep_alive").
+  std::string keep_alive = "fixed";
   int concurrency = 1;
   int tmp_mb = 64;
   std::map<std::string, std::string> env;

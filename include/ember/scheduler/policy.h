@@ -2,6 +2,7 @@
 // tested by moving a fake clock instead of sleeping.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -86,6 +87,39 @@ std::vector<uint64_t> idle_to_reap(const std::vector<MemberView>& members, Clock
 
 // Instances to launch so the active version has min_instances live or starting.
 int prewarm_needed(const std::vector<MemberView>& members, int active_version, int min_instances);
+
+// The hybrid histogram keep-alive policy (Shahrad et al., "Serverless in the Wild", USENIX ATC
+// 2020), per function: the idle times between its calls (from the end of the last call in
+// flight to the next call's arrival) in one-minute bins up to four hours.
+class IdleHistogram {
+ public:
+  static constexpr int kBins = 240;
+  static constexpr std::chrono::minutes kBin{1};
+
+  void add(Clock::duration idle);
+  uint32_t samples() const { return samples_; }  // within the range
+  uint32_t out_of_range() const { return out_of_range_; }
+  const std::array<uint32_t, kBins>& bins() const { return bins_; }
+
+ private:
+  std::array<uint32_t, kBins> bins_{};
+  uint32_t samples_ = 0;
+  uint32_t out_of_range_ = 0;
+};
+
+// What to do once a function's last call in flight ends: unload its instances, pre-warm one
+// `prewarm` later, and keep it `keep_alive` from then (prewarm 0: keep the instances keep_alive).
+struct KeepAlive {
+  Clock::duration prewarm{0};
+  Clock::duration keep_alive{0};
+  bool from_histogram = false;  // false: the fixed policy, too little known
+};
+
+// The windows from the histogram: pre-warm at the 5th percentile of the idle times less 10%,
+// keep alive to their 99th percentile plus 10%. The histogram is used only once it holds enough
+// idle times (10), most of them within its range, and they cluster (the coefficient of variation
+// of its bins is 2 or more); otherwise the fixed policy: no pre-warm, keep alive `fixed`.
+KeepAlive hybrid_keep_alive(const IdleHistogram& histogram, Clock::duration fixed);
 
 // One idle instance anywhere, as a candidate for eviction under memory pressure.
 struct EvictionCandidate {

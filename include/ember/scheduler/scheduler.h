@@ -170,6 +170,10 @@ class Scheduler {
   void log_report(const std::string& function, const std::string& request_id,
                   const InvokeOutcome& out);
   void reap();
+  // The hybrid keep-alive of `pool` at `now`: the idle timeout and the instances to keep warm
+  // its idle times call for (unchanged while the histogram says too little).
+  void apply_hybrid_keep_alive(const Pool& pool, Clock::time_point now,
+                               Clock::duration& idle_timeout, int& min_instances) const;
   boost::asio::awaitable<void> reaper();
 
   boost::asio::io_context& io_;

@@ -191,6 +191,21 @@ TEST(Manifest, AsyncAndScheduleAreReadAndChecked) {
   }
 }
 
+TEST(Manifest, KeepAliveIsFixedOrHybrid) {
+  auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler",
+      "keep_alive": "hybrid"})"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->keep_alive, "hybrid");
+  EXPECT_EQ(*parse_config(c->to_json()), *c);
+  EXPECT_EQ(
+      parse_config(json::parse(R"({"runtime":"node","handler":"index.handler"})"))->keep_alive,
+      "fixed");
+  auto bad = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler",
+      "keep_alive": "forever"})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().field, "keep_alive");
+}
+
 TEST(Manifest, CallsNamesFunctionsOrEveryOne) {
   auto c = parse_config(json::parse(R"({"runtime":"node","handler":"index.handler",
       "calls": ["orders", "mailer-2"]})"));

@@ -233,5 +233,43 @@ TEST(Eviction, LeastRecentlyUsedGoFirst) {
   EXPECT_FALSE(plan_eviction(idle, 1024, 1024, 1000).has_value()) << "cannot fit at all";
 }
 
+TEST(HybridKeepAlive, TooLittleKnownKeepsTheFixedPolicy) {
+  using std::chrono::minutes;
+  IdleHistogram h;
+  for (int i = 0; i < 9; ++i) h.add(minutes(10));
+  auto k = hybrid_keep_alive(h, std::chrono::seconds(60));
+  EXPECT_FALSE(k.from_histogram) << "nine idle times are not enough";
+  EXPECT_EQ(k.keep_alive, std::chrono::seconds(60));
+  EXPECT_EQ(k.prewarm, Clock::duration(0));
+  // Idle times spread evenly over the range: the bins vary too little to predict anything.
+  IdleHistogram spread;
+  for (int i = 0; i < IdleHistogram::kBins; ++i) spread.add(minutes(i));
+  EXPECT_FALSE(hybrid_keep_alive(spread, std::chrono::seconds(60)).from_histogram);
+  // Most idle times past four hours: out of the histogram's range.
+  IdleHistogram rare;
+  for (int i = 0; i < 10; ++i) rare.add(minutes(10));
+  for (int i = 0; i < 11; ++i) rare.add(std::chrono::hours(5));
+  EXPECT_EQ(rare.out_of_range(), 11u);
+  EXPECT_FALSE(hybrid_keep_alive(rare, std::chrono::seconds(60)).from_histogram);
+}
+
+TEST(HybridKeepAlive, ClusteredIdleTimesGiveAPrewarmAndAKeepAliveWindow) {
+  using std::chrono::minutes;
+  IdleHistogram h;
+  for (int i = 0; i < 20; ++i) h.add(minutes(10) + std::chrono::seconds(i));
+  auto k = hybrid_keep_alive(h, std::chrono::seconds(60));
+  ASSERT_TRUE(k.from_histogram);
+  EXPECT_EQ(k.prewarm, std::chrono::duration_cast<Clock::duration>(minutes(9)));
+  EXPECT_EQ(k.prewarm + k.keep_alive,
+            std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(726)));
+  // Calls back to back (idle under a minute): no pre-warm, kept past the 99th percentile.
+  IdleHistogram busy;
+  for (int i = 0; i < 50; ++i) busy.add(std::chrono::seconds(5));
+  auto b = hybrid_keep_alive(busy, std::chrono::seconds(600));
+  ASSERT_TRUE(b.from_histogram);
+  EXPECT_EQ(b.prewarm, Clock::duration(0));
+  EXPECT_EQ(b.keep_alive, std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(66)));
+}
+
 }  // namespace
 }  // namespace ember::scheduler
