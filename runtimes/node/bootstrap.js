@@ -650,12 +650,13 @@ async function invoke(id, meta, body) {
 }
 
 // Chunks are joined only once a whole frame has arrived, so a 6 MB event costs one copy.
-function serve() {
+// Reassembles frames from a stream's chunks and hands each to `onFrame(type, id, meta, body)`.
+function frames(onFrame) {
   let chunks = [];
   let length = 0;
   let need = HEADER_BYTES;  // bytes needed before the next step: a header, then a whole frame
   let frameBytes = 0;       // size of the frame whose header was read, 0 before that
-  channel.on('data', (chunk) => {
+  return (chunk) => {
     chunks.push(chunk);
     length += chunk.length;
     while (length >= need) {
@@ -679,25 +680,33 @@ function serve() {
       length = rest.length;
       frameBytes = 0;
       need = HEADER_BYTES;
-      if (type === KV_REPLY) {
-        kvReplied(id, meta, body);
-      } else if (type === INVOKE_REPLY) {
-        invokeReplied(id, meta, body);
-      } else if (type === INVOKE) {
-        if (inFlight < concurrency) {
-          invoke(id, meta, body);
-        } else if (concurrency > 0) {
-          waiting.push([id, meta, body]);
-        }
-      } else if (type === SHUTDOWN) {
-        shuttingDown = true;
-        if (inFlight === 0) exitWhenSent(0);
-      } else if (type === LOAD && awaitingLoad) {
-        awaitingLoad = false;
-        start(meta);
-      }
+      onFrame(type, id, meta, body);
     }
-  });
+  };
+}
+
+function handleFrame(type, id, meta, body) {
+  if (type === KV_REPLY) {
+    kvReplied(id, meta, body);
+  } else if (type === INVOKE_REPLY) {
+    invokeReplied(id, meta, body);
+  } else if (type === INVOKE) {
+    if (inFlight < concurrency) {
+      invoke(id, meta, body);
+    } else if (concurrency > 0) {
+      waiting.push([id, meta, body]);
+    }
+  } else if (type === SHUTDOWN) {
+    shuttingDown = true;
+    if (inFlight === 0) exitWhenSent(0);
+  } else if (type === LOAD && awaitingLoad) {
+    awaitingLoad = false;
+    start(meta);
+  }
+}
+
+function serve() {
+  channel.on('data', frames(handleFrame));
 }
 
 channel.on('end', () => process.exit(0));
@@ -744,23 +753,58 @@ async function start(load) {
 }
 
 // A pooled worker loads a handler of each kind (CommonJS, then an ES module) from its private
-// /tmp before it waits: the first load through each of Node's loaders costs milliseconds that the
+// /tmp before it waits, and reads a frame from a socket of its own (warmReads): the first load through each of Node's loaders costs milliseconds that the
 // function's own load then no longer pays. Nothing of it stays: the files and the module cache
 // entry go, and a failure only means a colder load later.
+// The first frame read from a socket costs Node most of a millisecond (its stream machinery runs
+// for the first time). A pooled worker reads one through the same code from a socket of its own
+// before it waits, so that LOAD does not pay it.
+function warmReads(dir) {
+  return new Promise((resolve) => {
+    const file = path.join(dir, 'warm.sock');
+    const done = () => {
+      server.close();
+      resolve();
+    };
+    const server = net.createServer((peer) => {
+      const frame = Buffer.alloc(HEADER_BYTES + 2);
+      frame.writeUInt32LE(2, 8);
+      frame.write('{}', HEADER_BYTES);
+      peer.end(frame);
+    });
+    server.on('error', done);
+    server.listen(file, () => {
+      const client = net.connect(file);
+      client.on('data', frames(() => {
+        client.destroy();
+        done();
+      }));
+      client.on('error', done);
+    });
+  });
+}
+
 async function warmLoaders() {
   let dir = null;
   try {
     dir = fs.mkdtempSync(path.join(env.TMPDIR || '/tmp', '.ember-warm-'));
+    await warmReads(dir);
     fs.writeFileSync(path.join(dir, 'warm.js'), 'exports.handler = async () => null;\n');
     fs.writeFileSync(path.join(dir, 'warm.mjs'), 'export const handler = async () => null;\n');
     taskRoot = dir;
-    await loadHandler('warm.handler');
+    handler = await loadHandler('warm.handler');
     await import(pathToFileURL(path.join(dir, 'warm.mjs')).href);
     delete require.cache[path.join(dir, 'warm.js')];
+    // And one call of it, answered to no one: the call path is compiled before the first real
+    // call needs it.
+    const value = await new Promise((resolve, reject) =>
+      run(0, { requestId: '', deadlineMs: 0 }, Buffer.from('{}'), resolve, reject));
+    JSON.stringify(value === undefined ? null : value);
   } catch {
     // A colder first load, nothing worse.
   } finally {
     taskRoot = '';
+    handler = null;
     if (dir !== null) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
