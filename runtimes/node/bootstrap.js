@@ -752,20 +752,20 @@ async function start(load) {
   send(READY, 0, '{}');
 }
 
-// A pooled worker loads a handler of each kind (CommonJS, then an ES module) from its private
-// /tmp before it waits, and reads a frame from a socket of its own (warmReads): the first load through each of Node's loaders costs milliseconds that the
-// function's own load then no longer pays. Nothing of it stays: the files and the module cache
-// entry go, and a failure only means a colder load later.
 // The first frame read from a socket costs Node most of a millisecond (its stream machinery runs
 // for the first time). A pooled worker reads one through the same code from a socket of its own
 // before it waits, so that LOAD does not pay it.
 function warmReads(dir) {
   return new Promise((resolve) => {
     const file = path.join(dir, 'warm.sock');
+    let finished = false;
     const done = () => {
-      server.close();
+      if (finished) return;
+      finished = true;
+      server.close(() => {});
       resolve();
     };
+    setTimeout(done, 1000).unref();  // a warm-up never holds the worker back
     const server = net.createServer((peer) => {
       const frame = Buffer.alloc(HEADER_BYTES + 2);
       frame.writeUInt32LE(2, 8);
@@ -784,6 +784,11 @@ function warmReads(dir) {
   });
 }
 
+// A pooled worker loads a handler of each kind (CommonJS, then an ES module) from its private
+// /tmp, and calls it once, before it waits: the first load through each of Node's loaders, and the
+// first call, cost milliseconds that the function's own then no longer pay. The files go; the ES
+// module loader keeps its throwaway entry, which nothing can name. A failure only means a colder
+// start later.
 async function warmLoaders() {
   let dir = null;
   try {
@@ -794,7 +799,6 @@ async function warmLoaders() {
     taskRoot = dir;
     handler = await loadHandler('warm.handler');
     await import(pathToFileURL(path.join(dir, 'warm.mjs')).href);
-    delete require.cache[path.join(dir, 'warm.js')];
     // And one call of it, answered to no one: the call path is compiled before the first real
     // call needs it.
     const value = await new Promise((resolve, reject) =>

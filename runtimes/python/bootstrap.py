@@ -467,7 +467,13 @@ class Channel:
             ident = self.request_id
             self.waiting.add(ident)
         self.send(kind, ident, meta, body)
-        if _thread._count() == 0:
+        with self.lock:
+            # Another thread may have read this reply already, and ended since.
+            if ident in self.replies:
+                self.waiting.discard(ident)
+                return self.replies.pop(ident)
+            alone = _thread._count() == 0 and not self.reading
+        if alone:
             # No other thread: read until the reply, holding what the main loop will want.
             while True:
                 frame = self._read_frame()
@@ -685,10 +691,12 @@ def warm_imports():
         with open(os.path.join(directory, name + ".py"), "w") as f:
             f.write("def handler(event, context):\n    return None\n")
         sys.path.insert(0, directory)
+        sys.dont_write_bytecode = True  # no __pycache__ left in the function's /tmp
         load_handler(name + ".handler")
     except Exception:  # noqa: BLE001 - a colder first import, nothing worse
         pass
     finally:
+        sys.dont_write_bytecode = False
         if sys.path and sys.path[0] == directory:
             del sys.path[0]
         sys.modules.pop(name, None)

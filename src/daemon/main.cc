@@ -198,11 +198,15 @@ struct Reloader {
     scheduler::SchedulerOptions options = next->scheduler;
     if (options.memory_budget_mb == 0) options.memory_budget_mb = default_memory_budget_mb();
     if (options.eager_instances == 0) options.eager_instances = cpu_count();
-    pool.set_options(pool_options(next->pool, options.memory_budget_mb));
-    scheduler.set_options(std::move(options));
     runtime::RuntimeOptions interpreters = next->runtime;
     interpreters.runtimes_dir = find_runtimes(current.runtime.runtimes_dir);
+    const bool new_interpreters = next->runtime.node_path != current.runtime.node_path ||
+                                  next->runtime.python_path != current.runtime.python_path;
     factory.set_options(std::move(interpreters));
+    pool.set_options(pool_options(next->pool, options.memory_budget_mb));
+    // Waiting workers run the interpreters they were started with.
+    if (new_interpreters) pool.flush();
+    scheduler.set_options(std::move(options));
     api.set_admin_token(next->admin_token.empty() ? file_token : next->admin_token);
     api.set_prices(next->metering.prices);
     dispatcher.set_options(next->events);

@@ -54,8 +54,11 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
   spec.worker.memory_mb = c.memory_mb;
   spec.worker.tmp_mb = c.tmp_mb;
   spec.worker.host_network = c.network == "host";
-  // Built from scratch: nothing of the daemon's own environment reaches a function.
-  spec.env = base_env();
+  // Built from scratch: nothing of the daemon's own environment reaches a function. A variable
+  // of the base environment that the function sets (TZ, PATH, ...) is the function's, once.
+  for (std::string entry : base_env()) {
+    if (!c.env.contains(entry.substr(0, entry.find('=')))) spec.env.push_back(std::move(entry));
+  }
   for (std::string entry :
        {"_HANDLER=" + c.handler, "LAMBDA_TASK_ROOT=" + paths.task_root,
         "EMBER_FUNCTION_NAME=" + record.name, "EMBER_FUNCTION_VERSION=" + std::to_string(v.number),

@@ -18,6 +18,7 @@ namespace {
 
 constexpr std::chrono::milliseconds kReadyTimeout{10'000};
 constexpr std::chrono::milliseconds kRefillDelay{50};
+constexpr std::chrono::milliseconds kRetryDelay{1000};
 
 // Lines a waiting worker prints before it has a function: the shim's own, if anything.
 worker::LogSink pool_log(std::string flavour) {
@@ -35,9 +36,16 @@ void drop_before(std::deque<Clock::time_point>& times, Clock::time_point since) 
 
 bool poolable(const registry::FunctionConfig& config) {
   if (config.runtime == registry::Runtime::kProvided || config.network == "host") return false;
-  if (config.runtime == registry::Runtime::kNode) {
-    for (const auto& [name, _] : config.env) {
-      if (name.starts_with("NODE_") || name.starts_with("UV_")) return false;
+  // What the C library, the dynamic loader and the runtime read only as a process starts.
+  constexpr std::string_view kAtStart[] = {"LD_",      "GLIBC_TUNABLES", "MALLOC_",
+                                           "OPENSSL_", "LANG",           "LC_"};
+  for (const auto& [name, _] : config.env) {
+    for (std::string_view prefix : kAtStart) {
+      if (name.starts_with(prefix)) return false;
+    }
+    if (config.runtime == registry::Runtime::kNode &&
+        (name.starts_with("NODE_") || name.starts_with("UV_"))) {
+      return false;
     }
   }
   return true;
@@ -74,10 +82,16 @@ int PooledFactory::target(Flavour& f) {
                     options_.max_per_flavour);
 }
 
+bool PooledFactory::supported() const {
+  // Binding needs a mount namespace, and a limit that can be changed after the start: a cgroup.
+  const auto& layers = cold_.sandbox().layers();
+  return layers.namespaces && !layers.cgroups.empty();
+}
+
 void PooledFactory::fill() {
   if (options_.max_per_flavour <= 0 || options_.min_per_flavour <= 0) return;
-  if (!cold_.sandbox().layers().namespaces) {
-    spdlog::info("pool: off: pre-started workers need the namespace layer of the sandbox");
+  if (!supported()) {
+    spdlog::info("pool: off: pre-initialised workers need the namespace and cgroup layers");
     return;
   }
   flavour(registry::Runtime::kNode, 128);
@@ -89,7 +103,10 @@ void PooledFactory::stop() {
   stopped_ = true;
   for (auto& [_, f] : flavours_) {
     if (f.refill_timer) f.refill_timer->cancel();
-    for (auto& w : f.waiting) w->kill("the pool is stopping");
+    for (auto& w : f.waiting) {
+      w->on_exit(nullptr);
+      w->kill("the pool is stopping");
+    }
     f.waiting.clear();
   }
 }
@@ -98,6 +115,7 @@ void PooledFactory::set_options(PoolOptions options) {
   options_ = options;
   for (auto& [_, f] : flavours_) {
     while (static_cast<int>(f.waiting.size()) > target(f)) {
+      f.waiting.front()->on_exit(nullptr);
       f.waiting.front()->stop(std::chrono::milliseconds(1000));
       f.waiting.pop_front();
     }
@@ -126,9 +144,35 @@ std::shared_ptr<worker::Instance> PooledFactory::take(Flavour& f) {
   while (!f.waiting.empty()) {
     auto w = std::move(f.waiting.front());
     f.waiting.pop_front();
-    if (w->state() == worker::Instance::State::kPooled && w->exit_reason().empty()) return w;
+    if (w->state() == worker::Instance::State::kPooled && w->exit_reason().empty()) {
+      w->on_exit(nullptr);  // the scheduler watches it from here
+      return w;
+    }
   }
   return nullptr;
+}
+
+void PooledFactory::refill_later(const std::string& k, std::chrono::milliseconds delay) {
+  auto it = flavours_.find(k);
+  if (it == flavours_.end() || stopped_) return;
+  Flavour& f = it->second;
+  if (!f.refill_timer) f.refill_timer = std::make_shared<asio::steady_timer>(io_);
+  f.refill_timer->expires_after(delay);
+  f.refill_timer->async_wait(
+      [this, alive = std::weak_ptr<bool>(alive_), k](boost::system::error_code ec) {
+        if (auto a = alive.lock(); !ec && a && *a) refill(k);
+      });
+}
+
+void PooledFactory::flush() {
+  for (auto& [_, f] : flavours_) {
+    for (auto& w : f.waiting) {
+      w->on_exit(nullptr);
+      w->stop(std::chrono::milliseconds(1000));
+    }
+    f.waiting.clear();
+  }
+  for (const auto& [k, _] : flavours_) refill(k);
 }
 
 void PooledFactory::refill(const std::string& k) {
@@ -154,17 +198,30 @@ void PooledFactory::refill(const std::string& k) {
       io_,
       [this, alive = alive_, k, w = std::move(*launched)]() -> asio::awaitable<void> {
         Status ready = co_await w->ready(kReadyTimeout);
-        if (!*alive) co_return;
-        auto found = flavours_.find(k);
-        if (found == flavours_.end()) co_return;
-        --found->second.starting;
-        if (!ready || w->state() != worker::Instance::State::kPooled || stopped_) {
-          if (!ready)
-            spdlog::warn("pool: [{}] a worker did not start: {}", k, ready.error().message);
-          w->kill("not needed");
+        if (!*alive) {
+          w->kill("the pool is gone");
           co_return;
         }
-        found->second.waiting.push_back(w);
+        auto found = flavours_.find(k);
+        if (found == flavours_.end()) co_return;
+        Flavour& f = found->second;
+        --f.starting;
+        if (!ready || w->state() != worker::Instance::State::kPooled) {
+          spdlog::warn("pool: [{}] a worker did not start: {}", k,
+                       ready ? std::string("it ended") : ready.error().message);
+          w->kill("did not start");
+          refill_later(k, kRetryDelay);
+          co_return;
+        }
+        if (stopped_ || static_cast<int>(f.waiting.size()) >= target(f)) {
+          w->stop(std::chrono::milliseconds(1000));  // no longer wanted (a reload lowered it)
+          co_return;
+        }
+        // One that ends while it waits is replaced, later.
+        w->on_exit([this, alive = std::weak_ptr<bool>(alive_), k](worker::Instance&) {
+          if (auto a = alive.lock(); a && *a) refill_later(k, kRetryDelay);
+        });
+        f.waiting.push_back(w);
         refill(k);
       },
       asio::detached);
@@ -173,8 +230,7 @@ void PooledFactory::refill(const std::string& k) {
 Result<std::shared_ptr<Instance>> PooledFactory::start(const registry::FunctionRecord& record,
                                                        worker::LogSink log) {
   const auto& config = record.active().config;
-  if (options_.max_per_flavour <= 0 || stopped_ || !poolable(config) ||
-      !cold_.sandbox().layers().namespaces) {
+  if (options_.max_per_flavour <= 0 || stopped_ || !poolable(config) || !supported()) {
     return cold_.start(record, std::move(log));
   }
   Flavour& f = flavour(config.runtime, config.memory_mb);
@@ -184,12 +240,7 @@ Result<std::shared_ptr<Instance>> PooledFactory::start(const registry::FunctionR
   // Refilled once the starts of this flavour pause: starting a worker holds the event loop
   // while the spawner builds its sandbox and takes CPU from the starts of a burst, and the worker
   // taken now should load its function and answer first.
-  if (!f.refill_timer) f.refill_timer = std::make_shared<asio::steady_timer>(io_);
-  f.refill_timer->expires_after(kRefillDelay);
-  f.refill_timer->async_wait(
-      [this, alive = std::weak_ptr<bool>(alive_), k](boost::system::error_code ec) {
-        if (auto a = alive.lock(); !ec && a && *a) refill(k);
-      });
+  refill_later(k, kRefillDelay);
   if (!pooled) {
     ++counters_.misses;
     return cold_.start(record, std::move(log));

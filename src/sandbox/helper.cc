@@ -276,16 +276,19 @@ void serve_netns(int sock, int host_netns) {
 // Binds a host directory into a worker's mount namespace. The tree is cloned and flagged here,
 // in the host's namespace, where the source can be reached; then the helper steps into the
 // worker's namespace (setns resets its root and working directory), moves the tree into place,
-// and steps back, restoring its working directory. A helper that cannot step back cannot go on
-// safely and exits, which the daemon sees as the helper's death.
-void serve_mount(int sock, Reader& r, const int* fds, size_t nfds, int host_mntns, int host_cwd) {
+// and steps back, restoring its root and working directory. A helper that cannot step back cannot
+// go on safely and exits, which the daemon sees as the helper's death.
+void serve_mount(int sock, Reader& r, const int* fds, size_t nfds, int host_mntns, int host_root,
+                 int host_cwd) {
   const char* source = nullptr;
   const char* target = nullptr;
   uint64_t tmp_bytes = 0;
   if (nfds != 1 || !r.str(source) || !r.str(target) || !r.u64(tmp_bytes) || target[0] != '/') {
     return reply(sock, EPROTO, 0, "mount request", -1);
   }
-  if (host_mntns < 0 || host_cwd < 0) return reply(sock, ENOSYS, 0, "mount namespace", -1);
+  if (host_mntns < 0 || host_root < 0 || host_cwd < 0) {
+    return reply(sock, ENOSYS, 0, "mount namespace", -1);
+  }
   int tree = static_cast<int>(::syscall(SYS_open_tree, AT_FDCWD, source,
                                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
   if (tree < 0) return reply(sock, errno, 0, "open_tree", -1);
@@ -310,15 +313,19 @@ void serve_mount(int sock, Reader& r, const int* fds, size_t nfds, int host_mntn
                ::mount(nullptr, "/tmp", nullptr, MS_REMOUNT | MS_NOSUID | MS_NODEV, options) != 0) {
       err = errno, where = "resize /tmp";
     }
-    if (::setns(host_mntns, CLONE_NEWNS) != 0 || ::fchdir(host_cwd) != 0) ::_exit(1);
+    // setns gave the helper the namespace's root: its own (a chroot, say) comes back too.
+    if (::setns(host_mntns, CLONE_NEWNS) != 0 || ::fchdir(host_root) != 0 || ::chroot(".") != 0 ||
+        ::fchdir(host_cwd) != 0) {
+      ::_exit(1);
+    }
   }
   ::close(tree);
   reply(sock, err, 0, where, -1);
 }
 
 void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confinement& confinement,
-               const sock_fprog* filter, int host_netns, int host_mntns, int host_cwd, int last_cap,
-               std::vector<Tracked>& workers) {
+               const sock_fprog* filter, int host_netns, int host_mntns, int host_root,
+               int host_cwd, int last_cap, std::vector<Tracked>& workers) {
   int fds[kMaxFds];
   size_t nfds = 0;
   ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), fds, &nfds);
@@ -339,7 +346,7 @@ void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confine
   uint32_t kind = 0;
   if (!r.u32(kind)) return reply(sock, EPROTO, 0, "request", -1);
   if (kind == kNetns) return serve_netns(sock, host_netns);
-  if (kind == kMount) return serve_mount(sock, r, fds, nfds, host_mntns, host_cwd);
+  if (kind == kMount) return serve_mount(sock, r, fds, nfds, host_mntns, host_root, host_cwd);
   if (kind == kSpawn) {
     return serve_spawn(sock, daemon_pid, r, fds, nfds, confinement, filter, host_netns, last_cap,
                        workers);
@@ -377,11 +384,12 @@ int read_last_cap() {
   if (confinement.seccomp) filter = confinement.seccomp->fprog();
   int host_netns = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   int host_mntns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  int host_root = ::open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   int host_cwd = ::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   const int last_cap = read_last_cap();
   while (true) {
     serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns,
-              host_mntns, host_cwd, last_cap, workers);
+              host_mntns, host_root, host_cwd, last_cap, workers);
   }
 }
 

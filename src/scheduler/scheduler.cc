@@ -394,11 +394,19 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   const registry::RecordPtr record = pool.record;
   const auto& config = record->active().config;
   const auto in_flight = pool.calls.join();
-  // An idle time of the function ends: the hybrid keep-alive learns from it.
+  // An idle time of the function ends: the hybrid keep-alive learns from it. Another begins
+  // when the last call in flight leaves, whichever way it leaves.
   if (pool.calls.size() == 1 && pool.idle_since) {
     pool.idle_times.add(clock_.now() - *pool.idle_since);
     pool.idle_since.reset();
   }
+  struct IdleFrom {
+    Pool& pool;
+    const Clock& clock;
+    ~IdleFrom() {
+      if (pool.calls.size() == 1) pool.idle_since = clock.now();
+    }
+  } idle_from{pool, clock_};
 
   const auto queued_at = clock_.now();
   const auto timeout = milliseconds(config.timeout_ms);
@@ -437,7 +445,6 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   pool.mean_call = moving_average(pool.mean_call, result.duration);
   pool.quiet_calls = result.printed ? 0 : std::min(pool.quiet_calls + 1, kPipelineQuietCalls);
   release(pool, member);
-  if (pool.calls.size() == 1) pool.idle_since = clock_.now();  // the last call in flight ends
   out.duration = result.duration;
   out.kv_reads = result.kv_reads;
   out.kv_writes = result.kv_writes;

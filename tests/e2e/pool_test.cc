@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 
@@ -156,6 +157,24 @@ TEST_F(PoolE2E, AFlavourAskedForIsKeptAndFunctionsItCannotServeStartCold) {
   for (const char* name : {"opts", "host"}) ASSERT_EQ(invoke(name).status, 200) << name;
   EXPECT_EQ(hits(), 1);
   EXPECT_EQ(misses(), 1);
+}
+
+TEST_F(PoolE2E, AWaitingWorkerThatDiesIsReplaced) {
+  start({{"max_per_flavour", 1}, {"min_per_flavour", 1}});
+  ASSERT_TRUE(eventually([&] { return waiting() == 2; }));
+  const auto before = worker_pids(daemon_.pid());
+  ASSERT_EQ(before.size(), 2u);
+  ASSERT_EQ(::kill(before[0], SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] {
+    auto now = worker_pids(daemon_.pid());
+    return waiting() == 2 && now.size() == 2 &&
+           std::find(now.begin(), now.end(), before[0]) == now.end();
+  })) << "a new one waits in its place";
+  deploy("n", "node");
+  deploy("p", "python");
+  EXPECT_EQ(invoke("n").status, 200);
+  EXPECT_EQ(invoke("p").status, 200);
+  EXPECT_EQ(hits(), 2);
 }
 
 TEST_F(PoolE2E, APoolTurnedOffKeepsNoWorker) {

@@ -37,8 +37,8 @@ struct PoolStats {
 };
 
 // Whether a worker of `config` can come from the pool: node or python, in a network namespace
-// of its own (not "host"), and for node no variable that Node reads only at its start
-// (NODE_*, UV_*).
+// of its own (not "host"), and no variable read only as a process starts (LD_*, GLIBC_TUNABLES,
+// MALLOC_*, OPENSSL_*, LANG, LC_*; for node also NODE_* and UV_*).
 bool poolable(const registry::FunctionConfig& config);
 
 class PooledFactory final : public InstanceFactory {
@@ -56,6 +56,8 @@ class PooledFactory final : public InstanceFactory {
   void fill();
   // Kills every waiting worker; starts no more.
   void stop();
+  // Replaces every waiting worker (the interpreters or the shims changed).
+  void flush();
   void set_options(PoolOptions options);
   PoolStats stats() const;
 
@@ -76,6 +78,9 @@ class PooledFactory final : public InstanceFactory {
   // Starts workers for `f` up to its target, one at a time, each after the last is ready.
   void refill(const std::string& key);
   std::shared_ptr<worker::Instance> take(Flavour& f);
+  void refill_later(const std::string& key, std::chrono::milliseconds delay);
+  // The sandbox has what binding needs: namespaces and cgroups.
+  bool supported() const;
 
   boost::asio::io_context& io_;
   ColdStartFactory& cold_;

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace ember::runtime {
 namespace {
 
@@ -32,10 +34,44 @@ TEST(Poolable, NotWithVariablesNodeReadsOnlyAtItsStart) {
   auto other = config(registry::Runtime::kNode);
   other.env["GREETING"] = "hi";
   EXPECT_TRUE(poolable(other));
+  // The C library's, the dynamic loader's and OpenSSL's, for either runtime.
+  for (auto runtime : {registry::Runtime::kNode, registry::Runtime::kPython}) {
+    for (const char* name : {"LD_LIBRARY_PATH", "LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX",
+                             "OPENSSL_CONF", "LANG", "LC_ALL"}) {
+      auto c = config(runtime);
+      c.env[name] = "x";
+      EXPECT_FALSE(poolable(c)) << name;
+    }
+  }
   // Python runs with -I: it reads no PYTHON* variable, whenever it is set.
   auto python = config(registry::Runtime::kPython);
   python.env["PYTHONPATH"] = "/x";
   EXPECT_TRUE(poolable(python));
+}
+
+TEST(LaunchSpec, AVariableTheFunctionSetsReplacesTheBaseOne) {
+  registry::FunctionRecord record;
+  record.name = "f";
+  record.active_version = 1;
+  registry::Version v;
+  v.number = 1;
+  v.config = config(registry::Runtime::kPython);
+  v.config.handler = "main.handler";
+  v.config.env = {{"TZ", "Europe/Paris"}, {"GREETING", "hi"}};
+  record.versions.push_back(v);
+  auto spec = launch_spec(record, "/bundle", WorkerPaths{"/var/task", "/opt/ember/runtime"},
+                          RuntimeOptions{});
+  ASSERT_TRUE(spec.ok());
+  int tz = 0;
+  for (const auto& entry : spec->env) {
+    if (entry.starts_with("TZ=")) {
+      ++tz;
+      EXPECT_EQ(entry, "TZ=Europe/Paris");
+    }
+  }
+  EXPECT_EQ(tz, 1) << "once, the function's: getenv would take the first of two";
+  EXPECT_NE(std::find(spec->env.begin(), spec->env.end(), "PATH=/usr/local/bin:/usr/bin:/bin"),
+            spec->env.end());
 }
 
 }  // namespace
