@@ -1,5 +1,6 @@
 #include "ember/os/child_process.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -69,6 +70,13 @@ Result<std::optional<ExitStatus>> ChildProcess::wait_impl(int options) {
 }
 
 Result<std::optional<ExitStatus>> ChildProcess::try_wait() { return wait_impl(WNOHANG); }
+
+bool ChildProcess::exited() const {
+  if (reaped()) return true;
+  if (!pidfd_) return false;
+  pollfd p{pidfd_.get(), POLLIN, 0};  // a pidfd is readable once its process has ended
+  return ::poll(&p, 1, 0) > 0;
+}
 
 Result<ExitStatus> ChildProcess::wait() {
   auto r = wait_impl(0);

@@ -144,7 +144,9 @@ std::shared_ptr<worker::Instance> PooledFactory::take(Flavour& f) {
   while (!f.waiting.empty()) {
     auto w = std::move(f.waiting.front());
     f.waiting.pop_front();
-    if (w->state() == worker::Instance::State::kPooled && w->exit_reason().empty()) {
+    // One that ended a moment ago may not have been seen to end yet: its pidfd tells.
+    if (w->state() == worker::Instance::State::kPooled && w->exit_reason().empty() &&
+        !w->process().exited()) {
       w->on_exit(nullptr);  // the scheduler watches it from here
       return w;
     }

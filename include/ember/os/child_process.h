@@ -32,6 +32,8 @@ class ChildProcess {
   // Readable once the process has exited; for an event loop to wait on.
   int pidfd() const { return pidfd_.get(); }
   bool reaped() const { return status_.has_value(); }
+  // Whether the process has ended, reaped or not; never reaps it.
+  bool exited() const;
 
   // Sends a signal through the pidfd; a process that already exited is not an error.
   Status signal(int signo);
