@@ -201,17 +201,10 @@ void Instance::handle(Frame frame) {
 }
 
 void Instance::handle_kv(Frame frame) {
-  KvReply reply = [weak = weak_from_this(), id = frame.id](std::string meta, std::string body) {
-    auto self = weak.lock();
-    if (self && self->state_ != State::kDead) {
-      self->send(encode(FrameType::kKvReply, id, meta, body));
-    }
-  };
-  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
-  if (!meta.is_object()) {
-    kill("worker protocol: a KV_REQUEST's meta is not a JSON object");
-    return;
-  }
+  KvReply reply = replier(FrameType::kKvReply, frame.id);
+  const auto parsed = request_meta(frame, "a KV_REQUEST");
+  if (!parsed) return;
+  const nlohmann::json& meta = *parsed;
   if (!spec_.kv) {
     reply(R"({"ok":false,"errorType":"KvUnavailable",)"
           R"("errorMessage":"this worker has no key-value service"})",
@@ -237,6 +230,20 @@ void Instance::handle_kv(Frame frame) {
   }
 }
 
+std::function<void(std::string, std::string)> Instance::replier(FrameType type, uint32_t id) {
+  return [weak = weak_from_this(), type, id](std::string meta, std::string body) {
+    auto self = weak.lock();
+    if (self && self->state_ != State::kDead) self->send(encode(type, id, meta, body));
+  };
+}
+
+std::optional<nlohmann::json> Instance::request_meta(const Frame& frame, std::string_view what) {
+  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+  if (meta.is_object()) return meta;
+  kill(fmt::format("worker protocol: {}'s meta is not a JSON object", what));
+  return std::nullopt;
+}
+
 Instance::Pending* Instance::running_call(const nlohmann::json& meta) {
   auto it = meta.find("call");
   if (it == meta.end() || !it->is_number_unsigned()) return nullptr;
@@ -247,17 +254,10 @@ Instance::Pending* Instance::running_call(const nlohmann::json& meta) {
 }
 
 void Instance::handle_invoke(Frame frame) {
-  InvokeReply reply = [weak = weak_from_this(), id = frame.id](std::string meta, std::string body) {
-    auto self = weak.lock();
-    if (self && self->state_ != State::kDead) {
-      self->send(encode(FrameType::kInvokeReply, id, meta, body));
-    }
-  };
-  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
-  if (!meta.is_object()) {
-    kill("worker protocol: an INVOKE_REQUEST's meta is not a JSON object");
-    return;
-  }
+  InvokeReply reply = replier(FrameType::kInvokeReply, frame.id);
+  const auto parsed = request_meta(frame, "an INVOKE_REQUEST");
+  if (!parsed) return;
+  const nlohmann::json& meta = *parsed;
   auto refuse = [&](std::string_view type, std::string_view message) {
     reply(nlohmann::json{{"ok", false}, {"errorType", type}, {"errorMessage", message}}.dump(), {});
   };

@@ -177,13 +177,6 @@ TEST_F(OperateE2E, SighupReloadsAGoodConfigAndKeepsTheOldOneOnABadOne) {
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
 }
 
-// The value of the sample `series` (name and labels exactly as printed), or -1.
-double sample(const std::string& text, const std::string& series) {
-  size_t at = text.find("\n" + series + " ");
-  if (at == std::string::npos) return -1;
-  return std::stod(text.substr(at + series.size() + 2));
-}
-
 TEST_F(OperateE2E, MetricsCountAKnownSequenceOfCalls) {
   const fs::path config = tmp_ / "config.json";
   // Generous margins: a cold start under a sanitizer on a loaded machine takes hundreds of ms.
@@ -213,24 +206,24 @@ TEST_F(OperateE2E, MetricsCountAKnownSequenceOfCalls) {
   ASSERT_EQ(r.status, 200);
   EXPECT_EQ(r.header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
   const std::string& t = r.body;
-  EXPECT_EQ(sample(t, R"(ember_invocations_total{function="m",outcome="ok"})"), 3) << t;
-  EXPECT_EQ(sample(t, R"(ember_invocations_total{function="m",outcome="error"})"), 1);
-  EXPECT_EQ(sample(t, R"(ember_invocations_total{function="m",outcome="timeout"})"), 1);
-  EXPECT_EQ(sample(t, R"(ember_invocations_total{function="m",outcome="throttled"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_invocations_total{function="m",outcome="ok"})"), 3) << t;
+  EXPECT_EQ(metric_sample(t, R"(ember_invocations_total{function="m",outcome="error"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_invocations_total{function="m",outcome="timeout"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_invocations_total{function="m",outcome="throttled"})"), 1);
   // The first call and the one after the timeout's kill started instances.
-  EXPECT_EQ(sample(t, R"(ember_cold_starts_total{function="m"})"), 2);
-  EXPECT_EQ(sample(t, R"(ember_invocation_duration_seconds_count{function="m"})"), 5);
-  EXPECT_EQ(sample(t, R"(ember_init_duration_seconds_count{function="m"})"), 2);
-  EXPECT_EQ(sample(t, R"(ember_queue_wait_seconds_count{function="m"})"), 5);
-  EXPECT_EQ(sample(t, R"(ember_http_requests_total{code="200",route="invoke"})"), 3);
-  EXPECT_EQ(sample(t, R"(ember_http_requests_total{code="429",route="invoke"})"), 1);
-  EXPECT_EQ(sample(t, R"(ember_http_requests_total{code="401",route="none"})"), 1);
-  EXPECT_EQ(sample(t, R"(ember_http_requests_total{code="201",route="deploy"})"), 1);
-  EXPECT_EQ(sample(t, R"(ember_instances{function="m",state="idle"})"), 1);
-  EXPECT_EQ(sample(t, "ember_spawn_failures_total"), 0);
-  EXPECT_GT(sample(t, "process_resident_memory_bytes"), 1 << 20);
-  EXPECT_GT(sample(t, "process_open_fds"), 3);
-  EXPECT_GE(sample(t, "ember_http_connections"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_cold_starts_total{function="m"})"), 2);
+  EXPECT_EQ(metric_sample(t, R"(ember_invocation_duration_seconds_count{function="m"})"), 5);
+  EXPECT_EQ(metric_sample(t, R"(ember_init_duration_seconds_count{function="m"})"), 2);
+  EXPECT_EQ(metric_sample(t, R"(ember_queue_wait_seconds_count{function="m"})"), 5);
+  EXPECT_EQ(metric_sample(t, R"(ember_http_requests_total{code="200",route="invoke"})"), 3);
+  EXPECT_EQ(metric_sample(t, R"(ember_http_requests_total{code="429",route="invoke"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_http_requests_total{code="401",route="none"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_http_requests_total{code="201",route="deploy"})"), 1);
+  EXPECT_EQ(metric_sample(t, R"(ember_instances{function="m",state="idle"})"), 1);
+  EXPECT_EQ(metric_sample(t, "ember_spawn_failures_total"), 0);
+  EXPECT_GT(metric_sample(t, "process_resident_memory_bytes"), 1 << 20);
+  EXPECT_GT(metric_sample(t, "process_open_fds"), 3);
+  EXPECT_GE(metric_sample(t, "ember_http_connections"), 1);
 
   if (::access("/usr/bin/promtool", X_OK) != 0) {
     GTEST_SKIP() << "promtool is not installed (Debian package prometheus): format not checked";

@@ -75,11 +75,7 @@ class PoolE2E : public ::testing::Test {
   HttpResponse invoke(const std::string& name) {
     return http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", "{}");
   }
-  double metric(const std::string& name) {
-    const std::string text = daemon_.admin("GET", "/metrics").body;
-    const size_t at = text.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
-  }
+  double metric(const std::string& name) { return daemon_.metric(name); }
   double waiting() { return metric(R"(ember_pool_workers{state="waiting"})"); }
   double hits() { return metric(R"(ember_pool_starts_total{result="hit"})"); }
   double misses() { return metric(R"(ember_pool_starts_total{result="miss"})"); }

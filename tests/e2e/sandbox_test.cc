@@ -170,11 +170,7 @@ class SandboxE2E : public ::testing::TestWithParam<bool> {
           eventually([&] { return metric(R"(ember_pool_workers{state="waiting"})") == 2; }));
     }
   }
-  double metric(const std::string& name) {
-    const std::string text = daemon_.admin("GET", "/metrics").body;
-    const size_t at = text.find("\n" + name + " ");
-    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
-  }
+  double metric(const std::string& name) { return daemon_.metric(name); }
   void TearDown() override {
     if (daemon_.running()) {
       EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();

@@ -153,6 +153,15 @@ HttpResponse Daemon::deploy_code(const std::string& name, const std::string& run
                    .build());
 }
 
+double metric_sample(const std::string& text, const std::string& series) {
+  const size_t at = text.find("\n" + series + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+}
+
+double Daemon::metric(const std::string& name) const {
+  return metric_sample(admin("GET", "/metrics").body, name);
+}
+
 nlohmann::json Daemon::wait_for_invocation(const std::string& id, const std::string& status) const {
   nlohmann::json last;
   eventually(

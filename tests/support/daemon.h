@@ -49,6 +49,8 @@ class Daemon {
   HttpResponse deploy_code(const std::string& name, const std::string& runtime,
                            const std::string& code,
                            const nlohmann::json& extra = nlohmann::json::object()) const;
+  // The value of the sample `name` (with its labels, as /metrics prints it); -1 when absent.
+  double metric(const std::string& name) const;
   // Polls GET /v1/invocations/{id} until its status is `status`, for up to 20 s; returns what
   // it last said.
   nlohmann::json wait_for_invocation(const std::string& id, const std::string& status) const;
@@ -73,6 +75,10 @@ struct RunResult {
   int exit_code = -1;
   std::string output;  // stdout and stderr together
 };
+
+// The value of the sample `series` (name and labels exactly as printed) in a /metrics text, or
+// -1 when it is not there.
+double metric_sample(const std::string& text, const std::string& series);
 
 // Worker processes of `daemon`: its live children, except the spawner helper.
 std::vector<pid_t> worker_pids(pid_t daemon);

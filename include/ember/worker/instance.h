@@ -14,8 +14,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ember/common/result.h"
@@ -128,6 +130,10 @@ class Instance : public std::enable_shared_from_this<Instance> {
   void handle(Frame frame);
   void handle_kv(Frame frame);
   void handle_invoke(Frame frame);
+  // Sends a reply of `type` to the worker's request `id`, unless the worker is gone by then.
+  std::function<void(std::string, std::string)> replier(FrameType type, uint32_t id);
+  // A request's meta as a JSON object; anything else breaks the protocol and kills the worker.
+  std::optional<nlohmann::json> request_meta(const Frame& frame, std::string_view what);
   // The call a KV_REQUEST or INVOKE_REQUEST names in its meta's "call", while it runs.
   Pending* running_call(const nlohmann::json& meta);
   void drain_output();
