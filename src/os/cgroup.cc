@@ -141,6 +141,7 @@ class V2Cgroup final : public Cgroup {
     return e;
   }
   uint64_t memory_peak() const override { return number_at(peak_); }
+  std::vector<pid_t> pids() const override { return pids_in(dir_ / "cgroup.procs"); }
   void kill() override {
     if (write_control(dir_ / "cgroup.kill", "1")) return;
     for (pid_t pid : pids_in(dir_ / "cgroup.procs")) ::kill(pid, SIGKILL);  // before 5.14
@@ -251,6 +252,9 @@ class V1Cgroup final : public Cgroup {
     return e;
   }
   uint64_t memory_peak() const override { return number_at(peak_); }
+  std::vector<pid_t> pids() const override {
+    return dirs_.empty() ? std::vector<pid_t>{} : pids_in(dirs_.front() / "cgroup.procs");
+  }
   void kill() override {
     // No cgroup.kill in v1. Workers are the first process of a pid namespace, so killing it
     // takes the rest; a second pass catches a process caught mid-fork.

@@ -29,6 +29,13 @@ double boot_time() {
 
 }  // namespace
 
+std::optional<SchedTimes> sched_times(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/schedstat");
+  long long on_cpu = 0, waiting = 0;
+  if (!(in >> on_cpu >> waiting)) return std::nullopt;
+  return SchedTimes{std::chrono::nanoseconds(on_cpu), std::chrono::nanoseconds(waiting)};
+}
+
 ProcStats self_stats() {
   ProcStats s;
   const double ticks = static_cast<double>(::sysconf(_SC_CLK_TCK));

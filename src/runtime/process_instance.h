@@ -32,10 +32,12 @@ class ProcessInstance final : public Instance {
     return worker_->running_since();
   }
   std::chrono::nanoseconds init_duration() const override { return worker_->init_duration(); }
+  std::chrono::nanoseconds start_cost() const override { return worker_->start_cost(); }
   const std::string& exit_reason() const override { return worker_->exit_reason(); }
   worker::ExitCause exit_cause() const override { return worker_->exit_cause(); }
   const os::CgroupEvents& events() const override { return worker_->events(); }
   uint64_t memory_peak() const override { return worker_->memory_peak(); }
+  std::optional<os::SchedTimes> sched_times() const override { return worker_->sched_times(); }
   void on_exit(std::function<void()> callback) override {
     worker_->on_exit([callback = std::move(callback)](worker::Instance&) {
       if (callback) callback();

@@ -190,8 +190,11 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
     return Error::unsupported("sandbox: pre-started workers need the namespace layer");
   }
   if (cgroups_) {
-    auto cgroup = cgroups_->create(fmt::format("{}-{}", spec.function, next_worker_++),
-                                   limits_for(spec.memory_mb));
+    os::CgroupLimits limits = limits_for(spec.memory_mb);
+    // A pre-started worker starts in the background: it yields the CPUs to the workers serving
+    // calls, and bind() gives it its function's weight.
+    if (spec.pooled) limits.cpu_weight = 1;
+    auto cgroup = cgroups_->create(fmt::format("{}-{}", spec.function, next_worker_++), limits);
     if (!cgroup) return cgroup.error();
     worker.cgroup = std::move(*cgroup);
   } else {

@@ -34,6 +34,10 @@ struct PoolMember {
   int leased = 0;
   Clock::time_point idle_since{};
   Clock::time_point last_used{};
+  // For the blocked share (StartInputs::blocked_share): the instance's sched_times when it
+  // became ready, and the time its calls have run since.
+  std::optional<os::SchedTimes> sched_at_ready;
+  std::chrono::nanoseconds busy{0};
 };
 
 // A call queued until an instance is handed to it.
@@ -68,15 +72,19 @@ struct FunctionPool {
   TaskGroup calls;  // invoke() coroutines holding this pool
   // Moving averages that decide whether a queued call should wait or start an instance.
   std::chrono::nanoseconds mean_call{0};
-  std::chrono::nanoseconds cold_start{0};
+  std::chrono::nanoseconds start_cost{0};  // see StartInputs::start_cost
+  // StartInputs::blocked_share as last measured, and when.
+  std::optional<double> blocked_share;
+  std::optional<Clock::time_point> blocked_share_at;
   int quiet_calls = 0;  // calls in a row during which the function printed nothing
   // For the hybrid keep-alive: when the last call in flight ended (none in flight since), and
   // the idle times seen between calls.
   std::optional<Clock::time_point> idle_since;
   IdleHistogram idle_times;
-  // Runs ensure_starts again when the first waiter will have waited a cold start.
+  // Runs ensure_starts again when the first waiter will have waited what a start costs.
   boost::asio::steady_timer scale_check;
   bool scale_check_armed = false;
+  bool ensuring = false, ensure_again = false;  // see Scheduler::ensure_starts
 
   std::vector<MemberView> views() const {
     std::vector<MemberView> out;

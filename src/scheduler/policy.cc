@@ -46,13 +46,15 @@ std::optional<size_t> pick_pipelined(const std::vector<MemberView>& members, int
 
 namespace {
 
-// Whether the queue is expected to wait longer than a cold start of one more instance takes.
+// Whether the queue is expected to wait longer than one more instance costs to start.
 bool waiting_costs_more(const StartInputs& in, int serving, int uncovered, int per_instance) {
-  if (serving == 0 || in.cold_start.count() <= 0) return true;
-  if (in.oldest_wait >= in.cold_start) return true;
+  if (serving == 0 || in.start_cost.count() <= 0) return true;
+  if (in.oldest_wait >= in.start_cost) return true;
   if (in.mean_call.count() <= 0) return false;
   const int64_t rounds = (uncovered + serving * per_instance - 1) / (serving * per_instance);
-  return rounds * in.mean_call > in.cold_start;
+  if (rounds * in.mean_call <= in.start_cost) return false;
+  const std::optional<double> blocked = in.blocked_share ? in.blocked_share() : std::nullopt;
+  return blocked && *blocked >= kMinBlockedShare;
 }
 
 }  // namespace

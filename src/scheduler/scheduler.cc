@@ -36,6 +36,34 @@ std::string error_json(std::string_view type, std::string_view message) {
   return json{{"errorType", type}, {"errorMessage", message}, {"stack", json::array()}}.dump();
 }
 
+// The share of their busy time `pool`'s serving instances spent blocked (StartInputs::
+// blocked_share), measured since each became ready, at most every kBlockedShareEvery: a queue
+// that keeps asking under load reads /proc ten times a second, not once per call.
+constexpr std::chrono::milliseconds kBlockedShareEvery{100};
+constexpr std::chrono::milliseconds kBlockedShareMinBusy{10};  // less is too little to judge
+
+std::optional<double> blocked_share(FunctionPool& pool, Clock::time_point now) {
+  if (pool.blocked_share_at && now - *pool.blocked_share_at < kBlockedShareEvery) {
+    return pool.blocked_share;
+  }
+  std::chrono::nanoseconds busy{0}, ran{0};
+  for (const auto& m : pool.members) {
+    if (m->starting || m->stopping || !m->sched_at_ready || m->busy.count() <= 0) continue;
+    const auto times = m->instance->sched_times();
+    if (!times) continue;
+    busy += m->busy;
+    ran += (times->on_cpu - m->sched_at_ready->on_cpu) +
+           (times->waiting_for_cpu - m->sched_at_ready->waiting_for_cpu);
+  }
+  pool.blocked_share_at = now;
+  pool.blocked_share.reset();
+  if (busy >= kBlockedShareMinBusy) {
+    pool.blocked_share =
+        1.0 - std::min(1.0, static_cast<double>(ran.count()) / static_cast<double>(busy.count()));
+  }
+  return pool.blocked_share;
+}
+
 }  // namespace
 
 std::string StartFailure::error_object() const {
@@ -167,6 +195,22 @@ void Scheduler::dispatch_waiters(Pool& pool) {
 }
 
 void Scheduler::ensure_starts(Pool& pool) {
+  // A start may complete inside the loop below (an instance ready at once hands itself to the
+  // waiters, which asks again): that inner ask waits for the loop, so no decision is made on a
+  // count of instances that is about to change.
+  if (pool.ensuring) {
+    pool.ensure_again = true;
+    return;
+  }
+  pool.ensuring = true;
+  do {
+    pool.ensure_again = false;
+    ensure_starts_once(pool);
+  } while (pool.ensure_again);
+  pool.ensuring = false;
+}
+
+void Scheduler::ensure_starts_once(Pool& pool) {
   if (stopping_ || pool.removing || !pool.record) return;
   const auto& config = pool.record->active().config;
   const auto oldest_wait = pool.waiters.empty() ? std::chrono::nanoseconds(0)
@@ -189,7 +233,8 @@ void Scheduler::ensure_starts(Pool& pool) {
       pool.views(), pool.record->active_version,
       StartInputs{static_cast<int>(pool.waiters.size()), max_instances, config.concurrency,
                   options_.max_concurrent_starts, options_.eager_instances, oldest_wait,
-                  pool.mean_call, pool.cold_start});
+                  pool.mean_call, pool.start_cost,
+                  [&pool, now = clock_.now()] { return blocked_share(pool, now); }});
   int live_here = 0;
   for (const auto& m : pool.members) live_here += m->stopping ? 0 : 1;
   const int over = n - std::max(0, room - live_here);
@@ -200,11 +245,11 @@ void Scheduler::ensure_starts(Pool& pool) {
     if (!reserve_memory(pool, config.memory_mb)) break;
     asio::co_spawn(io_, start_instance(pool.key, pool.record, /*on_demand=*/true), log_exception);
   }
-  // Held back because an instance should free up sooner than a new one would start: look again
-  // when the first waiter has waited that long, in case the calls in flight run long.
+  // Held back because an instance should free up before a new one would pay for its start: look
+  // again when the first waiter has waited that long, in case the calls in flight run long.
   if (n == 0 && !pool.waiters.empty() && options_.eager_instances > 0 &&
-      pool.cold_start > oldest_wait) {
-    arm_scale_check(pool, pool.cold_start - oldest_wait);
+      pool.start_cost > oldest_wait) {
+    arm_scale_check(pool, pool.start_cost - oldest_wait);
   }
 }
 
@@ -303,8 +348,9 @@ asio::awaitable<void> Scheduler::start_instance(std::string key, registry::Recor
     co_return;
   }
   member->starting = false;
+  member->sched_at_ready = (*instance)->sched_times();
   member->idle_since = member->last_used = clock_.now();
-  pool.cold_start = moving_average(pool.cold_start, (*instance)->init_duration());
+  pool.start_cost = moving_average(pool.start_cost, (*instance)->start_cost());
   spdlog::debug("scheduler: [fn={} inst={}] ready in {} ms", name, member->id,
                 std::chrono::duration_cast<milliseconds>((*instance)->init_duration()).count());
   if (member->stopping) co_return;
@@ -443,6 +489,7 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
   out.memory_mb = config.memory_mb;
   out.memory_peak = member->instance->memory_peak();
   pool.mean_call = moving_average(pool.mean_call, result.duration);
+  member->busy += result.duration;
   pool.quiet_calls = result.printed ? 0 : std::min(pool.quiet_calls + 1, kPipelineQuietCalls);
   release(pool, member);
   out.duration = result.duration;

@@ -469,6 +469,18 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
   co_return *ready_result_;
 }
 
+std::optional<os::SchedTimes> Instance::sched_times() const {
+  if (!cgroup_) return os::sched_times(child_.pid());
+  std::optional<os::SchedTimes> sum;
+  for (pid_t pid : cgroup_->pids()) {
+    if (auto t = os::sched_times(pid)) {
+      if (!sum) sum.emplace();
+      *sum += *t;
+    }
+  }
+  return sum;
+}
+
 Status Instance::load(LaunchSpec spec, LogSink log) {
   if (state_ != State::kPooled || !exit_reason_.empty()) {
     return Error::invalid(
@@ -484,6 +496,7 @@ Status Instance::load(LaunchSpec spec, LogSink log) {
   log_ = std::move(log);
   state_ = State::kStarting;
   ready_result_.reset();
+  prestart_duration_ = init_duration_;
   started_ = steady_clock::now();
   send(encode(FrameType::kLoad, 0,
               nlohmann::json{{"env", std::move(env)}}.dump(

@@ -20,6 +20,30 @@ namespace ember::testing {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The CPU weight of `pid`'s cgroup as the kernel holds it: cpu.shares on v1, cpu.weight on v2;
+// -1 when it cannot be read.
+long cpu_weight_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line;
+  while (std::getline(in, line)) {
+    const auto first = line.find(':'), second = line.find(':', first + 1);
+    if (first == std::string::npos || second == std::string::npos) continue;
+    const std::string controllers = line.substr(first + 1, second - first - 1);
+    const std::string path = line.substr(second + 1);
+    fs::path file;
+    if (controllers == "cpu,cpuacct" || controllers == "cpu") {
+      file = fs::path("/sys/fs/cgroup") / controllers / path.substr(1) / "cpu.shares";
+    } else if (controllers.empty() && line.starts_with("0::")) {
+      file = fs::path("/sys/fs/cgroup") / path.substr(1) / "cpu.weight";
+    } else {
+      continue;
+    }
+    long value = -1;
+    if (std::ifstream(file) >> value) return value;
+  }
+  return -1;
+}
 using nlohmann::json;
 
 // Tells what the function sees of itself.
@@ -109,6 +133,30 @@ TEST_F(PoolE2E, AColdStartTakesAWaitingWorkerThatBecomesTheFunctions) {
   EXPECT_EQ(invoke("n").header("x-ember-start"), "warm");
   // The pool refills behind the starts.
   EXPECT_TRUE(eventually([&] { return waiting() == 2; }));
+}
+
+TEST_F(PoolE2E, AWaitingWorkerYieldsTheCpuUntilItIsBound) {
+  start({{"max_per_flavour", 1}, {"min_per_flavour", 1}});
+  ASSERT_TRUE(eventually([&] { return waiting() == 2; }));
+  std::vector<long> weights;
+  for (pid_t pid : worker_pids(daemon_.pid())) weights.push_back(cpu_weight_of(pid));
+  ASSERT_EQ(weights.size(), 2u);
+  if (weights[0] < 0) GTEST_SKIP() << "no cgroup CPU controller to read here";
+  const long lowest = weights[0];
+  EXPECT_EQ(weights[1], lowest);
+  // A 1024 MB function weighs as much as a default process (100 on v2, 1024 shares on v1).
+  deploy("big", "python", {{"memory_mb", 1024}});
+  ASSERT_EQ(invoke("big").status, 200);
+  EXPECT_EQ(hits(), 1);
+  ASSERT_TRUE(eventually([&] { return waiting() == 2; }));
+  weights.clear();
+  for (pid_t pid : worker_pids(daemon_.pid())) weights.push_back(cpu_weight_of(pid));
+  std::sort(weights.begin(), weights.end());
+  ASSERT_EQ(weights.size(), 3u);
+  EXPECT_EQ(weights[0], lowest);
+  EXPECT_EQ(weights[1], lowest) << "the refilled worker waits at the lowest weight too";
+  EXPECT_TRUE(weights[2] == 100 || weights[2] == 1024) << weights[2];
+  EXPECT_LT(lowest, 20);
 }
 
 TEST_F(PoolE2E, EveryPooledWorkerHasItsOwnHostUidAndNetworkNamespace) {

@@ -50,6 +50,8 @@ class Cgroup {
   // The most memory the cgroup has used so far, in bytes; 0 when the kernel does not say.
   // One pread of a file kept open: cheap enough to read after every call.
   virtual uint64_t memory_peak() const = 0;
+  // The processes inside now.
+  virtual std::vector<pid_t> pids() const = 0;
   // Kills every process inside.
   virtual void kill() = 0;
   // Applies `limits` now (the memory limit may go down as well as up).

@@ -17,6 +17,7 @@
 #include "ember/common/clock.h"
 #include "ember/common/result.h"
 #include "ember/os/cgroup.h"
+#include "ember/os/proc_stats.h"
 #include "ember/registry/registry.h"
 #include "ember/worker/call.h"
 
@@ -44,7 +45,11 @@ class Instance {
   virtual bool usable() const = 0;
   // When the oldest call running now started; nullopt when none runs.
   virtual std::optional<Clock::time_point> running_since() const = 0;
+  // From the start to READY: what a caller waiting for this instance waited.
   virtual std::chrono::nanoseconds init_duration() const = 0;
+  // What starting it cost the host: init_duration, plus whatever was spent ahead of demand and
+  // will be spent again to replace it (the launch of a pre-started worker).
+  virtual std::chrono::nanoseconds start_cost() const { return init_duration(); }
   // Why it ended, in words and as a cause, once it has.
   virtual const std::string& exit_reason() const = 0;
   virtual worker::ExitCause exit_cause() const = 0;
@@ -52,6 +57,9 @@ class Instance {
   // unknown).
   virtual const os::CgroupEvents& events() const = 0;
   virtual uint64_t memory_peak() const = 0;
+  // The time its processes' main threads have spent so far running and waiting for a CPU
+  // (os::sched_times); nullopt when unknown.
+  virtual std::optional<os::SchedTimes> sched_times() const { return std::nullopt; }
   // Called once, when it has ended and every call on it has its result.
   virtual void on_exit(std::function<void()> callback) = 0;
 };

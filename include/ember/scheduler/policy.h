@@ -5,6 +5,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -57,8 +58,19 @@ struct StartInputs {
   int eager_instances = 0;
   std::chrono::nanoseconds oldest_wait{0};  // how long the first queued call has waited
   std::chrono::nanoseconds mean_call{0};    // recent duration of one call; 0: none finished yet
-  std::chrono::nanoseconds cold_start{0};   // recent launch-to-READY time; 0: none started yet
+  // What one more instance recently cost to start (runtime::Instance::start_cost): for a
+  // pre-started worker, its own launch too, which its pool repeats to replace it, not only the
+  // few milliseconds a caller waited for it. 0: none started yet.
+  std::chrono::nanoseconds start_cost{0};
+  // The share of its serving instances' busy time their processes spent blocked, neither
+  // running nor waiting for a CPU; nullopt (or no function) when too little is known. Asked
+  // only when the answer decides (reading it costs a read of /proc per instance).
+  std::function<std::optional<double>()> blocked_share;
 };
+
+// Past eager_instances, more instances shorten a queue only for calls that mostly wait on
+// something other than a CPU; below this blocked share the CPUs are what the queue waits for.
+inline constexpr double kMinBlockedShare = 0.5;
 
 // How many instances to launch now for `version`: enough that every waiter will have a slot,
 // counting the capacity of instances already starting, never more than max_instances live
@@ -67,10 +79,18 @@ struct StartInputs {
 // Past eager_instances live or starting, a queued call is cheaper served by an instance that
 // frees up than by a cold start, unless the wait is expected to outlast one: more instances than
 // CPUs do not add throughput to calls that compute, they add context switches and idle memory.
-// So an instance starts there only when the first waiter has already waited a cold start, or
-// when the last waiter's expected wait (queue depth over serving capacity, times the mean call)
-// is longer than a cold start; with nothing known yet, waiters start instances as below
-// eager_instances.
+// So an instance starts there only when the first waiter has already waited what a start
+// costs, or when the last waiter's expected wait (queue depth over serving capacity, times the
+// mean call) is longer than that and the instances' calls are blocked (on I/O, timers, other
+// services) for at least kMinBlockedShare of their time: a call that computes is slow under
+// load because it waits for a CPU, and another instance only adds one more waiting for it.
+// Until that share is known, only the first waiter's wait starts more: in the first moments of
+// a burst every call is slow (cold code, a queue that has just formed) and says little.
+// With no instance serving, or no start measured yet, waiters start instances as below
+// eager_instances. The cost, not the latency, is what counts: a pre-started worker answers in
+// a few milliseconds, but waits of a few milliseconds are what a saturated CPU gives every call,
+// and a start there takes a runtime's launch of CPU from the calls (its pool's refill) and adds
+// an instance that cannot make them faster.
 int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in);
 
 struct ReapInputs {

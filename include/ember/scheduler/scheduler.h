@@ -160,6 +160,7 @@ class Scheduler {
   void release(Pool& pool, const std::shared_ptr<Member>& member);
   void dispatch_waiters(Pool& pool);
   void ensure_starts(Pool& pool);
+  void ensure_starts_once(Pool& pool);
   void arm_scale_check(Pool& pool, std::chrono::nanoseconds after);
   bool reserve_memory(Pool& pool, int memory_mb);
   boost::asio::awaitable<void> start_instance(std::string key, registry::RecordPtr record,

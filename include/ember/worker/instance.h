@@ -23,6 +23,7 @@
 #include "ember/common/result.h"
 #include "ember/os/cgroup.h"
 #include "ember/os/child_process.h"
+#include "ember/os/proc_stats.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/worker/call.h"
 #include "ember/worker/protocol.h"
@@ -93,6 +94,9 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // When the oldest call running now started; nullopt when none runs.
   std::optional<std::chrono::steady_clock::time_point> running_since() const;
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
+  // What starting this worker cost: its init_duration, plus, for a pre-started worker, the
+  // launch that made it wait for load() (the pool pays that again to replace it).
+  std::chrono::nanoseconds start_cost() const { return prestart_duration_ + init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
   // Why the process ended, as a cause, once it has.
@@ -101,6 +105,9 @@ class Instance : public std::enable_shared_from_this<Instance> {
   const os::CgroupEvents& events() const { return events_; }
   // The most memory the worker has used so far; 0 without a cgroup that reports it.
   uint64_t memory_peak() const { return cgroup_ ? cgroup_->memory_peak() : 0; }
+  // The main threads' time of every process in the worker's cgroup (or of the worker's process
+  // without one), running and waiting for a CPU; nullopt once none can be read.
+  std::optional<os::SchedTimes> sched_times() const;
 
  private:
   struct Pending {
@@ -168,6 +175,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::optional<Status> ready_result_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::nanoseconds init_duration_{0};
+  std::chrono::nanoseconds prestart_duration_{0};  // launch to waiting, for a pre-started worker
   uint32_t next_call_ = 1;
   std::map<uint32_t, Pending*> pending_;
   std::deque<uint32_t> queued_;  // sent, not started: they start in this order

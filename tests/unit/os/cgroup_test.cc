@@ -74,6 +74,8 @@ TEST_F(CgroupV2, WorkerCgroupsGetTheirLimitsAndAreRemoved) {
     write_text(w / "memory.events", "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\n");
     write_text(w / "pids.events", "max 3\n");
     write_text(w / "memory.peak", "1234567\n");
+    write_text(w / "cgroup.procs", "4242\n4243\n");
+    EXPECT_EQ((*cg)->pids(), (std::vector<pid_t>{4242, 4243}));
     auto e = (*cg)->events();
     EXPECT_EQ(e.oom_kills, 1u);
     EXPECT_EQ(e.pids_limited, 3u);

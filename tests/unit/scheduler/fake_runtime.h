@@ -137,7 +137,16 @@ class FakeInstance final : public runtime::Instance {
     }
     return oldest;
   }
-  std::chrono::nanoseconds init_duration() const override { return std::chrono::milliseconds(5); }
+  std::chrono::nanoseconds init_duration() const override { return init_duration_; }
+  std::chrono::nanoseconds start_cost() const override { return start_cost_; }
+  std::optional<os::SchedTimes> sched_times() const override { return sched_times_; }
+  // What sched_times() reports from now on.
+  void set_sched_times(std::optional<os::SchedTimes> times) { sched_times_ = times; }
+  // As a pre-started worker would report them: ready in `init`, having cost `cost` to start.
+  void set_start_times(std::chrono::nanoseconds init, std::chrono::nanoseconds cost) {
+    init_duration_ = init;
+    start_cost_ = cost;
+  }
   const std::string& exit_reason() const override { return exit_reason_; }
   worker::ExitCause exit_cause() const override { return worker::ExitCause::kExited; }
   const os::CgroupEvents& events() const override { return events_; }
@@ -156,6 +165,9 @@ class FakeInstance final : public runtime::Instance {
   std::string exit_reason_;
   os::CgroupEvents events_;
   std::function<void()> on_exit_;
+  std::chrono::nanoseconds init_duration_ = std::chrono::milliseconds(5);
+  std::chrono::nanoseconds start_cost_ = std::chrono::milliseconds(5);
+  std::optional<os::SchedTimes> sched_times_ = os::SchedTimes{};
 };
 
 class FakeFactory final : public runtime::InstanceFactory {
@@ -166,6 +178,7 @@ class FakeFactory final : public runtime::InstanceFactory {
                                                    worker::LogSink) override {
     if (fail_starts_) return Error::unsupported("no instance for you");
     auto instance = std::make_shared<FakeInstance>(io_, clock_, record.name, record.active_version);
+    if (start_times_) instance->set_start_times(start_times_->first, start_times_->second);
     if (auto_ready_) instance->make_ready();
     started_.push_back(instance);
     return std::shared_ptr<runtime::Instance>(instance);
@@ -177,6 +190,10 @@ class FakeFactory final : public runtime::InstanceFactory {
   // Instances become ready as soon as they start (else the test calls make_ready()).
   void set_auto_ready(bool on) { auto_ready_ = on; }
   void set_fail_starts(bool on) { fail_starts_ = on; }
+  // What the instances started from now on report as their init_duration and start_cost.
+  void set_start_times(std::chrono::nanoseconds init, std::chrono::nanoseconds cost) {
+    start_times_.emplace(init, cost);
+  }
   const std::vector<std::shared_ptr<FakeInstance>>& started() const { return started_; }
   std::vector<std::shared_ptr<FakeInstance>> of(const std::string& function) const {
     std::vector<std::shared_ptr<FakeInstance>> out;
@@ -193,6 +210,7 @@ class FakeFactory final : public runtime::InstanceFactory {
   bool auto_ready_ = true;
   int64_t reserved_mb_ = 0;
   bool fail_starts_ = false;
+  std::optional<std::pair<std::chrono::nanoseconds, std::chrono::nanoseconds>> start_times_;
   std::vector<std::shared_ptr<FakeInstance>> started_;
   std::vector<std::string> forgotten_;
 };

@@ -121,9 +121,12 @@ std::vector<MemberView> busy(int n) {
   return ms;
 }
 
+// Inputs past eager_instances for calls that mostly wait on I/O (see the blocked share test).
 StartInputs eager(int waiters, int eager_instances, nanoseconds oldest_wait, nanoseconds mean_call,
-                  nanoseconds cold_start) {
-  return StartInputs{waiters, 10, 1, 2, eager_instances, oldest_wait, mean_call, cold_start};
+                  nanoseconds start_cost) {
+  return StartInputs{waiters, 10, 1, 2, eager_instances, oldest_wait, mean_call, start_cost, [] {
+                       return std::optional<double>(0.9);
+                     }};
 }
 
 TEST(StartsNeeded, UpToEagerInstancesWaitersStartInstancesAtOnce) {
@@ -148,6 +151,46 @@ TEST(StartsNeeded, PastEagerInstancesLongCallsStartMore) {
   EXPECT_EQ(starts_needed(busy(2), 1, eager(1000, 2, 0ms, 100us, 80ms)), 0);
   // ...but 2000 of them would take 100 ms.
   EXPECT_EQ(starts_needed(busy(2), 1, eager(2000, 2, 0ms, 100us, 80ms)), 2);
+}
+
+TEST(StartsNeeded, PastEagerInstancesOnlyCallsThatMostlyWaitOnOtherThingsStartMore) {
+  // The last of 2000 queued 100 µs calls would wait 100 ms, more than a start: worth a start
+  // only if the instances are not busy computing.
+  auto in = eager(2000, 2, 0ms, 100us, 80ms);
+  int asked = 0;
+  double share = 0.2;
+  in.blocked_share = [&]() -> std::optional<double> {
+    ++asked;
+    return share;
+  };
+  EXPECT_EQ(starts_needed(busy(2), 1, in), 0) << "calls that compute wait for a CPU";
+  share = kMinBlockedShare;
+  EXPECT_EQ(starts_needed(busy(2), 1, in), 2) << "calls that wait on I/O";
+  in.blocked_share = [&]() -> std::optional<double> {
+    ++asked;
+    return std::nullopt;
+  };
+  EXPECT_EQ(starts_needed(busy(2), 1, in), 0)
+      << "unknown: no start before the first waiter waited one";
+  in.blocked_share = nullptr;
+  EXPECT_EQ(starts_needed(busy(2), 1, in), 0) << "not measured at all: the same";
+  EXPECT_EQ(asked, 3);
+  // The share is not asked when it cannot change the answer: with no instance serving, or with
+  // a short expected wait.
+  in.blocked_share = [&]() -> std::optional<double> {
+    ++asked;
+    return std::nullopt;
+  };
+  EXPECT_EQ(starts_needed({}, 1, in), 2);
+  auto short_queue = eager(10, 2, 0ms, 100us, 80ms);
+  short_queue.blocked_share = in.blocked_share;
+  EXPECT_EQ(starts_needed(busy(2), 1, short_queue), 0);
+  EXPECT_EQ(asked, 3);
+  // A first waiter that has waited a start's cost starts more whatever the share: the calls in
+  // flight are long ones.
+  auto waited = eager(4, 2, 80ms, 100us, 80ms);
+  waited.blocked_share = [] { return std::optional<double>(0.0); };
+  EXPECT_EQ(starts_needed(busy(2), 1, waited), 2);
 }
 
 TEST(StartsNeeded, AWaitAsLongAsAColdStartStartsMoreWhateverTheMean) {

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <deque>
@@ -87,6 +88,29 @@ class SchedulerTest : public ::testing::Test {
                      *out = std::move(o);
                    });
     return out;
+  }
+
+  // Two eager instances and no pipelining, so that the scale-out past eager_instances is seen.
+  Scheduler& start_with_two_eager_instances() {
+    SchedulerOptions options;
+    options.eager_instances = 2;
+    options.pipeline_depth = 0;
+    return start(options);
+  }
+
+  // Answers calls on every instance until each of `calls` has its outcome.
+  void answer_everything(const std::vector<Outcome>& calls) {
+    const auto all_answered = [&] {
+      return std::all_of(calls.begin(), calls.end(),
+                         [](const Outcome& c) { return c->has_value(); });
+    };
+    for (int round = 0; round < 50 && !all_answered(); ++round) {
+      for (auto& instance : factory_.started()) {
+        while (instance->unanswered() > 0) instance->answer_ok();
+      }
+      settle();
+    }
+    EXPECT_TRUE(all_answered());
   }
 
   // Turns the event loop until `done` holds; false after two seconds of real time. The fake
@@ -257,6 +281,68 @@ TEST_F(SchedulerTest, NoPipeliningBehindACallThatRunsLong) {
   ASSERT_TRUE(run_until([&] { return instance.calls().size() == before + 1; }));
   instance.answer_ok();
   ASSERT_TRUE(run_until([&] { return running->has_value() && next->has_value(); }));
+}
+
+TEST_F(SchedulerTest, PastEagerInstancesAWaitIsWeighedAgainstWhatAStartCostsNotItsLatency) {
+  // Pre-started workers: each is ready 3 ms after its start, but making it took 60 ms, which
+  // its pool spends again to replace it.
+  factory_.set_start_times(milliseconds(3), milliseconds(60));
+  deploy("f", {{"max_instances", 10}});
+  start_with_two_eager_instances();
+  std::vector<Outcome> calls;
+  for (int i = 0; i < 12; ++i) calls.push_back(invoke("f"));
+  ASSERT_TRUE(run_until([&] {
+    return factory_.started().size() == 2 && factory_.started()[0]->unanswered() == 1 &&
+           factory_.started()[1]->unanswered() == 1;
+  }));
+  // The first calls end and teach the scheduler that a call takes 100 µs; the queue moves on.
+  for (auto& instance : factory_.started())
+    instance->answer_ok("1", std::chrono::microseconds(100));
+  settle();
+  // The first waiter has now waited 10 ms, more than a start's 3 ms of latency, as every call
+  // does when the CPUs are saturated; ten 100 µs calls on two instances are still far from
+  // 60 ms of start.
+  clock_.advance(milliseconds(10));
+  factory_.started()[0]->answer_ok("1", std::chrono::microseconds(100));
+  settle();
+  EXPECT_EQ(factory_.started().size(), 2u) << "a wait shorter than a start's cost starts nothing";
+  // Once the first waiter has waited what a start costs, the calls in flight are slow ones:
+  // more instances start.
+  clock_.advance(milliseconds(50));
+  factory_.started()[1]->answer_ok("1", std::chrono::microseconds(100));
+  settle();
+  EXPECT_GT(factory_.started().size(), 2u);
+  EXPECT_LE(factory_.started().size(), 10u) << "max_instances";
+  answer_everything(calls);
+}
+
+TEST_F(SchedulerTest, PastEagerInstancesOnlyFunctionsWhoseCallsWaitOnOtherThingsScaleOut) {
+  factory_.set_start_times(milliseconds(20), milliseconds(20));
+  deploy("computes", {{"max_instances", 10}});
+  deploy("waits", {{"max_instances", 10}});
+  start_with_two_eager_instances();
+  std::vector<Outcome> calls;
+  for (int i = 0; i < 40; ++i) calls.push_back(invoke("computes"));
+  for (int i = 0; i < 40; ++i) calls.push_back(invoke("waits"));
+  ASSERT_TRUE(run_until([&] {
+    return factory_.of("computes").size() == 2 && factory_.of("waits").size() == 2 &&
+           factory_.started()[0]->unanswered() == 1 && factory_.started()[3]->unanswered() == 1;
+  }));
+  // Each instance ends a 10 ms call. Those of `computes` spent it all running or waiting for a
+  // CPU; those of `waits` spent 0.5 ms on a CPU and the rest blocked. 38 queued calls of 10 ms
+  // on two instances would wait 190 ms, far more than a 20 ms start.
+  for (auto& i : factory_.of("computes")) {
+    i->set_sched_times(os::SchedTimes{milliseconds(6), milliseconds(4)});
+    i->answer_ok("1", milliseconds(10));
+  }
+  for (auto& i : factory_.of("waits")) {
+    i->set_sched_times(os::SchedTimes{std::chrono::microseconds(500), milliseconds(0)});
+    i->answer_ok("1", milliseconds(10));
+  }
+  settle();
+  EXPECT_EQ(factory_.of("computes").size(), 2u) << "more instances would only wait for a CPU";
+  EXPECT_GT(factory_.of("waits").size(), 2u);
+  answer_everything(calls);
 }
 
 TEST_F(SchedulerTest, RemoveDrainsCallsInFlightThenStopsAndForgets) {
