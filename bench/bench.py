@@ -104,7 +104,7 @@ def settled_fds(pid, limit=2.0):
     return last
 
 
-def children_of(pid, exclude_comm=("ember-spawner",)):
+def children_of(pid, exclude_comm=("ember-spawner", "ember-zygote")):
     out = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -356,14 +356,18 @@ def scenario_cold(opts, workdir, report):
     """2. Cold start per runtime, pool off and on, against bare process start."""
     n = 5 if opts.quick else 30
     rows, breakdown, pool_memory = [], [], []
-    for pooled in (False, True):
+    # Three ways to start: a runtime started per worker (no pool, no zygote); python workers
+    # forked from the python zygote, without a pool; and the pool of pre-initialised workers.
+    for mode in ("off", "zygote", "on"):
+        pooled = mode == "on"
         # One instance per first call, so that each cold start is one start; with the pool on,
         # each start finds a worker waiting (the pool refills between the calls, as it does
         # between cold starts that are not simultaneous).
         config = {"scheduler": {"eager_instances": 1},
                   "pool": {"max_per_flavour": 1, "min_per_flavour": 1} if pooled
-                  else {"max_per_flavour": 0}}
-        ember = Ember(os.path.join(workdir, "pool" if pooled else "nopool"), config)
+                  else {"max_per_flavour": 0},
+                  "python_zygote": mode != "off"}
+        ember = Ember(os.path.join(workdir, f"cold-{mode}"), config)
         try:
             if pooled:
                 wait_for_pool(ember, 2)
@@ -371,7 +375,7 @@ def scenario_cold(opts, workdir, report):
                     with open(f"/proc/{pid}/comm") as f:
                         pool_memory.append((f.read().strip(), proc_rss_kib(pid) / 1024))
             served_before = 0
-            for runtime in ("node", "python"):
+            for runtime in ("node", "python") if mode != "zygote" else ("python",):
                 totals, inits = [], []
                 for i in range(n):
                     name = f"cold-{runtime}-{i}"
@@ -387,7 +391,7 @@ def scenario_cold(opts, workdir, report):
                     inits.append(float(headers["x-ember-init-ms"]))
                 served = (metric(ember, 'ember_pool_starts_total{result="hit"}') or 0) - served_before
                 served_before += served
-                rows.append((runtime, pooled, totals, inits, served))
+                rows.append((runtime, mode, totals, inits, served))
         finally:
             ember.stop()
     refs = {}
@@ -419,18 +423,22 @@ def scenario_cold(opts, workdir, report):
                 sandbox[cells[0]] = float(cells[2]) / 1000
     spawn_ms = sandbox.get("plain child (clone3, rlimits, fds)", float("nan"))
     full_ms = sandbox.get("+ a cgroup (create, limits, join, remove)", float("nan"))
-    lines = ["| runtime | pool | cold starts | served by the pool | first response p50 ms | "
+    lines = ["| runtime | start | cold starts | served by the pool | first response p50 ms | "
              "p99 ms | init p50 ms | bare process p50 ms (hyperfine) | Ember / bare p50 | "
              "Ember / bare p99 |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for runtime, pooled, totals, inits, hits in rows:
+    labels = {"off": "runtime started", "zygote": "python zygote, pool off", "on": "pool on"}
+    for runtime, mode, totals, inits, hits in rows:
         bare = statistics.median(refs[runtime]["times"]) * 1e3
-        lines.append(f"| {runtime} | {'on' if pooled else 'off'} | {n} | "
-                     f"{int(hits) if pooled else ''} | {pct(totals, .5):.1f} | "
+        lines.append(f"| {runtime} | {labels[mode]} | {n} | "
+                     f"{int(hits) if mode == 'on' else ''} | {pct(totals, .5):.1f} | "
                      f"{pct(totals, .99):.1f} | {pct(inits, .5):.1f} | {bare:.1f} | "
                      f"{pct(totals, .5) / bare:.2f}× | {pct(totals, .99) / bare:.2f}× |")
-        if pooled:
+        if mode == "on":
             report.targets_cold_pool[runtime] = (pct(totals, .5), pct(totals, .99), bare)
+            continue
+        if mode == "zygote":
+            report.targets_cold_zygote[runtime] = (pct(totals, .5), pct(totals, .99), bare)
             continue
         report.targets_cold[runtime] = (pct(totals, .5), bare)
         shim = pct(inits, .5) - (full_ms - spawn_ms) - bare
@@ -454,10 +462,11 @@ def scenario_cold(opts, workdir, report):
         "| runtime | sandbox layers | bare process start | shim + handler load + READY | "
         "call + HTTP |", "|---|---:|---:|---:|---:|"] + breakdown)
     report.section("2. Cold start", f"{n} functions per runtime, each invoked once (so every "
-                   "call is a cold start), sandbox on, first with the pool of pre-initialised "
-                   "workers off, then on (one worker per runtime, refilled between the calls). "
-                   "References: `node -e 0` and `python3 -I -c pass` run by hyperfine in the same "
-                   "run.", text)
+                   "call is a cold start), sandbox on: first each worker starting its runtime "
+                   "(pool and python zygote off), then python workers forked from the python "
+                   "zygote with the pool off, then the pool of pre-initialised workers on (one "
+                   "worker per runtime, refilled between the calls). References: `node -e 0` and "
+                   "`python3 -I -c pass` run by hyperfine in the same run.", text)
 
 
 def burst(url, total, concurrency):
@@ -480,10 +489,13 @@ def burst(url, total, concurrency):
         return list(pool.map(one, range(total)))
 
 
-def burst_from_zero(workdir, pooled, total, conc):
+def burst_from_zero(workdir, pooled, total, conc, zygote=True):
     """One burst on a python function with no instance; the pool off, or on as configured by
-    default (it keeps one worker per runtime from the start and grows with the starts)."""
-    ember = Ember(workdir, {} if pooled else {"pool": {"max_per_flavour": 0}})
+    default (it keeps one worker per runtime from the start and grows with the starts); python
+    workers forked from the python zygote, or each starting python3."""
+    config = {} if pooled else {"pool": {"max_per_flavour": 0}}
+    config["python_zygote"] = zygote
+    ember = Ember(workdir, config)
     try:
         if pooled:
             wait_for_pool(ember, 2)
@@ -506,8 +518,8 @@ def burst_from_zero(workdir, pooled, total, conc):
         watcher.join()
         seen.update(ember.workers())
         hits = metric(ember, 'ember_pool_starts_total{result="hit"}') or 0
-        what = "Ember (python, max_instances 8, pool " + \
-            (f"on: {int(hits)} starts served by it)" if pooled else "off)")
+        what = "Ember (python, max_instances 8, " + ("" if zygote else "no zygote, ") + \
+            "pool " + (f"on: {int(hits)} starts served by it)" if pooled else "off)")
         # Processes seen include the pool's own waiting workers: count function instances only.
         return (what, results, None if pooled else len(seen), None if pooled else peak[0])
     finally:
@@ -518,9 +530,9 @@ def scenario_burst(opts, workdir, report):
     """3. Burst from zero against uWSGI in cheaper mode."""
     total, conc = (100, 25) if opts.quick else (200, 50)
     rows = []
-    for pooled in (False, True):
-        rows.append(burst_from_zero(os.path.join(workdir, "pool" if pooled else "nopool"),
-                                    pooled, total, conc))
+    for pooled, zygote in ((False, False), (False, True), (True, True)):
+        rows.append(burst_from_zero(os.path.join(workdir, f"burst-{pooled}-{zygote}"),
+                                    pooled, total, conc, zygote))
     port = free_port()
     uwsgi = Service("uwsgi", ["uwsgi", "--plugin", "python3", "--http-socket", f"127.0.0.1:{port}",
                               "--wsgi-file", os.path.join(BENCH, "servers", "wsgi.py"),
@@ -862,6 +874,7 @@ class Report:
     def __init__(self):
         self.sections = []
         self.targets_warm, self.targets_cold, self.targets_cold_pool = {}, {}, {}
+        self.targets_cold_zygote = {}
         self.targets_burst = self.targets_idle = self.targets_soak = self.targets_kv = None
 
     def section(self, title, intro, body):
@@ -887,11 +900,14 @@ class Report:
         for rt, (cold, bare) in self.targets_cold.items():
             rows.append(f"| cold start below the bare runtime process ({rt}) | {cold:.1f} ms vs "
                         f"{bare:.1f} ms | {verdict(cold < bare, f'{cold / bare:.2f}× the bare start')} |")
-        for rt, (p50, p99, bare) in self.targets_cold_pool.items():
-            r50, r99 = p50 / bare, p99 / bare
-            rows.append(f"| cold start with the pool ≤ 0.1× the bare start p50, ≤ 0.3× p99 ({rt}) | "
-                        f"{r50:.2f}× / {r99:.2f}× ({p50:.1f} / {p99:.1f} ms vs {bare:.1f} ms) | "
-                        f"{verdict(r50 <= 0.1 and r99 <= 0.3, f'{r50:.2f}× p50, {r99:.2f}× p99')} |")
+        for what, targets in (("the pool", self.targets_cold_pool),
+                              ("the python zygote, no pool", self.targets_cold_zygote)):
+            for rt, (p50, p99, bare) in targets.items():
+                r50, r99 = p50 / bare, p99 / bare
+                rows.append(f"| cold start with {what} ≤ 0.1× the bare start p50, ≤ 0.3× p99 "
+                            f"({rt}) | {r50:.2f}× / {r99:.2f}× ({p50:.1f} / {p99:.1f} ms vs "
+                            f"{bare:.1f} ms) | "
+                            f"{verdict(r50 <= 0.1 and r99 <= 0.3, f'{r50:.2f}× p50, {r99:.2f}× p99')} |")
         if self.targets_burst:
             errors, started = self.targets_burst
             rows.append(f"| burst from zero: 0 errors, ≤ 8 instances | {errors} errors, {started} "

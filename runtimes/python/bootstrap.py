@@ -735,6 +735,28 @@ def apply_load(meta):
     os.chdir(os.environ["LAMBDA_TASK_ROOT"])
 
 
+def zygote_prepare():
+    """In ember-python-zygote, once, before it forks any worker: the warming a pooled worker does
+    before it waits, done once for all of them. It must leave no thread and no open file behind:
+    each worker is a fork of this interpreter, with every descriptor but its own closed."""
+    warm_imports()
+
+
+def zygote_child(env):
+    """In a worker forked from the zygote, sandboxed: `env` is the environment a python3 started
+    for it would have had. Then the worker runs as that python3 would."""
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    # The shim's folder as the worker sees it, where a started python3 would have it (the
+    # zygote imported the shim from the host's path, which the sandbox does not show).
+    shim_dir = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and sys.path[0] == shim_dir and os.environ.get("LAMBDA_RUNTIME_DIR"):
+        sys.path[0] = os.path.join(os.environ["LAMBDA_RUNTIME_DIR"], "python")
+    sys.path_importer_cache.clear()
+    return main()
+
+
 def main():
     global _request_id
     channel = Channel(3)

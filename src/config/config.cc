@@ -80,6 +80,7 @@ Status apply_config_json(std::string_view text, Config& c) {
   f.string("runtimes_dir", runtimes_dir);
   f.string("node_path", c.runtime.node_path);
   f.string("python_path", c.runtime.python_path);
+  f.boolean("python_zygote", c.runtime.python_zygote);
   if (const json* sch = f.object("scheduler")) {
     JsonFields h(*sch, "scheduler");
     auto& o = c.scheduler;
@@ -268,6 +269,7 @@ std::vector<std::string> restart_needed(const Config& a, const Config& b) {
             a.bundles.max_ratio == b.bundles.max_ratio && a.max_versions == b.max_versions,
         "bundles");
   check(a.runtime.runtimes_dir == b.runtime.runtimes_dir, "runtimes_dir");
+  check(a.runtime.python_zygote == b.runtime.python_zygote, "python_zygote");
   const auto& s = a.sandbox;
   const auto& t = b.sandbox;
   check(s.insecure == t.insecure && s.uid_base == t.uid_base && s.uid_count == t.uid_count &&

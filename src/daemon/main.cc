@@ -454,6 +454,11 @@ int main(int argc, char** argv) {
   sandbox::SandboxOptions sandbox_options = cfg->sandbox;
   sandbox_options.runtimes_dir = find_runtimes(cfg->runtime.runtimes_dir);
   sandbox_options.interpreters = {cfg->runtime.node_path, cfg->runtime.python_path};
+  sandbox_options.python_path = cfg->runtime.python_path;
+  if (const auto zygote = sandbox_options.runtimes_dir / "python" / "ember-python-zygote";
+      cfg->runtime.python_zygote && std::filesystem::exists(zygote)) {
+    sandbox_options.python_zygote = zygote;
+  }
   // One cgroup subtree per state directory: two daemons never touch each other's workers.
   sandbox_options.tag =
       sha256_hex(std::filesystem::weakly_canonical(cfg->state_dir).string()).substr(0, 12);

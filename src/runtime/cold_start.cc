@@ -22,6 +22,21 @@ std::vector<std::string> base_env() {
 
 }  // namespace
 
+bool reads_env_at_process_start(const registry::FunctionConfig& config) {
+  constexpr std::string_view kAtStart[] = {"LD_",      "GLIBC_TUNABLES", "MALLOC_",
+                                           "OPENSSL_", "LANG",           "LC_"};
+  for (const auto& [name, _] : config.env) {
+    for (std::string_view prefix : kAtStart) {
+      if (name.starts_with(prefix)) return true;
+    }
+    if (config.runtime == registry::Runtime::kNode &&
+        (name.starts_with("NODE_") || name.starts_with("UV_"))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::vector<std::string> runtime_argv(registry::Runtime runtime, int memory_mb,
                                       const WorkerPaths& paths, const RuntimeOptions& options) {
   switch (runtime) {
@@ -81,6 +96,9 @@ Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
   for (const auto& [k, val] : c.env) spec.env.push_back(k + "=" + val);
   spec.argv = runtime_argv(c.runtime, c.memory_mb, paths, options);
   if (c.runtime == registry::Runtime::kProvided) spec.concurrency = 1;
+  // A python worker is a fork of the python zygote when there is one (the sandbox decides), as
+  // a python3 started with this environment would be.
+  spec.worker.zygote = c.runtime == registry::Runtime::kPython && !reads_env_at_process_start(c);
   return spec;
 }
 
@@ -96,6 +114,7 @@ worker::LaunchSpec pooled_spec(registry::Runtime runtime, int memory_mb, const W
   spec.worker.function = spec.function;
   spec.worker.memory_mb = memory_mb;
   spec.worker.pooled = true;
+  spec.worker.zygote = runtime == registry::Runtime::kPython;
   return spec;
 }
 

@@ -36,19 +36,7 @@ void drop_before(std::deque<Clock::time_point>& times, Clock::time_point since) 
 
 bool poolable(const registry::FunctionConfig& config) {
   if (config.runtime == registry::Runtime::kProvided || config.network == "host") return false;
-  // What the C library, the dynamic loader and the runtime read only as a process starts.
-  constexpr std::string_view kAtStart[] = {"LD_",      "GLIBC_TUNABLES", "MALLOC_",
-                                           "OPENSSL_", "LANG",           "LC_"};
-  for (const auto& [name, _] : config.env) {
-    for (std::string_view prefix : kAtStart) {
-      if (name.starts_with(prefix)) return false;
-    }
-    if (config.runtime == registry::Runtime::kNode &&
-        (name.starts_with("NODE_") || name.starts_with("UV_"))) {
-      return false;
-    }
-  }
-  return true;
+  return !reads_env_at_process_start(config);
 }
 
 PooledFactory::PooledFactory(asio::io_context& io, ColdStartFactory& cold, PoolOptions options,

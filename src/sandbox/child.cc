@@ -257,7 +257,7 @@ bool daemon_gone(int lifeline, pid_t daemon_pid, bool isolated) {
 // Async-signal-safe.
 [[noreturn]] void exec_child(const Prepared& p, int error_fd, int sync_fd, int lifeline,
                              pid_t daemon_pid, const Confinement& confinement,
-                             const sock_fprog* filter) {
+                             const sock_fprog* filter, const ChildEntry* entry) {
   // Die with the daemon while the sandbox is set up. The kernel clears this signal at every
   // change of credentials (setfsuid and setresuid below), so it is armed again after the last.
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -326,6 +326,13 @@ bool daemon_gone(int lifeline, pid_t daemon_pid, bool isolated) {
   // The filter goes last: from here on only what the policy allows works, execve included.
   if (filter && ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, filter) != 0) {
     child_fail(error_fd, kStepSeccomp, -1, errno);
+  }
+  if (entry && entry->run) {
+    // A zygote's child: the runtime is already in this image. The error pipe closes here, as
+    // execve would have closed it, so the helper hears of success.
+    ::close(error_fd);
+    entry->run(p.argv.data(), p.env.data());
+    ::_exit(127);
   }
   ::execve(p.argv[0], p.argv.data(), p.env.data());
   child_fail(error_fd, kStepExecve, -1, errno);

@@ -50,9 +50,10 @@ const char* op_name(uint32_t kind);
 // holds), between close_range and the last check of the daemon.
 constexpr int kLifelineFd = 5;
 
-// Sets up the sandbox described by `p` and executes the worker; never returns. Async-signal-safe.
+// Sets up the sandbox described by `p` and executes the worker, or for a zygote's child runs
+// `entry->run` in its place; never returns. Async-signal-safe up to that last step.
 [[noreturn]] void exec_child(const wire::Prepared& p, int error_fd, int sync_fd, int lifeline,
                              pid_t daemon_pid, const Confinement& confinement,
-                             const sock_fprog* filter);
+                             const sock_fprog* filter, const ChildEntry* entry);
 
 }  // namespace ember::sandbox::child

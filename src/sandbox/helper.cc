@@ -130,7 +130,7 @@ void kill_workers(std::vector<Tracked>& workers) {
 
 void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t nfds,
                  const Confinement& confinement, const sock_fprog* filter, int host_netns,
-                 int last_cap, std::vector<Tracked>& workers) {
+                 int last_cap, std::vector<Tracked>& workers, const ChildEntry* entry) {
   prune(workers);
   Prepared p;
   p.last_cap = last_cap;
@@ -178,9 +178,13 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
     }
     return reply(sock, err, 0, "join the network namespace", -1);
   }
+  if (entry && entry->before_clone) entry->before_clone();
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
-  if (pid == 0) child::exec_child(p, error_fd, child_sync, sock, daemon_pid, confinement, filter);
+  if (pid == 0) {
+    child::exec_child(p, error_fd, child_sync, sock, daemon_pid, confinement, filter, entry);
+  }
   int clone_errno = errno;
+  if (entry && entry->after_clone) entry->after_clone();
   if (p.netns >= 0 && ::setns(host_netns, CLONE_NEWNET) != 0) ::_exit(1);  // cannot go on safely
   ::close(error_fd);
   if (child_sync >= 0) ::close(child_sync);
@@ -325,7 +329,7 @@ void serve_mount(int sock, Reader& r, const int* fds, size_t nfds, int host_mntn
 
 void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confinement& confinement,
                const sock_fprog* filter, int host_netns, int host_mntns, int host_root,
-               int host_cwd, int last_cap, std::vector<Tracked>& workers) {
+               int host_cwd, int last_cap, std::vector<Tracked>& workers, const ChildEntry* entry) {
   int fds[kMaxFds];
   size_t nfds = 0;
   ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), fds, &nfds);
@@ -345,11 +349,14 @@ void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confine
   Reader r(buf.data(), static_cast<size_t>(n));
   uint32_t kind = 0;
   if (!r.u32(kind)) return reply(sock, EPROTO, 0, "request", -1);
-  if (kind == kNetns) return serve_netns(sock, host_netns);
-  if (kind == kMount) return serve_mount(sock, r, fds, nfds, host_mntns, host_root, host_cwd);
+  // A zygote only spawns: namespaces and mounts stay with the helper.
+  if (kind == kNetns && !entry) return serve_netns(sock, host_netns);
+  if (kind == kMount && !entry) {
+    return serve_mount(sock, r, fds, nfds, host_mntns, host_root, host_cwd);
+  }
   if (kind == kSpawn) {
     return serve_spawn(sock, daemon_pid, r, fds, nfds, confinement, filter, host_netns, last_cap,
-                       workers);
+                       workers, entry);
   }
   reply(sock, EPROTO, 0, "request kind", -1);
 }
@@ -367,12 +374,13 @@ int read_last_cap() {
 
 }  // namespace
 
-[[noreturn]] void helper_main(int sock, pid_t daemon_pid, const Confinement& confinement) {
+[[noreturn]] void helper_main(int sock, pid_t daemon_pid, const Confinement& confinement,
+                              const ChildEntry* entry) {
   // No parent-death signal here: when the daemon dies, the kernel closes its end of `sock`, and
   // the helper must live on long enough to kill the workers (serve_one). It never changes its
   // credentials, and between requests it waits on `sock`, so that end of file always comes.
   if (::getppid() != daemon_pid) ::_exit(0);
-  ::prctl(PR_SET_NAME, "ember-spawner");
+  ::prctl(PR_SET_NAME, entry ? "ember-zygote" : "ember-spawner");
   // Above every descriptor a child sets up: it keeps this one as its lifeline (exec_child).
   if (int high = high_dup(sock); high >= 0) {
     ::close(sock);
@@ -389,8 +397,17 @@ int read_last_cap() {
   const int last_cap = read_last_cap();
   while (true) {
     serve_one(sock, daemon_pid, buf, confinement, filter ? &*filter : nullptr, host_netns,
-              host_mntns, host_root, host_cwd, last_cap, workers);
+              host_mntns, host_root, host_cwd, last_cap, workers, entry);
   }
 }
 
 }  // namespace ember::sandbox::helper
+
+namespace ember::sandbox {
+
+[[noreturn]] void serve_spawn_requests(int sock, pid_t daemon_pid, const Confinement& confinement,
+                                       const ChildEntry* entry) {
+  helper::helper_main(sock, daemon_pid, confinement, entry);
+}
+
+}  // namespace ember::sandbox

@@ -10,7 +10,8 @@
 
 namespace ember::sandbox::helper {
 
-// Serves `sock` until the daemon closes its end; never returns.
-[[noreturn]] void helper_main(int sock, pid_t daemon_pid, const Confinement& confinement);
+// Serves `sock` until the daemon closes its end; never returns. A zygote passes its `entry`.
+[[noreturn]] void helper_main(int sock, pid_t daemon_pid, const Confinement& confinement,
+                              const ChildEntry* entry = nullptr);
 
 }  // namespace ember::sandbox::helper

@@ -1,6 +1,7 @@
 #include "ember/sandbox/sandbox.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -35,7 +36,7 @@ Result<std::unique_ptr<Sandbox>> Sandbox::create(SandboxOptions options) {
   } else {
     seccomp_error = policy.error().message;
   }
-  auto spawner = Spawner::start(std::move(confinement));
+  auto spawner = Spawner::start(confinement);
   if (!spawner) return spawner.error();
   std::unique_ptr<Sandbox> sandbox(new Sandbox(std::move(options), std::move(*spawner)));
   sandbox->layers_.seccomp = seccomp_error.empty();
@@ -47,6 +48,22 @@ Result<std::unique_ptr<Sandbox>> Sandbox::create(SandboxOptions options) {
         seccomp_error);
   }
   if (auto s = sandbox->probe(); !s) return s.error();
+  const auto& zygote = sandbox->options_.python_zygote;
+  if (!zygote.empty() && sandbox->layers_.namespaces) {
+    auto started =
+        Spawner::start_zygote(confinement, zygote.string(),
+                              {std::to_string(confinement.max_open_files),
+                               sandbox->options_.python_path, zygote.parent_path().string()},
+                              {});
+    if (started) {
+      sandbox->zygote_ = std::move(*started);
+      spdlog::info("sandbox: python workers are forked from {} (pid {})",
+                   zygote.filename().string(), sandbox->zygote_->helper_pid());
+    } else {
+      spdlog::warn("sandbox: no python zygote ({}): python workers start python3",
+                   started.error().message);
+    }
+  }
   return sandbox;
 }
 
@@ -256,7 +273,18 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
     iso->cgroup_dir_fd = worker.cgroup->dir_fd();
     iso->cgroup_procs_fds = worker.cgroup->procs_fds();
   }
-  auto child = spawner_->spawn(request);
+  std::optional<Result<os::ChildProcess>> forked;
+  if (spec.zygote && zygote_) {
+    forked = zygote_->spawn(request);
+    pollfd ended{zygote_->helper_pidfd(), POLLIN, 0};
+    if (!*forked && ::poll(&ended, 1, 0) == 1) {
+      spdlog::warn("sandbox: the python zygote has ended ({}): python workers start python3",
+                   forked->error().message);
+      zygote_.reset();
+      forked.reset();
+    }
+  }
+  Result<os::ChildProcess> child = forked ? std::move(*forked) : spawner_->spawn(request);
   if (!child) return child.error();
   worker.process = std::move(*child);
   return worker;

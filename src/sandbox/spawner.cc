@@ -1,5 +1,6 @@
 #include "ember/sandbox/spawner.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -15,22 +16,23 @@ namespace ember::sandbox {
 
 using namespace wire;  // NOLINT: the daemon's side of the wire
 
-Result<std::unique_ptr<Spawner>> Spawner::start(Confinement confinement) {
+Result<std::unique_ptr<Spawner>> Spawner::fork_helper(const char* what,
+                                                      const std::function<void(int)>& child) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
-    return Error::system("socketpair", "spawner", errno);
+    return Error::system("socketpair", what, errno);
   }
-  const pid_t daemon_pid = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
     int err = errno;
     ::close(sv[0]);
     ::close(sv[1]);
-    return Error::system("fork", "spawner", err);
+    return Error::system("fork", what, err);
   }
   if (pid == 0) {
     ::close(sv[0]);
-    helper::helper_main(sv[1], daemon_pid, confinement);
+    child(sv[1]);
+    ::_exit(127);
   }
   ::close(sv[1]);
   // The helper is this process's child and not yet reaped, so the pid cannot name another.
@@ -40,9 +42,57 @@ Result<std::unique_ptr<Spawner>> Spawner::start(Confinement confinement) {
     ::close(sv[0]);  // the helper sees end of file and exits
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    return Error::system("pidfd_open", "spawner", err);
+    return Error::system("pidfd_open", what, err);
   }
   return std::unique_ptr<Spawner>(new Spawner(pid, std::move(pidfd), os::UniqueFd(sv[0])));
+}
+
+Result<std::unique_ptr<Spawner>> Spawner::start(Confinement confinement) {
+  const pid_t daemon_pid = ::getpid();
+  return fork_helper("spawner",
+                     [&](int sock) { helper::helper_main(sock, daemon_pid, confinement); });
+}
+
+Result<std::unique_ptr<Spawner>> Spawner::start_zygote(const Confinement& confinement,
+                                                       const std::string& program,
+                                                       const std::vector<std::string>& args,
+                                                       const std::vector<std::string>& env) {
+  // The seccomp program travels in a memfd: the zygote cannot compile it as the daemon did.
+  os::UniqueFd program_fd(static_cast<int>(::syscall(SYS_memfd_create, "ember-seccomp", 0)));
+  if (!program_fd) return Error::system("memfd_create", "zygote", errno);
+  if (confinement.seccomp) {
+    const auto& code = confinement.seccomp->instructions;
+    const auto* bytes = reinterpret_cast<const char*>(code.data());
+    size_t left = code.size() * sizeof(sock_filter);
+    while (left > 0) {
+      ssize_t n = ::write(program_fd.get(), bytes, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return Error::system("write", "zygote seccomp program", errno);
+      bytes += n;
+      left -= static_cast<size_t>(n);
+    }
+    ::lseek(program_fd.get(), 0, SEEK_SET);
+  }
+  // Everything the child needs is made before the fork: between fork and execve it only moves
+  // descriptors.
+  std::vector<std::string> argv_text = {program};
+  argv_text.insert(argv_text.end(), args.begin(), args.end());
+  std::vector<std::string> env_text = env;
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_text) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env_text) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  return fork_helper("zygote", [&](int sock) {
+    // Above 4 first, so that neither dup2 below clobbers the other's source.
+    int high_sock = ::fcntl(sock, F_DUPFD, 10);
+    int code = ::fcntl(program_fd.get(), F_DUPFD, 10);
+    if (high_sock < 0 || code < 0 || ::dup2(high_sock, 3) != 3 || ::dup2(code, 4) != 4 ||
+        ::syscall(SYS_close_range, 5, ~0U, 0) != 0) {
+      return;
+    }
+    ::execve(program.c_str(), argv.data(), envp.data());
+  });
 }
 
 Spawner::~Spawner() {

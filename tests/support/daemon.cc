@@ -188,7 +188,7 @@ std::vector<pid_t> worker_pids(pid_t daemon) {
     char state = 0;
     int ppid = 0;
     std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid);
-    if (ppid == daemon && state != 'Z' && comm != "ember-spawner") {
+    if (ppid == daemon && state != 'Z' && comm != "ember-spawner" && comm != "ember-zygote") {
       out.push_back(static_cast<pid_t>(std::stoi(name)));
     }
   }

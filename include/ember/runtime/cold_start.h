@@ -20,6 +20,9 @@ struct RuntimeOptions {
   std::filesystem::path runtimes_dir;  // holds node/bootstrap.js and python/bootstrap.py
   std::string node_path = "/usr/bin/node";
   std::string python_path = "/usr/bin/python3";
+  // Python workers are forks of ember-python-zygote, an interpreter started once, instead of
+  // each starting python3 (docs/sandbox.md#the-python-zygote). Read at start only.
+  bool python_zygote = true;
 };
 
 // Where a worker finds things, as it sees them (inside the sandbox, or the host's paths without
@@ -35,6 +38,11 @@ struct WorkerPaths {
 Result<worker::LaunchSpec> launch_spec(const registry::FunctionRecord& record,
                                        const std::filesystem::path& bundle_dir,
                                        const WorkerPaths& paths, const RuntimeOptions& options);
+
+// Whether the function's environment sets a variable read only as a process starts (by the C
+// library, the dynamic loader, OpenSSL, node): such a function needs a process started with its
+// environment, never one made before it (a pre-started worker, a fork of the python zygote).
+bool reads_env_at_process_start(const registry::FunctionConfig& config);
 
 // The command line of `runtime`'s worker; for node, its heap is sized from `memory_mb`.
 std::vector<std::string> runtime_argv(registry::Runtime runtime, int memory_mb,

@@ -32,6 +32,10 @@ struct SandboxOptions {
   rlim_t max_open_files = 1024;    // per worker process
   uint32_t cpu_max_percent = 100;  // of one CPU, per worker
   bool insecure = false;           // start without network isolation
+  // ember-python-zygote to start, and the python3 it stands for; empty: none. Python workers
+  // (WorkerSpec::zygote) are then its children (docs/sandbox.md#the-python-zygote).
+  std::filesystem::path python_zygote;
+  std::string python_path = "/usr/bin/python3";
 };
 
 // Which layers are on; the probe at start-up fills it in.
@@ -55,6 +59,9 @@ struct WorkerSpec {
   // is only a label, `bundle_dir` is empty (/var/task is an empty directory until bind()), and
   // it gets a host uid and a network namespace of its own, kept until it ends.
   bool pooled = false;
+  // A python worker: forked from the python zygote when there is one, otherwise started as the
+  // request's argv says. Sandboxed the same way either way.
+  bool zygote = false;
 };
 
 struct Worker {
@@ -87,6 +94,8 @@ class Sandbox {
   void forget(const std::string& function);
 
   Spawner& spawner() { return *spawner_; }
+  // The python zygote's pid, 0 without one.
+  pid_t zygote_pid() const { return zygote_ ? zygote_->helper_pid() : 0; }
 
  private:
   Sandbox(SandboxOptions options, std::unique_ptr<Spawner> spawner)
@@ -99,6 +108,7 @@ class Sandbox {
 
   SandboxOptions options_;
   std::unique_ptr<Spawner> spawner_;
+  std::unique_ptr<Spawner> zygote_;  // null without one, or once it has ended
   std::unique_ptr<os::CgroupTree> cgroups_;
   Layers layers_;
   HostLayout host_;

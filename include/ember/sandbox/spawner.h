@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <array>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -82,11 +83,35 @@ struct Confinement {
   rlim_t max_open_files = 1024;           // RLIMIT_NOFILE; core dumps are always off
 };
 
+// A zygote: a helper whose process image already holds an initialised runtime, so that its
+// children continue in it instead of executing one (docs/sandbox.md#the-python-zygote). Every
+// step of the sandbox is the helper's own (child.h); only the last one, execve, is replaced.
+struct ChildEntry {
+  void (*before_clone)() = nullptr;  // in the zygote, before each clone
+  void (*after_clone)() = nullptr;   // in the zygote, after it
+  // In the child, fully sandboxed, where execve would have run: argv and the environment of the
+  // request. Must not return; the child exits 127 if it does.
+  void (*run)(char* const* argv, char* const* envp) = nullptr;
+};
+
+// Serves spawn requests on `sock` as the helper does, until the daemon closes its end; the
+// children of a zygote run `entry` (non-null) instead of execve. Never returns.
+[[noreturn]] void serve_spawn_requests(int sock, pid_t daemon_pid, const Confinement& confinement,
+                                       const ChildEntry* entry);
+
 // Owns the helper process and the socket to it. spawn() is thread-safe.
 class Spawner {
  public:
   // Forks the helper. Must run while the process has a single thread.
   static Result<std::unique_ptr<Spawner>> start(Confinement confinement = {});
+  // Starts the zygote executable `program` (argv[0]) with `args` after it, its socket as
+  // descriptor 3 and the seccomp program on descriptor 4, in an empty environment but `env`.
+  // It serves as a helper (spawn requests only) whose children are the daemon's. Must run while
+  // the process has a single thread.
+  static Result<std::unique_ptr<Spawner>> start_zygote(const Confinement& confinement,
+                                                       const std::string& program,
+                                                       const std::vector<std::string>& args,
+                                                       const std::vector<std::string>& env);
   ~Spawner();
 
   // Creates a process; errors from setting up the sandbox or from exec (missing binary,
@@ -109,6 +134,9 @@ class Spawner {
   int helper_pidfd() const { return helper_pidfd_.get(); }
 
  private:
+  // Forks a helper that runs `child` with its end of the socket (exiting 127 if that returns).
+  static Result<std::unique_ptr<Spawner>> fork_helper(const char* what,
+                                                      const std::function<void(int)>& child);
   Spawner(pid_t helper, os::UniqueFd pidfd, os::UniqueFd socket)
       : helper_pid_(helper), helper_pidfd_(std::move(pidfd)), socket_(std::move(socket)) {}
 

@@ -88,7 +88,8 @@ TEST(ConfigFile, EveryKeyIsAccepted) {
              "header_timeout_ms": 500, "body_timeout_ms": 600, "keepalive_timeout_ms": 700,
              "write_timeout_ms": 800, "drain_timeout_ms": 900},
     "bundles": {"max_compressed_bytes": 4096, "max_extracted_bytes": 8192,
-                "max_entries": 5, "max_ratio": 50, "max_versions": 3}
+                "max_entries": 5, "max_ratio": 50, "max_versions": 3},
+    "python_zygote": false
   })",
                               c);
   ASSERT_TRUE(st.ok()) << st.error().message;
@@ -98,6 +99,7 @@ TEST(ConfigFile, EveryKeyIsAccepted) {
   EXPECT_EQ(c.bundles.max_entries, 5u);
   EXPECT_EQ(c.max_versions, 3);
   EXPECT_EQ(c.log_level, "warn");
+  EXPECT_FALSE(c.runtime.python_zygote);
 }
 
 TEST(ConfigFile, ErrorsCarryTheJsonPath) {
@@ -242,7 +244,9 @@ TEST(Reload, NamesOnlyTheSettingsThatNeedARestart) {
   b.listen.port = 9999;
   b.sandbox.max_pids = 32;
   b.http.max_connections = 5;
-  EXPECT_EQ(restart_needed(a, b), (std::vector<std::string>{"listen", "http", "sandbox"}));
+  b.runtime.python_zygote = false;
+  EXPECT_EQ(restart_needed(a, b),
+            (std::vector<std::string>{"listen", "http", "python_zygote", "sandbox"}));
 }
 
 }  // namespace
