@@ -740,6 +740,11 @@ def zygote_prepare():
     before it waits, done once for all of them. It must leave no thread and no open file behind:
     each worker is a fork of this interpreter, with every descriptor but its own closed."""
     warm_imports()
+    # What the zygote holds now stays out of every collection, in it and in its children: a
+    # collection writes to the objects it visits, which would copy their pages into each child.
+    import gc
+    gc.collect()
+    gc.freeze()
 
 
 def zygote_child(env):
@@ -753,7 +758,6 @@ def zygote_child(env):
     shim_dir = os.path.dirname(os.path.abspath(__file__))
     if sys.path and sys.path[0] == shim_dir and os.environ.get("LAMBDA_RUNTIME_DIR"):
         sys.path[0] = os.path.join(os.environ["LAMBDA_RUNTIME_DIR"], "python")
-    sys.path_importer_cache.clear()
     return main()
 
 
