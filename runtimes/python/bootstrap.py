@@ -679,15 +679,18 @@ class _Quitter:
         raise SystemExit(code)
 
 
-def warm_imports():
+def warm_imports(directory=None):
     """A pooled worker imports a module once from its private /tmp before it waits: the first
     import from a new directory runs import machinery the interpreter has not specialized yet,
     which the function's own import then no longer pays. Nothing of it stays; a failure only
-    means a colder import later."""
-    directory = os.path.join(os.environ.get("TMPDIR") or "/tmp", f".ember-warm-{os.getpid()}")
+    means a colder import later. `directory`: an empty one to use instead, made by the caller."""
+    made = directory is None
+    if made:
+        directory = os.path.join(os.environ.get("TMPDIR") or "/tmp", f".ember-warm-{os.getpid()}")
     name = "_ember_warm_module"
     try:
-        os.mkdir(directory)
+        if made:
+            os.mkdir(directory)
         with open(os.path.join(directory, name + ".py"), "w") as f:
             f.write("def handler(event, context):\n    return None\n")
         sys.path.insert(0, directory)
@@ -738,8 +741,18 @@ def apply_load(meta):
 def zygote_prepare():
     """In ember-python-zygote, once, before it forks any worker: the warming a pooled worker does
     before it waits, done once for all of them. It must leave no thread and no open file behind:
-    each worker is a fork of this interpreter, with every descriptor but its own closed."""
-    warm_imports()
+    each worker is a fork of this interpreter, with every descriptor but its own closed. The
+    zygote runs as root on the host: the module it imports lies in a directory of its own that
+    no other user can enter (mkdtemp, mode 0700), not at a name another user could take first."""
+    import tempfile
+    directory = tempfile.mkdtemp(prefix=".ember-warm-")
+    try:
+        warm_imports(directory)
+    finally:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
     # What the zygote holds now stays out of every collection, in it and in its children: a
     # collection writes to the objects it visits, which would copy their pages into each child.
     import gc
@@ -753,11 +766,13 @@ def zygote_child(env):
     os.environ.clear()
     os.environ.update(env)
     time.tzset()
-    # The shim's folder as the worker sees it, where a started python3 would have it (the
-    # zygote imported the shim from the host's path, which the sandbox does not show).
-    shim_dir = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and sys.path[0] == shim_dir and os.environ.get("LAMBDA_RUNTIME_DIR"):
-        sys.path[0] = os.path.join(os.environ["LAMBDA_RUNTIME_DIR"], "python")
+    # A started `python3 -I` has neither the shim's folder on its path nor the host's paths in
+    # its argv; the zygote imported the shim from the host's folder, which the sandbox does not
+    # show.
+    shim_dir = os.path.dirname(__file__)
+    sys.path[:] = [entry for entry in sys.path if entry != shim_dir]
+    runtime = os.environ.get("LAMBDA_RUNTIME_DIR")
+    sys.argv[:] = [os.path.join(runtime, "python", "bootstrap.py") if runtime else "bootstrap.py"]
     return main()
 
 

@@ -178,6 +178,10 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
     }
     return reply(sock, err, 0, "join the network namespace", -1);
   }
+  if (entry && entry->child_tid) {
+    args.flags |= CLONE_CHILD_SETTID;
+    args.child_tid = reinterpret_cast<uint64_t>(entry->child_tid);
+  }
   if (entry && entry->before_clone) entry->before_clone();
   long pid = ::syscall(SYS_clone3, &args, sizeof args);
   if (pid == 0) {
@@ -219,7 +223,7 @@ void serve_spawn(int sock, pid_t daemon_pid, Reader& r, const int* fds, size_t n
         }
       }
       if (!setup_error && ::getppid() != daemon_pid) setup_error = ESRCH, setup_where = "daemon";
-      if (!setup_error && ::write(sync[0], &byte, 1) != 1) setup_error = errno;
+      if (!setup_error && ::send(sync[0], &byte, 1, MSG_NOSIGNAL) != 1) setup_error = errno;
     }
     ::close(sync[0]);
     if (setup_error) ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
@@ -346,6 +350,14 @@ void serve_one(int sock, pid_t daemon_pid, std::vector<char>& buf, const Confine
       for (size_t i = 0; i < n; ++i) ::close(fds[i]);
     }
   } closer{fds, nfds};
+  // A request carries a function's environment, its secrets included. Nothing of it may stay
+  // in this process's memory once served: a zygote's later children are copies of that memory.
+  // (Every string of a request is read in place, in `buf`.)
+  struct Wiper {
+    char* data;
+    size_t n;
+    ~Wiper() { ::explicit_bzero(data, n); }
+  } wiper{buf.data(), static_cast<size_t>(n)};
   Reader r(buf.data(), static_cast<size_t>(n));
   uint32_t kind = 0;
   if (!r.u32(kind)) return reply(sock, EPROTO, 0, "request", -1);

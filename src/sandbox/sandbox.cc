@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -23,6 +25,30 @@ std::string Layers::summary() const {
   for (const auto& layer : on) text += (text.empty() ? "" : ", ") + layer;
   return text;
 }
+
+namespace {
+
+// Whether `path` may run as root: it and every directory above it belong to root (or to this
+// process's user) and no one else can change them. A directory others may write to is accepted
+// only with the sticky bit (/tmp), where they cannot replace what they do not own.
+Status safe_to_run_as_root(const fs::path& path) {
+  fs::path at = fs::absolute(path).lexically_normal();
+  while (true) {
+    struct stat st {};
+    if (::lstat(at.c_str(), &st) != 0) return Error::system("stat", at.string(), errno);
+    if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+      return Error::invalid(at.string() + " belongs to another user");
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+        !(S_ISDIR(st.st_mode) && (st.st_mode & S_ISVTX) != 0)) {
+      return Error::invalid(at.string() + " is writable by other users");
+    }
+    if (!at.has_relative_path()) return {};
+    at = at.parent_path();
+  }
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Sandbox>> Sandbox::create(SandboxOptions options) {
   Confinement confinement;
@@ -50,11 +76,20 @@ Result<std::unique_ptr<Sandbox>> Sandbox::create(SandboxOptions options) {
   if (auto s = sandbox->probe(); !s) return s.error();
   const auto& zygote = sandbox->options_.python_zygote;
   if (!zygote.empty() && sandbox->layers_.namespaces) {
-    auto started =
-        Spawner::start_zygote(confinement, zygote.string(),
-                              {std::to_string(confinement.max_open_files),
-                               sandbox->options_.python_path, zygote.parent_path().string()},
-                              {});
+    // The zygote runs as root, outside any sandbox, with the shim imported: both must be as
+    // safe from other users as the daemon's own binary.
+    Status safe = safe_to_run_as_root(zygote);
+    if (safe) safe = safe_to_run_as_root(zygote.parent_path() / "bootstrap.py");
+    Result<std::unique_ptr<Spawner>> started = safe.error();
+    if (safe) {
+      const size_t instructions =
+          confinement.seccomp ? confinement.seccomp->instructions.size() : 0;
+      started = Spawner::start_zygote(
+          confinement, zygote.string(),
+          {std::to_string(confinement.max_open_files), std::to_string(instructions),
+           sandbox->options_.python_path, zygote.parent_path().string()},
+          {"LANG=C.UTF-8"});
+    }
     if (started) {
       sandbox->zygote_ = std::move(*started);
       spdlog::info("sandbox: python workers are forked from {} (pid {})",
@@ -273,14 +308,21 @@ Result<Worker> Sandbox::spawn(SpawnRequest request, const WorkerSpec& spec) {
     iso->cgroup_dir_fd = worker.cgroup->dir_fd();
     iso->cgroup_procs_fds = worker.cgroup->procs_fds();
   }
+  // A python worker is a fork of the zygote, if the zygote stands for the python3 the request
+  // names (a reload may have named another since it started).
   std::optional<Result<os::ChildProcess>> forked;
-  if (spec.zygote && zygote_) {
+  if (spec.zygote && zygote_ && !request.argv.empty() && request.argv[0] == options_.python_path) {
     forked = zygote_->spawn(request);
     pollfd ended{zygote_->helper_pidfd(), POLLIN, 0};
-    if (!*forked && ::poll(&ended, 1, 0) == 1) {
+    if (!*forked && ::poll(&ended, 1, 50) == 1) {
       spdlog::warn("sandbox: the python zygote has ended ({}): python workers start python3",
                    forked->error().message);
       zygote_.reset();
+      // A child it let go before it died would share this request's descriptors: it is in the
+      // worker's cgroup by then, which is emptied before a python3 takes its place. Without a
+      // cgroup to empty, this start fails and the next one starts python3.
+      if (!worker.cgroup) return forked->error();
+      worker.cgroup->kill();
       forked.reset();
     }
   }

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -58,7 +59,8 @@ Result<std::unique_ptr<Spawner>> Spawner::start_zygote(const Confinement& confin
                                                        const std::vector<std::string>& args,
                                                        const std::vector<std::string>& env) {
   // The seccomp program travels in a memfd: the zygote cannot compile it as the daemon did.
-  os::UniqueFd program_fd(static_cast<int>(::syscall(SYS_memfd_create, "ember-seccomp", 0)));
+  os::UniqueFd program_fd(
+      static_cast<int>(::syscall(SYS_memfd_create, "ember-seccomp", MFD_CLOEXEC)));
   if (!program_fd) return Error::system("memfd_create", "zygote", errno);
   if (confinement.seccomp) {
     const auto& code = confinement.seccomp->instructions;

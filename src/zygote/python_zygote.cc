@@ -8,10 +8,14 @@
 // shares the zygote's pages until it writes them.
 //
 // Started by the daemon (Spawner::start_zygote): its socket is descriptor 3 and the seccomp
-// program descriptor 4; arguments: max_open_files, the python3 it stands for, the shim's folder.
+// program descriptor 4; arguments: max_open_files, the number of instructions of the seccomp
+// program, the python3 it stands for, the shim's folder.
 #include <Python.h>
+#include <limits.h>
 #include <linux/filter.h>
+#include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -47,10 +51,15 @@ void run(char* const* /*argv*/, char* const* envp) {
     Py_XDECREF(name);
     Py_XDECREF(value);
   }
+  PyErr_Clear();  // an entry that cannot be decoded is left out, as python3 would
   PyObject* code = env ? PyObject_CallMethod(g_shim, "zygote_child", "O", env) : nullptr;
   int status = 1;
   if (code) {
     status = code == Py_None ? 0 : static_cast<int>(PyLong_AsLong(code));
+    if (PyErr_Occurred()) {
+      PyErr_Clear();
+      status = 1;
+    }
   } else {
     PyErr_Print();  // SystemExit ends the process here, with its code
   }
@@ -73,6 +82,23 @@ bool read_all(int fd, std::vector<sock_filter>& out) {
   return true;
 }
 
+// The C library keeps each thread's id in its thread descriptor, and raise(), abort() and
+// pthread_kill() on oneself use it. fork() has the kernel write the child's id there; a clone
+// made by the helper must ask for the same (ChildEntry::child_tid). The field is found as the
+// one word of the descriptor's first page holding this thread's id; not found, or found twice,
+// the children keep the zygote's (and raise() in them fails).
+pid_t* thread_id_field() {
+  const pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  auto* self = reinterpret_cast<pid_t*>(::pthread_self());
+  pid_t* found = nullptr;
+  for (size_t i = 0; i < 1024 / sizeof(pid_t); ++i) {
+    if (self[i] != tid) continue;
+    if (found) return nullptr;
+    found = &self[i];
+  }
+  return found;
+}
+
 bool check(PyStatus status) {
   if (!PyStatus_Exception(status)) return true;
   std::fprintf(stderr, "ember-python-zygote: %s: %s\n", status.func ? status.func : "python",
@@ -83,8 +109,10 @@ bool check(PyStatus status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s MAX_OPEN_FILES PYTHON3 SHIM_DIR (started by emberd)\n",
+  if (argc != 5) {
+    std::fprintf(stderr,
+                 "usage: %s MAX_OPEN_FILES SECCOMP_INSTRUCTIONS PYTHON3 SHIM_DIR (started by "
+                 "emberd)\n",
                  argv[0]);
     return 2;
   }
@@ -93,7 +121,9 @@ int main(int argc, char** argv) {
   ember::sandbox::Confinement confinement;
   confinement.max_open_files = std::strtoul(argv[1], nullptr, 10);
   std::vector<sock_filter> program;
-  if (!read_all(4, program)) {
+  // Not one instruction less than the daemon compiled: a program lost on the way must not
+  // leave the workers without seccomp.
+  if (!read_all(4, program) || program.size() != std::strtoul(argv[2], nullptr, 10)) {
     std::fprintf(stderr, "ember-python-zygote: cannot read the seccomp program\n");
     return 1;
   }
@@ -103,28 +133,46 @@ int main(int argc, char** argv) {
     confinement.seccomp->instructions = std::move(program);
   }
 
-  // As `python3 -I -S -u` in UTF-8 mode: what a python worker's command line asks.
+  // The interpreter linked here must be the one workers would otherwise start.
+  char real[PATH_MAX];
+  const std::string wanted =
+      "python" + std::to_string(PY_MAJOR_VERSION) + "." + std::to_string(PY_MINOR_VERSION);
+  if (!::realpath(argv[3], real) || std::strrchr(real, '/') == nullptr ||
+      wanted != std::strrchr(real, '/') + 1) {
+    std::fprintf(stderr, "ember-python-zygote: %s is not %s, which this zygote embeds\n", argv[3],
+                 wanted.c_str());
+    return 1;
+  }
+
+  // As `python3 -I -S -u` started with LANG=C.UTF-8 (its environment) would be: isolated, no
+  // site, unbuffered (C stdio too), the locale from the environment, Python's signal handlers
+  // (SIGINT raises KeyboardInterrupt; SIGPIPE and SIGXFSZ are ignored, here too, so that a
+  // write to a child that died is an error, not this process's end).
   PyPreConfig preconfig;
   PyPreConfig_InitIsolatedConfig(&preconfig);
-  preconfig.utf8_mode = 1;
+  preconfig.configure_locale = 1;
   if (!check(Py_PreInitialize(&preconfig))) return 1;
   PyConfig config;
   PyConfig_InitIsolatedConfig(&config);
   config.site_import = 0;
   config.buffered_stdio = 0;
+  config.configure_c_stdio = 1;
+  config.install_signal_handlers = 1;
   config.write_bytecode = 0;  // nothing written into the runtimes folder
   config.parse_argv = 0;
-  const std::string shim = std::string(argv[3]) + "/bootstrap.py";
+  const std::string shim = std::string(argv[4]) + "/bootstrap.py";
   char* shim_argv[] = {const_cast<char*>(shim.c_str())};
-  bool ok = check(PyConfig_SetBytesString(&config, &config.program_name, argv[2])) &&
-            check(PyConfig_SetBytesString(&config, &config.executable, argv[2])) &&
+  bool ok = check(PyConfig_SetBytesString(&config, &config.program_name, argv[3])) &&
+            check(PyConfig_SetBytesString(&config, &config.executable, argv[3])) &&
             check(PyConfig_SetBytesArgv(&config, 1, shim_argv)) &&
             check(Py_InitializeFromConfig(&config));
   PyConfig_Clear(&config);
   if (!ok) return 1;
+  // The shim's folder goes last, so that no file in it can stand in for a module of the
+  // standard library; the children remove it (bootstrap.zygote_child).
   PyObject* path = PySys_GetObject("path");  // borrowed
-  PyObject* dir = PyUnicode_DecodeFSDefault(argv[3]);
-  if (!path || !dir || PyList_Insert(path, 0, dir) != 0) {
+  PyObject* dir = PyUnicode_DecodeFSDefault(argv[4]);
+  if (!path || !dir || PyList_Append(path, dir) != 0) {
     PyErr_Print();
     return 1;
   }
@@ -136,6 +184,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   Py_DECREF(prepared);
-  static const ember::sandbox::ChildEntry entry{before_clone, after_clone, run};
+  static const ember::sandbox::ChildEntry entry{before_clone, after_clone, run, thread_id_field()};
   ember::sandbox::serve_spawn_requests(3, daemon_pid, confinement, &entry);
 }

@@ -21,13 +21,43 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 constexpr const char* kView = R"PY(
-import os, random, sys
+import os, random, re, signal, sys
+
+def copies_in_memory(masked):
+    """How many times the bytes `masked` stands for (each byte xor 1) lie in this process's
+    memory, other than in the one object built here to look for them."""
+    needle = bytes(b ^ 1 for b in masked.encode())
+    own = id(needle) + sys.getsizeof(b"") - 1  # where a bytes object keeps its data
+    found = 0
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, ValueError, OverflowError):
+                continue
+            at = data.find(needle)
+            while at >= 0:
+                if start + at != own:
+                    found += 1
+                at = data.find(needle, at + 1)
+    return found
 
 def handler(event, context):
+    if "find" in event:
+        return {"copies": copies_in_memory(event["find"])}
+    raised = []
+    signal.signal(signal.SIGUSR1, lambda s, f: raised.append(s))
+    signal.raise_signal(signal.SIGUSR1)
     return {"pid": os.getpid(), "uid": os.getuid(), "random": random.random(),
             "greeting": os.environ.get("GREETING"), "pooled": os.environ.get("EMBER_POOLED"),
-            "executable": sys.executable, "cwd": os.getcwd(),
-            "children": len(os.listdir("/proc")) - len([p for p in os.listdir("/proc") if not p.isdigit()])}
+            "executable": sys.executable, "cwd": os.getcwd(), "raised": bool(raised),
+            "path": sys.path, "argv": sys.argv,
+            "children": len([p for p in os.listdir("/proc") if p.isdigit()])}
 )PY";
 
 // A field of /proc/PID/smaps_rollup, in kB; -1 when absent.
@@ -93,8 +123,9 @@ class ZygoteE2E : public ::testing::Test {
     auto r = daemon_.deploy_code(name, "python", kView, extra);
     ASSERT_EQ(r.status, 201) << r.body;
   }
-  json invoke(const std::string& name) {
-    auto r = http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", "{}");
+  json invoke(const std::string& name, const json& event = json::object()) {
+    auto r =
+        http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", event.dump());
     EXPECT_EQ(r.status, 200) << r.body;
     return r.status == 200 ? r.json() : json();
   }
@@ -121,6 +152,12 @@ TEST_F(ZygoteE2E, EveryPythonWorkerIsAForkOfTheZygoteWithItsOwnEnvironmentAndRan
     EXPECT_EQ(v["uid"], 1000);
     EXPECT_EQ(v["executable"], "/usr/bin/python3");
     EXPECT_EQ(v["cwd"], "/var/task");
+    EXPECT_TRUE(v["raised"]) << "raise() reaches the worker itself (its thread id is its own)";
+    EXPECT_EQ(v["argv"], json::array({"/opt/ember/runtime/python/bootstrap.py"}));
+    for (const auto& entry : v["path"]) {
+      EXPECT_EQ(entry.get<std::string>().find("runtime"), std::string::npos)
+          << "no shim folder on the path, as in python3 -I: " << v["path"];
+    }
     randoms.insert(v["random"].get<double>());
   }
   EXPECT_EQ(randoms.size(), 2u) << "each fork reseeds `random`";
@@ -140,6 +177,24 @@ TEST_F(ZygoteE2E, EveryPythonWorkerIsAForkOfTheZygoteWithItsOwnEnvironmentAndRan
     }
   }
   EXPECT_EQ(uids.size(), 2u) << "two functions, two host uids";
+}
+
+TEST_F(ZygoteE2E, NoFunctionsEnvironmentReachesAnotherThroughTheZygotesMemory) {
+  start();
+  if (zygote() == 0) GTEST_SKIP() << "no ember-python-zygote (built without libpython3-dev)";
+  // The keeper's spawn request passes through the zygote with its secret far into it (the
+  // padding sorts first), past where a later, shorter request would overwrite it.
+  const std::string secret = "zygote-leak-check-" + std::to_string(::getpid()) + "-4f1c9a7e";
+  deploy("keeper", {{"env", {{"SECRET", secret}, {"AAA_PAD", std::string(3900, 'p')}}}});
+  invoke("keeper");
+  std::string masked = secret;
+  for (char& c : masked) c = static_cast<char>(c ^ 1);
+  deploy("seeker");
+  json v = invoke("seeker", {{"find", masked}});
+  ASSERT_TRUE(v.contains("copies")) << v.dump();
+  EXPECT_EQ(v["copies"], 0) << "another function's environment is in this worker's memory";
+  // The search finds what is there: the keeper sees its own secret.
+  EXPECT_GE(invoke("keeper", {{"find", masked}})["copies"], 1);
 }
 
 TEST_F(ZygoteE2E, AZygoteThatDiesLeavesPythonWorkersToStartPython3) {

@@ -92,6 +92,9 @@ struct ChildEntry {
   // In the child, fully sandboxed, where execve would have run: argv and the environment of the
   // request. Must not return; the child exits 127 if it does.
   void (*run)(char* const* argv, char* const* envp) = nullptr;
+  // Where the C library keeps the calling thread's id, for the kernel to write the child's
+  // there (CLONE_CHILD_SETTID), as fork() has it written; null: not known.
+  pid_t* child_tid = nullptr;
 };
 
 // Serves spawn requests on `sock` as the helper does, until the daemon closes its end; the
