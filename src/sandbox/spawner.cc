@@ -1,6 +1,7 @@
 #include "ember/sandbox/spawner.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -16,6 +17,10 @@
 namespace ember::sandbox {
 
 using namespace wire;  // NOLINT: the daemon's side of the wire
+
+namespace {
+constexpr int kZygoteStartTimeoutMs = 10'000;
+}  // namespace
 
 Result<std::unique_ptr<Spawner>> Spawner::fork_helper(const char* what,
                                                       const std::function<void(int)>& child) {
@@ -85,7 +90,7 @@ Result<std::unique_ptr<Spawner>> Spawner::start_zygote(const Confinement& confin
   argv.push_back(nullptr);
   for (auto& e : env_text) envp.push_back(e.data());
   envp.push_back(nullptr);
-  return fork_helper("zygote", [&](int sock) {
+  auto zygote = fork_helper("zygote", [&](int sock) {
     // Above 4 first, so that neither dup2 below clobbers the other's source.
     int high_sock = ::fcntl(sock, F_DUPFD, 10);
     int code = ::fcntl(program_fd.get(), F_DUPFD, 10);
@@ -95,6 +100,19 @@ Result<std::unique_ptr<Spawner>> Spawner::start_zygote(const Confinement& confin
     }
     ::execve(program.c_str(), argv.data(), envp.data());
   });
+  if (!zygote) return zygote;
+  // The zygote says once that its interpreter is ready (one byte); waiting for it here, at
+  // start-up, keeps a first python start from holding the event loop while it initialises.
+  pollfd ready{(*zygote)->socket_.get(), POLLIN, 0};
+  char byte = 0;
+  int n;
+  do {
+    n = ::poll(&ready, 1, kZygoteStartTimeoutMs);
+  } while (n < 0 && errno == EINTR);
+  if (n != 1 || ::recv((*zygote)->socket_.get(), &byte, 1, 0) != 1 || byte != 'R') {
+    return Error::system("start", program, n == 0 ? ETIMEDOUT : EPIPE);
+  }
+  return zygote;
 }
 
 Spawner::~Spawner() {

@@ -15,6 +15,7 @@
 #include <linux/filter.h>
 #include <pthread.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -185,5 +186,7 @@ int main(int argc, char** argv) {
   }
   Py_DECREF(prepared);
   static const ember::sandbox::ChildEntry entry{before_clone, after_clone, run, thread_id_field()};
+  // Ready: the daemon waits for this byte before it sends the first request.
+  if (::send(3, "R", 1, MSG_NOSIGNAL) != 1) return 1;
   ember::sandbox::serve_spawn_requests(3, daemon_pid, confinement, &entry);
 }

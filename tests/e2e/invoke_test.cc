@@ -226,6 +226,9 @@ TEST_F(ScaleOutE2E, ACallStuckBehindASlowOneGetsANewInstance) {
   ASSERT_TRUE(eventually([&] {
     return daemon_.admin("GET", "/v1/functions/mixed").json()["instances"]["busy"] == 1;
   }));
+  // The slow call must have run long before the quick one arrives: a call that has run less
+  // than kPipelineMaxCall (1 ms) may still have a quick one queued behind it, by design.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
   // The mean says this call will not wait long, so no instance starts at once; once it has
   // waited a cold start's time, one does, well before the slow call ends.
   auto quick = invoke("mixed");

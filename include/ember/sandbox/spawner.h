@@ -109,8 +109,9 @@ class Spawner {
   static Result<std::unique_ptr<Spawner>> start(Confinement confinement = {});
   // Starts the zygote executable `program` (argv[0]) with `args` after it, its socket as
   // descriptor 3 and the seccomp program on descriptor 4, in an empty environment but `env`.
-  // It serves as a helper (spawn requests only) whose children are the daemon's. Must run while
-  // the process has a single thread.
+  // It serves as a helper (spawn requests only) whose children are the daemon's. Returns once
+  // the zygote says it is ready (one byte, 'R'), or fails if it ends or has not within 10 s.
+  // Must run while the process has a single thread.
   static Result<std::unique_ptr<Spawner>> start_zygote(const Confinement& confinement,
                                                        const std::string& program,
                                                        const std::vector<std::string>& args,

@@ -94,8 +94,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // When the oldest call running now started; nullopt when none runs.
   std::optional<std::chrono::steady_clock::time_point> running_since() const;
   std::chrono::nanoseconds init_duration() const { return init_duration_; }
-  // What starting this worker cost: its init_duration, plus, for a pre-started worker, the
-  // launch that made it wait for load() (the pool pays that again to replace it).
+  // What starting this worker cost: its init_duration, plus, for a pre-started worker, the CPU
+  // its launch took before it waited for load() (the pool pays that again to replace it).
   std::chrono::nanoseconds start_cost() const { return prestart_duration_ + init_duration_; }
   // Why the process ended, once it has.
   const std::string& exit_reason() const { return exit_reason_; }
@@ -175,7 +175,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::optional<Status> ready_result_;
   std::chrono::steady_clock::time_point started_;
   std::chrono::nanoseconds init_duration_{0};
-  std::chrono::nanoseconds prestart_duration_{0};  // launch to waiting, for a pre-started worker
+  std::chrono::nanoseconds prestart_duration_{0};  // a pre-started worker's launch, in CPU time
   uint32_t next_call_ = 1;
   std::map<uint32_t, Pending*> pending_;
   std::deque<uint32_t> queued_;  // sent, not started: they start in this order
