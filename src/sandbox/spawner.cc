@@ -11,6 +11,7 @@
 
 #include <cerrno>
 
+#include "ember/os/fs.h"
 #include "helper.h"
 #include "helper_wire.h"
 
@@ -69,14 +70,11 @@ Result<std::unique_ptr<Spawner>> Spawner::start_zygote(const Confinement& confin
   if (!program_fd) return Error::system("memfd_create", "zygote", errno);
   if (confinement.seccomp) {
     const auto& code = confinement.seccomp->instructions;
-    const auto* bytes = reinterpret_cast<const char*>(code.data());
-    size_t left = code.size() * sizeof(sock_filter);
-    while (left > 0) {
-      ssize_t n = ::write(program_fd.get(), bytes, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return Error::system("write", "zygote seccomp program", errno);
-      bytes += n;
-      left -= static_cast<size_t>(n);
+    if (auto written = os::write_all(program_fd.get(),
+                                     std::string_view(reinterpret_cast<const char*>(code.data()),
+                                                      code.size() * sizeof(sock_filter)));
+        !written) {
+      return written.error();
     }
     ::lseek(program_fd.get(), 0, SEEK_SET);
   }

@@ -138,6 +138,13 @@ void Instance::handle(Frame frame) {
         // A pre-started worker's first READY says it waits for LOAD.
         state_ = spec_.worker.pooled ? State::kPooled : State::kReady;
         init_duration_ = steady_clock::now() - started_;
+        if (state_ == State::kPooled) {
+          // What its start cost is the CPU it took: it started at the lowest CPU weight, so its
+          // wall time says more about the load then than about the start (CPU time unknown:
+          // wall). Read now, while it waits, not when a call is waiting for it.
+          const auto cpu = sched_times();
+          prestart_duration_ = cpu ? std::min(init_duration_, cpu->on_cpu) : init_duration_;
+        }
         ready_result_ = Status{};
         ready_signal_.cancel();
       }
@@ -496,11 +503,6 @@ Status Instance::load(LaunchSpec spec, LogSink log) {
   log_ = std::move(log);
   state_ = State::kStarting;
   ready_result_.reset();
-  // What the worker's start cost is the CPU it took: it started at the lowest CPU weight, so
-  // its wall time says more about the load then than about the start (CPU time unknown: wall).
-  const auto prestart_cpu = sched_times();
-  prestart_duration_ =
-      prestart_cpu ? std::min(init_duration_, prestart_cpu->on_cpu) : init_duration_;
   started_ = steady_clock::now();
   send(encode(FrameType::kLoad, 0,
               nlohmann::json{{"env", std::move(env)}}.dump(

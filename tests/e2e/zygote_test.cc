@@ -101,24 +101,7 @@ class ZygoteE2E : public ::testing::Test {
   }
   // The live zygote below the daemon, 0 when there is none (a dead one is reaped by the daemon
   // only when it next asks it for a worker).
-  pid_t zygote() {
-    for (const auto& e : fs::directory_iterator("/proc")) {
-      const std::string name = e.path().filename();
-      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      const pid_t pid = std::stoi(name);
-      if (comm_of(pid) != "ember-zygote") continue;
-      std::ifstream status(e.path() / "status");
-      std::string line;
-      bool zombie = false;
-      while (std::getline(status, line)) {
-        if (line.starts_with("State:")) zombie = line.find('Z') != std::string::npos;
-        if (line.starts_with("PPid:") && std::stoi(line.substr(5)) == daemon_.pid() && !zombie) {
-          return pid;
-        }
-      }
-    }
-    return 0;
-  }
+  pid_t zygote() { return child_named(daemon_.pid(), "ember-zygote"); }
   void deploy(const std::string& name, const json& extra = json::object()) {
     auto r = daemon_.deploy_code(name, "python", kView, extra);
     ASSERT_EQ(r.status, 201) << r.body;

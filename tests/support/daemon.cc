@@ -174,8 +174,11 @@ nlohmann::json Daemon::wait_for_invocation(const std::string& id, const std::str
   return last;
 }
 
-std::vector<pid_t> worker_pids(pid_t daemon) {
-  std::vector<pid_t> out;
+namespace {
+
+// The live (not zombie) children of `parent`, with their command names.
+std::vector<std::pair<pid_t, std::string>> live_children(pid_t parent) {
+  std::vector<std::pair<pid_t, std::string>> out;
   for (const auto& e : fs::directory_iterator("/proc")) {
     const std::string name = e.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -188,11 +191,26 @@ std::vector<pid_t> worker_pids(pid_t daemon) {
     char state = 0;
     int ppid = 0;
     std::sscanf(line.c_str() + close + 2, "%c %d", &state, &ppid);
-    if (ppid == daemon && state != 'Z' && comm != "ember-spawner" && comm != "ember-zygote") {
-      out.push_back(static_cast<pid_t>(std::stoi(name)));
-    }
+    if (ppid == parent && state != 'Z') out.emplace_back(std::stoi(name), std::move(comm));
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<pid_t> worker_pids(pid_t daemon) {
+  std::vector<pid_t> out;
+  for (auto& [pid, comm] : live_children(daemon)) {
+    if (comm != "ember-spawner" && comm != "ember-zygote") out.push_back(pid);
+  }
+  return out;
+}
+
+pid_t child_named(pid_t parent, const std::string& comm) {
+  for (auto& [pid, name] : live_children(parent)) {
+    if (name == comm) return pid;
+  }
+  return 0;
 }
 
 RunResult run_emberd(const std::vector<std::string>& args) {

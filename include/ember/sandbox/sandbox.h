@@ -94,8 +94,6 @@ class Sandbox {
   void forget(const std::string& function);
 
   Spawner& spawner() { return *spawner_; }
-  // The python zygote's pid, 0 without one.
-  pid_t zygote_pid() const { return zygote_ ? zygote_->helper_pid() : 0; }
 
  private:
   Sandbox(SandboxOptions options, std::unique_ptr<Spawner> spawner)
