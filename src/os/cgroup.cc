@@ -152,11 +152,14 @@ class V2Cgroup final : public Cgroup {
     }
     if (auto s = write_control(dir_ / "pids.max", std::to_string(limits.max_pids)); !s) return s;
     if (cpu_) {  // optional: the cpu controller may be off
-      (void)write_control(dir_ / "cpu.weight", std::to_string(limits.cpu_weight));
+      set_cpu_weight(limits.cpu_weight);
       (void)write_control(dir_ / "cpu.max",
                           fmt::format("{} 100000", limits.cpu_max_percent * 1000));
     }
     return {};
+  }
+  void set_cpu_weight(uint32_t weight) override {
+    if (cpu_) (void)write_control(dir_ / "cpu.weight", std::to_string(weight));
   }
 
  private:
@@ -280,11 +283,16 @@ class V1Cgroup final : public Cgroup {
       return s;
     }
     if (dirs_.size() > 2) {
-      (void)write_control(dirs_[2] / "cpu.shares", std::to_string(limits.cpu_weight * 1024 / 100));
+      set_cpu_weight(limits.cpu_weight);
       (void)write_control(dirs_[2] / "cpu.cfs_quota_us",
                           std::to_string(limits.cpu_max_percent * 1000));
     }
     return {};
+  }
+  void set_cpu_weight(uint32_t weight) override {
+    // v1's shares: 1024 is v2's default weight of 100.
+    if (dirs_.size() > 2)
+      (void)write_control(dirs_[2] / "cpu.shares", std::to_string(weight * 1024 / 100));
   }
 
  private:

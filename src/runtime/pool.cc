@@ -28,10 +28,6 @@ worker::LogSink pool_log(std::string flavour) {
       };
 }
 
-void drop_before(std::deque<Clock::time_point>& times, Clock::time_point since) {
-  while (!times.empty() && times.front() < since) times.pop_front();
-}
-
 }  // namespace
 
 bool poolable(const registry::FunctionConfig& config) {
@@ -62,12 +58,16 @@ PooledFactory::Flavour& PooledFactory::flavour(registry::Runtime runtime, int me
   return it->second;
 }
 
+int PoolSizing::target(Clock::time_point now, const PoolOptions& options) {
+  if (options.max_per_flavour <= 0) return 0;
+  while (!starts_.empty() && starts_.front() < now - options.window) starts_.pop_front();
+  const int wanted = static_cast<int>(starts_.size());
+  const int least = std::clamp(options.min_per_flavour, 0, options.max_per_flavour);
+  return std::clamp(wanted, least, options.max_per_flavour);
+}
+
 int PooledFactory::target(Flavour& f) {
-  if (stopped_ || options_.max_per_flavour <= 0) return 0;
-  drop_before(f.starts_at, clock_.now() - options_.window);
-  const int wanted = static_cast<int>(f.starts_at.size());
-  return std::clamp(wanted, std::min(options_.min_per_flavour, options_.max_per_flavour),
-                    options_.max_per_flavour);
+  return stopped_ ? 0 : f.sizing.target(clock_.now(), options_);
 }
 
 bool PooledFactory::supported() const {
@@ -225,7 +225,7 @@ Result<std::shared_ptr<Instance>> PooledFactory::start(const registry::FunctionR
   }
   Flavour& f = flavour(config.runtime, config.memory_mb);
   const std::string k = key(config.runtime, config.memory_mb);
-  f.starts_at.push_back(clock_.now());
+  f.sizing.started(clock_.now());
   auto pooled = take(f);
   // Refilled once the starts of this flavour pause: starting a worker holds the event loop
   // while the spawner builds its sandbox and takes CPU from the starts of a burst, and the worker

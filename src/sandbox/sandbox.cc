@@ -351,10 +351,12 @@ Status Sandbox::bind(const os::ChildProcess& process, os::Cgroup* cgroup, const 
   if (auto st = spawner_->mount_into(process.pidfd(), spec.bundle_dir, kTaskRoot, tmp_bytes); !st) {
     return st;
   }
-  // The limits follow memory_mb; a function of the pool's size keeps them.
-  if (cgroup && spec.memory_mb != pooled.memory_mb) {
-    return cgroup->set_limits(limits_for(spec.memory_mb));
-  }
+  if (!cgroup) return {};
+  // The limits follow memory_mb; a function of the pool's size keeps them but the CPU weight,
+  // which was the lowest while the worker waited (spawn()).
+  const os::CgroupLimits limits = limits_for(spec.memory_mb);
+  if (spec.memory_mb != pooled.memory_mb) return cgroup->set_limits(limits);
+  cgroup->set_cpu_weight(limits.cpu_weight);
   return {};
 }
 

@@ -56,6 +56,8 @@ class Cgroup {
   virtual void kill() = 0;
   // Applies `limits` now (the memory limit may go down as well as up).
   virtual Status set_limits(const CgroupLimits& limits) = 0;
+  // Changes only the CPU weight (v2 scale); a no-op without the cpu controller.
+  virtual void set_cpu_weight(uint32_t weight) = 0;
 };
 
 class CgroupTree {

@@ -36,6 +36,17 @@ struct PoolStats {
   int64_t memory_mb = 0;  // the cgroup limits of waiting and starting workers
 };
 
+// How many workers a flavour keeps waiting: one for each start (hit or miss) seen within the
+// window, at least min_per_flavour and at most max_per_flavour; none when max_per_flavour is 0.
+class PoolSizing {
+ public:
+  void started(Clock::time_point at) { starts_.push_back(at); }
+  int target(Clock::time_point now, const PoolOptions& options);
+
+ private:
+  std::deque<Clock::time_point> starts_;  // within the window, oldest first
+};
+
 // Whether a worker of `config` can come from the pool: node or python, in a network namespace
 // of its own (not "host"), and no variable read only as a process starts (LD_*, GLIBC_TUNABLES,
 // MALLOC_*, OPENSSL_*, LANG, LC_*; for node also NODE_* and UV_*).
@@ -67,7 +78,7 @@ class PooledFactory final : public InstanceFactory {
     int memory_mb = 128;  // node's heap is sized from it at start
     std::deque<std::shared_ptr<worker::Instance>> waiting;
     int starting = 0;
-    std::deque<Clock::time_point> starts_at;  // starts (hits and misses), within the window
+    PoolSizing sizing;
     // Refills once starts of the flavour pause: each start pushes it back.
     std::shared_ptr<boost::asio::steady_timer> refill_timer;
   };

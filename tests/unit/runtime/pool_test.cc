@@ -74,5 +74,61 @@ TEST(LaunchSpec, AVariableTheFunctionSetsReplacesTheBaseOne) {
             spec->env.end());
 }
 
+// The pool's size follows the starts of a flavour: each start within the window keeps one more
+// worker waiting, up to the maximum; once starts stop, it shrinks back to the minimum.
+TEST(PoolSizing, EachStartWithinTheWindowKeepsOneMoreWorkerUpToTheMaximum) {
+  FakeClock clock;
+  PoolOptions options;
+  options.min_per_flavour = 1;
+  options.max_per_flavour = 4;
+  options.window = std::chrono::seconds(60);
+  PoolSizing sizing;
+  EXPECT_EQ(sizing.target(clock.now(), options), 1) << "no start yet: the minimum";
+  sizing.started(clock.now());
+  EXPECT_EQ(sizing.target(clock.now(), options), 1);
+  for (int i = 0; i < 2; ++i) sizing.started(clock.now());
+  EXPECT_EQ(sizing.target(clock.now(), options), 3);
+  for (int i = 0; i < 5; ++i) sizing.started(clock.now());
+  EXPECT_EQ(sizing.target(clock.now(), options), 4) << "8 starts, at most 4 kept";
+}
+
+TEST(PoolSizing, StartsOlderThanTheWindowNoLongerCount) {
+  FakeClock clock;
+  PoolOptions options;
+  options.min_per_flavour = 1;
+  options.max_per_flavour = 10;
+  options.window = std::chrono::seconds(60);
+  PoolSizing sizing;
+  for (int i = 0; i < 5; ++i) sizing.started(clock.now());
+  clock.advance(std::chrono::seconds(30));
+  for (int i = 0; i < 2; ++i) sizing.started(clock.now());
+  EXPECT_EQ(sizing.target(clock.now(), options), 7);
+  clock.advance(std::chrono::seconds(30));
+  EXPECT_EQ(sizing.target(clock.now(), options), 7) << "the first five are exactly 60 s old";
+  clock.advance(std::chrono::milliseconds(1));
+  EXPECT_EQ(sizing.target(clock.now(), options), 2) << "only the last two remain";
+  clock.advance(std::chrono::seconds(30));
+  EXPECT_EQ(sizing.target(clock.now(), options), 1) << "back to the minimum";
+}
+
+TEST(PoolSizing, AMaximumOfZeroKeepsNoneAndTheMinimumNeverPassesTheMaximum) {
+  FakeClock clock;
+  PoolSizing sizing;
+  for (int i = 0; i < 3; ++i) sizing.started(clock.now());
+  PoolOptions off;
+  off.max_per_flavour = 0;
+  off.min_per_flavour = 2;
+  EXPECT_EQ(sizing.target(clock.now(), off), 0);
+  PoolOptions small;
+  small.min_per_flavour = 5;
+  small.max_per_flavour = 2;
+  EXPECT_EQ(sizing.target(clock.now(), small), 2);
+  PoolOptions none_kept;
+  none_kept.min_per_flavour = 0;
+  none_kept.max_per_flavour = 4;
+  clock.advance(std::chrono::minutes(2));
+  EXPECT_EQ(sizing.target(clock.now(), none_kept), 0) << "no minimum and no recent start";
+}
+
 }  // namespace
 }  // namespace ember::runtime
