@@ -66,8 +66,9 @@ const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 let awaitingLoad = env.EMBER_POOLED === '1';
 let inFlight = 0;
 let shuttingDown = false;
-const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`
-let handler = null;  // set once loaded; INVOKEs come only after READY
+const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`, or sent before READY
+let handler = null;  // set once loaded
+let handlerReady = false;  // READY sent: INVOKEs that came before it waited until then
 let handlerTakesCallback = false;  // declares (event, context, callback)
 
 // Key-value requests made in one turn of the event loop (all those that one batch of replies set
@@ -544,7 +545,9 @@ class Context {
   #kv = null;
 
   constructor(id, meta, settle) {
-    const deadlineMs = meta.deadlineMs || 0;
+    // The timeout runs from the call's start, here, not from when the daemon sent it.
+    const deadlineMs =
+      typeof meta.timeoutMs === 'number' ? Date.now() + meta.timeoutMs : meta.deadlineMs || 0;
     this.callbackWaitsForEmptyEventLoop = true;  // read by no one: answers never wait for the loop
     this.functionName = functionName;
     this.functionVersion = functionVersion;
@@ -691,9 +694,9 @@ function handleFrame(type, id, meta, body) {
   } else if (type === INVOKE_REPLY) {
     invokeReplied(id, meta, body);
   } else if (type === INVOKE) {
-    if (inFlight < concurrency) {
+    if (handlerReady && inFlight < concurrency) {
       invoke(id, meta, body);
-    } else if (concurrency > 0) {
+    } else {
       waiting.push([id, meta, body]);
     }
   } else if (type === SHUTDOWN) {
@@ -750,6 +753,9 @@ async function start(load) {
   handler = loaded;
   handlerTakesCallback = loaded.length >= 3;
   send(READY, 0, '{}');
+  // The daemon may have sent the first calls behind LOAD, without waiting for READY.
+  handlerReady = true;
+  while (inFlight < concurrency && waiting.length > 0) invoke(...waiting.shift());
 }
 
 // The first frame read from a socket costs Node most of a millisecond (its stream machinery runs

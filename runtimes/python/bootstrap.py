@@ -218,7 +218,10 @@ class LambdaContext:
                                      else f"{self.FUNCTION_ARN}:{qualifier}")
         self.kv = Kv(channel, call)
         self.identity = CognitoIdentity()
-        self._deadline_ms = meta.get("deadlineMs", 0)
+        # The timeout runs from the call's start, here, not from when the daemon sent it.
+        timeout = meta.get("timeoutMs")
+        self._deadline_ms = (int(time.time() * 1000) + timeout if isinstance(timeout, int)
+                             else meta.get("deadlineMs", 0))
         self._channel, self._call = channel, call
 
     def invoke(self, function_name, event=None, async_=False, qualifier=None, **options):

@@ -148,7 +148,10 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
   if (!spec) return spec.error();
   auto worker = worker::Instance::launch(io_, sandbox_, std::move(*spec), std::move(log));
   if (!worker) return worker.error();
-  return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(*worker)));
+  // A `provided` worker is the bundle's own bootstrap behind ember-runtime-api: it is given
+  // calls once it is ready, as before.
+  const bool shim = record.active().config.runtime != registry::Runtime::kProvided;
+  return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(*worker), shim));
 }
 
 void ColdStartFactory::forget(const std::string& function) { sandbox_.forget(function); }

@@ -251,7 +251,7 @@ Result<std::shared_ptr<Instance>> PooledFactory::start(const registry::FunctionR
     return cold_.start(record, std::move(log));
   }
   ++counters_.hits;
-  return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(pooled)));
+  return std::shared_ptr<Instance>(std::make_shared<ProcessInstance>(std::move(pooled), true));
 }
 
 }  // namespace ember::runtime

@@ -12,12 +12,16 @@ namespace ember::runtime {
 
 class ProcessInstance final : public Instance {
  public:
-  explicit ProcessInstance(std::shared_ptr<worker::Instance> worker) : worker_(std::move(worker)) {}
+  // `early_calls`: the worker runs a shim of Ember's own, which reads a call sent before READY
+  // once its init is done (takes_calls_before_ready).
+  ProcessInstance(std::shared_ptr<worker::Instance> worker, bool early_calls)
+      : worker_(std::move(worker)), early_calls_(early_calls) {}
   ~ProcessInstance() override { worker_->on_exit(nullptr); }
 
   boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout) override {
     return worker_->ready(timeout);
   }
+  bool takes_calls_before_ready() const override { return early_calls_; }
   boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
                                                   const std::string& event_json,
                                                   worker::CallTags tags,
@@ -46,6 +50,7 @@ class ProcessInstance final : public Instance {
 
  private:
   std::shared_ptr<worker::Instance> worker_;
+  bool early_calls_;
 };
 
 }  // namespace ember::runtime

@@ -25,6 +25,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <deque>
 #include <nlohmann/json.hpp>
@@ -51,7 +52,8 @@ struct Event {
   uint32_t id = 0;  // the INVOKE's frame id
   std::string request_id;
   int64_t deadline_ms = 0;
-  std::string qualifier;  // the version or alias the caller named; empty: none
+  int64_t timeout_ms = -1;  // when given, the deadline counts from the delivery to the bootstrap
+  std::string qualifier;    // the version or alias the caller named; empty: none
   std::string body;
   bool delivered = false;
 };
@@ -204,6 +206,7 @@ class Shim {
         if (meta.is_object()) {
           e.request_id = meta.value("requestId", "");
           e.deadline_ms = meta.value("deadlineMs", int64_t{0});
+          e.timeout_ms = meta.value("timeoutMs", int64_t{-1});
           if (auto q = meta.find("qualifier"); q != meta.end() && q->is_string()) {
             e.qualifier = q->get<std::string>();
           }
@@ -433,6 +436,12 @@ class Shim {
     Response res{http::status::ok, 11};
     res.set(http::field::content_type, "application/json");
     res.set("Lambda-Runtime-Aws-Request-Id", current_->request_id);
+    if (current_->timeout_ms >= 0) {
+      current_->deadline_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count() +
+                              current_->timeout_ms;
+    }
     res.set("Lambda-Runtime-Deadline-Ms", std::to_string(current_->deadline_ms));
     res.set("Lambda-Runtime-Invoked-Function-Arn", current_->qualifier.empty()
                                                        ? function_arn_

@@ -60,19 +60,21 @@ bool waiting_costs_more(const StartInputs& in, int serving, int uncovered, int p
 }  // namespace
 
 int starts_needed(const std::vector<MemberView>& members, int version, const StartInputs& in) {
-  int live = 0, starting = 0, serving = 0;
+  const int per_instance = std::max(1, in.concurrency);
+  // Room in starting instances: calls handed over early (before READY) already fill some.
+  int live = 0, starting = 0, serving = 0, starting_room = 0;
   for (const auto& m : members) {
     if (m.stopping) continue;
     ++live;  // every version counts against max_instances while it runs
     if (m.version != version) continue;
     if (m.starting) {
       ++starting;
+      starting_room += std::max(0, per_instance - m.leased);
     } else {
       ++serving;
     }
   }
-  const int per_instance = std::max(1, in.concurrency);
-  const int uncovered = in.waiters - starting * per_instance;
+  const int uncovered = in.waiters - starting_room;
   if (uncovered <= 0) return 0;
   int wanted = (uncovered + per_instance - 1) / per_instance;
   wanted = std::min(wanted, in.max_instances - live);

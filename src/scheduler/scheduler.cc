@@ -32,6 +32,14 @@ std::chrono::nanoseconds moving_average(std::chrono::nanoseconds average,
   return average + (sample - average) / 8;
 }
 
+// Why an instance did not become ready: an init error is the worker's own error object (as
+// JSON); anything else is described by the message.
+StartFailure start_failure_of(const Error& not_ready) {
+  return StartFailure{not_ready.code == Errc::kInvalid ? StartFailure::Kind::kInitError
+                                                       : StartFailure::Kind::kExited,
+                      not_ready.message};
+}
+
 std::string error_json(std::string_view type, std::string_view message) {
   return json{{"errorType", type}, {"errorMessage", message}, {"stack", json::array()}}.dump();
 }
@@ -194,6 +202,18 @@ void Scheduler::dispatch_waiters(Pool& pool) {
   if (!pool.waiters.empty()) ensure_starts(pool);
 }
 
+void Scheduler::hand_over_early(Pool& pool, const std::shared_ptr<Member>& m) {
+  if (!pool.record || m->version != pool.record->active_version || m->stopping) return;
+  while (!pool.waiters.empty() && m->leased < m->concurrency) {
+    Waiter* w = pool.waiters.front();
+    pool.waiters.pop_front();
+    ++m->leased;
+    m->last_used = clock_.now();
+    w->member = m;
+    w->timer.cancel();
+  }
+}
+
 void Scheduler::ensure_starts(Pool& pool) {
   // A start may complete inside the loop below (an instance ready at once hands itself to the
   // waiters, which asks again): that inner ask waits for the loop, so no decision is made on a
@@ -327,6 +347,8 @@ asio::awaitable<void> Scheduler::start_instance(std::string key, registry::Recor
     if (auto a = alive.lock(); a && *a) member_exited(key, id);
   });
 
+  if ((*instance)->takes_calls_before_ready()) hand_over_early(*pools_.at(key), member);
+
   Status ready = co_await (*instance)->ready(options_.init_timeout);
   auto it = pools_.find(key);
   if (it == pools_.end()) {
@@ -335,12 +357,8 @@ asio::awaitable<void> Scheduler::start_instance(std::string key, registry::Recor
   }
   Pool& pool = *it->second;
   if (!ready) {
-    // An init error is the worker's own error object; anything else is described here.
-    const bool init_error = ready.error().code == Errc::kInvalid;
-    if (!init_error) ++spawn_failures_;
-    const StartFailure failure{
-        init_error ? StartFailure::Kind::kInitError : StartFailure::Kind::kExited,
-        ready.error().message};
+    const StartFailure failure = start_failure_of(ready.error());
+    if (failure.kind != StartFailure::Kind::kInitError) ++spawn_failures_;
     logs_.ring(name).append(
         logs::LogLine{0, clock_.wall_ms(), "ember", "", "init failed: " + failure.error_object()});
     stop_member(pool, member);
@@ -473,14 +491,29 @@ asio::awaitable<InvokeOutcome> Scheduler::invoke(const std::string& function,
     if (first) {
       out.version = member->version;
       out.cold = member->fresh && member->on_demand;
-      if (out.cold) out.init = member->instance->init_duration();
       log.append(logs::start_line(clock_.wall_ms(), request_id, member->version));
     }
     member->fresh = false;
+    const bool before_ready = member->starting;  // handed over early (hand_over_early)
     const auto handed_over = clock_.now();
     const worker::CallTags tags{request.kind, request.qualifier, request.depth};
     result = co_await member->instance->call(request_id, request.event_json, tags, timeout,
                                              clock_.wall_ms() + config.timeout_ms);
+    if (before_ready && result.kind == worker::CallResult::Kind::kNotStarted) {
+      // The instance it was sent to never became ready: the call gets why, as the calls that
+      // waited for that start do.
+      Status ready = co_await member->instance->ready(options_.init_timeout);
+      if (!ready) {
+        release(pool, member);
+        if (refuse_if_closing(pool, out)) co_return out;
+        const StartFailure failure = start_failure_of(ready.error());
+        out.kind = InvokeOutcome::Kind::kInitError;
+        out.start_failure = failure.kind;
+        out.body = failure.error_object();
+        co_return out;
+      }
+    }
+    if (first && out.cold) out.init = member->instance->init_duration();
     out.queued = handed_over - queued_at + result.waited;
     if (result.kind == worker::CallResult::Kind::kNotStarted && attempt + 1 < kMaxAttempts) {
       release(pool, member);

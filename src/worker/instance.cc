@@ -147,6 +147,7 @@ void Instance::handle(Frame frame) {
         }
         ready_result_ = Status{};
         ready_signal_.cancel();
+        start_queued();  // calls sent before READY (a no-op while the worker waits for LOAD)
       }
       return;
     case FrameType::kInitError:
@@ -524,13 +525,15 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
   Pending p{asio::steady_timer(io_, steady_clock::time_point::max()), request_id, tags.depth,
             timeout, steady_clock::now()};
   pending_.emplace(id, &p);
-  if (running_ < std::max(1, spec_.concurrency) && queued_.empty()) {
+  if (state_ != State::kStarting && running_ < std::max(1, spec_.concurrency) && queued_.empty()) {
     start(p, p.sent);
   } else {
     queued_.push_back(id);
   }
-  nlohmann::json meta{
-      {"requestId", request_id}, {"deadlineMs", deadline_wall_ms}, {"kind", tags.kind}};
+  nlohmann::json meta{{"requestId", request_id},
+                      {"deadlineMs", deadline_wall_ms},
+                      {"timeoutMs", std::chrono::ceil<std::chrono::milliseconds>(timeout).count()},
+                      {"kind", tags.kind}};
   if (!tags.qualifier.empty()) meta["qualifier"] = tags.qualifier;
   send(encode(FrameType::kInvoke, id, meta.dump(), event_json));
   while (true) {

@@ -664,6 +664,30 @@ TEST_F(InvokeE2E, PythonFunctionsRun) {
   EXPECT_EQ(logs["lines"][1]["request_id"], first.header("x-ember-request-id"));
 }
 
+// The first call is sent as the instance starts, before its code has loaded; its time runs
+// from its own start, after the init, as on Lambda: a slow init takes nothing from it.
+TEST_F(InvokeE2E, ASlowInitTakesNothingFromTheFirstCallsTime) {
+  deploy("slow-init",
+         "const until = Date.now() + 1500; while (Date.now() < until) {}\n"
+         "exports.handler = async (e, context) => context.getRemainingTimeInMillis();\n",
+         {{"timeout_ms", 3000}});
+  auto node = invoke("slow-init");
+  ASSERT_EQ(node.status, 200) << node.body;
+  EXPECT_EQ(node.header("x-ember-start"), "cold");
+  EXPECT_GT(std::stoi(node.body), 2500) << "the init's 1.5 s were counted";
+  EXPECT_LE(std::stoi(node.body), 3000);
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "python3 is not installed";
+  deploy("slow-py",
+         "import time\ntime.sleep(1.5)\n"
+         "def handler(event, context):\n"
+         "    return context.get_remaining_time_in_millis()\n",
+         {{"runtime", "python"}, {"handler", "main.handler"}, {"timeout_ms", 3000}}, "main.py");
+  auto python = invoke("slow-py");
+  ASSERT_EQ(python.status, 200) << python.body;
+  EXPECT_GT(std::stoi(python.body), 2500) << "the init's 1.5 s were counted";
+  EXPECT_LE(std::stoi(python.body), 3000);
+}
+
 TEST_F(InvokeE2E, WorkersGetAScratchEnvironment) {
   deploy("env", "exports.handler = async () => process.env;\n", {{"env", {{"GREETING", "hi"}}}});
   auto env = invoke("env").json();

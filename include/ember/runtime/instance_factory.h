@@ -31,6 +31,10 @@ class Instance {
   // Completes once the instance can take calls, or with why it cannot: an error the function's
   // code raised while loading is Errc::kInvalid with the error object (JSON) as its message.
   virtual boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout) = 0;
+  // Whether call() may come before ready() has completed: the instance then holds the call
+  // and starts it (its timeout with it) once ready; if it never becomes ready, the call ends
+  // kNotStarted and ready() says why.
+  virtual bool takes_calls_before_ready() const { return false; }
   // Runs one call (see worker::Instance::call for the strings' lifetime and the timeout).
   virtual boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
                                                           const std::string& event_json,

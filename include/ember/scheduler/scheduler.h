@@ -159,6 +159,9 @@ class Scheduler {
                                                                     InvokeOutcome& out);
   void release(Pool& pool, const std::shared_ptr<Member>& member);
   void dispatch_waiters(Pool& pool);
+  // Hands waiters to a starting instance that takes calls before it is ready, up to its
+  // concurrency: their INVOKE follows the start instead of a round trip through READY.
+  void hand_over_early(Pool& pool, const std::shared_ptr<Member>& member);
   void ensure_starts(Pool& pool);
   void ensure_starts_once(Pool& pool);
   void arm_scale_check(Pool& pool, std::chrono::nanoseconds after);

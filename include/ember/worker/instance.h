@@ -67,9 +67,12 @@ class Instance : public std::enable_shared_from_this<Instance> {
 
   // Sends one INVOKE and waits for its answer. The worker serves `concurrency` calls at once and
   // the rest in order: a call sent while the instance is full waits in the worker's channel and
-  // starts when the answer of a call ahead of it arrives. `timeout` runs from that start; past it
-  // the process is killed. `deadline_wall_ms` is what the handler's context reports. The strings
-  // are read only until the frame is sent, before the call first suspends: a caller that
+  // starts when the answer of a call ahead of it arrives. A call sent while the instance is
+  // kStarting waits the same way and starts at READY: a shim reads its frames in order, after its
+  // init; if the worker never becomes ready, the call ends kNotStarted. `timeout` runs from the
+  // call's start; past it the process is killed. `deadline_wall_ms` is what the handler's context
+  // reports when the call is sent at once (the shim counts `timeout` from its own start). The
+  // strings are read only until the frame is sent, before the call first suspends: a caller that
   // co_awaits it may reuse them for another call; one that spawns it keeps them until it runs.
   boost::asio::awaitable<CallResult> call(const std::string& request_id,
                                           const std::string& event_json, CallTags tags,

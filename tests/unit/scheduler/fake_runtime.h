@@ -39,9 +39,15 @@ class FakeInstance final : public runtime::Instance {
 
   // ---- driven by the test ----
   void make_ready(Status status = {}) {
+    const bool failed = !status;
     ready_result_ = std::move(status);
     ready_signal_.cancel();
+    // A worker that took calls before READY ends after an init error, as a shim does.
+    if (failed && early_calls_) exit("exited with code 1");
   }
+  // Takes calls before it is ready (runtime::Instance::takes_calls_before_ready): they wait for
+  // make_ready(), and end kNotStarted if it exits first.
+  void set_early_calls(bool on) { early_calls_ = on; }
   // Answers the oldest unanswered call.
   void answer(worker::CallResult result) {
     for (auto& c : calls_) {
@@ -65,10 +71,12 @@ class FakeInstance final : public runtime::Instance {
     if (exited_) return;
     exited_ = true;
     exit_reason_ = std::move(reason);
+    const bool never_ready = !ready_result_ || !*ready_result_;
     for (auto& c : calls_) {
       if (!c->result) {
         worker::CallResult r;
-        r.kind = worker::CallResult::Kind::kCrash;
+        r.kind = early_calls_ && never_ready ? worker::CallResult::Kind::kNotStarted
+                                             : worker::CallResult::Kind::kCrash;
         r.body = "worker " + exit_reason_;
         c->result = std::move(r);
         c->done->cancel();
@@ -96,6 +104,7 @@ class FakeInstance final : public runtime::Instance {
     if (ready_result_) co_return *ready_result_;
     co_return Error::system("start", function_, ECHILD);
   }
+  bool takes_calls_before_ready() const override { return early_calls_; }
   boost::asio::awaitable<worker::CallResult> call(const std::string& request_id,
                                                   const std::string& event_json,
                                                   worker::CallTags tags, std::chrono::nanoseconds,
@@ -161,7 +170,7 @@ class FakeInstance final : public runtime::Instance {
   boost::asio::steady_timer ready_signal_;
   std::optional<Status> ready_result_;
   std::vector<std::unique_ptr<Call>> calls_;
-  bool stopped_ = false, killed_ = false, exited_ = false;
+  bool stopped_ = false, killed_ = false, exited_ = false, early_calls_ = false;
   std::string exit_reason_;
   os::CgroupEvents events_;
   std::function<void()> on_exit_;
@@ -179,6 +188,7 @@ class FakeFactory final : public runtime::InstanceFactory {
     if (fail_starts_) return Error::unsupported("no instance for you");
     auto instance = std::make_shared<FakeInstance>(io_, clock_, record.name, record.active_version);
     if (start_times_) instance->set_start_times(start_times_->first, start_times_->second);
+    instance->set_early_calls(early_calls_);
     if (auto_ready_) instance->make_ready();
     started_.push_back(instance);
     return std::shared_ptr<runtime::Instance>(instance);
@@ -190,6 +200,8 @@ class FakeFactory final : public runtime::InstanceFactory {
   // Instances become ready as soon as they start (else the test calls make_ready()).
   void set_auto_ready(bool on) { auto_ready_ = on; }
   void set_fail_starts(bool on) { fail_starts_ = on; }
+  // Instances started from now on take calls before they are ready (FakeInstance).
+  void set_early_calls(bool on) { early_calls_ = on; }
   // What the instances started from now on report as their init_duration and start_cost.
   void set_start_times(std::chrono::nanoseconds init, std::chrono::nanoseconds cost) {
     start_times_.emplace(init, cost);
@@ -210,6 +222,7 @@ class FakeFactory final : public runtime::InstanceFactory {
   bool auto_ready_ = true;
   int64_t reserved_mb_ = 0;
   bool fail_starts_ = false;
+  bool early_calls_ = false;
   std::optional<std::pair<std::chrono::nanoseconds, std::chrono::nanoseconds>> start_times_;
   std::vector<std::shared_ptr<FakeInstance>> started_;
   std::vector<std::string> forgotten_;

@@ -103,6 +103,11 @@ TEST(StartsNeeded, StartingCapacityCoversWaiters) {
   EXPECT_EQ(starts_needed(ms, 1, {3, 10, 1, 5}), 2);
   EXPECT_EQ(starts_needed(ms, 1, {3, 10, 4, 5}), 0) << "concurrency 4 covers 3 waiters";
   EXPECT_EQ(starts_needed({}, 1, {0, 10, 1, 5}), 0) << "no waiter, no start";
+  // A call handed over to the starting instance before it is ready fills part of it.
+  ms[0].leased = 1;
+  EXPECT_EQ(starts_needed(ms, 1, {1, 10, 1, 5}), 1) << "the instance on its way is taken";
+  EXPECT_EQ(starts_needed(ms, 1, {3, 10, 4, 5}), 0) << "three more fit beside the first";
+  EXPECT_EQ(starts_needed(ms, 1, {4, 10, 4, 5}), 1);
 }
 
 TEST(StartsNeeded, OldVersionsCountAgainstMaxInstances) {

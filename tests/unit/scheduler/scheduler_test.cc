@@ -625,6 +625,69 @@ TEST_F(SchedulerTest, AnInitErrorReachesEveryWaiter) {
   EXPECT_EQ((*a)->start_failure, StartFailure::Kind::kInitError);
 }
 
+// A pre-started worker reads a call sent behind LOAD once its handler is loaded: the first waiter
+// goes to the starting instance at once, not a round trip through READY later.
+TEST_F(SchedulerTest, AStartThatTakesCallsEarlyGetsTheFirstWaiterBeforeItIsReady) {
+  deploy("f", {{"max_instances", 1}});
+  factory_.set_auto_ready(false);
+  factory_.set_early_calls(true);
+  start();
+  auto a = invoke("f");
+  ASSERT_TRUE(run_until([&] {
+    return factory_.started().size() == 1 && factory_.started()[0]->calls().size() == 1;
+  }));
+  auto b = invoke("f");
+  settle();
+  auto& instance = *factory_.started()[0];
+  EXPECT_EQ(instance.calls().size(), 1u) << "concurrency 1: the second call waits its turn";
+  instance.make_ready();
+  settle();
+  EXPECT_FALSE(a->has_value());
+  instance.answer_ok();
+  ASSERT_TRUE(run_until([&] { return a->has_value() && instance.calls().size() == 2; }));
+  EXPECT_EQ((*a)->kind, Kind::kOk);
+  EXPECT_TRUE((*a)->cold);
+  EXPECT_EQ((*a)->init, milliseconds(5));
+  instance.answer_ok();
+  ASSERT_TRUE(run_until([&] { return b->has_value(); }));
+  EXPECT_EQ((*b)->kind, Kind::kOk);
+  EXPECT_EQ(factory_.started().size(), 1u);
+}
+
+// A call sent before READY to an instance that never gets there is answered with why, as the
+// calls waiting for that start are, and starts nothing more.
+TEST_F(SchedulerTest, ACallSentBeforeReadyGetsTheInitErrorOfItsInstance) {
+  deploy("f", {{"max_instances", 1}});
+  factory_.set_auto_ready(false);
+  factory_.set_early_calls(true);
+  start();
+  auto a = invoke("f");
+  auto b = invoke("f");
+  ASSERT_TRUE(run_until([&] {
+    return factory_.started().size() == 1 && factory_.started()[0]->calls().size() == 1;
+  }));
+  settle();
+  factory_.started()[0]->make_ready(Error::invalid(R"({"errorType":"SyntaxError"})"));
+  ASSERT_TRUE(run_until([&] { return a->has_value() && b->has_value(); }));
+  for (const auto& call : {a, b}) {
+    EXPECT_EQ((*call)->kind, Kind::kInitError);
+    EXPECT_EQ((*call)->body, R"({"errorType":"SyntaxError"})");
+    EXPECT_EQ((*call)->start_failure, StartFailure::Kind::kInitError);
+  }
+  settle();
+  EXPECT_EQ(factory_.started().size(), 1u) << "the code fails to load: no second start";
+
+  // An instance that ends before it is ready (not the function's error): Runtime.ExitError.
+  auto c = invoke("f");
+  ASSERT_TRUE(run_until([&] {
+    return factory_.started().size() == 2 && factory_.started()[1]->calls().size() == 1;
+  }));
+  factory_.started()[1]->exit("was killed by signal 9");
+  ASSERT_TRUE(run_until([&] { return c->has_value(); }));
+  EXPECT_EQ((*c)->kind, Kind::kInitError);
+  EXPECT_EQ((*c)->start_failure, StartFailure::Kind::kExited);
+}
+
 TEST_F(SchedulerTest, AFailedStartIsTheWaitersError) {
   deploy("f");
   factory_.set_fail_starts(true);
