@@ -2,11 +2,13 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -299,16 +301,25 @@ asio::awaitable<void> Instance::read_output(std::shared_ptr<Instance> /*self*/,
 }
 
 void Instance::drain_output() {
+  // One poll says which pipe holds anything: a call that printed nothing, the usual case on the
+  // warm path, costs one system call here, not a read of each pipe.
+  std::array<pollfd, 2> fds{};
+  std::array<boost::asio::posix::stream_descriptor*, 2> pipes{&stdout_, &stderr_};
+  for (size_t i = 0; i < pipes.size(); ++i) {
+    fds[i].fd = pipes[i]->is_open() ? pipes[i]->native_handle() : -1;
+    fds[i].events = POLLIN;
+  }
+  if (::poll(fds.data(), fds.size(), 0) <= 0) return;
   char buf[16 * 1024];
-  for (auto* pipe : {&stdout_, &stderr_}) {
-    if (!pipe->is_open()) continue;
-    std::string& buffer = pipe == &stdout_ ? stdout_buffer_ : stderr_buffer_;
+  for (size_t i = 0; i < pipes.size(); ++i) {
+    if (fds[i].fd < 0 || (fds[i].revents & (POLLIN | POLLHUP)) == 0) continue;
+    std::string& buffer = i == 0 ? stdout_buffer_ : stderr_buffer_;
     while (true) {
-      ssize_t n = ::read(pipe->native_handle(), buf, sizeof buf);
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
       if (n <= 0) break;
       buffer.append(buf, static_cast<size_t>(n));
     }
-    take_lines(buffer, pipe == &stdout_ ? "stdout" : "stderr", false);
+    take_lines(buffer, i == 0 ? "stdout" : "stderr", false);
   }
 }
 
@@ -385,6 +396,7 @@ asio::awaitable<void> Instance::watch_exit(
   auto status = child_.wait();  // the pidfd is readable: this does not block
   if (cgroup_) {
     events_ = cgroup_->events();
+    memory_peak_ = std::max(memory_peak_, events_.memory_peak);
     cgroup_.reset();  // kills whatever the worker left behind and removes the cgroup
   }
   // What the kernel did to it says more than any reason the daemon had for killing it.
@@ -475,6 +487,16 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
         Error{Errc::kSystem, fmt::format("worker was not ready within {} ms", timeout.count())};
   }
   co_return *ready_result_;
+}
+
+uint64_t Instance::memory_peak() const {
+  if (!cgroup_) return memory_peak_;  // the last read, once the worker has ended
+  const auto now = steady_clock::now();
+  if (memory_peak_at_ == steady_clock::time_point{} || now - memory_peak_at_ >= kMemoryPeakEvery) {
+    memory_peak_ = cgroup_->memory_peak();
+    memory_peak_at_ = now;
+  }
+  return memory_peak_;
 }
 
 std::optional<os::SchedTimes> Instance::sched_times() const {

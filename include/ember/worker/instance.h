@@ -107,7 +107,10 @@ class Instance : public std::enable_shared_from_this<Instance> {
   // What the kernel counted in the worker's cgroup, read when it exited.
   const os::CgroupEvents& events() const { return events_; }
   // The most memory the worker has used so far; 0 without a cgroup that reports it.
-  uint64_t memory_peak() const { return cgroup_ ? cgroup_->memory_peak() : 0; }
+  // Read from the cgroup at most every kMemoryPeakEvery: back-to-back calls share one read, and
+  // a call's REPORT may show the peak as it was up to that long before it ended.
+  uint64_t memory_peak() const;
+  static constexpr std::chrono::milliseconds kMemoryPeakEvery{10};
   // The main threads' time of every process in the worker's cgroup (or of the worker's process
   // without one), running and waiting for a CPU; nullopt once none can be read.
   std::optional<os::SchedTimes> sched_times() const;
@@ -164,6 +167,8 @@ class Instance : public std::enable_shared_from_this<Instance> {
   os::CgroupEvents events_;
   uint64_t id_;
   State state_ = State::kStarting;
+  mutable uint64_t memory_peak_ = 0;
+  mutable std::chrono::steady_clock::time_point memory_peak_at_{};
   boost::asio::local::stream_protocol::socket channel_;
   boost::asio::posix::stream_descriptor stdout_;
   boost::asio::posix::stream_descriptor stderr_;
