@@ -54,6 +54,31 @@ Response error_response(const Error& e) {
   return error_response(status, code, e.message, e.field);
 }
 
+std::string wire_head(const Response& res) {
+  const std::string_view reason = res.reason();
+  size_t size = 16 + reason.size();
+  for (const auto& field : res) size += field.name_string().size() + field.value().size() + 4;
+  std::string out;
+  out.reserve(size);
+  out += "HTTP/";
+  out += static_cast<char>('0' + res.version() / 10);
+  out += '.';
+  out += static_cast<char>('0' + res.version() % 10);
+  out += ' ';
+  out += std::to_string(res.result_int());
+  out += ' ';
+  out += reason;
+  out += "\r\n";
+  for (const auto& field : res) {
+    out += field.name_string();
+    out += ": ";
+    out += field.value();
+    out += "\r\n";
+  }
+  out += "\r\n";
+  return out;
+}
+
 std::string_view reason_phrase(unsigned status) {
   switch (status) {
     case 103:

@@ -30,4 +30,9 @@ Response error_response(const Error& error);
 // for a code without one (never Beast's "<unknown-status>").
 std::string_view reason_phrase(unsigned status);
 
+// The status line and the header fields of `res` as they go on the wire, ending with the empty
+// line: what Beast's serializer writes, in one piece (it gathers every field as a buffer of its
+// own). For a response whose body goes unchanged after it: not a chunked one.
+std::string wire_head(const Response& res);
+
 }  // namespace ember::gateway

@@ -2,10 +2,12 @@
 #include <sys/stat.h>
 
 #include <boost/asio/thread_pool.hpp>
+#include <sstream>
 
 #include "ember/gateway/api.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/framing.h"
+#include "ember/gateway/http.h"
 #include "temp_dir.h"
 
 namespace ember::gateway {
@@ -198,6 +200,38 @@ TEST(CheckFraming, TransferEncodingMustEndInOneChunked) {
   auto both = header_with({{F::host, "x"}, {F::transfer_encoding, "chunked"}});
   both.insert(F::content_length, "3");
   EXPECT_EQ(check_framing(both)->status, http::status::bad_request);
+}
+
+// The server writes a response's head in one piece; it must be byte for byte what Beast's
+// serializer writes.
+TEST(WireHead, IsWhatBeastsSerializerWrites) {
+  std::vector<Response> cases;
+  cases.push_back(json_response(http::status::ok, {{"hello", "world"}}));
+  cases.back().keep_alive(true);
+  cases.push_back(error_response(http::status::not_found, "not_found", "no such function"));
+  cases.back().keep_alive(false);
+  Response old_client{http::status::ok, 10};
+  old_client.set(http::field::content_type, "text/plain");
+  old_client.body() = "hi";
+  old_client.keep_alive(true);
+  cases.push_back(old_client);
+  Response custom{http::status::ok, 11};
+  custom.result(299);
+  custom.reason(reason_phrase(299));
+  custom.insert("Set-Cookie", "a=1");
+  custom.insert("Set-Cookie", "b=2");
+  custom.set("X-Ember-Request-Id", "5d1c");
+  custom.body() = std::string(3000, 'x');
+  cases.push_back(custom);
+  Response empty{http::status::no_content, 11};
+  empty.set(http::field::server, "ember");
+  cases.push_back(empty);
+  for (auto& res : cases) {
+    res.prepare_payload();
+    std::ostringstream beast;
+    beast << res;
+    EXPECT_EQ(wire_head(res) + res.body(), beast.str());
+  }
 }
 
 }  // namespace
