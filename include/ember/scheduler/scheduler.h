@@ -36,7 +36,7 @@ struct SchedulerOptions {
   int eager_instances = 0;
   // Calls handed to a busy instance beyond its concurrency, to start as soon as it answers the
   // call ahead (see may_pipeline); 0: a call waits in the scheduler until an instance is free.
-  int pipeline_depth = 1;
+  int pipeline_depth = 4;
   int max_queue = 1000;  // waiting calls per function; more get 429
   std::chrono::milliseconds queue_timeout{10'000};
   std::chrono::milliseconds init_timeout{10'000};
