@@ -271,13 +271,14 @@ Result<std::optional<Response>> shaped_response(const std::string& value) {
 
 }  // namespace
 
-Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view request_id,
-                         bool http_trigger, std::string* problem) {
+Response invoke_response(scheduler::InvokeOutcome o, std::string_view request_id, bool http_trigger,
+                         std::string* problem) {
   Response res;
   // On an HTTP trigger the client is the public: it learns that the function failed and the
   // request id to look for in the log, never the error's message or stack.
-  const std::string look_up =
-      fmt::format("; its log has the details under request id {}", request_id);
+  const auto look_up = [request_id] {
+    return fmt::format("; its log has the details under request id {}", request_id);
+  };
   switch (o.kind) {
     case Kind::kOk:
       if (http_trigger && o.content_type.empty()) {
@@ -285,7 +286,7 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
         if (!shaped) {
           if (problem) *problem = shaped.error().message;
           res = error_response(http::status::bad_gateway, "bad_response",
-                               "the function returned a response that cannot be sent" + look_up);
+                               "the function returned a response that cannot be sent" + look_up());
           break;
         }
         if (*shaped) {
@@ -297,12 +298,12 @@ Response invoke_response(const scheduler::InvokeOutcome& o, std::string_view req
       res.set(http::field::server, "ember");
       res.set(http::field::content_type,
               o.content_type.empty() ? "application/json" : o.content_type);
-      res.body() = o.body;
+      res.body() = std::move(o.body);
       break;
     case Kind::kFunctionError:
       if (http_trigger) {
         res = error_response(http::status::bad_gateway, "function_error",
-                             "the function failed" + look_up);
+                             "the function failed" + look_up());
       } else {
         res = Response{http::status::internal_server_error, 11};
         res.set(http::field::server, "ember");

@@ -37,8 +37,8 @@ std::string http_event(const Request& request, const TriggerContext& context);
 // multiValueHeaders, cookies, body, isBase64Encoded}); any other value as 200 JSON. A value that
 // cannot be sent is a 502 whose reason goes to `problem`; a function's error is a 502 that
 // names the request id and nothing of the error.
-Response invoke_response(const scheduler::InvokeOutcome& outcome, std::string_view request_id,
-                         bool http, std::string* problem = nullptr);
+Response invoke_response(scheduler::InvokeOutcome outcome, std::string_view request_id, bool http,
+                         std::string* problem = nullptr);
 
 // An error the function threw, or what ended it (a timeout, a crash), as Lambda's runtimes
 // report it: {"errorType", "errorMessage", ...}. For outcomes other than kOk.

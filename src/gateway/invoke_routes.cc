@@ -34,7 +34,7 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   meter(plan.name, request_id, outcome);
   std::string problem;
-  Response res = invoke_response(outcome, request_id, trigger, &problem);
+  Response res = invoke_response(std::move(outcome), request_id, trigger, &problem);
   if (!problem.empty()) {
     spdlog::debug("api: [fn={}] request {}: the function's response cannot be sent: {}", plan.name,
                   request_id, problem);

@@ -86,15 +86,17 @@ struct FunctionPool {
   bool scale_check_armed = false;
   bool ensuring = false, ensure_again = false;  // see Scheduler::ensure_starts
 
-  std::vector<MemberView> views() const {
-    std::vector<MemberView> out;
-    out.reserve(members.size());
+  // The members as the policy sees them, in `members` order. Asked for on every call, so the
+  // vector is reused: what it returns is valid until the next views().
+  std::vector<MemberView>& views() const {
+    view_scratch.clear();
     for (const auto& m : members) {
-      out.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
-                               m->concurrency, m->idle_since, m->last_used, m->memory_mb});
+      view_scratch.push_back(MemberView{m->id, m->version, m->starting, m->stopping, m->leased,
+                                        m->concurrency, m->idle_since, m->last_used, m->memory_mb});
     }
-    return out;
+    return view_scratch;
   }
+  mutable std::vector<MemberView> view_scratch;
   std::shared_ptr<PoolMember> find(uint64_t id) const {
     for (const auto& m : members) {
       if (m->id == id) return m;

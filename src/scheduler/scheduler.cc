@@ -150,7 +150,7 @@ bool Scheduler::refresh(Pool& pool, const registry::RecordPtr& record) {
 }
 
 std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
-  auto views = pool.views();
+  auto& views = pool.views();
   auto index = pick_instance(views, pool.record->active_version);
   if (!index && may_pipeline(options_.pipeline_depth, pool.mean_call, pool.quiet_calls)) {
     // Only a busy instance's running time matters here, so it is read only here.

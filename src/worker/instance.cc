@@ -552,12 +552,11 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
   } else {
     queued_.push_back(id);
   }
-  nlohmann::json meta{{"requestId", request_id},
-                      {"deadlineMs", deadline_wall_ms},
-                      {"timeoutMs", std::chrono::ceil<std::chrono::milliseconds>(timeout).count()},
-                      {"kind", tags.kind}};
-  if (!tags.qualifier.empty()) meta["qualifier"] = tags.qualifier;
-  send(encode(FrameType::kInvoke, id, meta.dump(), event_json));
+  send(encode(FrameType::kInvoke, id,
+              invoke_meta(request_id, deadline_wall_ms,
+                          std::chrono::ceil<std::chrono::milliseconds>(timeout).count(), tags.kind,
+                          tags.qualifier),
+              event_json));
   while (true) {
     auto [ec] = co_await p.timer.async_wait(kAwait);
     if (p.result || !ec) break;  // answered or failed, or the deadline passed; else it started

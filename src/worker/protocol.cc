@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
 namespace ember::worker {
 
 namespace {
@@ -30,7 +33,40 @@ void encode_into(std::string& out, FrameType type, uint32_t id, std::string_view
   out.append(body);
 }
 
+// A JSON string: as it is when nothing in it needs escaping (request ids, kinds, version and
+// alias names), else as nlohmann writes it.
+void append_json_string(std::string& out, std::string_view s) {
+  const bool plain = std::all_of(s.begin(), s.end(), [](unsigned char c) {
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+  });
+  if (plain) {
+    out += '"';
+    out += s;
+    out += '"';
+    return;
+  }
+  out +=
+      nlohmann::json(std::string(s)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace
+
+std::string invoke_meta(std::string_view request_id, int64_t deadline_ms, int64_t timeout_ms,
+                        std::string_view kind, std::string_view qualifier) {
+  std::string out;
+  out.reserve(112 + request_id.size() + qualifier.size());
+  out += "{\"requestId\":";
+  append_json_string(out, request_id);
+  fmt::format_to(std::back_inserter(out),
+                 ",\"deadlineMs\":{},\"timeoutMs\":{},\"kind\":", deadline_ms, timeout_ms);
+  append_json_string(out, kind);
+  if (!qualifier.empty()) {
+    out += ",\"qualifier\":";
+    append_json_string(out, qualifier);
+  }
+  out += '}';
+  return out;
+}
 
 void encode(const Frame& frame, std::string& out) {
   encode_into(out, frame.type, frame.id, frame.meta, frame.body);

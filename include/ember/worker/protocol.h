@@ -50,6 +50,12 @@ void encode(const Frame& frame, std::string& out);
 std::string encode(const Frame& frame);
 std::string encode(FrameType type, uint32_t id, std::string_view meta, std::string_view body);
 
+// The meta of an INVOKE (docs/worker-protocol.md#invocation): {"requestId", "deadlineMs",
+// "timeoutMs", "kind"[, "qualifier" when not empty]}. Written directly, not through a JSON
+// object: one is made for every call.
+std::string invoke_meta(std::string_view request_id, int64_t deadline_ms, int64_t timeout_ms,
+                        std::string_view kind, std::string_view qualifier);
+
 // Reassembles frames from a byte stream. One owner thread.
 class FrameDecoder {
  public:

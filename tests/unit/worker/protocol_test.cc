@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 namespace ember::worker {
 namespace {
 
@@ -79,6 +81,21 @@ TEST(Protocol, WaitsForTheRestOfAFrame) {
   auto whole = d.next();
   ASSERT_TRUE(whole.ok() && whole->has_value());
   EXPECT_EQ((*whole)->id, 3u);
+}
+
+// Written by hand for speed: it must still be the JSON object the shims parse, whatever the
+// strings hold.
+TEST(Protocol, InvokeMetaIsTheJsonObjectOfTheContract) {
+  auto plain = nlohmann::json::parse(invoke_meta("5d1c-01", 1795517443842, 3000, "invoke", ""));
+  EXPECT_EQ(plain, (nlohmann::json{{"requestId", "5d1c-01"},
+                                   {"deadlineMs", 1795517443842},
+                                   {"timeoutMs", 3000},
+                                   {"kind", "invoke"}}));
+  const std::string odd = "a\"b\\c\n\x01é";
+  auto escaped = nlohmann::json::parse(invoke_meta(odd, 1, 2, "http", odd));
+  EXPECT_EQ(escaped["requestId"], odd);
+  EXPECT_EQ(escaped["qualifier"], odd);
+  EXPECT_EQ(escaped["kind"], "http");
 }
 
 }  // namespace
