@@ -401,8 +401,18 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
 
     http::request_parser<http::string_body> parser(std::move(header_parser));
     parser.body_limit(plan.body_limit);
-    stream.expires_after(milliseconds(options_.body_timeout_ms));
-    auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kAwait);
+    // A small body usually came in the header's read: it is parsed from the buffer, and only
+    // what is missing is read.
+    boost::system::error_code bec;
+    if (!parser.is_done() && buffer.size() > 0) {
+      buffer.consume(parser.put(buffer.data(), bec));
+      if (bec == http::error::need_more) bec = {};
+    }
+    if (!bec && !parser.is_done()) {
+      stream.expires_after(milliseconds(options_.body_timeout_ms));
+      auto [rec, rn] = co_await http::async_read(stream, buffer, parser, kAwait);
+      bec = rec;
+    }
     if (bec == http::error::body_limit) {
       Response res = app_.too_large(
           plan, "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
