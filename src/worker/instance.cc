@@ -120,6 +120,7 @@ asio::awaitable<void> Instance::read_frames(
     auto [ec, n] = co_await channel_.async_read_some(asio::buffer(buf), kAwait);
     if (ec) break;
     decoder_.feed(std::string_view(buf.data(), n));
+    output_drained_ = false;  // once per read, at its first answer (handle)
     while (true) {
       auto frame = decoder_.next();
       if (!frame) {
@@ -163,8 +164,12 @@ void Instance::handle(Frame frame) {
       auto it = pending_.find(frame.id);
       if (it == pending_.end() || it->second->result) return;  // timed out, or answered twice
       // Lines the handler printed before answering are in the pipes now; read them under this
-      // call's request id before the call completes.
-      drain_output();
+      // call's request id before the call completes. The answers that came in the same read
+      // were all written after their lines: one drain serves them all.
+      if (!output_drained_) {
+        drain_output();
+        output_drained_ = true;
+      }
       Pending& p = *it->second;
       const auto now = steady_clock::now();
       if (p.started) {

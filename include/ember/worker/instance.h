@@ -167,6 +167,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   os::CgroupEvents events_;
   uint64_t id_;
   State state_ = State::kStarting;
+  bool output_drained_ = false;  // the output pipes were drained since the last channel read
   mutable uint64_t memory_peak_ = 0;
   mutable std::chrono::steady_clock::time_point memory_peak_at_{};
   boost::asio::local::stream_protocol::socket channel_;
