@@ -165,9 +165,20 @@ std::shared_ptr<Scheduler::Member> Scheduler::acquire(Pool& pool) {
   }
   if (!index) return nullptr;
   auto m = pool.members[*index];
-  ++m->leased;
-  m->last_used = clock_.now();
+  lease(*m);
   return m;
+}
+
+void Scheduler::lease(Member& m) {
+  ++m.leased;
+  m.last_used = clock_.now();
+}
+
+void Scheduler::hand_to_first_waiter(Pool& pool, std::shared_ptr<Member> m) {
+  Waiter* w = pool.waiters.front();
+  pool.waiters.pop_front();
+  w->member = std::move(m);
+  w->timer.cancel();
 }
 
 void Scheduler::release(Pool& pool, const std::shared_ptr<Member>& m) {
@@ -194,10 +205,7 @@ void Scheduler::dispatch_waiters(Pool& pool) {
   while (!pool.waiters.empty()) {
     auto m = acquire(pool);
     if (!m) break;
-    Waiter* w = pool.waiters.front();
-    pool.waiters.pop_front();
-    w->member = std::move(m);
-    w->timer.cancel();
+    hand_to_first_waiter(pool, std::move(m));
   }
   if (!pool.waiters.empty()) ensure_starts(pool);
 }
@@ -205,12 +213,8 @@ void Scheduler::dispatch_waiters(Pool& pool) {
 void Scheduler::hand_over_early(Pool& pool, const std::shared_ptr<Member>& m) {
   if (!pool.record || m->version != pool.record->active_version || m->stopping) return;
   while (!pool.waiters.empty() && m->leased < m->concurrency) {
-    Waiter* w = pool.waiters.front();
-    pool.waiters.pop_front();
-    ++m->leased;
-    m->last_used = clock_.now();
-    w->member = m;
-    w->timer.cancel();
+    lease(*m);
+    hand_to_first_waiter(pool, m);
   }
 }
 

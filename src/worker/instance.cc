@@ -497,7 +497,7 @@ asio::awaitable<Status> Instance::ready(std::chrono::milliseconds timeout) {
 uint64_t Instance::memory_peak() const {
   if (!cgroup_) return memory_peak_;  // the last read, once the worker has ended
   const auto now = steady_clock::now();
-  if (memory_peak_at_ == steady_clock::time_point{} || now - memory_peak_at_ >= kMemoryPeakEvery) {
+  if (now - memory_peak_at_ >= kMemoryPeakEvery) {  // the first time too: it starts at 0
     memory_peak_ = cgroup_->memory_peak();
     memory_peak_at_ = now;
   }

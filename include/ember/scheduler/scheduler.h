@@ -158,6 +158,9 @@ class Scheduler {
                                                                     Clock::time_point queued_at,
                                                                     InvokeOutcome& out);
   void release(Pool& pool, const std::shared_ptr<Member>& member);
+  void lease(Member& member);
+  // Gives `member`, already leased, to the first waiter and wakes it.
+  void hand_to_first_waiter(Pool& pool, std::shared_ptr<Member> member);
   void dispatch_waiters(Pool& pool);
   // Hands waiters to a starting instance that takes calls before it is ready, up to its
   // concurrency: their INVOKE follows the start instead of a round trip through READY.
