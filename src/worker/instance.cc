@@ -544,8 +544,8 @@ asio::awaitable<CallResult> Instance::call(const std::string& request_id,
                                            std::chrono::nanoseconds timeout,
                                            int64_t deadline_wall_ms) {
   auto self = shared_from_this();
-  if (state_ == State::kDead) {
-    co_return ended(/*started=*/true, exit_reason_);
+  if (state_ == State::kDead) {  // never sent: the caller may take it elsewhere
+    co_return ended(/*started=*/false, exit_reason_);
   }
   const uint32_t id = next_call_++;
   const uint64_t lines_before = lines_;

@@ -140,6 +140,17 @@ TEST_F(InstanceTest, CallQueuedBehindACrashNeverStarted) {
   EXPECT_FALSE(instance_->usable());
 }
 
+TEST_F(InstanceTest, ACallToAnInstanceThatHasEndedNeverStarts) {
+  auto [a, b] = two_calls(R"({"exit": true})", 5000ms, R"({"n": 2})", 5000ms);
+  ASSERT_EQ(a.kind, Kind::kCrash) << a.body;
+  std::optional<CallResult> c;
+  call(*instance_, "req-c", R"({"n": 3})", 5000ms, c);
+  run_until([&] { return c.has_value(); });
+  ASSERT_TRUE(c) << "no answer within 20 s";
+  // It was never sent, so the scheduler may take it to another instance.
+  EXPECT_EQ(c->kind, Kind::kNotStarted) << c->body;
+}
+
 TEST_F(InstanceTest, TimeoutKillsTheRunningCallAndLeavesTheQueuedOneNotStarted) {
   auto [a, b] = two_calls(R"({"ms": 20000})", 300ms, R"({"n": 2})", 5000ms);
   EXPECT_EQ(a.kind, Kind::kTimeout) << a.body;
