@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/container/small_vector.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
 
@@ -179,7 +180,7 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     return reject(
         error_response(http::status::bad_request, "bad_request", "malformed request target"));
   }
-  std::vector<std::string_view> segments;
+  boost::container::small_vector<std::string_view, 8> segments;  // no allocation per request
   for (auto seg : url->encoded_segments()) segments.emplace_back(seg.data(), seg.size());
 
   if (segments.size() == 1 && (segments[0] == "healthz" || segments[0] == "readyz")) {

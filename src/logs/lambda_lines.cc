@@ -21,14 +21,19 @@ LogLine end_line(int64_t wall_ms, const std::string& request_id) {
 
 LogLine report_line(int64_t wall_ms, const std::string& request_id, const CallReport& r) {
   using ms = std::chrono::duration<double, std::milli>;
-  std::string text = fmt::format(
+  // Written on every call: formatted into one buffer, then one string.
+  fmt::memory_buffer text;
+  fmt::format_to(
+      std::back_inserter(text),
       "REPORT RequestId: {}\tDuration: {:.2f} ms\tBilled Duration: {} ms\tMemory Size: {} MB",
       request_id, ms(r.duration).count(), r.billed_ms, r.memory_mb);
   if (r.memory_peak > 0) {
-    text += fmt::format("\tMax Memory Used: {} MB", (r.memory_peak + (1 << 20) - 1) >> 20);
+    fmt::format_to(std::back_inserter(text), "\tMax Memory Used: {} MB",
+                   (r.memory_peak + (1 << 20) - 1) >> 20);
   }
-  if (r.cold) text += fmt::format("\tInit Duration: {:.2f} ms", ms(r.init).count());
-  return ember_line(wall_ms, request_id, std::move(text));
+  if (r.cold)
+    fmt::format_to(std::back_inserter(text), "\tInit Duration: {:.2f} ms", ms(r.init).count());
+  return ember_line(wall_ms, request_id, fmt::to_string(text));
 }
 
 }  // namespace ember::logs

@@ -216,13 +216,14 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
     (void)db_->exec("ROLLBACK");
     return e;
   }
+  // The batch outlives every row's step: its strings are bound without a copy.
   for (const auto& r : batch) {
     insert.integer(1, r.time_ms);
-    insert.text(2, r.function);
+    insert.text_kept(2, r.function);
     insert.integer(3, r.version);
-    insert.text(4, r.request_id);
+    insert.text_kept(4, r.request_id);
     insert.integer(5, r.cold ? 1 : 0);
-    insert.text(6, outcome_name(r.outcome));
+    insert.text_kept(6, outcome_name(r.outcome));
     insert.integer(7, r.queue_us);
     insert.integer(8, r.init_us);
     insert.integer(9, r.duration_us);

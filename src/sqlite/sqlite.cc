@@ -75,6 +75,10 @@ void Statement::text(int i, std::string_view s) {
   sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
 }
 
+void Statement::text_kept(int i, std::string_view s) {
+  sqlite3_bind_text(stmt_, i, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
+}
+
 void Statement::integer(int i, int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
 
 void Statement::real(int i, double v) { sqlite3_bind_double(stmt_, i, v); }

@@ -65,6 +65,8 @@ class Statement {
   sqlite3_stmt* get() const { return stmt_; }
   // Parameters are numbered from 1.
   void text(int i, std::string_view s);
+  // Binds `s` without a copy: it must stay valid and unchanged until the next reset().
+  void text_kept(int i, std::string_view s);
   void integer(int i, int64_t v);
   void real(int i, double v);
   void null(int i);
