@@ -25,13 +25,15 @@ step() { echo "== $*"; }
 step "cmake --install into a scratch prefix"
 prefix="$work/prefix"
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for f in bin/emberd share/ember/runtimes/node/bootstrap.js share/ember/runtimes/python/bootstrap.py \
+for f in bin/emberd bin/ember share/bash-completion/completions/ember \
+         share/ember/runtimes/node/bootstrap.js share/ember/runtimes/python/bootstrap.py \
          share/ember/runtimes/provided/ember-runtime-api \
          lib/systemd/system/emberd.service etc/ember/emberd.json share/doc/ember/operations.md \
          share/doc/ember/README.md; do
   [ -f "$prefix/$f" ] || fail "cmake --install did not put $f in place"
 done
 [ -x "$prefix/bin/emberd" ] || fail "emberd is not executable"
+[ -x "$prefix/bin/ember" ] || fail "ember is not executable"
 unit="$prefix/lib/systemd/system/emberd.service"
 grep -qx "ExecStart=$prefix/bin/emberd --config $prefix/etc/ember/emberd.json" "$unit" \
   || fail "the unit does not start the installed binary with the installed config: $(grep ExecStart "$unit")"
@@ -49,7 +51,8 @@ step "cpack: the .deb"
   || fail "cpack could not build the package"
 deb="$(ls "$work"/pkg/ember_*_amd64.deb)"
 listing="$(dpkg-deb -c "$deb" | awk '{print $6}')"
-for f in ./usr/bin/emberd ./usr/lib/systemd/system/emberd.service ./etc/ember/emberd.json \
+for f in ./usr/bin/emberd ./usr/bin/ember ./usr/share/bash-completion/completions/ember \
+         ./usr/lib/systemd/system/emberd.service ./etc/ember/emberd.json \
          ./usr/share/ember/runtimes/node/bootstrap.js ./usr/share/ember/runtimes/python/bootstrap.py \
          ./usr/share/ember/runtimes/provided/ember-runtime-api \
          ./usr/share/doc/ember/operations.md; do
@@ -93,6 +96,11 @@ grep -q "runtimes in $root/usr/share/ember/runtimes" "$work/emberd.log" \
 body="$(curl -sf -X POST -d '{"name":"deb"}' "http://127.0.0.1:$port/v1/functions/hello-py/invoke")" \
   || fail "the packaged emberd did not answer: $(tail -5 "$work/emberd.log")"
 grep -q deb <<<"$body" || fail "unexpected answer: $body"
+# The packaged command line reaches the packaged daemon over TCP with the admin token.
+body="$(EMBER_URL="http://127.0.0.1:$port" EMBER_TOKEN="$(cat "$work/state/admin.token")" \
+  "$root/usr/bin/ember" invoke hello-py --data '{"name":"cli"}')" \
+  || fail "ember invoke failed: $body"
+grep -q cli <<<"$body" || fail "ember invoke answered $body"
 # The page-view example counts on context.kv: 1, then 2.
 for want in 1 2; do
   body="$(curl -sf -X POST "http://127.0.0.1:$port/v1/functions/pv/invoke")" \

@@ -1,0 +1,365 @@
+// The `ember` command line against the real emberd, as a user types it: deploy a folder, list,
+// invoke, read and follow the log, roll back, keys, the key-value store, usage, and the exit
+// codes and messages a script relies on. Most commands run through ember::cli::run in this
+// process (its output captured); a few run the installed-to-be binary, to check its wiring.
+#include <archive.h>
+#include <archive_entry.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <future>
+#include <map>
+#include <random>
+#include <sstream>
+
+#include "bundle.h"
+#include "client.h"
+#include "commands.h"
+#include "daemon.h"
+#include "eventually.h"
+#include "temp_dir.h"
+
+namespace ember::testing {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+struct Ran {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+class CliE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+    std::filesystem::create_directories(tmp_ / "hello");
+    write_text(tmp_ / "hello" / "index.js",
+               "exports.handler = async (event) => {\n"
+               "  console.log('called with', JSON.stringify(event));\n"
+               "  if (event.fail) throw new Error('asked to fail');\n"
+               "  return { hello: event.name || 'world', v: process.env.V || '1' };\n"
+               "};\n");
+    write_text(tmp_ / "hello" / "function.json",
+               R"({"runtime": "node", "handler": "index.handler"})");
+  }
+  void TearDown() override {
+    if (daemon_.running()) {
+      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
+    }
+  }
+
+  // `ember ARGS...` over the Unix socket (no token), unless `env` names EMBER_URL.
+  Ran ember(std::vector<std::string> args, std::map<std::string, std::string> env = {},
+            bool tty = false) {
+    if (!env.count("EMBER_URL")) env.emplace("EMBER_SOCKET", daemon_.socket().string());
+    cli::Environment e;
+    e.get = [env](const std::string& name) -> std::optional<std::string> {
+      auto it = env.find(name);
+      if (it == env.end()) return std::nullopt;
+      return it->second;
+    };
+    e.stderr_is_tty = tty;
+    std::ostringstream out, err;
+    Ran r;
+    r.code = cli::run(args, e, out, err);
+    r.out = out.str();
+    r.err = err.str();
+    return r;
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(daemon_.port()); }
+
+  TempDir tmp_;
+  Daemon daemon_{tmp_ / "state"};
+};
+
+TEST_F(CliE2E, DeploysAFolderListsItAndInvokesIt) {
+  Ran d = ember({"deploy", (tmp_ / "hello").string()});
+  ASSERT_EQ(d.code, 0) << d.err;
+  EXPECT_NE(d.out.find("hello: version 1 deployed, new function (node, index.handler"),
+            std::string::npos)
+      << d.out;
+  // The same folder again is the same bundle: no new version.
+  Ran again = ember({"deploy", (tmp_ / "hello").string(), "--json"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out)["active_version"], 1) << again.out;
+
+  Ran ls = ember({"ls"});
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  EXPECT_EQ(ls.out.rfind("NAME", 0), 0u) << ls.out;
+  EXPECT_NE(ls.out.find("\nhello  "), std::string::npos) << ls.out;
+  EXPECT_NE(ls.out.find("index.handler"), std::string::npos) << ls.out;
+  Ran names = ember({"ls", "--json"});
+  ASSERT_EQ(names.code, 0);
+  EXPECT_EQ(json::parse(names.out)["functions"][0]["name"], "hello");
+
+  Ran inv = ember({"invoke", "hello", "--data", R"({"name":"cli"})"});
+  ASSERT_EQ(inv.code, 0) << inv.err;
+  EXPECT_EQ(json::parse(inv.out), json::parse(R"({"hello":"cli","v":"1"})"));
+  Ran jinv = ember({"--json", "invoke", "hello"});
+  ASSERT_EQ(jinv.code, 0) << jinv.err;
+  json j = json::parse(jinv.out);
+  EXPECT_EQ(j["status"], 200);
+  EXPECT_EQ(j["body"]["hello"], "world");
+  EXPECT_EQ(j["headers"]["x-ember-start"], "warm");
+  EXPECT_FALSE(j["headers"]["x-ember-request-id"].get<std::string>().empty());
+
+  // Data from a file.
+  write_text(tmp_ / "event.json", R"({"name":"from-file"})");
+  Ran file = ember({"invoke", "hello", "-d", "@" + (tmp_ / "event.json").string()});
+  ASSERT_EQ(file.code, 0) << file.err;
+  EXPECT_EQ(json::parse(file.out)["hello"], "from-file");
+}
+
+TEST_F(CliE2E, SettingsVersionsAndRollback) {
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string(), "--name", "greeter"}).code, 0);
+  Ran second = ember({"deploy", (tmp_ / "hello").string(), "--name", "greeter", "--set",
+                      "memory_mb=256", "--set", "timeout_ms=5000"});
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.out.find("greeter: version 2 active"), std::string::npos) << second.out;
+  Ran get = ember({"get", "greeter"});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_NE(get.out.find("memory_mb       256"), std::string::npos) << get.out;
+  EXPECT_NE(get.out.find("VERSION  CREATED"), std::string::npos) << get.out;
+  Ran back = ember({"rollback", "greeter", "1"});
+  ASSERT_EQ(back.code, 0) << back.err;
+  EXPECT_EQ(back.out, "greeter: version 1 active\n");
+  Ran json_get = ember({"get", "greeter", "--json"});
+  ASSERT_EQ(json_get.code, 0);
+  EXPECT_EQ(json::parse(json_get.out)["config"]["memory_mb"], 128);
+
+  Ran bad = ember({"deploy", (tmp_ / "hello").string(), "--set", "memory_mb=1"});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("ember: bad_request: memory_mb"), std::string::npos) << bad.err;
+}
+
+TEST_F(CliE2E, ExitCodesAndMessagesAScriptReliesOn) {
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string()}).code, 0);
+  Ran failed = ember({"invoke", "hello", "--data", R"({"fail":true})"});
+  EXPECT_EQ(failed.code, cli::kFunctionFailed);
+  EXPECT_NE(failed.out.find("asked to fail"), std::string::npos) << failed.out;
+  EXPECT_NE(failed.err.find("the function failed (Unhandled, HTTP 500)"), std::string::npos)
+      << failed.err;
+
+  Ran missing = ember({"invoke", "nope"});
+  EXPECT_EQ(missing.code, cli::kApiError);
+  EXPECT_EQ(missing.err, "ember: not_found: function nope does not exist\n");
+  EXPECT_TRUE(missing.out.empty());
+
+  Ran usage = ember({"invoke"});
+  EXPECT_EQ(usage.code, cli::kUsage);
+  EXPECT_NE(usage.err.find("invoke takes one function NAME"), std::string::npos);
+  EXPECT_EQ(ember({"frobnicate"}).code, cli::kUsage);
+  EXPECT_EQ(ember({"ls", "--colour"}).code, cli::kUsage);
+  Ran nothing = ember({"deploy", (tmp_ / "absent").string()});
+  EXPECT_EQ(nothing.code, cli::kUsage);
+  EXPECT_NE(nothing.err.find("absent"), std::string::npos) << nothing.err;
+
+  Ran unreachable = ember({"ls"}, {{"EMBER_SOCKET", (tmp_ / "no.sock").string()}});
+  EXPECT_EQ(unreachable.code, cli::kUnreachable);
+  EXPECT_NE(unreachable.err.find("cannot connect to emberd at"), std::string::npos);
+
+  // Over TCP the admin token is needed, and a wrong one is refused.
+  Ran no_token = ember({"ls"}, {{"EMBER_URL", url()}, {"EMBER_TOKEN", "wrong"}});
+  EXPECT_EQ(no_token.code, cli::kApiError);
+  EXPECT_NE(no_token.err.find("unauthorized"), std::string::npos) << no_token.err;
+  Ran with_token = ember({"ls"}, {{"EMBER_URL", url()}, {"EMBER_TOKEN", kTestToken}});
+  EXPECT_EQ(with_token.code, 0) << with_token.err;
+  Ran flag_token = ember({"--url", url(), "--token", kTestToken, "get", "hello"});
+  EXPECT_EQ(flag_token.code, 0) << flag_token.err;
+  EXPECT_EQ(ember({"--url", "https://example.com", "ls"}).code, cli::kUsage);
+
+  Ran rm = ember({"rm", "hello"});
+  ASSERT_EQ(rm.code, 0) << rm.err;
+  EXPECT_EQ(rm.out, "hello: removed\n");
+  EXPECT_EQ(ember({"get", "hello"}).code, cli::kApiError);
+}
+
+TEST_F(CliE2E, LogsAreReadAndFollowed) {
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string()}).code, 0);
+  ASSERT_EQ(ember({"invoke", "hello", "--data", R"({"name":"first"})"}).code, 0);
+  Ran logs = ember({"logs", "hello"});
+  ASSERT_EQ(logs.code, 0) << logs.err;
+  EXPECT_NE(logs.out.find(" ember  "), std::string::npos) << logs.out;
+  EXPECT_NE(logs.out.find("START RequestId: "), std::string::npos) << logs.out;
+  EXPECT_NE(logs.out.find("called with {\"name\":\"first\"}"), std::string::npos) << logs.out;
+  Ran page = ember({"logs", "hello", "--json", "--limit", "1"});
+  ASSERT_EQ(page.code, 0);
+  EXPECT_EQ(json::parse(page.out)["lines"].size(), 1u);
+  const json all = json::parse(ember({"logs", "hello", "--json"}).out);
+  const std::string next = all["next"].dump();
+
+  // -f prints lines written after it started; the client stops it, as Ctrl-C would.
+  auto followed = std::async(std::launch::async, [&] {
+    cli::Endpoint endpoint;
+    endpoint.socket = daemon_.socket().string();
+    cli::Client client(endpoint);
+    std::string seen;
+    // emberd sends an empty line after 15 s of quiet: the wait ends then at the latest.
+    const auto give_up = std::chrono::steady_clock::now() + 12s;
+    auto r = client.stream("GET", "/v1/functions/hello/logs?follow=1&since=" + next,
+                           [&](std::string_view piece) {
+                             seen.append(piece);
+                             return seen.find("second") == std::string::npos &&
+                                    std::chrono::steady_clock::now() < give_up;
+                           });
+    return r ? seen : r.error().message;
+  });
+  // The follower asked from `next` on: the line counts whether it connected before or after.
+  EXPECT_EQ(ember({"invoke", "hello", "--data", R"({"name":"second"})"}).code, 0);
+  const std::string seen = followed.get();
+  EXPECT_NE(seen.find("called with {\\\"name\\\":\\\"second\\\"}"), std::string::npos) << seen;
+  // Only what came after `next`.
+  EXPECT_EQ(seen.find("\\\"first\\\""), std::string::npos) << seen;
+}
+
+TEST_F(CliE2E, KeysKvAndUsage) {
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string(), "--set", "auth=token"}).code, 0);
+  Ran created = ember({"keys", "hello", "create"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string token = created.out.substr(0, created.out.find('\n'));
+  ASSERT_EQ(token.rfind("EMBK", 0), 0u) << created.out;
+  const std::string id = token.substr(0, token.find('.'));
+  // The key opens the function over TCP.
+  auto opened = http_request(daemon_.port(), "POST", "/v1/functions/hello/invoke", "{}",
+                             {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(opened.status, 200) << opened.body;
+  Ran listed = ember({"keys", "hello"});
+  ASSERT_EQ(listed.code, 0);
+  EXPECT_NE(listed.out.find(id), std::string::npos) << listed.out;
+  Ran revoked = ember({"keys", "hello", "rm", id});
+  ASSERT_EQ(revoked.code, 0) << revoked.err;
+  auto refused = http_request(daemon_.port(), "POST", "/v1/functions/hello/invoke", "{}",
+                              {{"Authorization", "Bearer " + token}});
+  EXPECT_EQ(refused.status, 401);
+
+  ASSERT_EQ(ember({"kv", "put", "app", "user/1", R"({"theme":"dark"})"}).code, 0);
+  Ran text = ember({"kv", "put", "app", "note", "plain words", "--ttl", "3600"});
+  ASSERT_EQ(text.code, 0) << text.err;
+  Ran got = ember({"kv", "get", "app", "user/1", "--json"});
+  ASSERT_EQ(got.code, 0);
+  EXPECT_EQ(json::parse(got.out)["value"]["theme"], "dark");
+  EXPECT_EQ(json::parse(ember({"kv", "get", "app", "note"}).out), "plain words");
+  Ran kls = ember({"kv", "ls", "app", "--prefix", "user/"});
+  ASSERT_EQ(kls.code, 0);
+  EXPECT_NE(kls.out.find("user/1"), std::string::npos);
+  EXPECT_EQ(kls.out.find("note"), std::string::npos) << kls.out;
+  EXPECT_EQ(ember({"kv", "rm", "app", "note"}).out, "note: deleted\n");
+  Ran gone = ember({"kv", "get", "app", "note"});
+  EXPECT_EQ(gone.code, cli::kApiError);
+  EXPECT_NE(gone.err.find("KvKeyNotFound"), std::string::npos) << gone.err;
+
+  // The call made with the key was metered.
+  ASSERT_TRUE(eventually([&] {
+    Ran u = ember({"usage", "--json", "--function", "hello"});
+    json j = json::parse(u.out, nullptr, false);
+    return u.code == 0 && j.is_object() && j["total"].value("invocations", 0) == 1;
+  })) << ember({"usage", "--json"}).out;
+  Ran table = ember({"usage"});
+  EXPECT_NE(table.out.find("FUNCTION  CALLS"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("\nhello     1 "), std::string::npos) << table.out;
+}
+
+TEST_F(CliE2E, ALargeFolderUploadsWithProgressOnATerminal) {
+  // 3 MiB that gzip cannot shrink.
+  std::string noise(3 << 20, '\0');
+  std::mt19937 rng(7);
+  for (char& c : noise) c = static_cast<char>(rng());
+  { std::ofstream(tmp_ / "hello" / "blob.bin", std::ios::binary) << noise; }
+  Ran quiet = ember({"deploy", (tmp_ / "hello").string(), "--name", "big"});
+  ASSERT_EQ(quiet.code, 0) << quiet.err;
+  EXPECT_EQ(quiet.err, "");  // not a terminal: no progress
+  std::filesystem::remove(tmp_ / "hello" / "blob.bin");
+  noise[0] ^= 1;
+  { std::ofstream(tmp_ / "hello" / "blob2.bin", std::ios::binary) << noise; }
+  Ran shown = ember({"deploy", (tmp_ / "hello").string(), "--name", "big"}, {}, /*tty=*/true);
+  ASSERT_EQ(shown.code, 0) << shown.err;
+  EXPECT_NE(shown.err.find("uploading"), std::string::npos) << shown.err;
+  EXPECT_NE(shown.err.find("(100%)\n"), std::string::npos) << shown.err;
+  EXPECT_EQ(json::parse(ember({"get", "big", "--json"}).out)["active_version"], 2);
+}
+
+TEST_F(CliE2E, TheBinaryReadsItsEnvironmentAndExitsWithTheCode) {
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string()}).code, 0);
+  auto run_binary = [&](const std::string& args) {
+    const std::string command = "EMBER_SOCKET='" + daemon_.socket().string() + "' " +
+                                EMBER_CLI_BINARY + " " + args + " 2>&1";
+    FILE* p = ::popen(command.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int status = ::pclose(p);
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, out);
+  };
+  auto [ok, out] = run_binary("invoke hello --data '{\"name\":\"bin\"}'");
+  EXPECT_EQ(ok, 0) << out;
+  EXPECT_NE(out.find("\"hello\":\"bin\""), std::string::npos) << out;
+  auto [missing, why] = run_binary("get nope");
+  EXPECT_EQ(missing, 1) << why;
+  auto [bad, usage] = run_binary("--bogus");
+  EXPECT_EQ(bad, 2) << usage;
+  auto [completion, script] = run_binary("completion bash");
+  EXPECT_EQ(completion, 0);
+  EXPECT_NE(script.find("complete -F _ember ember"), std::string::npos);
+  // The script is valid bash.
+  write_text(tmp_ / "completion.bash", script);
+  EXPECT_EQ(std::system(("bash -n " + (tmp_ / "completion.bash").string()).c_str()), 0);
+}
+
+// Each entry's path and mode.
+std::map<std::string, unsigned> list_archive(const std::string& bytes) {
+  std::map<std::string, unsigned> out;
+  archive* a = archive_read_new();
+  archive_read_support_filter_all(a);
+  archive_read_support_format_all(a);
+  if (archive_read_open_memory(a, bytes.data(), bytes.size()) == ARCHIVE_OK) {
+    archive_entry* e = nullptr;
+    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+      out[archive_entry_pathname(e)] = archive_entry_mode(e);
+      archive_read_data_skip(a);
+    }
+  }
+  archive_read_free(a);
+  return out;
+}
+
+TEST(CliBundle, AFolderIsPackedWithItsModesAndWithoutGit) {
+  TempDir tmp;
+  std::filesystem::create_directories(tmp / "f" / "lib");
+  std::filesystem::create_directories(tmp / "f" / ".git");
+  write_text(tmp / "f" / "index.js", "exports.handler = async () => 1;\n");
+  write_text(tmp / "f" / "lib" / "run.sh", "#!/bin/sh\n");
+  std::filesystem::permissions(tmp / "f" / "lib", std::filesystem::perms(0755));
+  std::filesystem::permissions(tmp / "f" / "lib" / "run.sh", std::filesystem::perms(0755));
+  write_text(tmp / "f" / ".git" / "HEAD", "ref\n");
+  auto packed = cli::read_bundle((tmp / "f").string());
+  ASSERT_TRUE(packed.ok()) << packed.error().message;
+  auto listed = list_archive(*packed);
+  EXPECT_EQ(listed, (std::map<std::string, unsigned>{
+                        {"index.js", 0100644}, {"lib/", 040755}, {"lib/run.sh", 0100755}}));
+  // The same folder gives the same bytes.
+  EXPECT_EQ(*packed, *cli::read_bundle((tmp / "f").string()));
+  EXPECT_FALSE(cli::read_bundle((tmp / "none").string()).ok());
+}
+
+TEST(CliUrl, OnlyPlainHttpWithAHostAndAPort) {
+  cli::Endpoint e;
+  ASSERT_TRUE(cli::parse_url("http://127.0.0.1:8080", e).ok());
+  EXPECT_EQ(e.host, "127.0.0.1");
+  EXPECT_EQ(e.port, "8080");
+  ASSERT_TRUE(cli::parse_url("http://ember.internal/", e).ok());
+  EXPECT_EQ(e.port, "80");
+  ASSERT_TRUE(cli::parse_url("http://[::1]:9000", e).ok());
+  EXPECT_EQ(e.host, "::1");
+  EXPECT_FALSE(cli::parse_url("https://x", e).ok());
+  EXPECT_FALSE(cli::parse_url("http://x/v1", e).ok());
+  EXPECT_FALSE(cli::parse_url("http://x:port", e).ok());
+  EXPECT_FALSE(cli::parse_url("http://:80", e).ok());
+}
+
+}  // namespace
+}  // namespace ember::testing
