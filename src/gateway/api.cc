@@ -8,6 +8,7 @@
 #include <boost/url/parse.hpp>
 #include <charconv>
 
+#include "console.h"
 #include "ember/gateway/auth.h"
 #include "ember/gateway/sigv4.h"
 #include "invocation.h"
@@ -34,6 +35,8 @@ std::string_view route_name(int route) {
       return "readyz";
     case kMetrics:
       return "metrics";
+    case kConsole:
+      return "console";
     case kUsage:
       return "usage";
     case kFunctionUsage:
@@ -196,6 +199,19 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
       return reject(method_not_allowed(method, "GET, HEAD"));
     }
     return accept(kMetrics, kSmallBodyBytes);
+  }
+
+  // The web console's files: open, as they hold no secret (the page asks for the token).
+  if (!segments.empty() && segments[0] == "console") {
+    if (method != http::verb::get) return reject(method_not_allowed(method, "GET"));
+    const std::string_view path = url->encoded_path();
+    if (path == "/console") {  // its files are named relative to /console/
+      Response moved{http::status::moved_permanently, 11};
+      moved.set(http::field::location, "/console/");
+      return reject(std::move(moved));
+    }
+    return accept(kConsole, kSmallBodyBytes,
+                  std::string(path.substr(std::string_view("/console").size())));
   }
 
   // Invoke routes: open unless the function asks for a token ("auth": "token").
@@ -499,6 +515,11 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
     case kUsage:
     case kFunctionUsage:
       co_return co_await usage(plan, request);
+    case kConsole: {
+      auto it = request.find(http::field::if_none_match);
+      co_return console_response(
+          plan.name, it == request.end() ? std::string_view() : std::string_view(it->value()));
+    }
     case kHealth:
       co_return json_response(http::status::ok, json{{"status", "ok"}});
     case kReady:

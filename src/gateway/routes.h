@@ -50,6 +50,7 @@ enum Route : int {
   kInvocation,
   kDeadLetters,
   kRedrive,
+  kConsole,
 };
 
 // The function a Lambda API path names: NAME, NAME:QUALIFIER, the partial ARN

@@ -16,9 +16,8 @@
 #include "bundle.h"
 #include "client.h"
 #include "commands.h"
-#include "daemon.h"
+#include "daemon_test.h"
 #include "eventually.h"
-#include "temp_dir.h"
 
 namespace ember::testing {
 namespace {
@@ -32,10 +31,11 @@ struct Ran {
   std::string err;
 };
 
-class CliE2E : public ::testing::Test {
+class CliE2E : public DaemonTest {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+    DaemonTest::SetUp();
+    if (HasFatalFailure()) return;
     std::filesystem::create_directories(tmp_ / "hello");
     write_text(tmp_ / "hello" / "index.js",
                "exports.handler = async (event) => {\n"
@@ -46,12 +46,6 @@ class CliE2E : public ::testing::Test {
     write_text(tmp_ / "hello" / "function.json",
                R"({"runtime": "node", "handler": "index.handler"})");
   }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
-
   // `ember ARGS...` over the Unix socket (no token), unless `env` names EMBER_URL.
   Ran ember(std::vector<std::string> args, std::map<std::string, std::string> env = {},
             bool tty = false) {
@@ -71,9 +65,6 @@ class CliE2E : public ::testing::Test {
     return r;
   }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(daemon_.port()); }
-
-  TempDir tmp_;
-  Daemon daemon_{tmp_ / "state"};
 };
 
 TEST_F(CliE2E, DeploysAFolderListsItAndInvokesIt) {

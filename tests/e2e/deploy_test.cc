@@ -7,7 +7,7 @@
 #include <boost/asio/write.hpp>
 
 #include "archive_builder.h"
-#include "daemon.h"
+#include "daemon_test.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -26,17 +26,7 @@ std::string node_bundle(ArchiveKind kind, const std::string& code) {
       .build();
 }
 
-class DeployE2E : public ::testing::Test {
- protected:
-  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
-  TempDir tmp_;
-  Daemon daemon_{tmp_ / "state"};
-};
+using DeployE2E = DaemonTest;
 
 TEST_F(DeployE2E, ZipAndTarGzThroughTheWholeLifecycle) {
   auto created = daemon_.admin("PUT", "/v1/functions/hello",

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "archive_builder.h"
-#include "daemon.h"
+#include "daemon_test.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -13,15 +13,8 @@ namespace {
 
 using nlohmann::json;
 
-class ErrorsE2E : public ::testing::Test {
+class ErrorsE2E : public DaemonTest {
  protected:
-  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
-
   bool deploy(const std::string& name, const std::string& runtime, const std::string& code) {
     const bool node = runtime == "node";
     if (::access(node ? "/usr/bin/node" : "/usr/bin/python3", X_OK) != 0) return false;
@@ -51,9 +44,6 @@ class ErrorsE2E : public ::testing::Test {
     EXPECT_TRUE(body["stack"].is_array()) << r.body;
     return body;
   }
-
-  TempDir tmp_;
-  Daemon daemon_{tmp_ / "state"};
 };
 
 TEST_F(ErrorsE2E, PythonOutOfDescriptors) {

@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "daemon.h"
+#include "daemon_test.h"
 #include "eventually.h"
 #include "temp_dir.h"
 
@@ -73,15 +73,8 @@ def handler(event, context):
         return {"id": ID, "error": type(e).__name__, "message": str(e)}
 )";
 
-class KvE2E : public ::testing::Test {
+class KvE2E : public DaemonTest {
  protected:
-  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
-
   void deploy(const std::string& name, const std::string& runtime, json extra = json::object()) {
     auto r = daemon_.deploy_code(name, runtime, runtime == "node" ? kNodeKv : kPythonKv, extra);
     ASSERT_EQ(r.status, 201) << r.body;
@@ -93,9 +86,6 @@ class KvE2E : public ::testing::Test {
     json j = json::parse(r.body, nullptr, false);
     return j.is_object() ? j : json::object();
   }
-
-  TempDir tmp_;
-  Daemon daemon_{tmp_ / "state"};
 };
 
 TEST_F(KvE2E, ConcurrentIncrementsFromTenInstancesAreExact) {

@@ -10,7 +10,7 @@
 #include <set>
 
 #include "archive_builder.h"
-#include "daemon.h"
+#include "daemon_test.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -95,15 +95,8 @@ while True:
         call("POST", "/invocation/" + rid + "/response", json.dumps({"echo": event}))
 )py";
 
-class ProvidedE2E : public ::testing::Test {
+class ProvidedE2E : public DaemonTest {
  protected:
-  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
-
   void deploy(const std::string& name, ArchiveBuilder bundle) {
     auto r = daemon_.admin("PUT", "/v1/functions/" + name, bundle.build());
     ASSERT_EQ(r.status, 201) << r.body;
@@ -118,9 +111,6 @@ class ProvidedE2E : public ::testing::Test {
   HttpResponse invoke(const std::string& name, const std::string& body) {
     return http_request(daemon_.port(), "POST", "/v1/functions/" + name + "/invoke", body);
   }
-
-  TempDir tmp_;
-  Daemon daemon_{tmp_ / "state"};
 };
 
 TEST_F(ProvidedE2E, TheTutorialBashRuntimeAnswersWithPlainText) {

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "archive_builder.h"
-#include "daemon.h"
+#include "daemon_test.h"
 #include "eventually.h"
 #include "temp_dir.h"
 
@@ -28,14 +28,8 @@ std::string bundle(const std::string& tag, const std::string& auth = "none") {
       .build();
 }
 
-class VersionsE2E : public ::testing::Test {
+class VersionsE2E : public DaemonTest {
  protected:
-  void SetUp() override { ASSERT_TRUE(daemon_.start()) << daemon_.log(); }
-  void TearDown() override {
-    if (daemon_.running()) {
-      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
-    }
-  }
   void deploy(const std::string& name, const std::string& tag, int expect_version,
               const std::string& auth = "none") {
     auto r = daemon_.admin("PUT", "/v1/functions/" + name, bundle(tag, auth));
@@ -46,9 +40,6 @@ class VersionsE2E : public ::testing::Test {
     return http_request(daemon_.port(), "POST", target, "{}", headers);
   }
   const Headers admin_{{"Authorization", std::string("Bearer ") + kTestToken}};
-
-  TempDir tmp_;
-  Daemon daemon_{tmp_.path() / "state"};
 };
 
 TEST_F(VersionsE2E, AVersionNamedByNumberRunsThatVersion) {
