@@ -97,6 +97,7 @@ function stopTimers() {
 
 function logout(message = '') {
   state.token = '';
+  $('token').value = '';
   stopTimers();
   $('app').hidden = true;
   $('login').hidden = false;
@@ -105,6 +106,7 @@ function logout(message = '') {
 }
 
 async function login(token) {
+  $('token').value = '';  // the token lives in `state` only
   state.token = token;
   const r = await fetch('/v1/functions?limit=1', { headers: { Authorization: `Bearer ${token}` } });
   if (r.status !== 200) {
@@ -511,18 +513,27 @@ document.querySelectorAll('header nav button').forEach((b) =>
 document.querySelectorAll('.tabs button').forEach((b) =>
   b.addEventListener('click', () => showTab(b.dataset.tab)));
 $('logout').addEventListener('click', () => logout());
-$('login-form').addEventListener('submit', (e) => {
-  e.preventDefault();
-  login($('token').value.trim());
-});
+// A page that can script this one could take the token: one that opened it (same origin, as a
+// function's page under /fn/ is; emberd strips the opener policy and service-worker scope headers
+// from functions' answers, so neither should happen) or a service worker that serves it.
+function scripted() {
+  if (window.opener) return 'This console was opened by another page.';
+  if (navigator.serviceWorker && navigator.serviceWorker.controller) {
+    return 'A service worker is serving this console.';
+  }
+  return '';
+}
 
-// A page that opened this one (a function's page under /fn/, say) could script it, being of the
-// same origin: the console then refuses to take the token.
-if (window.opener) {
+const refusal = scripted();
+if (refusal) {
   $('login').hidden = false;
-  $('login-form').hidden = true;
-  $('login-error').textContent = 'This console was opened by another page. Open it directly, '
-    + 'from the address bar or a bookmark, to log in.';
+  $('login-form').remove();
+  $('login-error').textContent = `${refusal} Open it directly, from the address bar or a `
+    + 'bookmark, to log in.';
 } else {
+  $('login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    login($('token').value.trim());
+  });
   logout();
 }

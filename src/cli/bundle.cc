@@ -63,6 +63,9 @@ Result<std::string> pack(const fs::path& root) {
   std::unique_ptr<archive, ArchiveDeleter> a(archive_write_new());
   archive_write_set_format_pax_restricted(a.get());
   archive_write_add_filter_gzip(a.get());
+  // No time in the gzip header, and none in the entries: the bytes depend on the folder's
+  // contents only.
+  archive_write_set_filter_option(a.get(), "gzip", "timestamp", nullptr);
   archive_write_set_bytes_in_last_block(a.get(), 1);
   if (archive_write_open2(a.get(), &out, nullptr, append_to, nullptr, nullptr) != ARCHIVE_OK) {
     return archive_error(a.get(), root.string());
@@ -74,7 +77,6 @@ Result<std::string> pack(const fs::path& root) {
     std::unique_ptr<archive_entry, EntryDeleter> entry(archive_entry_new());
     archive_entry_set_pathname(entry.get(), name.c_str());
     archive_entry_set_perm(entry.get(), st.st_mode & 07777);
-    archive_entry_set_mtime(entry.get(), st.st_mtime, 0);
     std::string contents;
     if (S_ISDIR(st.st_mode)) {
       archive_entry_set_filetype(entry.get(), AE_IFDIR);

@@ -9,7 +9,8 @@ namespace ember::cli {
 
 // The bytes of a .zip or .tar.gz file, or of `path` (a folder) packed as a tar.gz: its regular
 // files, folders and symbolic links, with their modes, paths relative to the folder, `.git`
-// left out. Errors name the path at fault.
+// left out, in path order and without times, so the same contents give the same bytes. Errors
+// name the path at fault.
 Result<std::string> read_bundle(const std::string& path);
 
 }  // namespace ember::cli

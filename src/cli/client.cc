@@ -34,7 +34,12 @@ Status send(Socket& socket, const Endpoint& e, std::string_view method, const st
   req.method_string(method);
   req.target(target);
   req.version(11);
-  req.set(http::field::host, e.host.empty() ? "localhost" : e.host);
+  if (e.host.empty()) {
+    req.set(http::field::host, "localhost");
+  } else {
+    const bool v6 = e.host.find(':') != std::string::npos;
+    req.set(http::field::host, (v6 ? "[" + e.host + "]" : e.host) + ":" + e.port);
+  }
   req.set(http::field::user_agent, "ember-cli");
   req.set(http::field::connection, "close");
   if (!e.host.empty() && !e.token.empty()) {

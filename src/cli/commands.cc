@@ -5,11 +5,13 @@
 #include <boost/url/encode.hpp>
 #include <boost/url/rfc/pchars.hpp>
 #include <boost/url/rfc/unreserved_chars.hpp>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -35,7 +37,7 @@ constexpr const char* kUsageText = R"(usage: ember [OPTIONS] COMMAND [ARGS]
 Commands:
   deploy PATH [--name NAME] [--set KEY=VALUE]...   deploy a folder, .zip or .tar.gz
   invoke NAME [--data JSON|@FILE|@-] [--async] [--version N | --alias A]
-  logs NAME [-f] [--since SEQ] [--limit N]        the function's log; -f follows it
+  logs NAME [-f] [--since SEQ] [--limit N]        the function's log (the last N lines); -f follows it
   ls                                              the functions
   get NAME                                        one function
   rm NAME                                         remove a function
@@ -97,6 +99,15 @@ _ember() {
 complete -F _ember ember
 )BASH";
 
+// The command being run: where to send, how to print.
+struct Context {
+  Client client;
+  bool json_output = false;
+  bool tty = false;
+  std::ostream& out;
+  std::ostream& err;
+};
+
 // A command line read into positional arguments and options, against the options a command
 // takes: those in `valued` take a value (--name N or --name=N), those in `flags` none.
 struct Args {
@@ -113,17 +124,27 @@ struct Args {
 struct UsageError {
   std::string message;
 };
+struct HelpAsked {};
 
-Args parse(const std::vector<std::string>& words, const std::set<std::string>& valued,
+// Every command also takes --json (which sets the context's output) and -h/--help. A word after
+// `--`, or one that reads as a negative number, is an argument, not an option.
+Args parse(Context& c, const std::vector<std::string>& words, const std::set<std::string>& valued,
            const std::set<std::string>& flags) {
   Args a;
   bool only_positional = false;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i];
-    if (only_positional || w.size() < 2 || w[0] != '-') {
+    const bool number = w.size() > 1 && w[0] == '-' &&
+                        (std::isdigit(static_cast<unsigned char>(w[1])) != 0 || w[1] == '.');
+    if (only_positional || w.size() < 2 || w[0] != '-' || number) {
       a.positional.push_back(w);
       continue;
     }
+    if (w == "--json") {
+      c.json_output = true;
+      continue;
+    }
+    if (w == "-h" || w == "--help") throw HelpAsked{};
     if (w == "--") {
       only_positional = true;
       continue;
@@ -154,15 +175,6 @@ std::string encode_segment(std::string_view s) {
   return boost::urls::encode(s, boost::urls::unreserved_chars);
 }
 
-// The command being run: where to send, how to print.
-struct Context {
-  Client client;
-  bool json_output = false;
-  bool tty = false;
-  std::ostream& out;
-  std::ostream& err;
-};
-
 // Prints emberd's error answer, or a transport failure, and gives the exit code.
 int fail(const Context& c, const Reply& reply) {
   json body = json::parse(reply.body, nullptr, false);
@@ -187,7 +199,10 @@ int unreachable(const Context& c, const Error& e) {
   return e.code == Errc::kUnavailable ? kUnreachable : kApiError;
 }
 
-json parse_body(const Reply& reply) { return json::parse(reply.body, nullptr, false); }
+// An empty body (204) reads as {}.
+json parse_body(const Reply& reply) {
+  return reply.body.empty() ? json::object() : json::parse(reply.body, nullptr, false);
+}
 
 // The answer to a request: its JSON when it succeeded (2xx); else the exit code, the error
 // having been printed.
@@ -249,7 +264,7 @@ std::string bundle_name(const std::string& path) {
 }
 
 int deploy(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {"--name", "--set"}, {});
+  Args a = parse(c, words, {"--name", "--set"}, {});
   if (a.positional.size() != 1)
     throw UsageError{"deploy takes one PATH: a folder, .zip or .tar.gz"};
   const std::string& path = a.positional[0];
@@ -303,7 +318,7 @@ Result<std::string> read_data(const std::string& data) {
 }
 
 int invoke(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {"--data", "-d", "--version", "--alias"}, {"--async"});
+  Args a = parse(c, words, {"--data", "-d", "--version", "--alias"}, {"--async"});
   if (a.positional.size() != 1) throw UsageError{"invoke takes one function NAME"};
   if (a.has("--version") && a.has("--alias")) throw UsageError{"give --version or --alias"};
   auto data = read_data(a.value("--data", a.value("-d", "")));
@@ -332,7 +347,10 @@ int invoke(Context& c, const std::vector<std::string>& words) {
     return kOk;
   }
   // The function ran when emberd says how long it took; otherwise the call never reached it.
-  const bool ran = !reply.header("x-ember-duration-ms").empty() || !function_error.empty();
+  // A throttled or refused call (429, 503) did not run, whatever an earlier attempt did.
+  const bool refused = reply.status == 429 || reply.status == 503;
+  const bool ran =
+      !refused && (!reply.header("x-ember-duration-ms").empty() || !function_error.empty());
   if (!ran && (reply.status < 200 || reply.status >= 300)) return fail(c, reply);
   if (c.json_output) {
     json headers = json::object();
@@ -373,7 +391,7 @@ void print_log_line(const Context& c, const json& line) {
 }
 
 int logs(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {"--since", "--limit"}, {"-f", "--follow"});
+  Args a = parse(c, words, {"--since", "--limit"}, {"-f", "--follow"});
   if (a.positional.size() != 1) throw UsageError{"logs takes one function NAME"};
   const std::string base = "/v1/functions/" + encode_segment(a.positional[0]) + "/logs";
   const std::string since = a.value("--since", "0");
@@ -396,18 +414,43 @@ int logs(Context& c, const std::vector<std::string>& words) {
     if (r->status != 200) return fail(c, *r);
     return kOk;
   }
-  std::string target = base + "?since=" + encode_segment(since);
-  if (a.has("--limit")) target += "&limit=" + encode_segment(a.value("--limit"));
-  Answer page = ask(c, "GET", target);
-  if (!page) return page.code;
-  if (printed_json(c, page.body)) return kOk;
-  if (page.body.value("truncated", false)) c.out << "... (older lines were dropped)\n";
-  for (const json& line : page.body.value("lines", json::array())) print_log_line(c, line);
+  // Every line from `since` to the end (the log is at most logs.bytes_per_function), of which
+  // --limit N keeps the last N, as tail -n does.
+  size_t keep = std::numeric_limits<size_t>::max();
+  if (a.has("--limit")) {
+    const std::string n = a.value("--limit");
+    if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos) {
+      throw UsageError{"--limit takes a number of lines, got " + n};
+    }
+    keep = std::stoul(n);
+  }
+  json lines = json::array();
+  bool truncated = false;
+  std::string from = since;
+  for (bool first = true;; first = false) {
+    Answer page = ask(c, "GET", base + "?limit=1000&since=" + encode_segment(from));
+    if (!page) return page.code;
+    truncated = truncated || (first && page.body.value("truncated", false));
+    const json got = page.body.value("lines", json::array());
+    for (const json& line : got) lines.push_back(line);
+    from = page.body.value("next", json(0)).dump();
+    if (got.size() < 1000) break;
+  }
+  if (lines.size() > keep) {
+    lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(keep));
+    truncated = false;  // the lines left out were left out on purpose
+  }
+  if (printed_json(c,
+                   json{{"lines", lines}, {"next", json::parse(from)}, {"truncated", truncated}})) {
+    return kOk;
+  }
+  if (truncated) c.out << "... (older lines were dropped)\n";
+  for (const json& line : lines) print_log_line(c, line);
   return kOk;
 }
 
 int list(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {}, {"--names"});
+  Args a = parse(c, words, {}, {"--names"});
   if (!a.positional.empty()) throw UsageError{"ls takes no arguments"};
   json all = json::array();
   std::string cursor;
@@ -436,7 +479,7 @@ int list(Context& c, const std::vector<std::string>& words) {
 }
 
 int get(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {}, {});
+  Args a = parse(c, words, {}, {});
   if (a.positional.size() != 1) throw UsageError{"get takes one function NAME"};
   Answer r = ask(c, "GET", function_path(a.positional[0]));
   if (!r) return r.code;
@@ -474,7 +517,7 @@ int get(Context& c, const std::vector<std::string>& words) {
 }
 
 int remove(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {}, {});
+  Args a = parse(c, words, {}, {});
   if (a.positional.size() != 1) throw UsageError{"rm takes one function NAME"};
   Answer r = ask(c, "DELETE", function_path(a.positional[0]));
   if (!r) return r.code;
@@ -483,7 +526,7 @@ int remove(Context& c, const std::vector<std::string>& words) {
 }
 
 int rollback(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {}, {});
+  Args a = parse(c, words, {}, {});
   if (a.positional.size() != 2) throw UsageError{"rollback takes a function NAME and a VERSION"};
   Answer r =
       ask(c, "POST",
@@ -496,7 +539,7 @@ int rollback(Context& c, const std::vector<std::string>& words) {
 }
 
 int usage(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {"--function", "--from", "--to"}, {});
+  Args a = parse(c, words, {"--function", "--from", "--to"}, {});
   if (!a.positional.empty()) throw UsageError{"usage takes options only"};
   std::string query;
   for (const char* name : {"--function", "--from", "--to"}) {
@@ -531,7 +574,7 @@ int usage(Context& c, const std::vector<std::string>& words) {
 }
 
 int keys(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {}, {});
+  Args a = parse(c, words, {}, {});
   const auto& p = a.positional;
   const std::string action = p.size() > 1 ? p[1] : "ls";
   if (p.empty() || !((action == "ls" && p.size() <= 2) || (action == "create" && p.size() == 2) ||
@@ -588,7 +631,7 @@ int kv_list(Context& c, const std::string& base, const Args& a) {
 }
 
 int kv(Context& c, const std::vector<std::string>& words) {
-  Args a = parse(words, {"--prefix", "--ttl", "--limit"}, {});
+  Args a = parse(c, words, {"--prefix", "--ttl", "--limit"}, {});
   const auto& p = a.positional;
   const std::string action = p.empty() ? "" : p[0];
   if (!((action == "ls" && p.size() == 2) ||
@@ -651,25 +694,27 @@ int run(const std::vector<std::string>& args, const Environment& env, std::ostre
   try {
     for (; i < args.size(); ++i) {
       const std::string& w = args[i];
-      auto value = [&](const char* name) {
-        if (w.size() > std::strlen(name) && w[std::strlen(name)] == '=') {
-          return w.substr(std::strlen(name) + 1);
+      // --NAME VALUE or --NAME=VALUE, the name matched whole.
+      auto option = [&](std::string_view name) -> std::optional<std::string> {
+        if (w == name) {
+          if (i + 1 >= args.size()) throw UsageError{std::string(name) + " needs a value"};
+          return args[++i];
         }
-        if (i + 1 >= args.size()) throw UsageError{std::string(name) + " needs a value"};
-        return args[++i];
+        if (w.size() > name.size() && w.compare(0, name.size(), name) == 0 &&
+            w[name.size()] == '=') {
+          return w.substr(name.size() + 1);
+        }
+        return std::nullopt;
       };
-      if (w == "-h" || w == "--help" || w == "help") {
-        out << kUsageText;
-        return kOk;
-      }
+      if (w == "-h" || w == "--help" || w == "help") throw HelpAsked{};
       if (w == "--json") {
         json_output = true;
-      } else if (w.rfind("--url", 0) == 0) {
-        url = value("--url");
-      } else if (w.rfind("--socket", 0) == 0) {
-        socket = value("--socket");
-      } else if (w.rfind("--token", 0) == 0) {
-        token = value("--token");
+      } else if (auto v = option("--url")) {
+        url = *v;
+      } else if (auto v2 = option("--socket")) {
+        socket = *v2;
+      } else if (auto v3 = option("--token")) {
+        token = *v3;
       } else if (!w.empty() && w[0] == '-') {
         throw UsageError{"unknown option " + w};
       } else {
@@ -678,16 +723,8 @@ int run(const std::vector<std::string>& args, const Environment& env, std::ostre
     }
     if (i >= args.size()) throw UsageError{"no command given"};
     const std::string command = args[i];
-    std::vector<std::string> rest(args.begin() + static_cast<long>(i) + 1, args.end());
-    // Options may also follow the command, as people type them.
-    std::vector<std::string> words;
-    for (size_t k = 0; k < rest.size(); ++k) {
-      if (rest[k] == "--json") {
-        json_output = true;
-      } else {
-        words.push_back(rest[k]);
-      }
-    }
+    // Options may also follow the command, as people type them: each command's parse reads them.
+    const std::vector<std::string> words(args.begin() + static_cast<long>(i) + 1, args.end());
     if (command == "completion") {
       if (words.size() != 1 || words[0] != "bash") throw UsageError{"completion bash"};
       out << kBashCompletion;
@@ -708,6 +745,9 @@ int run(const std::vector<std::string>& args, const Environment& env, std::ostre
     auto it = kCommands.find(command);
     if (it == kCommands.end()) throw UsageError{"unknown command " + command};
     return it->second(c, words);
+  } catch (const HelpAsked&) {
+    out << kUsageText;
+    return kOk;
   } catch (const UsageError& e) {
     err << "ember: " << e.message << "\n"
         << "run `ember --help` for the commands\n";

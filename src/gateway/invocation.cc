@@ -184,6 +184,16 @@ bool is_framing_field(std::string_view name) {
   return false;
 }
 
+// Fields by which a page could reach past its own function on the shared origin, where the
+// console also lives (docs/console.md): a service worker's scope wider than the page's folder,
+// and an opener policy that would keep a handle on a console window the page opened.
+bool is_origin_field(std::string_view name) {
+  for (std::string_view f : {"service-worker-allowed", "cross-origin-opener-policy"}) {
+    if (boost::beast::iequals(name, f)) return true;
+  }
+  return false;
+}
+
 // Sets one header line of a shaped response, refusing what could split or reframe it.
 Status add_header(Response& res, std::string_view name, const json& value) {
   std::string text;
@@ -203,6 +213,7 @@ Status add_header(Response& res, std::string_view name, const json& value) {
                     json(name).dump(-1, ' ', false, json::error_handler_t::replace)));
   }
   if (is_framing_field(name)) return {};  // dropped, as function URLs do
+  if (is_origin_field(name)) return {};   // dropped: the origin is shared with the console
   res.insert(name, text);
   return {};
 }

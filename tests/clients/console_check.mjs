@@ -2,7 +2,9 @@
 // admin token logs in, a bundle dropped on the page is deployed, the function is invoked from
 // the JSON editor (result, headers and the call's log lines shown), the log tail shows its line,
 // the metrics tab draws its charts, a key-value item is written and listed, the token is in no
-// storage (a reload asks for it again), and a console opened by another page refuses it.
+// storage (a reload asks for it again), a console opened by another page refuses it, and a
+// function's page that opens the console keeps no handle on it.
+// The daemon must have a function "opener" whose HTTP trigger answers an HTML page.
 // Usage: node console_check.mjs URL TOKEN BUNDLE.zip SCREENSHOT_DIR
 // Prints one line per step; exits 1 at the first step that fails, after a screenshot of it.
 import fs from 'node:fs';
@@ -17,6 +19,7 @@ const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ember-console-'));
 process.on('exit', () => fs.rmSync(profile, { recursive: true, force: true }));
 
 const browser = await puppeteer.launch({
+  protocolTimeout: 30000,
   executablePath: chromium,
   headless: true,
   // Root runs it here; a throwaway profile, no network beyond emberd on loopback.
@@ -46,7 +49,7 @@ async function step(name, action) {
       .catch(() => {});
     console.log(`FAILED ${n} ${name}: ${e.message}`);
     for (const p of problems) console.log(p);
-    await browser.close();
+    await Promise.race([browser.close(), new Promise((done) => setTimeout(done, 5000))]);
     process.exit(1);
   }
 }
@@ -72,7 +75,7 @@ await step('logged-in', async () => {
   await page.type('#token', token);
   await page.click('#login-button');
   await page.waitForSelector('#app:not([hidden])');
-  await page.waitForSelector('#no-functions:not([hidden])');
+  await page.waitForSelector('#function-list tr[data-name="opener"]');
 });
 
 await step('deploy-by-drop', async () => {
@@ -155,7 +158,21 @@ await step('refused-when-opened-by-another-page', async () => {
     const e = document.getElementById('login-error');
     return e && e.textContent.includes('opened by another page');
   }, { timeout: 15000 });
-  if (!(await other.$eval('#login-form', (f) => f.hidden))) throw new Error('the login form is shown');
+  if (await other.$('#login-form')) throw new Error('the login form is there');
+  await other.close();
+});
+
+await step('a-function-page-cannot-script-the-console', async () => {
+  // A function's page, on the same origin, opens the console: the console's opener policy cuts
+  // the page's handle (emberd drops the function's own Cross-Origin-Opener-Policy header).
+  await page.goto(`${url}/fn/opener/`, { waitUntil: 'load' });
+  const opened = new Promise((resolve) => browser.once('targetcreated', (t) => resolve(t.page())));
+  await page.evaluate(() => { window.held = window.open('/console/'); });
+  const other = await opened;
+  await other.waitForSelector('#login-form', { timeout: 15000 });
+  const cut = await page.waitForFunction(() => window.held.closed, { timeout: 15000 })
+    .then(() => true, () => false);
+  if (!cut) throw new Error('the function page still holds the console window');
   await other.close();
 });
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <fstream>
 #include <future>
 #include <map>
@@ -29,6 +30,33 @@ struct Ran {
   int code = -1;
   std::string out;
   std::string err;
+};
+
+// An output that takes text until it has seen `needle`, then fails, as a closed pipe does.
+class StopAfter : public std::streambuf {
+ public:
+  StopAfter(std::ostream& copy, std::string needle) : copy_(copy), needle_(std::move(needle)) {}
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    char ch = traits_type::to_char_type(c);
+    return xsputn(&ch, 1) == 1 ? c : traits_type::eof();
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    if (done_) return 0;
+    copy_.write(s, n);
+    text_.append(s, static_cast<size_t>(n));
+    if (text_.find(needle_) != std::string::npos && text_.back() == '\n') done_ = true;
+    return n;
+  }
+  int sync() override { return done_ ? -1 : 0; }
+
+ private:
+  std::ostream& copy_;
+  std::string needle_;
+  std::string text_;
+  bool done_ = false;
 };
 
 class CliE2E : public DaemonTest {
@@ -163,10 +191,27 @@ TEST_F(CliE2E, ExitCodesAndMessagesAScriptReliesOn) {
   EXPECT_EQ(flag_token.code, 0) << flag_token.err;
   EXPECT_EQ(ember({"--url", "https://example.com", "ls"}).code, cli::kUsage);
 
+  Ran help = ember({"deploy", "--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_EQ(help.out.rfind("usage: ember", 0), 0u) << help.out;
+
   Ran rm = ember({"rm", "hello"});
   ASSERT_EQ(rm.code, 0) << rm.err;
   EXPECT_EQ(rm.out, "hello: removed\n");
   EXPECT_EQ(ember({"get", "hello"}).code, cli::kApiError);
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string(), "--name", "again"}).code, 0);
+  Ran json_rm = ember({"rm", "again", "--json"});
+  ASSERT_EQ(json_rm.code, 0) << json_rm.err;
+  EXPECT_TRUE(json::parse(json_rm.out, nullptr, false).is_object()) << json_rm.out;
+}
+
+TEST_F(CliE2E, ACallThatTimesOutIsAFunctionFailure) {
+  write_text(tmp_ / "hello" / "index.js",
+             "exports.handler = () => new Promise((done) => setTimeout(done, 5000));\n");
+  ASSERT_EQ(ember({"deploy", (tmp_ / "hello").string(), "--set", "timeout_ms=200"}).code, 0);
+  Ran slow = ember({"invoke", "hello"});
+  EXPECT_EQ(slow.code, cli::kFunctionFailed) << slow.out << slow.err;
+  EXPECT_NE(slow.err.find("HTTP 504"), std::string::npos) << slow.err;
 }
 
 TEST_F(CliE2E, LogsAreReadAndFollowed) {
@@ -183,28 +228,38 @@ TEST_F(CliE2E, LogsAreReadAndFollowed) {
   const json all = json::parse(ember({"logs", "hello", "--json"}).out);
   const std::string next = all["next"].dump();
 
-  // -f prints lines written after it started; the client stops it, as Ctrl-C would.
+  // --limit N: the last N lines.
+  Ran last = ember({"logs", "hello", "--limit", "1"});
+  ASSERT_EQ(last.code, 0) << last.err;
+  EXPECT_EQ(std::count(last.out.begin(), last.out.end(), '\n'), 1) << last.out;
+  EXPECT_NE(last.out.find("REPORT RequestId: "), std::string::npos) << last.out;
+
+  // -f prints the lines from `next` on as they come; the reader stops it once it has seen the
+  // line it waits for (its output then fails, as when `ember logs -f | head` ends), or when the
+  // daemon stops, which ends the stream.
+  std::ostringstream seen_out;
+  StopAfter stop(seen_out, "greeting-second");
+  std::ostream followed_out(&stop);
   auto followed = std::async(std::launch::async, [&] {
-    cli::Endpoint endpoint;
-    endpoint.socket = daemon_.socket().string();
-    cli::Client client(endpoint);
-    std::string seen;
-    // emberd sends an empty line after 15 s of quiet: the wait ends then at the latest.
-    const auto give_up = std::chrono::steady_clock::now() + 12s;
-    auto r = client.stream("GET", "/v1/functions/hello/logs?follow=1&since=" + next,
-                           [&](std::string_view piece) {
-                             seen.append(piece);
-                             return seen.find("second") == std::string::npos &&
-                                    std::chrono::steady_clock::now() < give_up;
-                           });
-    return r ? seen : r.error().message;
+    std::ostringstream err;
+    cli::Environment e;
+    const std::string socket = daemon_.socket().string();
+    e.get = [socket](const std::string& name) -> std::optional<std::string> {
+      if (name == "EMBER_SOCKET") return socket;
+      return std::nullopt;
+    };
+    return cli::run({"logs", "hello", "-f", "--since", next}, e, followed_out, err);
   });
-  // The follower asked from `next` on: the line counts whether it connected before or after.
-  EXPECT_EQ(ember({"invoke", "hello", "--data", R"({"name":"second"})"}).code, 0);
-  const std::string seen = followed.get();
-  EXPECT_NE(seen.find("called with {\\\"name\\\":\\\"second\\\"}"), std::string::npos) << seen;
-  // Only what came after `next`.
-  EXPECT_EQ(seen.find("\\\"first\\\""), std::string::npos) << seen;
+  EXPECT_EQ(ember({"invoke", "hello", "--data", R"({"name":"greeting-second"})"}).code, 0);
+  if (followed.wait_for(20s) != std::future_status::ready) {
+    daemon_.stop(SIGTERM);  // ends the stream, so that the test ends
+    ADD_FAILURE() << "ember logs -f did not print the new line: " << seen_out.str();
+  }
+  EXPECT_EQ(followed.get(), 0);
+  const std::string seen = seen_out.str();
+  EXPECT_NE(seen.find("stdout"), std::string::npos) << seen;
+  EXPECT_NE(seen.find("called with {\"name\":\"greeting-second\"}"), std::string::npos) << seen;
+  EXPECT_EQ(seen.find("\"first\""), std::string::npos) << "only lines from `next` on: " << seen;
 }
 
 TEST_F(CliE2E, KeysKvAndUsage) {
@@ -228,6 +283,10 @@ TEST_F(CliE2E, KeysKvAndUsage) {
   EXPECT_EQ(refused.status, 401);
 
   ASSERT_EQ(ember({"kv", "put", "app", "user/1", R"({"theme":"dark"})"}).code, 0);
+  Ran negative = ember({"kv", "put", "app", "n", "-1"});  // a value, not an option
+  ASSERT_EQ(negative.code, 0) << negative.err;
+  EXPECT_EQ(ember({"kv", "get", "app", "n"}).out, "-1\n");
+  ASSERT_EQ(ember({"kv", "rm", "app", "n"}).code, 0);
   Ran text = ember({"kv", "put", "app", "note", "plain words", "--ttl", "3600"});
   ASSERT_EQ(text.code, 0) << text.err;
   Ran got = ember({"kv", "get", "app", "user/1", "--json"});
@@ -332,7 +391,12 @@ TEST(CliBundle, AFolderIsPackedWithItsModesAndWithoutGit) {
   auto listed = list_archive(*packed);
   EXPECT_EQ(listed, (std::map<std::string, unsigned>{
                         {"index.js", 0100644}, {"lib/", 040755}, {"lib/run.sh", 0100755}}));
-  // The same folder gives the same bytes.
+  // The same contents give the same bytes: no time in the gzip header (bytes 4-7, RFC 1952)
+  // nor in the entries.
+  ASSERT_GT(packed->size(), 8u);
+  EXPECT_EQ(packed->substr(4, 4), std::string(4, '\0'));
+  std::filesystem::last_write_time(tmp / "f" / "index.js",
+                                   std::filesystem::file_time_type::clock::now() - 1h);
   EXPECT_EQ(*packed, *cli::read_bundle((tmp / "f").string()));
   EXPECT_FALSE(cli::read_bundle((tmp / "none").string()).ok());
 }

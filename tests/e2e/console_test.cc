@@ -57,10 +57,31 @@ TEST_F(ConsoleE2E, FilesAreServedOpenlyUnderAStrictPolicy) {
   EXPECT_EQ(same.status, 304);
   EXPECT_TRUE(same.body.empty());
 
-  auto missing = http_request(daemon_.port(), "GET", "/console/../admin.token");
-  EXPECT_EQ(missing.status, 404) << missing.body;
   EXPECT_EQ(http_request(daemon_.port(), "GET", "/console/nothing.js").status, 404);
+  EXPECT_EQ(http_request(daemon_.port(), "GET", "/console/%2e%2e/admin.token").status, 404);
+  EXPECT_EQ(http_request(daemon_.port(), "GET", "/console/..%2fadmin.token").status, 404);
   EXPECT_EQ(http_request(daemon_.port(), "POST", "/console/").status, 405);
+  EXPECT_EQ(http_request(daemon_.port(), "HEAD", "/console/").status, 405);
+}
+
+// A function's page shares the console's origin: the headers by which it could reach past its
+// own folder are dropped from its answers.
+TEST_F(ConsoleE2E, AFunctionCannotWidenItsReachOverTheSharedOrigin) {
+  ASSERT_EQ(daemon_
+                .deploy_code("wide", "node", R"(exports.handler = async () => ({
+  statusCode: 200,
+  headers: {'content-type': 'text/html', 'service-worker-allowed': '/',
+            'cross-origin-opener-policy': 'unsafe-none', 'x-kept': 'yes'},
+  body: '<p>hi</p>',
+});
+)")
+                .status,
+            201);
+  auto r = http_request(daemon_.port(), "GET", "/fn/wide/");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-kept"), "yes");
+  EXPECT_EQ(r.header("service-worker-allowed"), "");
+  EXPECT_EQ(r.header("cross-origin-opener-policy"), "");
 }
 
 TEST_F(ConsoleE2E, AUserLogsInDeploysInvokesAndSeesTheLogAndTheCharts) {
@@ -84,6 +105,17 @@ TEST_F(ConsoleE2E, AUserLogsInDeploysInvokesAndSeesTheLogAndTheCharts) {
                      "};\n")
                .build();
   }
+  // The page a function serves, from which the check opens the console. Its opener policy, were
+  // it sent, would let it keep a handle on the console's window: emberd drops it.
+  ASSERT_EQ(daemon_
+                .deploy_code("opener", "node", R"(exports.handler = async () => ({
+  statusCode: 200,
+  headers: {'content-type': 'text/html', 'cross-origin-opener-policy': 'same-origin'},
+  body: '<p>a function page</p>',
+});
+)")
+                .status,
+            201);
   const fs::path shots = fs::path(EMBER_TEST_OUTPUT_DIR) / "console";
   fs::remove_all(shots);
   const std::string command =
