@@ -8,6 +8,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -199,10 +200,7 @@ int unreachable(const Context& c, const Error& e) {
   return e.code == Errc::kUnavailable ? kUnreachable : kApiError;
 }
 
-// An empty body (204) reads as {}.
-json parse_body(const Reply& reply) {
-  return reply.body.empty() ? json::object() : json::parse(reply.body, nullptr, false);
-}
+json parse_body(const Reply& reply) { return json::parse(reply.body, nullptr, false); }
 
 // The answer to a request: its JSON when it succeeded (2xx); else the exit code, the error
 // having been printed.
@@ -219,7 +217,8 @@ Answer ask(const Context& c, std::string_view method, const std::string& target,
   auto r = c.client.request(method, target, body, headers, progress);
   if (!r) return Answer{{}, 0, unreachable(c, r.error())};
   if (r->status < 200 || r->status >= 300) return Answer{{}, r->status, fail(c, *r)};
-  return Answer{parse_body(*r), r->status, kOk};
+  // An empty answer (204) reads as {}.
+  return Answer{r->body.empty() ? json::object() : parse_body(*r), r->status, kOk};
 }
 
 // With --json, prints `j` as the command's whole output and says so.
@@ -424,28 +423,40 @@ int logs(Context& c, const std::vector<std::string>& words) {
     }
     keep = std::stoul(n);
   }
-  json lines = json::array();
-  bool truncated = false;
+  // The pass stops at the end, or after kMaxPages pages of a function that logs faster than
+  // they are read; only the last `keep` lines are held meanwhile.
+  constexpr int kMaxPages = 100;
+  std::deque<json> lines;
+  bool truncated = false;  // lines were dropped from the log before they were read
+  bool more = false;       // the pass stopped before the end
   std::string from = since;
-  for (bool first = true;; first = false) {
+  for (int pages = 0;; ++pages) {
+    if (pages == kMaxPages) {
+      more = true;
+      break;
+    }
     Answer page = ask(c, "GET", base + "?limit=1000&since=" + encode_segment(from));
     if (!page) return page.code;
-    truncated = truncated || (first && page.body.value("truncated", false));
+    truncated = truncated || page.body.value("truncated", false);
     const json got = page.body.value("lines", json::array());
-    for (const json& line : got) lines.push_back(line);
+    for (const json& line : got) {
+      lines.push_back(line);
+      if (lines.size() > keep) lines.pop_front();
+    }
     from = page.body.value("next", json(0)).dump();
     if (got.size() < 1000) break;
   }
-  if (lines.size() > keep) {
-    lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(keep));
-    truncated = false;  // the lines left out were left out on purpose
-  }
-  if (printed_json(c,
-                   json{{"lines", lines}, {"next", json::parse(from)}, {"truncated", truncated}})) {
+  if (a.has("--limit")) truncated = false;  // the lines left out were left out on purpose
+  json listed = json::array();
+  for (json& line : lines) listed.push_back(std::move(line));
+  if (printed_json(
+          c, json{{"lines", listed}, {"next", json::parse(from)}, {"truncated", truncated}})) {
     return kOk;
   }
+
   if (truncated) c.out << "... (older lines were dropped)\n";
-  for (const json& line : lines) print_log_line(c, line);
+  for (const json& line : listed) print_log_line(c, line);
+  if (more) c.out << "... (more follows: the function writes faster than this reads; -f follows)\n";
   return kOk;
 }
 

@@ -63,6 +63,14 @@ std::string_view trim_spaces(std::string_view s) {
 
 }  // namespace
 
+std::string trigger_root(std::string_view target) {
+  constexpr std::string_view kPrefix = "/fn/";
+  std::string_view path = target.substr(0, target.find_first_of("?#"));
+  if (path.substr(0, kPrefix.size()) != kPrefix) return std::string(kPrefix);
+  path.remove_prefix(kPrefix.size());
+  return std::string(kPrefix) + std::string(path.substr(0, path.find('/'))) + "/";
+}
+
 std::string http_event(const Request& request, const TriggerContext& context) {
   // The target was checked to be origin-form when the request was routed; it is parsed once.
   const auto url = urls::parse_origin_form(request.target());

@@ -32,6 +32,10 @@ struct TriggerContext {
 // `method`, `path` (what follows /fn/{name}, decoded, starting with '/') and `query`.
 std::string http_event(const Request& request, const TriggerContext& context);
 
+// The folder an HTTP trigger's pages live in, from the request target /fn/NAME[:QUALIFIER]/...:
+// "/fn/NAME[:QUALIFIER]/", as sent (percent-encoding kept).
+std::string trigger_root(std::string_view target);
+
 // The response for an outcome, with Ember's X-Ember-* headers. For the HTTP trigger (`http`),
 // a value with a statusCode is sent as a function URL sends it ({statusCode, headers,
 // multiValueHeaders, cookies, body, isBase64Encoded}); any other value as 200 JSON. A value that

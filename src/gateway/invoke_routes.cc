@@ -35,6 +35,11 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
   meter(plan.name, request_id, outcome);
   std::string problem;
   Response res = invoke_response(std::move(outcome), request_id, trigger, &problem);
+  if (trigger) {
+    // A service worker a function's page registers covers that function's pages at most: not
+    // /fn/ (other functions) nor /console/, whose origin it shares.
+    res.set("Service-Worker-Allowed", trigger_root(request.target()));
+  }
   if (!problem.empty()) {
     spdlog::debug("api: [fn={}] request {}: the function's response cannot be sent: {}", plan.name,
                   request_id, problem);

@@ -251,12 +251,12 @@ TEST_F(CliE2E, LogsAreReadAndFollowed) {
     return cli::run({"logs", "hello", "-f", "--since", next}, e, followed_out, err);
   });
   EXPECT_EQ(ember({"invoke", "hello", "--data", R"({"name":"greeting-second"})"}).code, 0);
-  if (followed.wait_for(20s) != std::future_status::ready) {
-    daemon_.stop(SIGTERM);  // ends the stream, so that the test ends
-    ADD_FAILURE() << "ember logs -f did not print the new line: " << seen_out.str();
-  }
-  EXPECT_EQ(followed.get(), 0);
+  const bool stopped = followed.wait_for(20s) == std::future_status::ready;
+  if (!stopped) daemon_.stop(SIGTERM);  // ends the stream, so that the follower returns
+  const int code = followed.get();      // the follower is done with seen_out from here on
   const std::string seen = seen_out.str();
+  EXPECT_TRUE(stopped) << "ember logs -f did not print the new line: " << seen;
+  EXPECT_EQ(code, 0);
   EXPECT_NE(seen.find("stdout"), std::string::npos) << seen;
   EXPECT_NE(seen.find("called with {\"name\":\"greeting-second\"}"), std::string::npos) << seen;
   EXPECT_EQ(seen.find("\"first\""), std::string::npos) << "only lines from `next` on: " << seen;

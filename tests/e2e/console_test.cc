@@ -80,8 +80,14 @@ TEST_F(ConsoleE2E, AFunctionCannotWidenItsReachOverTheSharedOrigin) {
   auto r = http_request(daemon_.port(), "GET", "/fn/wide/");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-kept"), "yes");
-  EXPECT_EQ(r.header("service-worker-allowed"), "");
+  // Not the function's "/": emberd's own, the function's folder, so that a service worker the
+  // page registers covers this function's pages only.
+  EXPECT_EQ(r.header("service-worker-allowed"), "/fn/wide/");
   EXPECT_EQ(r.header("cross-origin-opener-policy"), "");
+  auto script = http_request(daemon_.port(), "GET", "/fn/wide");  // default scope would be /fn/
+  EXPECT_EQ(script.header("service-worker-allowed"), "/fn/wide/");
+  auto qualified = http_request(daemon_.port(), "GET", "/fn/wide:1/sw.js?v=2");
+  EXPECT_EQ(qualified.header("service-worker-allowed"), "/fn/wide:1/");
 }
 
 TEST_F(ConsoleE2E, AUserLogsInDeploysInvokesAndSeesTheLogAndTheCharts) {
