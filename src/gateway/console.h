@@ -15,6 +15,7 @@ struct ConsoleFile {
   std::string_view path;  // relative to console/, e.g. "app.js" or "vendor/uplot/uPlot.min.css"
   const unsigned char* data;
   size_t size;
+  std::string_view etag;  // quoted: a hash of the bytes, computed when they were embedded
 };
 
 // Every file of console/ (generated).

@@ -1,9 +1,5 @@
 // GET /console/...: the web console's files.
-#include <map>
-#include <mutex>
-
 #include "console.h"
-#include "ember/common/crypto.h"
 
 namespace ember::gateway {
 
@@ -20,19 +16,6 @@ std::string_view content_type(std::string_view path) {
   return "application/octet-stream";
 }
 
-// A file's entity tag: a hash of its bytes, computed once.
-const std::string& etag_of(const ConsoleFile& f) {
-  static std::mutex mu;
-  static std::map<std::string_view, std::string> tags;
-  std::lock_guard lock(mu);
-  auto& tag = tags[f.path];
-  if (tag.empty()) {
-    const std::string_view bytes(reinterpret_cast<const char*>(f.data), f.size);
-    tag = "\"" + sha256_hex(bytes).substr(0, 32) + "\"";
-  }
-  return tag;
-}
-
 }  // namespace
 
 Response console_response(std::string_view path, std::string_view if_none_match) {
@@ -45,10 +28,9 @@ Response console_response(std::string_view path, std::string_view if_none_match)
     return error_response(http::status::not_found, "not_found",
                           "the console has no file " + std::string(path));
   }
-  const std::string& etag = etag_of(*found);
-  Response res{if_none_match == etag ? http::status::not_modified : http::status::ok, 11};
+  Response res{if_none_match == found->etag ? http::status::not_modified : http::status::ok, 11};
   res.set(http::field::server, "ember");
-  res.set(http::field::etag, etag);
+  res.set(http::field::etag, found->etag);
   // Revalidated on each load, so a new emberd's console is never mixed with an old one's.
   res.set(http::field::cache_control, "no-cache");
   // Only the console's own files and API requests to this daemon; no inline script, no frame.
