@@ -484,8 +484,8 @@ async function refreshDead(name) {
 
 async function redrive(name, ids) {
   const r = await must('POST', `${fn(name)}/dead-letters/redrive`, ids ? { body: JSON.stringify({ ids }) } : {});
-  $('dead-status').textContent = `${r.redriven} sent again.`;
   await refreshDead(name);
+  $('dead-status').textContent = `${r.redriven} sent again.`;
 }
 
 $('redrive-all').addEventListener('click', () => redrive(state.selected, null));

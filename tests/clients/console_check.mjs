@@ -4,7 +4,8 @@
 // the metrics tab draws its charts, a key-value item is written and listed, the token is in no
 // storage (a reload asks for it again), a console opened by another page refuses it, and a
 // function's page that opens the console keeps no handle on it.
-// The daemon must have a function "opener" whose HTTP trigger answers an HTML page.
+// The daemon must have a function "opener" whose HTTP trigger answers an HTML page, and a
+// function "dead" with one dead letter.
 // Usage: node console_check.mjs URL TOKEN BUNDLE.zip SCREENSHOT_DIR
 // Prints one line per step; exits 1 at the first step that fails, after a screenshot of it.
 import fs from 'node:fs';
@@ -107,6 +108,8 @@ await step('invoke', async () => {
   await waitText('#result-headers', 'x-ember-request-id');
   await waitText('#result-log', 'greeting browser');
   await waitText('#result-log', 'REPORT RequestId');
+  // The list shows the instance the call started (refreshed every 2 s).
+  await waitText('#function-list tr[data-name="console-fn"] .instances', '1');
 });
 
 await step('log-tail', async () => {
@@ -134,6 +137,15 @@ await step('kv', async () => {
   await page.click('#kv-put');
   await waitText('#kv-status', 'greeting: version 1');
   await waitText('#kv-items', '{"text":"hi"}');
+});
+
+await step('dead-letters', async () => {
+  await page.click('#function-list tr[data-name="dead"]');
+  await waitText('#function-name', 'dead');
+  await page.click('button[data-tab="dead"]');
+  await waitText('#dead-letters', 'always failing');
+  await page.click('#redrive-all');
+  await waitText('#dead-status', '1 sent again');
 });
 
 await step('usage', async () => {

@@ -122,6 +122,17 @@ TEST_F(ConsoleE2E, AUserLogsInDeploysInvokesAndSeesTheLogAndTheCharts) {
 )")
                 .status,
             201);
+  // A function whose events all end as dead letters, for the dead-letters tab.
+  ASSERT_EQ(
+      daemon_
+          .deploy_code("dead", "node",
+                       "exports.handler = async () => { throw new Error('always failing'); };\n",
+                       {{"async", {{"retries", 0}}}})
+          .status,
+      201);
+  auto sent = http_request(daemon_.port(), "POST", "/v1/functions/dead/invoke?mode=async", "{}");
+  ASSERT_EQ(sent.status, 202) << sent.body;
+  ASSERT_EQ(daemon_.wait_for_invocation(sent.json()["id"], "dead")["status"], "dead");
   const fs::path shots = fs::path(EMBER_TEST_OUTPUT_DIR) / "console";
   fs::remove_all(shots);
   const std::string command =
