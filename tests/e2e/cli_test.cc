@@ -126,6 +126,13 @@ TEST_F(CliE2E, DeploysAFolderListsItAndInvokesIt) {
   EXPECT_EQ(j["headers"]["x-ember-start"], "warm");
   EXPECT_FALSE(j["headers"]["x-ember-request-id"].get<std::string>().empty());
 
+  // --async sends an event and prints its id, which emberd then runs.
+  Ran queued = ember({"invoke", "hello", "--async", "--data", R"({"name":"later"})"});
+  ASSERT_EQ(queued.code, 0) << queued.err;
+  const std::string id = queued.out.substr(0, queued.out.find('\n'));
+  ASSERT_FALSE(id.empty()) << queued.out;
+  EXPECT_EQ(daemon_.wait_for_invocation(id, "succeeded")["result"]["hello"], "later");
+
   // Data from a file.
   write_text(tmp_ / "event.json", R"({"name":"from-file"})");
   Ran file = ember({"invoke", "hello", "-d", "@" + (tmp_ / "event.json").string()});
