@@ -21,6 +21,19 @@ if(EMBER_SANITIZE)
   target_link_options(ember_flags INTERFACE -fsanitize=address,undefined)
 endif()
 
+# The fuzz build (scripts/build fuzz): every library instrumented for libFuzzer's coverage and
+# checked by ASan and UBSan; only the fuzz targets link libFuzzer's main. Clang 14's
+# -fsanitize=function cannot compile C++20 coroutines ("Cannot represent a difference across
+# sections"), so that one check is off.
+if(EMBER_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "EMBER_FUZZ needs Clang: CXX=clang++ (scripts/build fuzz sets it)")
+  endif()
+  target_compile_options(ember_flags INTERFACE -O1 -fsanitize=address,undefined,fuzzer-no-link
+    -fno-sanitize=function -fno-omit-frame-pointer -fno-sanitize-recover=all)
+  target_link_options(ember_flags INTERFACE -fsanitize=address,undefined)
+endif()
+
 if(CMAKE_BUILD_TYPE STREQUAL "Release" AND NOT EMBER_SANITIZE)
   target_compile_definitions(ember_flags INTERFACE _FORTIFY_SOURCE=3 _GLIBCXX_ASSERTIONS)
   target_compile_options(ember_flags INTERFACE

@@ -60,9 +60,12 @@ asio::awaitable<Response> Api::kv(const Plan& plan, Request request) {
   }
   kv::Request req;
   req.ns = plan.name;
-  for (const auto& [key, value] : query_params(request.target())) {
+  for (const auto& param : query_params(request.target())) {
+    // Not a structured binding: a lambda may not capture one before Clang 16.
+    const std::string& key = param.first;
+    const std::string& value = param.second;
     auto number = parse_int(value);
-    auto bad = [&](std::string_view what) {
+    auto bad = [&key](std::string_view what) {
       return error_response(Error::invalid(fmt::format("{}: {}", key, what), key));
     };
     if (plan.route == kKvList && key == "prefix") {

@@ -164,6 +164,13 @@ void HttpServer::start() {
   }
 }
 
+void HttpServer::serve(stream_protocol::socket socket) {
+  ++accepted_;
+  asio::co_spawn(io_,
+                 session(beast::basic_stream<stream_protocol>(std::move(socket)), Transport::kUnix),
+                 log_escaped("gateway: session"));
+}
+
 void HttpServer::log_client_error(std::string_view what) {
   uint64_t suppressed = 0;
   if (!client_errors_log_.allow(suppressed)) return;

@@ -16,6 +16,7 @@
 #include "archive_builder.h"
 #include "daemon.h"
 #include "eventually.h"
+#include "processes.h"
 #include "temp_dir.h"
 
 namespace ember::testing {
@@ -27,71 +28,6 @@ using std::chrono::milliseconds;
 using std::chrono::steady_clock;
 
 constexpr auto kDeadline = milliseconds(1000);
-
-struct ProcInfo {
-  pid_t ppid = 0;
-  char state = 0;
-  unsigned long long start = 0;  // start time in clock ticks: tells a reused pid apart
-  std::string comm;
-};
-
-std::optional<ProcInfo> read_proc(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) return std::nullopt;
-  const auto open = line.find('('), close = line.rfind(')');
-  if (open == std::string::npos || close == std::string::npos) return std::nullopt;
-  ProcInfo p;
-  p.comm = line.substr(open + 1, close - open - 1);
-  std::istringstream rest(line.substr(close + 2));
-  rest >> p.state >> p.ppid;
-  std::string skip;
-  for (int field = 5; field < 22; ++field) rest >> skip;  // fields 5..21
-  rest >> p.start;                                        // field 22
-  return p;
-}
-
-// Every live process below `root` (not `root` itself), with its start time.
-std::map<pid_t, ProcInfo> descendants(pid_t root) {
-  std::map<pid_t, ProcInfo> all;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    const pid_t pid = static_cast<pid_t>(std::stoi(name));
-    if (auto p = read_proc(pid); p && p->state != 'Z') all.emplace(pid, *p);
-  }
-  std::map<pid_t, ProcInfo> out;
-  std::vector<pid_t> frontier{root};
-  while (!frontier.empty()) {
-    const pid_t parent = frontier.back();
-    frontier.pop_back();
-    for (const auto& [pid, info] : all) {
-      if (info.ppid == parent && out.emplace(pid, info).second) frontier.push_back(pid);
-    }
-  }
-  return out;
-}
-
-bool still_running(pid_t pid, const ProcInfo& was) {
-  auto now = read_proc(pid);
-  return now && now->start == was.start && now->state != 'Z';
-}
-
-// Waits up to `limit` for every process of `set` to end; returns those still running, and how
-// long it took in `took`.
-std::vector<pid_t> survivors(const std::map<pid_t, ProcInfo>& set, steady_clock::time_point since,
-                             milliseconds limit, milliseconds& took) {
-  std::vector<pid_t> left;
-  while (true) {
-    left.clear();
-    for (const auto& [pid, info] : set) {
-      if (still_running(pid, info)) left.push_back(pid);
-    }
-    took = std::chrono::duration_cast<milliseconds>(steady_clock::now() - since);
-    if (left.empty() || took >= limit) return left;
-    std::this_thread::sleep_for(milliseconds(5));
-  }
-}
 
 const char* kNode = R"(const { spawn } = require('child_process');
 exports.handler = async (e) => {

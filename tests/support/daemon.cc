@@ -13,6 +13,7 @@
 
 #include "archive_builder.h"
 #include "eventually.h"
+#include "processes.h"
 
 extern char** environ;
 
@@ -28,6 +29,8 @@ Daemon::Daemon(fs::path state_dir, std::vector<std::string> args, bool with_toke
 
 Daemon::~Daemon() {
   if (pid_ > 0) stop(SIGKILL);
+  // What a killed daemon leaves is swept by its next start; this one will have none.
+  sweep_cgroups(v1_cgroup_dirs(log()));
 }
 
 bool Daemon::start() {

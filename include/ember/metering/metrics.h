@@ -100,8 +100,21 @@ class Metrics {
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* kv_ops_;
   prometheus::Family<prometheus::Histogram>* kv_duration_;
+  // Orders (function, op, result) keys of strings and of string views alike, so a lookup makes
+  // no strings (mixed tuple comparison through std::less<> is not portable across compilers).
+  struct ViewLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return view(a) < view(b);
+    }
+    template <class T>
+    static std::tuple<std::string_view, std::string_view, std::string_view> view(const T& t) {
+      return {std::get<0>(t), std::get<1>(t), std::get<2>(t)};
+    }
+  };
   // By (function, op, result) and by op.
-  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Counter*, std::less<>>
+  std::map<std::tuple<std::string, std::string, std::string>, prometheus::Counter*, ViewLess>
       kv_ops_by_key_;
   std::map<std::string, prometheus::Histogram*, std::less<>> kv_duration_by_op_;
 };

@@ -177,7 +177,6 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::string stdout_buffer_, stderr_buffer_;
   FrameDecoder decoder_;
   std::deque<std::string> outbox_;
-  bool writing_ = false;
   boost::asio::steady_timer write_signal_;
   boost::asio::steady_timer ready_signal_;
   boost::asio::steady_timer kill_timer_;
