@@ -200,6 +200,10 @@ def http_seeds():
         "expect-continue": request("PUT", "/v1/functions/e", NODE_BUNDLE,
                                    ["Expect: 100-continue"]),
         "obs-fold": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: b\r\n c\r\n\r\n",
+        # Nested past the 1,000 levels Ember reads: refused, never built.
+        "deep-json": request("PUT", "/v1/kv/ns/deep", "[" * 1200 + "]" * 1200)
+        + request("PATCH", "/v1/functions/hello", '{"env": ' + "[" * 1200 + "]" * 1200 + "}")
+        + request("POST", "/v1/functions/hello/invoke", "[" * 1200 + "]" * 1200),
     }
     for name, data in seeds.items():
         write("http_request", name, data)
@@ -241,6 +245,7 @@ def kv_seeds():
                  b""),
         "not-granted": ({"op": "get", "call": 1, "ns": "secret", "key": "k"}, b""),
         "bad-value": ({"op": "put", "call": 1, "key": "k"}, b"{not json"),
+        "deep-value": ({"op": "put", "call": 1, "key": "k"}, b"[" * 1200 + b"]" * 1200),
     }
     for name, (meta, body) in requests.items():
         write("kv_request", name, fdp_string(json.dumps(meta)) + body + bytes([5, 1]))

@@ -152,7 +152,42 @@ Status JsonFields::finish() {
   return {};
 }
 
+size_t json_depth(std::string_view text, size_t limit) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // the escaped character, whatever it is
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > deepest && (deepest = depth) > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+json parse_untrusted(std::string_view text) {
+  if (json_depth(text) > kMaxJsonDepth) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, /*allow_exceptions=*/false);
+}
+
+bool accept_untrusted(std::string_view text) {
+  return json_depth(text) <= kMaxJsonDepth && json::accept(text);
+}
+
 Result<json> parse_json(std::string_view text, std::string_view what) {
+  if (json_depth(text) > kMaxJsonDepth) {
+    return Error::invalid(
+        fmt::format("{} nests deeper than {} levels of arrays and objects", what, kMaxJsonDepth));
+  }
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_discarded()) return j;
   // Parse again with exceptions only to learn where the syntax error is; the parser's own

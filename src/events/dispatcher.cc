@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ember/common/crypto.h"
+#include "ember/common/json_fields.h"
 
 namespace ember::events {
 
@@ -50,7 +51,7 @@ std::string attempt_error(const scheduler::InvokeOutcome& o) {
   switch (o.kind) {
     case Kind::kFunctionError:
     case Kind::kInitError: {
-      json body = json::parse(o.body, nullptr, false);
+      json body = parse_untrusted(o.body);
       if (body.is_object()) return body.dump(-1, ' ', false, json::error_handler_t::replace);
       return error_json("Runtime.Unknown", o.body);
     }
@@ -459,9 +460,9 @@ asio::awaitable<void> Dispatcher::give_up(Entry& entry, std::string condition, s
                    fmt::format("arn:aws:lambda:us-east-1:000000000000:function:{}", e.function)},
                   {"condition", condition},
                   {"approximateInvokeCount", e.attempts}}},
-                {"requestPayload", json::parse(*e.payload, nullptr, false)},
+                {"requestPayload", parse_untrusted(*e.payload)},
                 {"responseContext", {{"statusCode", 200}, {"functionError", "Unhandled"}}},
-                {"responsePayload", json::parse(e.result, nullptr, false)}};
+                {"responsePayload", parse_untrusted(e.result)}};
     SendRequest onward{e.on_failure.substr(prefix.size()), "",
                        record.dump(-1, ' ', false, json::error_handler_t::replace),
                        "function:" + e.function, e.depth + 1};

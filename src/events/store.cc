@@ -3,6 +3,8 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "ember/common/json_fields.h"
+
 namespace ember::events {
 
 using nlohmann::json;
@@ -44,7 +46,7 @@ json Event::to_json() const {
   if (state == State::kQueued) j["next_attempt_ms"] = next_ms;
   if (!request_id.empty()) j["request_id"] = request_id;
   if (!result.empty()) {
-    json value = json::parse(result, nullptr, false);
+    json value = parse_untrusted(result);
     if (value.is_discarded()) value = result;
     j[state == State::kSucceeded ? "result" : "error"] = std::move(value);
   }

@@ -543,8 +543,9 @@ asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
     case kHttpTrigger:
       co_return co_await invoke(plan, std::move(request));
     case kInvokeAsync: {
-      std::string payload = invoke_event(request.body());
-      co_return co_await send_event(plan, std::move(payload), "api", false);
+      auto payload = invoke_event(request.body());
+      if (!payload) co_return error_response(payload.error());
+      co_return co_await send_event(plan, std::move(*payload), "api", false);
     }
     case kInvocation:
     case kDeadLetters:
@@ -593,8 +594,48 @@ Response Api::too_large(const Plan& plan, std::string message) {
   }
 }
 
-void Api::answered(const Plan& plan, unsigned status) {
+namespace {
+
+// `text` as a JSON string: quoted, control characters escaped, bad UTF-8 replaced.
+std::string log_quoted(std::string_view text) {
+  return json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// What an error answer says, for the log: "code: message" from Ember's JSON error or Lambda's,
+// else the start of the body; quoted and escaped, as it may echo what the client sent.
+std::string error_summary(const Response& response) {
+  std::string text;
+  const json body = json::parse(response.body(), nullptr, false);
+  if (body.is_object() && body.contains("error") && body["error"].is_object()) {
+    const json& e = body["error"];
+    text = e.value("code", std::string()) + ": " + e.value("message", std::string());
+  } else if (body.is_object() && body.contains("message") && body["message"].is_string()) {
+    const auto type = response["x-amzn-ErrorType"];
+    text = std::string(type.empty() ? "error" : std::string_view(type)) + ": " +
+           body["message"].get<std::string>();
+  } else {
+    text = response.body().substr(0, 160);
+  }
+  if (text.size() > 300) text.resize(300);
+  return log_quoted(text);
+}
+
+}  // namespace
+
+void Api::answered(const Plan& plan, const Response& response) {
+  const unsigned status = response.result_int();
   if (metrics_) metrics_->request(route_name(plan.route), status);
+  // What clients got wrong, Ember's answers only: on /fn/ a 4xx is usually the function's own.
+  if (status < 400 || status >= 500 || plan.route == kHttpTrigger) return;
+  uint64_t suppressed = 0;
+  if (!client_errors_log_.allow(suppressed)) return;
+  // A request refused before it had a route (kNone) is described by the error alone.
+  spdlog::warn(
+      "api: {}{}{} from {}: {}{}", status,
+      plan.route == kNone ? std::string() : fmt::format(" on {}", route_name(plan.route)),
+      plan.name.empty() ? std::string() : " [fn=" + log_quoted(plan.name) + "]", plan.peer,
+      error_summary(response),
+      suppressed ? fmt::format(" ({} similar messages suppressed)", suppressed) : std::string());
 }
 
 void Api::meter(const std::string& function, const std::string& request_id,

@@ -26,7 +26,7 @@ constexpr size_t kDefaultPage = 100, kMaxPage = 1000;
 // A dead letter as listed: the event's state and the event itself.
 json dead_letter(const events::Event& e) {
   json j = e.to_json();
-  json payload = e.payload ? json::parse(*e.payload, nullptr, false) : json();
+  json payload = e.payload ? parse_untrusted(*e.payload) : json();
   j["event"] = payload.is_discarded() ? json(*e.payload) : std::move(payload);
   return j;
 }

@@ -9,6 +9,7 @@
 #include <boost/asio/detached.hpp>
 
 #include "ember/common/clock.h"
+#include "ember/common/json_fields.h"
 #include "ember/gateway/api.h"
 #include "invocation.h"
 
@@ -86,7 +87,7 @@ asio::awaitable<std::pair<std::string, std::string>> Api::function_call(Function
                     {}};
   }
   if (call.event.empty()) call.event = "{}";
-  if (!json::accept(call.event)) {
+  if (!accept_untrusted(call.event)) {
     co_return Reply{refusal("InvalidRequestContentException", "the event is not valid JSON"), {}};
   }
   const int depth = call.depth + 1;

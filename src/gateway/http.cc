@@ -1,5 +1,7 @@
 #include "ember/gateway/http.h"
 
+#include <cerrno>
+
 namespace ember::gateway {
 
 using nlohmann::json;
@@ -49,6 +51,11 @@ Response error_response(const Error& e) {
       code = "unavailable";
       break;
     case Errc::kSystem:
+      // The state directory's disk is full: the request may succeed once space returns.
+      if (e.sys_errno == ENOSPC || e.sys_errno == EDQUOT) {
+        status = http::status::insufficient_storage;
+        code = "insufficient_storage";
+      }
       break;
   }
   return error_response(status, code, e.message, e.field);

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "ember/common/crypto.h"
+#include "ember/common/json_fields.h"
 #include "ember/common/text.h"
 #include "ember/metering/usage.h"
 
@@ -38,10 +39,31 @@ double canary_draw() { return std::uniform_real_distribution<double>(0, 1)(gener
 
 std::string new_request_id() { return random_uuid(); }
 
-std::string invoke_event(std::string_view body) {
-  if (body.empty()) return "{}";
+namespace {
+
+Error too_deep() {
+  return Error::invalid(
+      fmt::format("the event nests deeper than {} levels of arrays and objects", kMaxJsonDepth));
+}
+
+}  // namespace
+
+Result<std::string> invoke_event(std::string_view body) {
+  if (body.empty()) return std::string("{}");
+  if (json_depth(body) > kMaxJsonDepth) return too_deep();
   if (json::accept(body)) return std::string(body);
-  return json(std::string(body)).dump(-1, ' ', false, json::error_handler_t::replace);
+  if (!is_valid_utf8(body)) {
+    return Error::invalid(
+        "the event is neither JSON nor UTF-8 text: send JSON, or text (binary data as base64)");
+  }
+  return json(std::string(body)).dump();
+}
+
+Result<std::string> lambda_event(std::string_view body) {
+  if (body.empty()) return std::string("{}");
+  if (json_depth(body) > kMaxJsonDepth) return too_deep();
+  if (json::accept(body)) return std::string(body);
+  return Error::invalid("Could not parse request body into json: the payload is not JSON");
 }
 
 namespace {
@@ -245,7 +267,7 @@ Status add_headers(Response& res, const json& object, std::string_view what, boo
 // The response a function URL would send for a value, or why the value cannot be sent. A value
 // that is not an object with a statusCode is sent as 200 JSON (nullopt).
 Result<std::optional<Response>> shaped_response(const std::string& value) {
-  json v = json::parse(value, nullptr, false);
+  json v = parse_untrusted(value);
   if (!v.is_object() || !v.contains("statusCode")) return std::optional<Response>();
   const json& code = v["statusCode"];
   // 1xx are interim answers, never a final one.
@@ -349,7 +371,7 @@ Response invoke_response(scheduler::InvokeOutcome o, std::string_view request_id
       }
       break;
     case Kind::kInitError: {
-      json e = json::parse(o.body, nullptr, false);
+      json e = parse_untrusted(o.body);
       std::string message = e.is_object() ? fmt::format("{}: {}", e.value("errorType", "Error"),
                                                         e.value("errorMessage", ""))
                                           : o.body;
@@ -378,7 +400,7 @@ Response invoke_response(scheduler::InvokeOutcome o, std::string_view request_id
 
 // An error thrown by the function, or what ended it, as Lambda's runtimes report it.
 json function_error_object(const scheduler::InvokeOutcome& o, std::string_view request_id) {
-  json body = json::parse(o.body, nullptr, false);
+  json body = parse_untrusted(o.body);
   switch (o.kind) {
     case Kind::kFunctionError:
     case Kind::kInitError:

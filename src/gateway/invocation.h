@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "ember/common/result.h"
 #include "ember/gateway/http.h"
 #include "ember/scheduler/scheduler.h"
 
@@ -15,8 +16,11 @@ namespace ember::gateway {
 std::string new_request_id();
 
 // The event for /invoke: the body when it is JSON, else the body as a JSON string; an empty
-// body is the empty object.
-std::string invoke_event(std::string_view body);
+// body is the empty object. Bytes that are neither JSON nor UTF-8 text are Errc::kInvalid.
+Result<std::string> invoke_event(std::string_view body);
+// The event of Lambda's Invoke: the body, which must be JSON, or {} when empty; else
+// Errc::kInvalid with Lambda's message.
+Result<std::string> lambda_event(std::string_view body);
 
 // A uniform draw in [0, 1), for the canary split of an alias.
 double canary_draw();

@@ -26,11 +26,16 @@ asio::awaitable<Response> Api::invoke(const Plan& plan, Request request) {
       request.erase(http::field::authorization);
     }
   }
-  scheduler::InvokeRequest call{
-      request_id,
-      trigger ? http_event(request, TriggerContext{request_id, plan.peer, system_clock().wall_ms()})
-              : invoke_event(request.body()),
-      trigger ? "http" : "invoke", plan.version, plan.qualifier};
+  std::string event;
+  if (trigger) {
+    event = http_event(request, TriggerContext{request_id, plan.peer, system_clock().wall_ms()});
+  } else {
+    auto body = invoke_event(request.body());
+    if (!body) co_return error_response(body.error());
+    event = std::move(*body);
+  }
+  scheduler::InvokeRequest call{request_id, std::move(event), trigger ? "http" : "invoke",
+                                plan.version, plan.qualifier};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   meter(plan.name, request_id, outcome);
   std::string problem;

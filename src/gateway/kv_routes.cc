@@ -4,6 +4,7 @@
 #include <boost/url/parse.hpp>
 #include <charconv>
 
+#include "ember/common/json_fields.h"
 #include "ember/gateway/api.h"
 #include "ember/gateway/blocking.h"
 #include "routes.h"
@@ -44,9 +45,7 @@ std::string key_of(std::string_view target) {
 }
 
 json item_json(const kv::Item& item) {
-  json j{{"key", item.key},
-         {"value", json::parse(item.value, nullptr, false)},
-         {"version", item.version}};
+  json j{{"key", item.key}, {"value", parse_untrusted(item.value)}, {"version", item.version}};
   if (item.expires_ms) j["expiresMs"] = *item.expires_ms;
   return j;
 }

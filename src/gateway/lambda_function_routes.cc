@@ -312,7 +312,7 @@ asio::awaitable<Response> Api::lambda_functions(const Plan& plan, Request reques
     }
     case kLambdaCreate:
     case kLambdaUpdateCode: {
-      auto body = json::parse(request.body(), nullptr, false);
+      auto body = parse_untrusted(request.body());
       std::string name = plan.name;
       json overrides;
       std::string zip;
@@ -414,7 +414,7 @@ asio::awaitable<Response> Api::lambda_aliases(const Plan& plan, const Request& r
     if (existing == record->aliases.end()) co_return alias_not_found(name);
     alias = existing->second;
   }
-  auto body = json::parse(request.body(), nullptr, false);
+  auto body = parse_untrusted(request.body());
   if (auto st = apply_alias_body(body, *record, alias); !st) {
     if (st.error().code == Errc::kNotFound) {
       co_return lambda_error(http::status::not_found, "ResourceNotFoundException",

@@ -115,10 +115,14 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
     co_return lambda_error(http::status::bad_request, "InvalidParameterValueException",
                            "X-Amz-Invocation-Type must be RequestResponse, Event or DryRun");
   }
+  auto payload = lambda_event(request.body());
+  if (!payload) {
+    co_return lambda_error(http::status::bad_request, "InvalidRequestContentException",
+                           payload.error().message);
+  }
   if (type == "Event") {
     // Lambda's asynchronous invocation: 202 once the event is durably queued.
-    std::string payload = invoke_event(request.body());
-    co_return co_await send_event(plan, std::move(payload), "lambda", true);
+    co_return co_await send_event(plan, std::move(*payload), "lambda", true);
   }
   // The qualifier (NAME:QUALIFIER or ?Qualifier=) was resolved to a version when the request
   // was routed: plan.version, with plan.qualifier as the caller named it.
@@ -129,7 +133,7 @@ asio::awaitable<Response> Api::lambda_invoke(const Plan& plan, Request request) 
   }
   const bool tail = request["X-Amz-Log-Type"] == "Tail";
   const uint64_t log_from = tail && logs_ ? logs_->ring(plan.name).next_seq() : 0;
-  scheduler::InvokeRequest call{request_id, invoke_event(request.body()), "invoke", plan.version,
+  scheduler::InvokeRequest call{request_id, std::move(*payload), "invoke", plan.version,
                                 plan.qualifier};
   auto outcome = co_await scheduler_->invoke(plan.name, std::move(call));
   meter(plan.name, request_id, outcome);

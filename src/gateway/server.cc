@@ -374,6 +374,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     // connection cannot carry another request.
     const bool body_pending = !header_parser.is_done();
     Plan plan = app_.plan(header, transport);
+    plan.peer = peer;
     first_request = false;
     if (late && !plan.reject && !is_health_check(header.target())) {
       plan.reject = error_response(http::status::service_unavailable, "unavailable",
@@ -390,7 +391,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     }
     if (plan.reject) {
       plan.reject->version(version);
-      app_.answered(plan, plan.reject->result_int());
+      app_.answered(plan, *plan.reject);
       bool again = keep_alive && !body_pending && !draining_;
       if (!co_await write(stream, *plan.reject, again)) break;
       if (!again) {
@@ -424,7 +425,7 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
       Response res = app_.too_large(
           plan, "request body is over the limit of " + std::to_string(plan.body_limit) + " bytes");
       res.version(version);
-      app_.answered(plan, res.result_int());
+      app_.answered(plan, res);
       co_await write(stream, res, false);
       break;
     }
@@ -438,16 +439,15 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
         log_client_error("refused a request body: " + why);
         Response res = error_response(http::status::bad_request, "bad_request", why);
         res.version(version);
-        app_.answered(plan, res.result_int());
+        app_.answered(plan, res);
         if (co_await write(stream, res, false)) co_await linger(stream);
       }
       break;
     }
 
-    plan.peer = peer;
     Reply reply = co_await app_.handle(plan, parser.release());
     reply.response.version(version);
-    app_.answered(plan, reply.response.result_int());
+    app_.answered(plan, reply.response);
     bool again = keep_alive && !draining_;
     bool written = reply.stream ? co_await write_stream(stream, reply, again)
                                 : co_await write(stream, reply.response, again);

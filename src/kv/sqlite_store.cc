@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "ember/common/batch_queue.h"
+#include "ember/common/json_fields.h"
 #include "ember/kv/store.h"
 #include "ember/sqlite/sqlite.h"
 
@@ -373,7 +374,7 @@ class SqliteStore final : public Store {
       case Op::kIncr: {
         int64_t current = 0;
         if (live) {
-          auto j = nlohmann::json::parse(old->value, nullptr, false);
+          auto j = parse_untrusted(old->value);
           // Integers beyond int64 (json reads them as unsigned) are not counters either.
           if (!j.is_number_integer() ||
               (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t{INT64_MAX})) {

@@ -5,6 +5,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 
+#include "ember/common/json_fields.h"
 #include "ember/common/text.h"
 
 namespace ember::kv {
@@ -132,6 +133,10 @@ Status check_value(std::string_view value, const Limits& limits) {
     return too_large(fmt::format("a value is at most {} bytes of JSON, got {}",
                                  limits.max_value_bytes, value.size()),
                      "value");
+  }
+  if (json_depth(value) > kMaxJsonDepth) {
+    return Error::invalid(fmt::format("a value may nest at most {} levels deep", kMaxJsonDepth),
+                          "value");
   }
   if (!nlohmann::json::accept(value)) return Error::invalid("a value must be JSON", "value");
   return {};

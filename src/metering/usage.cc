@@ -204,18 +204,20 @@ Status UsageStore::flush() {
 
 Status UsageStore::write(std::vector<UsageRecord>& batch) {
   if (batch.empty()) return {};
-  if (!db_->exec("BEGIN")) return db_->error("begin a write to the");
+  // On any failure the batch goes back to the buffer for the next attempt: a full disk clears.
+  auto fail = [&](Error e) -> Status {
+    (void)db_->exec("ROLLBACK");
+    keep(batch);
+    return e;
+  };
+  if (!db_->exec("BEGIN")) return fail(db_->error("begin a write to the"));
   sqlite::Statement insert(
       *db_,
       "INSERT INTO usage (time_ms, function, version, request_id, cold, outcome,"
       " queue_us, init_us, duration_us, billed_ms, memory_mb, peak_memory_bytes,"
       " kv_reads, kv_writes)"
       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)");
-  if (!insert) {
-    Error e = db_->error("prepare an insert into the");
-    (void)db_->exec("ROLLBACK");
-    return e;
-  }
+  if (!insert) return fail(db_->error("prepare an insert into the"));
   // The batch outlives every row's step: its strings are bound without a copy.
   for (const auto& r : batch) {
     insert.integer(1, r.time_ms);
@@ -234,23 +236,52 @@ Status UsageStore::write(std::vector<UsageRecord>& batch) {
     insert.integer(14, r.kv_writes);
     if (insert.step() != SQLITE_DONE) {
       Error e = db_->error("insert into the");
-      (void)db_->exec("ROLLBACK");
-      // Kept for the next attempt: a full disk may clear.
-      std::lock_guard lock(buffer_mutex_);
-      buffer_.insert(buffer_.begin(), std::make_move_iterator(batch.begin()),
-                     std::make_move_iterator(batch.end()));
-      batch.clear();
-      return e;
+      insert.reset();
+      return fail(std::move(e));
     }
     insert.reset();
   }
-  if (!db_->exec("COMMIT")) {
-    Error e = db_->error("commit to the");
-    (void)db_->exec("ROLLBACK");
-    return e;
-  }
+  if (!db_->exec("COMMIT")) return fail(db_->error("commit to the"));
   batch.clear();
   return {};
+}
+
+void UsageStore::keep(std::vector<UsageRecord>& batch) {
+  std::lock_guard lock(buffer_mutex_);
+  buffer_.insert(buffer_.begin(), std::make_move_iterator(batch.begin()),
+                 std::make_move_iterator(batch.end()));
+  batch.clear();
+  // Bounded: past the limit the oldest records go, counted and logged.
+  if (buffer_.size() > kMaxBuffered) {
+    const size_t excess = buffer_.size() - kMaxBuffered;
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(excess));
+    dropped_ += excess;
+  }
+}
+
+void UsageStore::report(const Status& flushed) {
+  if (flushed) {
+    if (failures_ > 0) {
+      spdlog::info("metering: usage records are written again, after {} failed attempts",
+                   failures_);
+    }
+    failures_ = 0;
+    return;
+  }
+  ++failures_;
+  uint64_t suppressed = 0;
+  if (!failure_log_.allow(suppressed)) return;
+  uint64_t dropped = 0;
+  size_t waiting = 0;
+  {
+    std::lock_guard lock(buffer_mutex_);
+    dropped = dropped_;
+    waiting = buffer_.size();
+  }
+  spdlog::error(
+      "metering: {}; {} usage records wait in memory for the next attempt, {} dropped over the "
+      "limit of {} ({} similar messages suppressed)",
+      flushed.error().message, waiting, dropped, kMaxBuffered, suppressed);
 }
 
 void UsageStore::writer() {
@@ -260,7 +291,7 @@ void UsageStore::writer() {
     wake_.wait_for(lock, flush_interval_, [this] { return stop_; });
     if (stop_) break;
     lock.unlock();
-    if (auto s = flush(); !s) spdlog::error("metering: {}", s.error().message);
+    report(flush());
     if (std::chrono::steady_clock::now() - last_prune > std::chrono::hours(1)) {
       last_prune = std::chrono::steady_clock::now();
       (void)prune(system_clock().wall_ms());

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -45,6 +46,16 @@ Error entry_error(std::string_view entry, std::string_view why) {
 std::string archive_message(archive* a) {
   const char* s = archive_error_string(a);
   return s ? s : "unknown libarchive error";
+}
+
+// A failure to write `entry` to disk: the host's fault when the disk is full, read-only or
+// failing (a system error, 507 or 500), else the bundle's (two entries at one path, say).
+Error write_error(archive* out, std::string_view entry) {
+  const int err = archive_errno(out);
+  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS || err == ENOMEM) {
+    return Error::system("write bundle entry", printable(entry), err);
+  }
+  return entry_error(entry, archive_message(out));
 }
 
 // Splits `path` into components, dropping empty and "." ones. Returns an error message for an
@@ -282,9 +293,7 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
     }
     archive_entry_set_pathname(entry, (dest / *rel).c_str());
 
-    if (archive_write_header(out.get(), entry) != ARCHIVE_OK) {
-      return entry_error(name, archive_message(out.get()));
-    }
+    if (archive_write_header(out.get(), entry) != ARCHIVE_OK) return write_error(out.get(), name);
     if (type == AE_IFREG && !hardlink) {
       const void* block = nullptr;
       size_t size = 0;
@@ -305,17 +314,13 @@ Result<ExtractStats> extract_bundle(std::string_view data, BundleFormat format,
         }
         if (stats.bytes > ratio_limit) return bomb_error(name);
         if (archive_write_data_block(out.get(), block, size, offset) != ARCHIVE_OK) {
-          return entry_error(name, archive_message(out.get()));
+          return write_error(out.get(), name);
         }
       }
     }
-    if (archive_write_finish_entry(out.get()) != ARCHIVE_OK) {
-      return entry_error(name, archive_message(out.get()));
-    }
+    if (archive_write_finish_entry(out.get()) != ARCHIVE_OK) return write_error(out.get(), name);
   }
-  if (archive_write_close(out.get()) != ARCHIVE_OK) {
-    return Error::invalid("bundle cannot be written: " + archive_message(out.get()));
-  }
+  if (archive_write_close(out.get()) != ARCHIVE_OK) return write_error(out.get(), "(closing)");
   return stats;
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+
 namespace ember::sqlite {
 
 Result<std::unique_ptr<Connection>> Connection::open(const std::filesystem::path& file,
@@ -45,7 +47,20 @@ sqlite3_stmt* Connection::prepare(const char* sql) {
 }
 
 Error Connection::error(std::string_view what) const {
-  return Error{Errc::kSystem, fmt::format("{} {}: {}", what, name_, sqlite3_errmsg(db_))};
+  Error e{Errc::kSystem, fmt::format("{} {}: {}", what, name_, sqlite3_errmsg(db_))};
+  // What the operating system said, where SQLite knows: a full disk is told apart from damage.
+  switch (sqlite3_errcode(db_)) {
+    case SQLITE_FULL:
+      e.sys_errno = ENOSPC;
+      break;
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+      e.sys_errno = sqlite3_system_errno(db_);
+      break;
+    default:
+      break;
+  }
+  return e;
 }
 
 bool Connection::has_column(std::string_view table, std::string_view column) {

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ember/common/async.h"
+#include "ember/common/json_fields.h"
 
 namespace ember::worker {
 
@@ -185,7 +186,7 @@ void Instance::handle(Frame frame) {
           frame.type == FrameType::kResult ? std::move(frame.body) : std::move(frame.meta)};
       // A RESULT's meta is "{}" but for a body that is not JSON, which names its media type.
       if (frame.type == FrameType::kResult && frame.meta.size() > 2) {
-        auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+        auto meta = parse_untrusted(frame.meta);
         if (auto it = meta.find("contentType");
             meta.is_object() && it != meta.end() && it->is_string()) {
           p.result->content_type = media_type(it->get<std::string>());
@@ -202,7 +203,7 @@ void Instance::handle(Frame frame) {
       handle_invoke(std::move(frame));
       return;
     case FrameType::kExiting: {
-      auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+      auto meta = parse_untrusted(frame.meta);
       if (auto it = meta.find("signal");
           meta.is_object() && it != meta.end() && it->is_number_integer()) {
         runtime_signal_ = it->get<int>();
@@ -253,7 +254,7 @@ std::function<void(std::string, std::string)> Instance::replier(FrameType type, 
 }
 
 std::optional<nlohmann::json> Instance::request_meta(const Frame& frame, std::string_view what) {
-  auto meta = nlohmann::json::parse(frame.meta, nullptr, false);
+  auto meta = parse_untrusted(frame.meta);
   if (meta.is_object()) return meta;
   kill(fmt::format("worker protocol: {}'s meta is not a JSON object", what));
   return std::nullopt;

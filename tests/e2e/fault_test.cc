@@ -3,8 +3,10 @@
 // function); a worker stopped by SIGSTOP or too slow (its call times out, the worker is replaced);
 // clients that trickle their request byte by byte or never read their answer (they hold no
 // worker and starve nobody).
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <iterator>
@@ -308,6 +311,114 @@ TEST(FaultSlowClientE2E, TricklingAndNonReadingClientsHoldNoWorkerAndStarveNobod
   EXPECT_EQ(closed_by_server.load(), 20);
   deaf.close();
   EXPECT_EQ(daemon.stop(SIGTERM), 0) << daemon.log();
+}
+
+// Fills the file system of `dir` with one file, `dir/filler`, until it refuses another byte.
+void fill(const fs::path& dir) {
+  const int fd = ::open((dir / "filler").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  std::string chunk(1 << 20, 'f');
+  for (size_t size = chunk.size(); size > 0; size /= 4) {
+    while (::write(fd, chunk.data(), size) == static_cast<ssize_t>(size)) {
+    }
+  }
+  ::close(fd);
+}
+
+// The state directory on a small tmpfs of the test's own, which it fills and frees.
+class FullDiskE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have("/usr/bin/node")) GTEST_SKIP() << "/usr/bin/node is not installed";
+    fs::create_directories(disk_);
+    if (::mount("tmpfs", disk_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=48m,mode=0755") != 0) {
+      GTEST_SKIP() << "cannot mount a tmpfs here: " << std::strerror(errno);
+    }
+    mounted_ = true;
+    ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  }
+  void TearDown() override {
+    if (daemon_.running()) {
+      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
+    }
+    if (mounted_) ::umount2(disk_.c_str(), MNT_DETACH);
+  }
+  HttpResponse kv_put(const std::string& key, const std::string& value) {
+    return daemon_.admin("PUT", "/v1/kv/notes/" + key, value);
+  }
+
+  TempDir tmp_;
+  fs::path disk_ = tmp_ / "disk";
+  bool mounted_ = false;
+  Daemon daemon_{disk_ / "state"};
+};
+
+// With the state directory's disk full, a deploy, a key-value write and an asynchronous event
+// each fail with 507 insufficient_storage and say why, while what was there keeps working:
+// the active version serves, stored values read back, calls are answered (their usage records
+// wait in memory). Once space returns the same requests succeed, the records of the calls made
+// meanwhile are written, and a restart finds everything.
+TEST_F(FullDiskE2E, DeploysKvWritesAndEventsFailClearlyAndRecoverWhenSpaceReturns) {
+  ASSERT_EQ(daemon_.admin("PUT", "/v1/functions/keep", bundle_for("node")).status, 201);
+  ASSERT_EQ(invoke(daemon_, "keep").status, 200);
+  ASSERT_EQ(kv_put("before", R"({"v": 1})").status, 200);
+
+  fill(disk_);
+  const std::string noise = [] {
+    std::string s;
+    uint32_t x = 12345;
+    for (int i = 0; i < (2 << 20); ++i)
+      s.push_back(static_cast<char>((x = x * 1103515245 + 12345) >> 24));
+    return s;
+  }();
+  ArchiveBuilder big(ArchiveKind::kZip);
+  big.file("function.json", R"({"runtime": "node", "handler": "index.handler"})")
+      .file("index.js", kNodeSleeper)
+      .file("noise.bin", noise);
+  const std::string big_bundle = big.build();
+  const std::string big_value = json{{"blob", std::string(300 << 10, 'v')}}.dump();
+  const std::string big_event = json{{"ms", 0}, {"pad", std::string(300 << 10, 'e')}}.dump();
+
+  auto deploy = daemon_.admin("PUT", "/v1/functions/fresh", big_bundle);
+  EXPECT_EQ(deploy.status, 507) << deploy.body;
+  EXPECT_EQ(deploy.json()["error"]["code"], "insufficient_storage") << deploy.body;
+  EXPECT_NE(deploy.body.find("No space left on device"), std::string::npos) << deploy.body;
+  auto put = kv_put("big", big_value);
+  EXPECT_EQ(put.status, 507) << put.body;
+  EXPECT_EQ(put.json()["error"]["code"], "KvUnavailable") << put.body;
+  auto event =
+      http_request(daemon_.port(), "POST", "/v1/functions/keep/invoke?mode=async", big_event);
+  EXPECT_EQ(event.status, 507) << event.body;
+  // What was there still works.
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/fresh").status, 404);
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/keep").json()["active_version"], 1);
+  auto during = invoke(daemon_, "keep");
+  EXPECT_EQ(during.status, 200) << during.body;
+  const std::string during_id = during.header("x-ember-request-id");
+  EXPECT_EQ(daemon_.admin("GET", "/v1/kv/notes/before").json()["value"], json({{"v", 1}}));
+
+  fs::remove(disk_ / "filler");
+  deploy = daemon_.admin("PUT", "/v1/functions/fresh", big_bundle);
+  EXPECT_EQ(deploy.status, 201) << deploy.body;
+  EXPECT_EQ(invoke(daemon_, "fresh").status, 200);
+  EXPECT_EQ(kv_put("big", big_value).status, 200);
+  event = http_request(daemon_.port(), "POST", "/v1/functions/keep/invoke?mode=async", big_event);
+  ASSERT_EQ(event.status, 202) << event.body;
+  EXPECT_EQ(daemon_.wait_for_invocation(event.json()["id"], "succeeded")["status"], "succeeded");
+  // The call made while the disk was full is billed.
+  EXPECT_TRUE(eventually([&] {
+    return daemon_.admin("GET", "/v1/functions/keep/usage?limit=100").body.find(during_id) !=
+           std::string::npos;
+  })) << "the usage record of a call made during the full disk was lost";
+
+  ASSERT_EQ(daemon_.stop(SIGTERM), 0) << daemon_.log();
+  ASSERT_TRUE(daemon_.start()) << daemon_.log();
+  EXPECT_EQ(daemon_.admin("GET", "/v1/functions/fresh").status, 200);
+  EXPECT_EQ(daemon_.admin("GET", "/v1/kv/notes/before").json()["value"], json({{"v", 1}}));
+  EXPECT_EQ(daemon_.admin("GET", "/v1/kv/notes/big").json()["value"], json::parse(big_value));
+  EXPECT_NE(daemon_.admin("GET", "/v1/functions/keep/usage?limit=100").body.find(during_id),
+            std::string::npos);
+  EXPECT_EQ(invoke(daemon_, "keep").status, 200);
 }
 
 }  // namespace

@@ -51,7 +51,23 @@ class JsonFields {
   Error error_;
 };
 
-// Parses `text` as a JSON document; a syntax error becomes Errc::kInvalid naming `what`.
+// JSON from outside (clients, bundles, functions) may nest at most this deep. Reading and writing
+// a document recurses once per level, so without a bound a few hundred kilobytes of brackets
+// would exhaust the stack; real documents nest a few dozen levels.
+inline constexpr size_t kMaxJsonDepth = 1000;
+
+// How deep `text` nests (the most arrays and objects open at once; 0 for a scalar), counted
+// without parsing, strings skipped; counting stops just past `limit`. Says nothing of validity.
+size_t json_depth(std::string_view text, size_t limit = kMaxJsonDepth);
+
+// json::parse(text, nullptr, false) for text from outside: discarded, as for invalid JSON, when it
+// nests deeper than kMaxJsonDepth.
+nlohmann::json parse_untrusted(std::string_view text);
+// json::accept for text from outside: false as well when it nests deeper than kMaxJsonDepth.
+bool accept_untrusted(std::string_view text);
+
+// Parses `text` as a JSON document; a syntax error, or nesting past kMaxJsonDepth, becomes
+// Errc::kInvalid naming `what`.
 Result<nlohmann::json> parse_json(std::string_view text, std::string_view what);
 
 }  // namespace ember

@@ -6,6 +6,7 @@
 #include <string>
 #include <utility>
 
+#include "ember/common/log.h"
 #include "ember/events/dispatcher.h"
 #include "ember/events/store.h"
 #include "ember/events/timetable.h"
@@ -73,7 +74,8 @@ class Api final : public Application {
 
   Plan plan(const RequestHeader& header, Transport transport) override;
   boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) override;
-  void answered(const Plan& plan, unsigned status) override;
+  // Counts the answer; a 4xx of Ember's own (not a function's) is logged, rate-limited.
+  void answered(const Plan& plan, const Response& response) override;
   Response too_large(const Plan& plan, std::string message) override;
 
  private:
@@ -125,6 +127,8 @@ class Api final : public Application {
   logs::LogStore* logs_;
   const HttpServer* server_ = nullptr;
   metering::Metrics* metrics_ = nullptr;
+  // 4xx answers logged: ten at once, then one a second.
+  LogRateLimiter client_errors_log_{1, 10};
   metering::UsageStore* usage_ = nullptr;
   metering::Prices prices_;
   kv::Service* kv_ = nullptr;

@@ -69,8 +69,9 @@ class Application {
   virtual ~Application() = default;
   virtual Plan plan(const RequestHeader& header, Transport transport) = 0;
   virtual boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) = 0;
-  // Told of every response sent, rejections included, for metrics.
-  virtual void answered(const Plan& plan, unsigned status) { (void)plan, (void)status; }
+  // Told of every response sent (its head and whole body; a streamed one's head), rejections
+  // included: for metrics, and to log what clients got wrong.
+  virtual void answered(const Plan& plan, const Response& response) { (void)plan, (void)response; }
   // The answer to a body over the plan's limit, in the route's own error format (Ember's JSON
   // error by default).
   virtual Response too_large(const Plan& plan, std::string message);

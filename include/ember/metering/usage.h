@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "ember/common/log.h"
 #include "ember/common/result.h"
 
 namespace ember::sqlite {
@@ -115,7 +116,15 @@ class UsageStore {
   UsageStore(std::unique_ptr<sqlite::Connection> db, std::chrono::milliseconds flush_interval,
              int retention_days);
   Status write(std::vector<UsageRecord>& batch);  // with db_mutex_ held
+  // Puts a batch that could not be written back in front of the buffer, within kMaxBuffered.
+  void keep(std::vector<UsageRecord>& batch);
+  // Logs a failed flush of the writer thread, at most once a minute; and the recovery.
+  void report(const Status& flushed);
   void writer();
+
+  // Records kept in memory while the database cannot be written (a full disk), at most: about
+  // 40 MB. Past it the oldest are dropped, counted in dropped_.
+  static constexpr size_t kMaxBuffered = 200'000;
 
   // Not thread-safe itself (one connection per thread is the rule): db_mutex_ serializes it.
   std::unique_ptr<sqlite::Connection> db_;
@@ -125,7 +134,11 @@ class UsageStore {
   std::mutex buffer_mutex_;
   std::condition_variable wake_;
   std::vector<UsageRecord> buffer_;
+  uint64_t dropped_ = 0;  // with buffer_mutex_
   bool stop_ = false;
+  // The writer thread's own.
+  uint64_t failures_ = 0;
+  LogRateLimiter failure_log_{1.0 / 60, 1};
   std::thread writer_;
 };
 

@@ -76,6 +76,29 @@ TEST(JsonFields, OneOfRejectsOtherValues) {
   EXPECT_EQ(mode, "none");
 }
 
+TEST(JsonDepth, CountsArraysAndObjectsButNotBracketsInStrings) {
+  EXPECT_EQ(json_depth("1"), 0u);
+  EXPECT_EQ(json_depth(R"({"a": [1, {"b": []}]})"), 4u);
+  EXPECT_EQ(json_depth(R"(["[[[[", "\"[[", {"k]": "}}}"}])"), 2u);
+  EXPECT_EQ(json_depth(std::string(5000, '[') + std::string(5000, ']'), 10), 11u)
+      << "counting stops just past the limit";
+}
+
+TEST(JsonDepth, UntrustedTextDeeperThanTheLimitIsRefusedUnparsed) {
+  const std::string ok = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
+  const std::string deep = "[" + ok + "]";
+  EXPECT_FALSE(parse_untrusted(ok).is_discarded());
+  EXPECT_TRUE(accept_untrusted(ok));
+  EXPECT_TRUE(parse_untrusted(deep).is_discarded());
+  EXPECT_FALSE(accept_untrusted(deep));
+  auto parsed = parse_json(deep, "request body");
+  ASSERT_FALSE(parsed);
+  EXPECT_EQ(parsed.error().message,
+            "request body nests deeper than 1000 levels of arrays and objects");
+  // Two million levels: refused without recursion (this would overflow the stack when built).
+  EXPECT_TRUE(parse_untrusted(std::string(2'000'000, '[')).is_discarded());
+}
+
 TEST(JsonFields, NonObjectDocumentIsAnError) {
   JsonFields f(json::array(), "");
   EXPECT_FALSE(f.finish().ok());
