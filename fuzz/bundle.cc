@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <system_error>
 
@@ -41,6 +42,8 @@ const fs::path& base() {
 void check_tree(const fs::path& dest, const BundleLimits& limits, bool accepted) {
   const fs::path root = fs::canonical(dest);
   uint64_t entries = 0, bytes = 0;
+  std::map<ino_t, nlink_t> links;  // regular files with several names: names found inside
+  std::map<ino_t, nlink_t> expected;
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(dest, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
@@ -50,6 +53,10 @@ void check_tree(const fs::path& dest, const BundleLimits& limits, bool accepted)
     if (st.st_mode & (S_ISUID | S_ISGID | S_ISVTX)) std::abort();
     if (S_ISREG(st.st_mode)) {
       bytes += static_cast<uint64_t>(st.st_size);
+      if (st.st_nlink > 1) {
+        ++links[st.st_ino];
+        expected[st.st_ino] = st.st_nlink;
+      }
     } else if (S_ISLNK(st.st_mode)) {
       // Resolved as far as it exists: a link may dangle, but never point out of the tree.
       const fs::path target = fs::weakly_canonical(it->path(), ec);
@@ -63,12 +70,16 @@ void check_tree(const fs::path& dest, const BundleLimits& limits, bool accepted)
       std::abort();
     }
   }
+  // A hard link to a file outside would have a name outside: every name is inside.
+  if (links != expected) std::abort();
   if (accepted && (entries > limits.max_entries || bytes > limits.max_extracted_bytes)) {
     std::abort();
   }
-  // Nothing beside the destination.
-  for (const auto& entry : fs::directory_iterator(base())) {
-    if (entry.path() != dest) std::abort();
+  // Nothing beside the destination, nor beside its parent.
+  for (const auto& dir : {dest.parent_path(), base()}) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path() != dest && entry.path() != dest.parent_path()) std::abort();
+    }
   }
 }
 
@@ -86,8 +97,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_compressed_bytes = 1 << 20;
   limits.max_extracted_bytes = 8 << 20;
   limits.max_entries = 500;
-  const fs::path dest = base() / "bundle";
-  fs::create_directory(dest);
+  // Two levels down, so that an escape by one or two levels is seen.
+  const fs::path dest = base() / "outer" / "bundle";
+  fs::create_directories(dest);
   auto stats = extract_bundle(archive, *format, dest, limits);
   check_tree(dest, limits, static_cast<bool>(stats));
   fs::remove_all(dest);

@@ -6,7 +6,6 @@
 // Checked: the server answers or closes, and never takes longer than 10 s to finish with a
 // client that has sent everything and closed its side; every answer it sends parses as HTTP and
 // an error answer (4xx, 5xx) carries a JSON body.
-#include <fuzzer/FuzzedDataProvider.h>
 #include <spdlog/spdlog.h>
 #include <stdlib.h>
 
@@ -132,7 +131,7 @@ void check_answers(const std::string& bytes) {
         nlohmann::json::parse(response.body(), nullptr, false).is_discarded()) {
       std::abort();
     }
-    if (status >= 400 && response.body().empty() && status != 405 && status != 304) {
+    if (status >= 400 && response.body().empty() && status != 405) {
       std::abort();  // an error with nothing to say
     }
   }
@@ -168,9 +167,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h.io.restart();
   h.io.run_for(std::chrono::seconds(10));
   if (!finished) std::abort();  // a connection the server never let go of
-  // An answer to HEAD has a length but no body, which a reader must know to parse what follows.
-  if (std::string_view(reinterpret_cast<const char*>(data), size).find("HEAD") ==
-      std::string_view::npos) {
+  // An answer to HEAD has a length but no body, which a reader must know to parse what follows:
+  // inputs with a line starting with HEAD are checked for the hang only.
+  const std::string_view input(reinterpret_cast<const char*>(data), size);
+  if (!input.starts_with("HEAD") && input.find("\nHEAD") == std::string_view::npos) {
     check_answers(answers);
   }
   return 0;

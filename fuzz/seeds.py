@@ -222,17 +222,19 @@ def frame_seeds():
               + frame(6, 7, {"op": "get", "call": 1, "key": "k"})
               + frame(10, 8, {"call": 1, "target": "other", "async": False}, b"{}")
               + frame(5, 2, {}, b'{"errorType":"E","errorMessage":"m"}'))
-    write("worker_frames", "stream", stream + bytes([7, 3, 200, 1]))
-    write("worker_frames", "unknown-type", frame(99, 0, {}))
-    write("worker_frames", "huge-meta", struct.pack("<IIII", 4, 1, 1 << 20, 0))
-    write("worker_frames", "partial", frame(4, 1, {}, b"x" * 100)[:40] + bytes([16]))
+    # Piece sizes are one byte each, read from the back (1 + byte % 256); the stream from the
+    # front.
+    write("worker_frames", "stream", stream + bytes([6, 2, 199, 0, 255]))
+    write("worker_frames", "unknown-type", frame(99, 0, {}) + bytes([15]))
+    write("worker_frames", "huge-meta", struct.pack("<IIII", 4, 1, 1 << 20, 0) + bytes([15]))
+    write("worker_frames", "partial", frame(4, 1, {}, b"x" * 100)[:40] + bytes([39]))
 
 
 # KV requests ---------------------------------------------------------------------------------
 
 def kv_seeds():
-    # kv_request.cc: the boolean and the operation count from the back, meta then body from the
-    # front.
+    # kv_request.cc: from the back, the boolean (one byte) and the operation count (two bytes,
+    # the first read the high one); from the front, meta then body.
     requests = {
         "put": ({"op": "put", "call": 1, "key": "user/42", "ttl_s": 60}, b'{"n": 1}'),
         "put-if-version": ({"op": "put", "call": 1, "ns": "team", "key": "k", "if_version": 3},
@@ -248,7 +250,7 @@ def kv_seeds():
         "deep-value": ({"op": "put", "call": 1, "key": "k"}, b"[" * 1200 + b"]" * 1200),
     }
     for name, (meta, body) in requests.items():
-        write("kv_request", name, fdp_string(json.dumps(meta)) + body + bytes([5, 1]))
+        write("kv_request", name, fdp_string(json.dumps(meta)) + body + bytes([5, 0, 1]))
 
 
 # Manifests, schedules, config ----------------------------------------------------------------
@@ -275,7 +277,8 @@ def manifest_seeds():
     for i, expr in enumerate(["rate(5 minutes)", "cron(0/15 8-17 ? * MON-FRI *)",
                               "cron(0 0 L * ? 2027)", "cron(30 12 29 2 ? *)",
                               "rate(1 second)"]):
-        write("manifest", f"schedule-{i}", expr.encode() + struct.pack("<Q", 1796600000000)
+        # The start, seconds since the epoch, is four bytes read from the back.
+        write("manifest", f"schedule-{i}", expr.encode() + struct.pack("<I", 1796630400)
               + bytes([2]))
     write("manifest", "name", b"hello-world-1" + bytes([3]))
 

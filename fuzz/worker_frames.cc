@@ -16,7 +16,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string fed;      // every byte given to the decoder
   std::string decoded;  // the frames it returned, encoded again
   while (in.remaining_bytes() > 0) {
-    const size_t piece = in.ConsumeIntegralInRange<size_t>(1, 4096);
+    const size_t piece = in.ConsumeIntegralInRange<size_t>(1, 256);  // one byte of input
     const std::string bytes = in.ConsumeBytesAsString(piece);
     decoder.feed(bytes);
     fed += bytes;

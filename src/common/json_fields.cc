@@ -179,6 +179,11 @@ json parse_untrusted(std::string_view text) {
   return json::parse(text, nullptr, /*allow_exceptions=*/false);
 }
 
+json json_or_string(std::string_view text) {
+  json j = parse_untrusted(text);
+  return j.is_discarded() ? json(std::string(text)) : j;
+}
+
 bool accept_untrusted(std::string_view text) {
   return json_depth(text) <= kMaxJsonDepth && json::accept(text);
 }

@@ -408,9 +408,13 @@ asio::awaitable<void> Dispatcher::attempt(std::string id) {
   switch (outcome.kind) {
     case Kind::kOk:
       e.state = State::kSucceeded;
-      e.result = outcome.body.size() <= options_.max_result_bytes
-                     ? (outcome.content_type.empty() ? outcome.body : json(outcome.body).dump())
-                     : json{{"truncated", true}, {"bytes", outcome.body.size()}}.dump();
+      e.result =
+          outcome.body.size() <= options_.max_result_bytes
+              ? (outcome.content_type.empty()
+                     ? outcome.body
+                     // A custom runtime's answer that is not JSON may not be UTF-8 either.
+                     : json(outcome.body).dump(-1, ' ', false, json::error_handler_t::replace))
+              : json{{"truncated", true}, {"bytes", outcome.body.size()}}.dump();
       ++counters_.succeeded;
       save(e, true);
       break;
@@ -460,9 +464,9 @@ asio::awaitable<void> Dispatcher::give_up(Entry& entry, std::string condition, s
                    fmt::format("arn:aws:lambda:us-east-1:000000000000:function:{}", e.function)},
                   {"condition", condition},
                   {"approximateInvokeCount", e.attempts}}},
-                {"requestPayload", parse_untrusted(*e.payload)},
+                {"requestPayload", json_or_string(*e.payload)},
                 {"responseContext", {{"statusCode", 200}, {"functionError", "Unhandled"}}},
-                {"responsePayload", parse_untrusted(e.result)}};
+                {"responsePayload", json_or_string(e.result)}};
     SendRequest onward{e.on_failure.substr(prefix.size()), "",
                        record.dump(-1, ' ', false, json::error_handler_t::replace),
                        "function:" + e.function, e.depth + 1};

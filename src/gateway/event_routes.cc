@@ -26,8 +26,7 @@ constexpr size_t kDefaultPage = 100, kMaxPage = 1000;
 // A dead letter as listed: the event's state and the event itself.
 json dead_letter(const events::Event& e) {
   json j = e.to_json();
-  json payload = e.payload ? parse_untrusted(*e.payload) : json();
-  j["event"] = payload.is_discarded() ? json(*e.payload) : std::move(payload);
+  j["event"] = e.payload ? json_or_string(*e.payload) : json();
   return j;
 }
 

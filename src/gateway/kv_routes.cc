@@ -45,7 +45,7 @@ std::string key_of(std::string_view target) {
 }
 
 json item_json(const kv::Item& item) {
-  json j{{"key", item.key}, {"value", parse_untrusted(item.value)}, {"version", item.version}};
+  json j{{"key", item.key}, {"value", json_or_string(item.value)}, {"version", item.version}};
   if (item.expires_ms) j["expiresMs"] = *item.expires_ms;
   return j;
 }

@@ -41,7 +41,10 @@ class LogFollower final : public BodyStream {
       if (!lines.empty()) {
         std::string out;
         if (truncated) out += json{{"truncated", true}}.dump() + "\n";
-        for (const auto& line : lines) out += line.to_json().dump() + "\n";
+        // A line is what a function wrote: not always UTF-8 (a character cut at the line limit).
+        for (const auto& line : lines) {
+          out += line.to_json().dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+        }
         next_ = lines.back().seq + 1;
         co_return out;
       }

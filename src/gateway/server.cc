@@ -165,6 +165,12 @@ void HttpServer::start() {
 }
 
 void HttpServer::serve(stream_protocol::socket socket) {
+  if (static_cast<int>(connections_.size()) >= options_.max_connections) {
+    log_client_error("connection limit of " + std::to_string(options_.max_connections) +
+                     " reached, refusing a connection");
+    reject_overloaded(socket);
+    return;
+  }
   ++accepted_;
   asio::co_spawn(io_,
                  session(beast::basic_stream<stream_protocol>(std::move(socket)), Transport::kUnix),
@@ -361,8 +367,11 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
                             ? "header_too_large"
                         : refused->status == http::status::bad_request ? "bad_request"
                                                                        : "unsupported";
-      log_client_error("refused a request: " + refused->message);
       Response res = error_response(refused->status, code, refused->message);
+      // Counted and logged (rate-limited) by the application, as a request without a route.
+      Plan rejected;
+      rejected.peer = peer;
+      app_.answered(rejected, res);
       if (co_await write(stream, res, false)) co_await linger(stream);
       break;
     }
@@ -436,7 +445,6 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
           bec != http::error::end_of_stream && bec != http::error::partial_message &&
           bec != http::error::short_read) {
         const std::string why = describe_parse_error(bec);
-        log_client_error("refused a request body: " + why);
         Response res = error_response(http::status::bad_request, "bad_request", why);
         res.version(version);
         app_.answered(plan, res);

@@ -63,6 +63,9 @@ size_t json_depth(std::string_view text, size_t limit = kMaxJsonDepth);
 // json::parse(text, nullptr, false) for text from outside: discarded, as for invalid JSON, when it
 // nests deeper than kMaxJsonDepth.
 nlohmann::json parse_untrusted(std::string_view text);
+// parse_untrusted, or the text itself as a JSON string when it is not JSON (or too deep): for
+// showing stored text that ought to be JSON inside a document of Ember's own.
+nlohmann::json json_or_string(std::string_view text);
 // json::accept for text from outside: false as well when it nests deeper than kMaxJsonDepth.
 bool accept_untrusted(std::string_view text);
 

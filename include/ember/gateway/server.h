@@ -91,7 +91,7 @@ class HttpServer {
   // Starts the accept loops.
   void start();
   // Serves a stream already connected (one end of a socketpair), as a Unix connection accepted
-  // from a listener would be: limits, timeouts and drain apply alike.
+  // from a listener would be: the connection limit, timeouts and drain apply alike.
   void serve(boost::asio::local::stream_protocol::socket socket);
   // Stops accepting, closes idle connections, lets requests in flight finish with
   // "Connection: close", and closes what is left when drain_timeout_ms runs out.
