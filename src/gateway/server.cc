@@ -164,14 +164,20 @@ void HttpServer::start() {
   }
 }
 
-void HttpServer::serve(stream_protocol::socket socket) {
+template <class Socket>
+bool HttpServer::admit(Socket& socket) {
   if (static_cast<int>(connections_.size()) >= options_.max_connections) {
     log_client_error("connection limit of " + std::to_string(options_.max_connections) +
                      " reached, refusing a connection");
     reject_overloaded(socket);
-    return;
+    return false;
   }
   ++accepted_;
+  return true;
+}
+
+void HttpServer::serve(stream_protocol::socket socket) {
+  if (!admit(socket)) return;
   asio::co_spawn(io_,
                  session(beast::basic_stream<stream_protocol>(std::move(socket)), Transport::kUnix),
                  log_escaped("gateway: session"));
@@ -200,22 +206,14 @@ asio::awaitable<void> HttpServer::accept_loop(Acceptor& acceptor, Transport tran
       co_await backoff.async_wait(kAwait);
       continue;
     }
-    if (static_cast<int>(connections_.size()) >= options_.max_connections) {
-      log_client_error("connection limit of " + std::to_string(options_.max_connections) +
-                       " reached, refusing a connection");
-      reject_overloaded(socket);
-      continue;
-    }
-    ++accepted_;
     if constexpr (std::is_same_v<Acceptor, tcp::acceptor>) {
+      if (!admit(socket)) continue;
       boost::system::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
       asio::co_spawn(io_, session(beast::tcp_stream(std::move(socket)), transport),
                      log_escaped("gateway: session"));
     } else {
-      asio::co_spawn(io_,
-                     session(beast::basic_stream<stream_protocol>(std::move(socket)), transport),
-                     log_escaped("gateway: session"));
+      serve(std::move(socket));
     }
   }
 }

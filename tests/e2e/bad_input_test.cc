@@ -44,6 +44,16 @@ struct Case {
 
 class BadInputE2E : public DaemonTest {
  protected:
+  // Deploys a custom runtime whose bundle is `bootstrap` alone.
+  void deploy_provided(const std::string& name, const char* bootstrap) {
+    auto r = daemon_.admin("PUT", "/v1/functions/" + name,
+                           ArchiveBuilder(ArchiveKind::kZip)
+                               .file("function.json", R"({"runtime":"provided"})")
+                               .file("bootstrap", bootstrap, 0755)
+                               .build());
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+
   // Sends `c` and checks its answer: the status, a JSON error naming the problem.
   void check(const Case& c) {
     SCOPED_TRACE(c.what);
@@ -206,14 +216,7 @@ while True:
                  {"Content-Type": "application/json"})
     conn.getresponse().read()
 )";
-  ASSERT_EQ(daemon_
-                .admin("PUT", "/v1/functions/deep",
-                       ArchiveBuilder(ArchiveKind::kZip)
-                           .file("function.json", R"({"runtime":"provided"})")
-                           .file("bootstrap", bootstrap, 0755)
-                           .build())
-                .status,
-            201);
+  deploy_provided("deep", bootstrap);
   auto direct = http_request(daemon_.port(), "POST", "/v1/functions/deep/invoke", "{}");
   EXPECT_EQ(direct.status, 200);
   EXPECT_EQ(direct.body.size(), 600'000u);
@@ -245,14 +248,7 @@ while True:
                  {"Content-Type": "application/octet-stream"})
     conn.getresponse().read()
 )";
-  ASSERT_EQ(daemon_
-                .admin("PUT", "/v1/functions/bytes",
-                       ArchiveBuilder(ArchiveKind::kZip)
-                           .file("function.json", R"({"runtime":"provided"})")
-                           .file("bootstrap", bootstrap, 0755)
-                           .build())
-                .status,
-            201);
+  deploy_provided("bytes", bootstrap);
   auto direct = http_request(daemon_.port(), "POST", "/v1/functions/bytes/invoke", "{}");
   EXPECT_EQ(direct.status, 200);
   EXPECT_EQ(direct.body, "\xff\xfe raw");

@@ -116,6 +116,9 @@ class HttpServer {
   boost::asio::awaitable<bool> write(Stream& stream, Response& response, bool keep_alive);
   template <class Stream>
   boost::asio::awaitable<bool> write_stream(Stream& stream, Reply& reply, bool keep_alive);
+  // Counts a new connection, or refuses it with 503 at max_connections (false).
+  template <class Socket>
+  bool admit(Socket& socket);
   void connection_closed(ConnectionList::iterator it);
   void log_client_error(std::string_view what);
 
