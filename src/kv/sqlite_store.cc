@@ -15,6 +15,7 @@
 #include "ember/common/json_fields.h"
 #include "ember/kv/store.h"
 #include "ember/sqlite/sqlite.h"
+#include "write_batch.h"
 
 namespace ember::kv {
 
@@ -43,14 +44,6 @@ CREATE TABLE IF NOT EXISTS namespaces (
 // Expired items are deleted a batch at a time after writes; until then reads skip them.
 constexpr int kSweepBatch = 256;
 
-// The row of a key as stored, expired or not.
-struct Row {
-  std::string value;
-  uint64_t version = 0;
-  std::optional<int64_t> expires_ms;
-  bool live(int64_t now_ms) const { return !expires_ms || *expires_ms > now_ms; }
-};
-
 // The row of `key` as stored, expired or not.
 Result<std::optional<Row>> read_row(Connection& c, std::string_view ns, std::string_view key) {
   Statement q(c, "SELECT value, version, expires_ms FROM items WHERE ns = ? AND key = ?");
@@ -63,18 +56,6 @@ Result<std::optional<Row>> read_row(Connection& c, std::string_view ns, std::str
   Row r{q.column_text(0), static_cast<uint64_t>(q.column_int(1)), std::nullopt};
   if (!q.column_null(2)) r.expires_ms = q.column_int(2);
   return std::optional<Row>(std::move(r));
-}
-
-// A request waiting for its thread, with the callback its reply goes to.
-struct Pending {
-  Request request;
-  Store::Done done;
-  Reply reply;
-};
-
-// Hands every request of a served batch its reply.
-void reply_all(std::vector<Pending>& batch) {
-  for (Pending& p : batch) p.done(std::move(p.reply));
 }
 
 class SqliteStore final : public Store {
@@ -171,11 +152,8 @@ class SqliteStore final : public Store {
                 "AND (expires_ms IS NULL OR expires_ms > ?) "
                 "ORDER BY key LIMIT ?");
     if (!q) return r_->error("list");
-    // The first key past every key with the prefix (its last byte below 0xff, plus one), so
-    // that the index range ends where the prefix does; empty when there is no such key.
-    std::string past(prefix);
-    while (!past.empty() && static_cast<unsigned char>(past.back()) == 0xff) past.pop_back();
-    if (!past.empty()) past.back() = static_cast<char>(static_cast<unsigned char>(past.back()) + 1);
+    // The index range ends where the prefix does.
+    const std::string past = past_prefix(prefix);
     q.text(1, ns);
     q.text(2, prefix);
     q.text(3, cursor);
@@ -205,28 +183,17 @@ class SqliteStore final : public Store {
     return page;
   }
 
-  // What one commit works on: the rows and namespaces its writes touched, read once from the
-  // database and then kept in memory, so that a hot key written by every write of the batch
-  // costs one read and one write of its row, however many writes there were.
-  struct Usage {
-    int64_t bytes = 0;
-    uint64_t version = 0;  // the last version given in the namespace
-  };
-  struct Batch {
-    std::map<std::pair<std::string, std::string>, std::optional<Row>> rows;
-    std::map<std::string, Usage, std::less<>> namespaces;
-    std::set<std::pair<std::string, std::string>> changed;
-  };
-
   // Commits every write of `batch` as one transaction. Each write is checked before it changes
   // anything, so one that fails leaves the others; an error of the storage itself fails them all.
   void commit(std::vector<Pending>& batch) {
     const int64_t now_ms = clock_.wall_ms();
-    Batch view;
+    WriteBatch view(
+        [this](std::string_view ns, std::string_view key) { return read_row(*w_, ns, key); },
+        [this](std::string_view ns) { return read_usage(ns); }, limits_, now_ms);
     Status committed = w_->exec("BEGIN IMMEDIATE");
     for (Pending& p : batch) {
       if (!committed) break;
-      p.reply.status = apply(p.request, p.reply, now_ms, view);
+      p.reply.status = view.apply(p.request, p.reply);
       if (!p.reply.status && p.reply.status.error().code == Errc::kSystem) {
         committed = p.reply.status;
       }
@@ -243,47 +210,31 @@ class SqliteStore final : public Store {
     stats_.commits += committed ? 1 : 0;
   }
 
-  // The row of `key` as the batch sees it.
-  Result<std::optional<Row>*> row(Batch& view, std::string_view ns, std::string_view key) {
-    auto id = std::make_pair(std::string(ns), std::string(key));
-    auto it = view.rows.find(id);
-    if (it == view.rows.end()) {
-      auto stored = read_row(*w_, ns, key);
-      if (!stored) return stored.error();
-      it = view.rows.emplace(std::move(id), std::move(*stored)).first;
-    }
-    return &it->second;
-  }
-
-  Result<Usage*> usage(Batch& view, std::string_view ns) {
-    auto it = view.namespaces.find(ns);
-    if (it == view.namespaces.end()) {
-      Statement q(*w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
-      if (!q) return w_->error("read");
-      q.text(1, ns);
-      Usage u;
-      int rc = q.step();
-      if (rc == SQLITE_ROW) {
-        u = Usage{q.column_int(0), static_cast<uint64_t>(q.column_int(1))};
-      } else if (rc != SQLITE_DONE) {
-        return w_->error("read");
-      }
-      it = view.namespaces.emplace(std::string(ns), u).first;
-    }
-    return &it->second;
+  Result<Usage> read_usage(std::string_view ns) {
+    Statement q(*w_, "SELECT bytes, version FROM namespaces WHERE ns = ?");
+    if (!q) return w_->error("read");
+    q.text(1, ns);
+    int rc = q.step();
+    if (rc == SQLITE_ROW) return Usage{q.column_int(0), static_cast<uint64_t>(q.column_int(1))};
+    if (rc != SQLITE_DONE) return w_->error("read");
+    return Usage{};
   }
 
   // Writes the rows and namespaces the batch changed.
-  Status write_back(const Batch& view) {
-    for (const auto& id : view.changed) {
-      const std::optional<Row>& r = view.rows.find(id)->second;
+  Status write_back(const WriteBatch& view) {
+    Status st;
+    view.for_each_changed([&](const WriteBatch::Key& id, const std::optional<Row>& r) {
+      if (!st) return;
       if (r) {
         Statement q(
             *w_,
             "INSERT INTO items (ns, key, value, version, expires_ms) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, "
             "version = excluded.version, expires_ms = excluded.expires_ms");
-        if (!q) return w_->error("write");
+        if (!q) {
+          st = w_->error("write");
+          return;
+        }
         q.text(1, id.first);
         q.text(2, id.second);
         q.text(3, r->value);
@@ -293,16 +244,20 @@ class SqliteStore final : public Store {
         } else {
           q.null(5);
         }
-        if (q.step() != SQLITE_DONE) return w_->error("write");
+        if (q.step() != SQLITE_DONE) st = w_->error("write");
       } else {
         Statement q(*w_, "DELETE FROM items WHERE ns = ? AND key = ?");
-        if (!q) return w_->error("delete");
+        if (!q) {
+          st = w_->error("delete");
+          return;
+        }
         q.text(1, id.first);
         q.text(2, id.second);
-        if (q.step() != SQLITE_DONE) return w_->error("delete");
+        if (q.step() != SQLITE_DONE) st = w_->error("delete");
       }
-    }
-    for (const auto& [ns, u] : view.namespaces) {
+    });
+    if (!st) return st;
+    for (const auto& [ns, u] : view.namespaces()) {
       Statement q(*w_,
                   "INSERT INTO namespaces (ns, bytes, version) VALUES (?, ?, ?) "
                   "ON CONFLICT (ns) DO UPDATE SET bytes = excluded.bytes, "
@@ -324,89 +279,6 @@ class SqliteStore final : public Store {
     q.text(2, ns);
     if (q.step() != SQLITE_DONE) return w_->error("write");
     return {};
-  }
-
-  // Sets the item to `value` at the namespace's next version (with `expires_ms`), keeping the
-  // namespace within its quota. Checks first: nothing changes when it fails.
-  Status store(const Request& req, std::string value, std::optional<int64_t> expires_ms,
-               std::optional<Row>& slot, Usage& used, Batch& view) {
-    const int64_t before = slot ? static_cast<int64_t>(req.key.size() + slot->value.size()) : 0;
-    const int64_t after = static_cast<int64_t>(req.key.size() + value.size());
-    if (after > before &&
-        used.bytes + (after - before) > static_cast<int64_t>(limits_.namespace_quota_bytes)) {
-      return too_large(
-          fmt::format("namespace {} would hold {} bytes, over its quota of {} bytes", req.ns,
-                      used.bytes + (after - before), limits_.namespace_quota_bytes),
-          "quota");
-    }
-    // Versions come from the namespace's counter: never reused, even after a delete or an
-    // expiry, so a stale if_version can never match a key written again since.
-    used.version += 1;
-    used.bytes += after - before;
-    slot = Row{std::move(value), used.version, expires_ms};
-    view.changed.emplace(req.ns, req.key);
-    return {};
-  }
-
-  // Applies one write to the batch's view; the reply gets its outcome.
-  Status apply(const Request& req, Reply& reply, int64_t now_ms, Batch& view) {
-    auto slot = row(view, req.ns, req.key);
-    if (!slot) return slot.error();
-    std::optional<Row>& old = **slot;
-    auto used = usage(view, req.ns);
-    if (!used) return used.error();
-    const bool live = old && old->live(now_ms);
-    switch (req.op) {
-      case Op::kPut: {
-        if (req.options.if_version) {
-          const uint64_t current = live ? old->version : 0;
-          if (current != *req.options.if_version) {
-            return Error::conflict(fmt::format("key {} is at version {}, not {}", req.key, current,
-                                               *req.options.if_version));
-          }
-        }
-        std::optional<int64_t> expires;
-        if (req.options.ttl_s) expires = now_ms + *req.options.ttl_s * 1000;
-        if (auto st = store(req, req.value, expires, old, **used, view); !st) return st;
-        reply.version = old->version;
-        return {};
-      }
-      case Op::kIncr: {
-        int64_t current = 0;
-        if (live) {
-          auto j = parse_untrusted(old->value);
-          // Integers beyond int64 (json reads them as unsigned) are not counters either.
-          if (!j.is_number_integer() ||
-              (j.is_number_unsigned() && j.get<uint64_t>() > uint64_t{INT64_MAX})) {
-            return Error::invalid(fmt::format("key {} does not hold an integer", req.key), "delta");
-          }
-          current = j.get<int64_t>();
-        }
-        int64_t result = 0;
-        if (__builtin_add_overflow(current, req.delta, &result)) {
-          return Error::invalid(fmt::format("incrementing key {} overflows", req.key), "delta");
-        }
-        const auto expires = live ? old->expires_ms : std::nullopt;
-        if (auto st = store(req, std::to_string(result), expires, old, **used, view); !st) {
-          return st;
-        }
-        reply.number = result;
-        reply.version = old->version;
-        return {};
-      }
-      case Op::kRemove: {
-        reply.removed = live;
-        if (!old) return {};
-        (*used)->bytes -= static_cast<int64_t>(req.key.size() + old->value.size());
-        old.reset();
-        view.changed.emplace(req.ns, req.key);
-        return {};
-      }
-      case Op::kGet:
-      case Op::kList:
-        break;
-    }
-    return Error::invalid("not a write");
   }
 
   // Deletes a batch of expired items inside the current transaction, in a savepoint of its

@@ -149,6 +149,9 @@ Status check_request(const Request& request, const Limits& limits) {
       if (request.prefix.size() > limits.max_key_bytes || !is_valid_utf8(request.prefix)) {
         return Error::invalid("a prefix is UTF-8 text no longer than a key", "prefix");
       }
+      if (request.cursor.size() > limits.max_key_bytes || !is_valid_utf8(request.cursor)) {
+        return Error::invalid("a cursor is a key a page of list() ended with", "cursor");
+      }
       return {};
     case Op::kPut:
       if (request.options.ttl_s &&

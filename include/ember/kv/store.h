@@ -1,9 +1,9 @@
 // The key-value store functions keep their state in (`context.kv`): keys in namespaces, JSON
 // values, a version per key, optional time to live, and atomic counters. Store is what a backend
-// implements (the embedded SQLite one here; a shared one for several nodes can follow without
-// touching callers). Its core is asynchronous: execute() takes a request and calls back on a
-// thread of the store's, so the event loop never waits for a disk; a write is acknowledged only
-// once it is durable. The blocking methods wrap execute() for tools and tests.
+// implements: the embedded SQLite one, or the PostgreSQL one several nodes share. Its core is
+// asynchronous: execute() takes a request and calls back on a thread of the store's, so the event
+// loop never waits for a disk; a write is acknowledged only once it is durable. The blocking
+// methods wrap execute() for tools and tests.
 #pragma once
 
 #include <cstddef>
@@ -138,5 +138,17 @@ struct SqliteOptions {
 // progress and then shares the next one, so 50 writers do not pay 50 fsyncs. Reads run on a
 // second thread and connection and never wait for a commit.
 Result<std::unique_ptr<Store>> open_sqlite(const SqliteOptions& options);
+
+struct PostgresOptions {
+  std::string conninfo;  // libpq connection string
+  Limits limits;
+  const Clock* clock = &system_clock();
+};
+
+// The shared store of several nodes (docs/scale-out.md): tables kv_items and kv_namespaces in
+// a PostgreSQL database. Same behaviour as the embedded store; a commit locks the namespaces it
+// writes, so counters, versions and quotas stay exact whichever node writes. Expired items are
+// deleted by the commits that write their namespace.
+Result<std::unique_ptr<Store>> open_postgres(const PostgresOptions& options);
 
 }  // namespace ember::kv

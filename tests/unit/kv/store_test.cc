@@ -8,28 +8,49 @@
 #include <atomic>
 #include <thread>
 
+#include "postgres_server.h"
 #include "temp_dir.h"
 
 namespace ember::kv {
 namespace {
 
-class KvStoreTest : public ::testing::Test {
+// Every test runs against both backends: the embedded store and the shared one on a
+// throwaway PostgreSQL server (skipped where PostgreSQL is not installed).
+class KvStoreTest : public ::testing::TestWithParam<std::string> {
  protected:
+  void SetUp() override {
+    if (GetParam() == "postgres") {
+      std::string why;
+      auto* server = testing::PostgresServer::shared(&why);
+      if (!server) GTEST_SKIP() << why;
+      conninfo_ = server->create_database();
+    }
+  }
+
   std::unique_ptr<Store> open(Limits limits = {}) {
-    SqliteOptions options;
-    options.file = tmp_ / "kv.db";
-    options.limits = limits;
-    options.clock = &clock_;
-    auto store = open_sqlite(options);
+    Result<std::unique_ptr<Store>> store = Error::invalid("no backend");
+    if (GetParam() == "postgres") {
+      store = open_postgres(PostgresOptions{conninfo_, limits, &clock_});
+    } else {
+      SqliteOptions options;
+      options.file = tmp_ / "kv.db";
+      options.limits = limits;
+      options.clock = &clock_;
+      store = open_sqlite(options);
+    }
     EXPECT_TRUE(store.ok()) << store.error().message;
     return store.ok() ? std::move(*store) : nullptr;
   }
 
   testing::TempDir tmp_;
   FakeClock clock_;
+  std::string conninfo_;
 };
 
-TEST_F(KvStoreTest, PutGetVersionsAndMissingKeys) {
+INSTANTIATE_TEST_SUITE_P(Backends, KvStoreTest, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(KvStoreTest, PutGetVersionsAndMissingKeys) {
   auto kv = open();
   auto missing = kv->get("fn", "a");
   ASSERT_TRUE(missing.ok());
@@ -55,7 +76,7 @@ TEST_F(KvStoreTest, PutGetVersionsAndMissingKeys) {
   EXPECT_EQ(*kv->put("other", "a", "1", {}), 1u) << "each namespace counts its own";
 }
 
-TEST_F(KvStoreTest, IfVersionWritesOnlyOverTheVersionSeen) {
+TEST_P(KvStoreTest, IfVersionWritesOnlyOverTheVersionSeen) {
   auto kv = open();
   EXPECT_EQ(*kv->put("fn", "k", "1", PutOptions{std::nullopt, 0}), 1u) << "0: only if absent";
   auto again = kv->put("fn", "k", "2", PutOptions{std::nullopt, 0});
@@ -68,7 +89,7 @@ TEST_F(KvStoreTest, IfVersionWritesOnlyOverTheVersionSeen) {
   EXPECT_EQ(kv->get("fn", "k")->value().value, "2");
 }
 
-TEST_F(KvStoreTest, ItemsExpireOnTheClock) {
+TEST_P(KvStoreTest, ItemsExpireOnTheClock) {
   auto kv = open();
   ASSERT_TRUE(kv->put("fn", "session", R"("abc")", PutOptions{60, std::nullopt}).ok());
   clock_.advance(std::chrono::seconds(59));
@@ -86,7 +107,7 @@ TEST_F(KvStoreTest, ItemsExpireOnTheClock) {
   EXPECT_EQ(*kv->used_bytes("fn"), std::string("session\"new\"other1").size());
 }
 
-TEST_F(KvStoreTest, IncrIsAtomicAcrossThreadsAndCommitsInGroups) {
+TEST_P(KvStoreTest, IncrIsAtomicAcrossThreadsAndCommitsInGroups) {
   auto kv = open();
   constexpr int kThreads = 50, kEach = 20;
   std::atomic<int> failures = 0;
@@ -108,7 +129,7 @@ TEST_F(KvStoreTest, IncrIsAtomicAcrossThreadsAndCommitsInGroups) {
             << " commits\n";
 }
 
-TEST_F(KvStoreTest, IncrStartsAtZeroAndRefusesNonIntegers) {
+TEST_P(KvStoreTest, IncrStartsAtZeroAndRefusesNonIntegers) {
   auto kv = open();
   EXPECT_EQ(*kv->incr("fn", "n", 5), 5);
   EXPECT_EQ(*kv->incr("fn", "n", -7), -2);
@@ -125,7 +146,7 @@ TEST_F(KvStoreTest, IncrStartsAtZeroAndRefusesNonIntegers) {
   EXPECT_FALSE(kv->get("fn", "ttl")->has_value());
 }
 
-TEST_F(KvStoreTest, ListPagesThroughAPrefixInKeyOrder) {
+TEST_P(KvStoreTest, ListPagesThroughAPrefixInKeyOrder) {
   auto kv = open();
   for (const char* k : {"user:3", "user:1", "user:2", "usex", "a", "user:10"}) {
     ASSERT_TRUE(kv->put("fn", k, "true", {}).ok());
@@ -144,7 +165,7 @@ TEST_F(KvStoreTest, ListPagesThroughAPrefixInKeyOrder) {
   EXPECT_EQ(kv->list("fn", "", 100, "")->items.size(), 6u);
 }
 
-TEST_F(KvStoreTest, LimitsAndQuotaAreClearErrors) {
+TEST_P(KvStoreTest, LimitsAndQuotaAreClearErrors) {
   Limits limits;
   limits.max_key_bytes = 8;
   limits.max_value_bytes = 32;
@@ -166,7 +187,7 @@ TEST_F(KvStoreTest, LimitsAndQuotaAreClearErrors) {
   ASSERT_TRUE(kv->put("fn", "b", std::string(20, '2'), {}).ok());
 }
 
-TEST_F(KvStoreTest, NamespacesAreSeparate) {
+TEST_P(KvStoreTest, NamespacesAreSeparate) {
   auto kv = open();
   ASSERT_TRUE(kv->put("alpha", "k", "1", {}).ok());
   ASSERT_TRUE(kv->put("beta", "k", "2", {}).ok());
@@ -177,7 +198,7 @@ TEST_F(KvStoreTest, NamespacesAreSeparate) {
   EXPECT_TRUE(kv->list("alpha", "", 10, "")->items.empty());
 }
 
-TEST_F(KvStoreTest, AcknowledgedWritesSurviveAReopen) {
+TEST_P(KvStoreTest, AcknowledgedWritesSurviveAReopen) {
   {
     auto kv = open();
     ASSERT_TRUE(kv->put("fn", "a", R"({"x":1})", {}).ok());
@@ -186,6 +207,100 @@ TEST_F(KvStoreTest, AcknowledgedWritesSurviveAReopen) {
   auto kv = open();
   EXPECT_EQ(kv->get("fn", "a")->value().value, R"({"x":1})");
   EXPECT_EQ(*kv->incr("fn", "n", 1), 42);
+}
+
+// Several nodes on one PostgreSQL database: each opens its own store.
+class KvSharedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    server_ = testing::PostgresServer::shared(&why);
+    if (!server_) GTEST_SKIP() << why;
+    conninfo_ = server_->create_database();
+  }
+  std::unique_ptr<Store> node(Limits limits = {}) {
+    auto store = open_postgres(PostgresOptions{conninfo_, limits, &clock_});
+    EXPECT_TRUE(store.ok()) << store.error().message;
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  testing::PostgresServer* server_ = nullptr;
+  std::string conninfo_;
+  FakeClock clock_;
+};
+
+TEST_F(KvSharedTest, CountersVersionsAndQuotaStayExactAcrossNodes) {
+  std::vector<std::unique_ptr<Store>> nodes;
+  for (int i = 0; i < 3; ++i) nodes.push_back(node());
+  constexpr int kThreadsPerNode = 8, kEach = 25;
+  std::atomic<int> failures = 0;
+  std::vector<std::thread> threads;
+  for (auto& n : nodes) {
+    for (int t = 0; t < kThreadsPerNode; ++t) {
+      threads.emplace_back([&, store = n.get()] {
+        for (int i = 0; i < kEach; ++i) {
+          if (!store->incr("fn", "views", 1).ok()) ++failures;
+        }
+      });
+    }
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures, 0);
+  const int total = 3 * kThreadsPerNode * kEach;
+  for (auto& n : nodes) {
+    auto got = n->get("fn", "views");
+    ASSERT_TRUE(got.ok() && got->has_value());
+    EXPECT_EQ((*got)->value, std::to_string(total)) << "every node reads the same count";
+    EXPECT_EQ((*got)->version, static_cast<uint64_t>(total)) << "one version per increment";
+  }
+  // A conditional write from one node fails once another has written since.
+  const uint64_t seen = nodes[0]->get("fn", "views")->value().version;
+  ASSERT_TRUE(nodes[1]->put("fn", "views", "0", PutOptions{std::nullopt, seen}).ok());
+  EXPECT_EQ(nodes[2]->put("fn", "views", "1", PutOptions{std::nullopt, seen}).error().code,
+            Errc::kConflict);
+  // The quota counts what every node wrote.
+  Limits small;
+  small.namespace_quota_bytes = 100;
+  auto a = node(small), b = node(small);
+  ASSERT_TRUE(a->put("q", "a", std::string(60, '1'), {}).ok());
+  auto over = b->put("q", "b", std::string(60, '2'), {});
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().code, Errc::kTooLarge);
+  EXPECT_EQ(*b->used_bytes("q"), 61u);
+}
+
+TEST_P(KvStoreTest, PrefixesAndCursorsAreTextOrRefused) {
+  auto kv = open();
+  ASSERT_TRUE(kv->put("fn", "k\xc3\xa9", "1", {}).ok());
+  ASSERT_TRUE(kv->put("fn", "k\xc3\xbf", "1", {}).ok());
+  ASSERT_TRUE(kv->put("fn", "k\xc4\x80", "1", {}).ok());
+  auto page = kv->list("fn", "k\xc3", 10, "");
+  EXPECT_EQ(page.error().code, Errc::kInvalid) << "a prefix cut inside a character";
+  page = kv->list("fn", "k\xc3\xbf", 10, "");  // its last byte plus one is not UTF-8
+  ASSERT_TRUE(page.ok()) << page.error().message;
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items[0].key, "k\xc3\xbf");
+  EXPECT_TRUE(kv->list("fn", std::string("k\0", 2), 10, "")->items.empty());
+  EXPECT_EQ(kv->list("fn", "", 10, std::string("\xff")).error().code, Errc::kInvalid);
+  EXPECT_EQ(kv->list("fn", "k", 10, "k\xc3\xa9")->items.size(), 2u) << "after the cursor";
+}
+
+TEST_F(KvSharedTest, ServerRestartIsUnavailableThenRecovers) {
+  std::string why;
+  auto own = testing::PostgresServer::start(&why);
+  if (!own) GTEST_SKIP() << why;
+  conninfo_ = own->create_database();
+  auto kv = node();
+  ASSERT_TRUE(kv->put("fn", "a", "1", {}).ok());
+  own->kill();
+  auto down = kv->put("fn", "a", "2", {});
+  ASSERT_FALSE(down.ok());
+  EXPECT_EQ(down.error().code, Errc::kUnavailable) << down.error().message;
+  EXPECT_EQ(error_type(down.error()), "KvUnavailable");
+  EXPECT_EQ(kv->get("fn", "a").error().code, Errc::kUnavailable);
+  ASSERT_TRUE(own->restart());
+  EXPECT_EQ(*kv->put("fn", "a", "3", {}), 2u) << "reconnected by the next write";
+  EXPECT_EQ(kv->get("fn", "a")->value().value, "3");
 }
 
 }  // namespace
