@@ -76,6 +76,7 @@ Dispatcher::Dispatcher(asio::io_context& io, Store& store, const registry::Regis
       options_(std::move(options)),
       clock_(clock),
       timer_(io),
+      alive_timer_(io),
       attempts_(std::make_shared<TaskGroup>(io.get_executor())) {
   uint64_t seed = options_.seed;
   if (seed == 0 && ::getrandom(&seed, sizeof seed, 0) != sizeof seed) seed = std::random_device{}();
@@ -99,7 +100,35 @@ Status Dispatcher::start() {
   }
   if (resumed > 0) spdlog::info("events: resuming {} queued events", resumed);
   pump();
+  if (store_.keep_alive_every().count() > 0) keep_alive();
   return {};
+}
+
+void Dispatcher::keep_alive() {
+  alive_timer_.expires_after(store_.keep_alive_every());
+  alive_timer_.async_wait([this,
+                           alive = std::weak_ptr<bool>(alive_)](boost::system::error_code ec) {
+    auto a = alive.lock();
+    if (ec || !a || !*a || stopping_) return;
+    const size_t room = options_.max_events > held_.size() ? options_.max_events - held_.size() : 0;
+    store_.keep_alive(room, [this, alive](Result<std::vector<Event>> taken) {
+      asio::post(io_, [this, alive, taken = std::move(taken)]() mutable {
+        auto a = alive.lock();
+        if (!a || !*a || stopping_) return;
+        if (taken) {
+          const int64_t now = clock_.wall_ms();
+          for (Event& e : *taken) {
+            // As at a restart: an attempt its node did not see end runs again at once.
+            if (e.state == State::kRunning) e.next_ms = now;
+            e.state = State::kQueued;
+            hold(std::move(e));
+          }
+          if (!taken->empty()) pump();
+        }
+        keep_alive();
+      });
+    });
+  });
 }
 
 void Dispatcher::hold(Event event) {
@@ -198,9 +227,14 @@ asio::awaitable<Result<std::string>> Dispatcher::send(SendRequest request) {
   e.on_failure = config.async_on_failure;
   e.depth = request.depth;
   e.created_ms = e.next_ms = e.updated_ms = now;
+  e.fire_expression = std::move(request.fire_expression);
+  e.fire_due_ms = request.fire_due_ms;
   const std::string id = e.id;
   Status saved = co_await committed(store_, e);
   if (!saved) co_return saved.error();
+  // The fire is recorded with the event's first commit, and only then.
+  e.fire_expression.clear();
+  e.fire_due_ms = 0;
   ++counters_.accepted;
   hold(std::move(e));
   pump();
@@ -243,6 +277,7 @@ void Dispatcher::forget(const std::string& function) {
 asio::awaitable<void> Dispatcher::stop(std::chrono::milliseconds grace) {
   stopping_ = true;
   timer_.cancel();
+  alive_timer_.cancel();
   co_await attempts_->wait_for(grace);
 }
 
@@ -347,16 +382,37 @@ std::chrono::milliseconds Dispatcher::backoff(int attempts) {
 }
 
 void Dispatcher::save(const Event& event, bool release_after) {
+  if (auto it = held_.find(event.id); it != held_.end() && it->second.lost) {
+    if (!it->second.running) release(event.id);
+    return;
+  }
   auto done = [this, alive = std::weak_ptr<bool>(alive_), id = event.id, release_after,
                &io = io_](Status st) {
-    if (!st) spdlog::error("events: [id={}] not saved: {}", id, st.error().message);
-    if (!release_after) return;
-    asio::post(io, [this, alive, id] {
+    const bool lost = !st && st.error().code == Errc::kConflict;
+    if (lost) {
+      spdlog::warn("events: [id={}] another node took it over: {}", id, st.error().message);
+    } else if (!st) {
+      spdlog::error("events: [id={}] not saved: {}", id, st.error().message);
+    }
+    if (!release_after && !lost) return;
+    asio::post(io, [this, alive, id, lost] {
       auto a = alive.lock();
-      if (a && *a) release(id);
+      if (!a || !*a) return;
+      if (lost) {
+        lose(id);
+      } else {
+        release(id);
+      }
     });
   };
   store_.save(event, std::move(done));
+}
+
+void Dispatcher::lose(const std::string& id) {
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  it->second.lost = true;
+  if (!it->second.running) release(id);
 }
 
 asio::awaitable<void> Dispatcher::attempt(std::string id) {

@@ -196,15 +196,9 @@ class SqliteStore final : public Store {
         continue;
       }
       if (p.fired_due_ms > 0) {
-        sqlite::Statement f(*w_,
-                            "INSERT INTO schedule_fires (function, expression, due_ms) VALUES "
-                            "(?1, ?2, ?3) ON CONFLICT (function, expression) DO UPDATE SET "
-                            "due_ms = excluded.due_ms");
-        if (!f) return w_->error("write to");
-        f.text(1, p.event.function);
-        f.text(2, p.event.source);
-        f.integer(3, p.fired_due_ms);
-        if (f.step() != SQLITE_DONE) return w_->error("write to");
+        if (auto st = record_fire(p.event.function, p.event.source, p.fired_due_ms); !st) {
+          return st;
+        }
         continue;
       }
       const Event& e = p.event;
@@ -233,7 +227,24 @@ class SqliteStore final : public Store {
       q.text(15, e.request_id);
       q.text(16, e.result);
       if (q.step() != SQLITE_DONE) return w_->error("write to");
+      // One node fires each schedule here: its fire cannot have been recorded by another.
+      if (e.fire_due_ms > 0) {
+        if (auto st = record_fire(e.function, e.fire_expression, e.fire_due_ms); !st) return st;
+      }
     }
+    return {};
+  }
+
+  Status record_fire(const std::string& function, const std::string& expression, int64_t due_ms) {
+    sqlite::Statement f(*w_,
+                        "INSERT INTO schedule_fires (function, expression, due_ms) VALUES "
+                        "(?1, ?2, ?3) ON CONFLICT (function, expression) DO UPDATE SET "
+                        "due_ms = excluded.due_ms");
+    if (!f) return w_->error("write to");
+    f.text(1, function);
+    f.text(2, expression);
+    f.integer(3, due_ms);
+    if (f.step() != SQLITE_DONE) return w_->error("write to");
     return {};
   }
 

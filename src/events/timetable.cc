@@ -131,16 +131,18 @@ void Timetable::fire_due() {
 
 asio::awaitable<void> Timetable::fire(std::string function, std::string expression,
                                       int64_t due_ms) {
+  // The event and the fire are committed together: after a crash the fire is either sent and
+  // recorded or neither, and of several nodes firing it, one sends it.
   SendRequest request{function, "", scheduled_event(function, expression, due_ms), "schedule"};
+  request.fire_expression = expression;
+  request.fire_due_ms = due_ms;
   auto sent = co_await dispatcher_.send(std::move(request));
-  if (!sent) {
+  if (!sent && sent.error().code == Errc::kConflict) {
+    spdlog::debug("events: [fn={}] schedule {}: another node sent this fire", function, expression);
+  } else if (!sent) {
     spdlog::warn("events: [fn={}] schedule {} could not send its event: {}", function, expression,
                  sent.error().message);
-    co_return;
   }
-  store_.fired(std::move(function), std::move(expression), due_ms, [](Status st) {
-    if (!st) spdlog::error("events: a schedule's fire time is not saved: {}", st.error().message);
-  });
 }
 
 void Timetable::arm() {

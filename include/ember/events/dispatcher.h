@@ -48,6 +48,10 @@ struct SendRequest {
   std::string payload;    // JSON
   std::string source = "api";
   int depth = 0;
+  // A schedule's fire (Event::fire_expression, fire_due_ms): sent once whichever nodes fire it;
+  // Errc::kConflict when another node sent it.
+  std::string fire_expression;
+  int64_t fire_due_ms = 0;
 };
 
 struct DispatcherStats {
@@ -68,7 +72,9 @@ class Dispatcher {
   ~Dispatcher();
 
   // Resumes what a previous run left queued or running (an attempt cut short runs again:
-  // delivery is at least once), then dispatches. Blocks on the store: call before serving.
+  // delivery is at least once), then dispatches. Blocks on the store: call before serving. On
+  // a store several nodes share, it also says this node is alive as often as the store asks,
+  // and takes over the events of nodes that stopped.
   Status start();
   // Accepts an event: completes with its id once it is durable. Errc::kNotFound for an unknown
   // function, version or alias; Errc::kUnavailable when a queue limit is reached or the
@@ -95,6 +101,7 @@ class Dispatcher {
   struct Entry {
     Event event;
     bool running = false;
+    bool lost = false;  // another node took it over: it is released, never written again
   };
   using Due = std::pair<int64_t, std::string>;  // (next attempt, id or function)
   struct FunctionCounts {
@@ -116,6 +123,10 @@ class Dispatcher {
   // Ends an event that will not run again: dead, or failed once it reached on_failure.
   boost::asio::awaitable<void> give_up(Entry& entry, std::string condition, std::string error);
   void save(const Event& event, bool release_after);
+  // Another node holds the event now: it is dropped here once no attempt of it runs.
+  void lose(const std::string& id);
+  // Says this node is alive and takes over the events of nodes that are not (shared stores).
+  void keep_alive();
   std::chrono::milliseconds backoff(int attempts);
   int share(const std::string& function) const;
 
@@ -139,6 +150,7 @@ class Dispatcher {
   DispatcherStats counters_;
   boost::asio::steady_timer timer_;
   int64_t timer_at_ms_ = 0;
+  boost::asio::steady_timer alive_timer_;
   // Shared with each attempt's frame, which may outlive the dispatcher when the event loop is
   // destroyed with attempts still suspended.
   std::shared_ptr<TaskGroup> attempts_;

@@ -1,9 +1,10 @@
 // Asynchronous invocations, kept durably: an event accepted with 202 is in storage before the
 // answer leaves, and every change of its state after that is too. The dispatcher (dispatcher.h)
-// holds the events in flight in memory and writes through this interface; a backend other than
-// the embedded SQLite one (PostgreSQL, for several nodes) implements the same.
+// holds the events in flight in memory and writes through this interface, implemented by the
+// embedded SQLite store and by the PostgreSQL one several nodes share.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -48,6 +49,11 @@ struct Event {
   // succeeded: the value as JSON; failed and dead: the last error, {"errorType",
   // "errorMessage"} as JSON; else empty.
   std::string result;
+  // A scheduled event: the fire of its schedule (expression, due time) it is. The commit that
+  // first stores the event records the fire too, and a fire recorded already (by another node)
+  // fails the save with Errc::kConflict: each fire is sent once, whichever nodes fire it.
+  std::string fire_expression;
+  int64_t fire_due_ms = 0;
 
   size_t bytes() const { return (payload ? payload->size() : 0) + result.size() + 256; }
   bool finished() const { return state != State::kQueued && state != State::kRunning; }
@@ -66,7 +72,8 @@ class Store {
   // Inserts the event, or updates its state, attempts, times, request id and result (the rest
   // of an event never changes once stored).
   virtual void save(Event event, Done done) = 0;
-  // Every event still queued or running: what a restart resumes.
+  // Every event still queued or running that this node may run: what a restart resumes (with
+  // several nodes: those of nodes no longer alive, taken over).
   virtual Result<std::vector<Event>> pending() = 0;
   virtual Result<std::optional<Event>> get(std::string_view id) = 0;
   // The events of `function` in `state`, oldest first, after the event `after_id` (a cursor),
@@ -86,10 +93,33 @@ class Store {
 
   // save() that waits for its commit.
   Status save_now(Event event);
+
+  // ---- Several nodes on one store (docs/scale-out.md) ----
+  // An event is held by one node at a time: the node that stored it, or that took it over. A
+  // node that holds events says it is alive every keep_alive_every(); the events of a node
+  // that stopped saying so are taken over by the others. zero: the store is one node's alone.
+  virtual std::chrono::milliseconds keep_alive_every() const { return {}; }
+  using Adopted = std::function<void(Result<std::vector<Event>>)>;
+  // Says this node is alive and takes up to `limit` queued or running events of nodes that are
+  // not (each taken by exactly one node); `done` gets them, on the store's thread. A save() of
+  // an event another node took over since fails with Errc::kConflict.
+  virtual void keep_alive(size_t /*limit*/, Adopted done) { done(std::vector<Event>{}); }
 };
 
 // The embedded store: `file` (events.db in the state directory), one SQLite database in WAL
 // mode with synchronous=FULL.
 Result<std::unique_ptr<Store>> open_sqlite(const std::filesystem::path& file);
+
+struct PostgresOptions {
+  std::string conninfo;  // libpq connection string
+  std::string node;      // this node's name, unique among the nodes
+  // A node silent this long is taken for dead and its events are taken over; it says it is
+  // alive three times as often.
+  std::chrono::milliseconds lease{10'000};
+};
+
+// The shared store of several nodes: tables events, schedule_fires and ember_nodes in a
+// PostgreSQL database. Events are taken over with FOR UPDATE SKIP LOCKED, so each by one node.
+Result<std::unique_ptr<Store>> open_postgres(const PostgresOptions& options);
 
 }  // namespace ember::events

@@ -3,6 +3,7 @@
 #include "ember/events/dispatcher.h"
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,9 +12,12 @@
 #include <deque>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "archive_builder.h"
 #include "ember/events/timetable.h"
+#include "postgres_server.h"
 #include "temp_dir.h"
 
 namespace ember::events {
@@ -24,18 +28,32 @@ using nlohmann::json;
 using Kind = scheduler::InvokeOutcome::Kind;
 using std::chrono::milliseconds;
 
-class DispatcherTest : public ::testing::Test {
+// Every test runs on the embedded store and on the PostgreSQL one (as one node of a shared
+// store; skipped where PostgreSQL is not installed).
+class DispatcherTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    if (GetParam() == "postgres") {
+      std::string why;
+      server_ = testing::PostgresServer::shared(&why);
+      if (!server_) GTEST_SKIP() << why;
+      conninfo_ = server_->create_database();
+    }
     registry::RegistryOptions options;
     options.state_dir = tmp_.path() / "state";
     options.clock = &clock_;
     auto r = registry::Registry::open(options);
     ASSERT_TRUE(r.ok()) << r.error().message;
     registry_ = std::move(*r);
-    auto s = open_sqlite(tmp_.path() / "events.db");
-    ASSERT_TRUE(s.ok()) << s.error().message;
-    store_ = std::move(*s);
+    store_ = open_store("node-a");
+    ASSERT_TRUE(store_);
+  }
+  std::unique_ptr<Store> open_store(const std::string& node,
+                                    milliseconds lease = milliseconds(10'000)) {
+    auto s = GetParam() == "postgres" ? open_postgres(PostgresOptions{conninfo_, node, lease})
+                                      : open_sqlite(tmp_.path() / "events.db");
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return s.ok() ? std::move(*s) : nullptr;
   }
   void TearDown() override {
     dispatcher_.reset();
@@ -128,6 +146,8 @@ class DispatcherTest : public ::testing::Test {
     int64_t at_ms;
     int depth;
   };
+  testing::PostgresServer* server_ = nullptr;
+  std::string conninfo_;
   testing::TempDir tmp_;
   asio::io_context io_;
   FakeClock clock_;
@@ -140,7 +160,10 @@ class DispatcherTest : public ::testing::Test {
   int running_ = 0;
 };
 
-TEST_F(DispatcherTest, AnAcceptedEventIsStoredThenRunsOnceAndItsResultIsKept) {
+INSTANTIATE_TEST_SUITE_P(Backends, DispatcherTest, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(DispatcherTest, AnAcceptedEventIsStoredThenRunsOnceAndItsResultIsKept) {
   deploy("f");
   start();
   auto id = send("f", R"({"n":1})");
@@ -157,7 +180,7 @@ TEST_F(DispatcherTest, AnAcceptedEventIsStoredThenRunsOnceAndItsResultIsKept) {
   EXPECT_EQ(dispatcher_->stats().succeeded, 1u);
 }
 
-TEST_F(DispatcherTest, FailuresAreRetriedWithBackoffThenDead) {
+TEST_P(DispatcherTest, FailuresAreRetriedWithBackoffThenDead) {
   deploy("f", {{"async", {{"retries", 2}}}});
   DispatcherOptions o;
   o.retry_base = milliseconds(60'000);
@@ -195,7 +218,7 @@ TEST_F(DispatcherTest, FailuresAreRetriedWithBackoffThenDead) {
   EXPECT_EQ(dispatcher_->stats().dead, 1u);
 }
 
-TEST_F(DispatcherTest, AThrottledAttemptIsNotCountedAndRunsAgain) {
+TEST_P(DispatcherTest, AThrottledAttemptIsNotCountedAndRunsAgain) {
   deploy("f", {{"async", {{"retries", 0}}}});
   start();
   scheduler::InvokeOutcome throttled;
@@ -211,7 +234,7 @@ TEST_F(DispatcherTest, AThrottledAttemptIsNotCountedAndRunsAgain) {
   EXPECT_EQ(done->attempts, 1);
 }
 
-TEST_F(DispatcherTest, AnEventPastItsMaximumAgeIsNotRun) {
+TEST_P(DispatcherTest, AnEventPastItsMaximumAgeIsNotRun) {
   deploy("f", {{"async", {{"retries", 2}, {"max_age_s", 60}}}});
   DispatcherOptions o;
   o.retry_base = milliseconds(200'000);  // the first retry would come after the age limit
@@ -224,7 +247,7 @@ TEST_F(DispatcherTest, AnEventPastItsMaximumAgeIsNotRun) {
   EXPECT_EQ(dead->attempts, 1);
 }
 
-TEST_F(DispatcherTest, OnFailureSendsLambdasDestinationRecordToAnotherFunction) {
+TEST_P(DispatcherTest, OnFailureSendsLambdasDestinationRecordToAnotherFunction) {
   deploy("catcher");
   deploy("f", {{"async", {{"retries", 0}, {"on_failure", "function:catcher"}}}});
   start();
@@ -243,7 +266,7 @@ TEST_F(DispatcherTest, OnFailureSendsLambdasDestinationRecordToAnotherFunction) 
   EXPECT_EQ(record["responsePayload"]["errorMessage"], "nope");
 }
 
-TEST_F(DispatcherTest, AnOnFailureLoopEndsAsADeadLetterAtTheDepthLimit) {
+TEST_P(DispatcherTest, AnOnFailureLoopEndsAsADeadLetterAtTheDepthLimit) {
   // f fails over to g and g to f: each hop is one call deeper, and the hop past the limit is
   // refused, so the last event is a dead letter instead of a loop.
   deploy("f", {{"async", {{"retries", 0}, {"on_failure", "function:g"}}}});
@@ -274,7 +297,7 @@ TEST_F(DispatcherTest, AnOnFailureLoopEndsAsADeadLetterAtTheDepthLimit) {
   EXPECT_EQ(refused->error().field, "depth");
 }
 
-TEST_F(DispatcherTest, QueueLimitsRefuseWithUnavailable) {
+TEST_P(DispatcherTest, QueueLimitsRefuseWithUnavailable) {
   deploy("f", {{"max_instances", 1}});
   DispatcherOptions o;
   o.max_per_function = 2;
@@ -290,7 +313,7 @@ TEST_F(DispatcherTest, QueueLimitsRefuseWithUnavailable) {
   ASSERT_TRUE(run_until([&] { return calls_.size() == 2 && running_ == 0; }));
 }
 
-TEST_F(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
+TEST_P(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
   deploy("f", {{"max_instances", 4}});
   start();
   hold_ = true;
@@ -302,7 +325,7 @@ TEST_F(DispatcherTest, AsyncAttemptsTakeAtMostHalfTheInstances) {
   ASSERT_TRUE(run_until([&] { return calls_.size() == 5 && running_ == 0; }));
 }
 
-TEST_F(DispatcherTest, AFunctionAtItsShareDoesNotHoldBackAnother) {
+TEST_P(DispatcherTest, AFunctionAtItsShareDoesNotHoldBackAnother) {
   deploy("f", {{"max_instances", 2}});
   deploy("g", {{"max_instances", 2}});
   start();
@@ -319,7 +342,7 @@ TEST_F(DispatcherTest, AFunctionAtItsShareDoesNotHoldBackAnother) {
   EXPECT_EQ(dispatcher_->stats().succeeded, 51u);
 }
 
-TEST_F(DispatcherTest, ARestartResumesQueuedAndRunningEvents) {
+TEST_P(DispatcherTest, ARestartResumesQueuedAndRunningEvents) {
   deploy("f");
   // What a daemon killed in the middle of things leaves: one event waiting for a retry, one
   // whose attempt was running.
@@ -348,7 +371,7 @@ TEST_F(DispatcherTest, ARestartResumesQueuedAndRunningEvents) {
   EXPECT_EQ(a->state, State::kSucceeded);
 }
 
-TEST_F(DispatcherTest, ARedrivenDeadLetterRunsAgainFromScratch) {
+TEST_P(DispatcherTest, ARedrivenDeadLetterRunsAgainFromScratch) {
   deploy("f", {{"async", {{"retries", 0}}}});
   start();
   script_ = {failure()};
@@ -370,7 +393,7 @@ TEST_F(DispatcherTest, ARedrivenDeadLetterRunsAgainFromScratch) {
   EXPECT_EQ(again->attempts, 1);
 }
 
-TEST_F(DispatcherTest, ASchedulesFiresComeOnTheClock) {
+TEST_P(DispatcherTest, ASchedulesFiresComeOnTheClock) {
   deploy("f", {{"schedule", {"rate(1 minute)"}}});
   start();
   Timetable timetable(io_, *store_, *registry_, *dispatcher_, clock_);
@@ -394,7 +417,7 @@ TEST_F(DispatcherTest, ASchedulesFiresComeOnTheClock) {
   timetable.stop();
 }
 
-TEST_F(DispatcherTest, AfterADowntimeOneMissedFireIsSentThenTheScheduleGoesOn) {
+TEST_P(DispatcherTest, AfterADowntimeOneMissedFireIsSentThenTheScheduleGoesOn) {
   deploy("f", {{"schedule", {"rate(1 minute)"}}});
   // The schedule last fired five minutes before now: four fires were missed.
   const int64_t minute = clock_.wall_ms() / 60'000 * 60'000;
@@ -411,6 +434,111 @@ TEST_F(DispatcherTest, AfterADowntimeOneMissedFireIsSentThenTheScheduleGoesOn) {
   EXPECT_EQ(json::parse(calls_[0].payload)["ember"]["due_ms"], minute - 4 * 60'000);
   EXPECT_EQ(timetable.next_fires("f")[0].second, minute + 60'000);
   timetable.stop();
+}
+
+// Several nodes on one PostgreSQL store.
+class SharedEventsTest : public DispatcherTest {
+ protected:
+  // What a node that stopped looks like to the others once its lease ran out.
+  void declare_dead(const std::string& node) {
+    PGconn* c = PQconnectdb(conninfo_.c_str());
+    PGresult* r =
+        PQexec(c, ("UPDATE ember_nodes SET alive_ms = 0 WHERE node = '" + node + "'").c_str());
+    EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << PQerrorMessage(c);
+    PQclear(r);
+    PQfinish(c);
+  }
+  Event queued(const std::string& id) {
+    Event e;
+    e.id = id;
+    e.function = "f";
+    e.payload = std::make_shared<const std::string>("{}");
+    e.max_age_ms = 3'600'000;
+    e.created_ms = e.updated_ms = e.next_ms = clock_.wall_ms();
+    return e;
+  }
+  static Result<std::vector<Event>> adopt(Store& store, size_t limit) {
+    std::promise<Result<std::vector<Event>>> taken;
+    store.keep_alive(limit, [&](Result<std::vector<Event>> r) { taken.set_value(std::move(r)); });
+    return taken.get_future().get();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Postgres, SharedEventsTest, ::testing::Values("postgres"),
+                         [](const auto& info) { return info.param; });
+
+TEST_P(SharedEventsTest, TheEventsOfAStoppedNodeAreTakenOverEachByOneNode) {
+  constexpr int kEvents = 60;
+  for (int i = 0; i < kEvents; ++i) ASSERT_TRUE(store_->save_now(queued(std::to_string(i))).ok());
+  auto b = open_store("node-b"), c = open_store("node-c");
+  // While node-a is alive its events are its own.
+  auto none = adopt(*b, 1000);
+  ASSERT_TRUE(none.ok()) << none.error().message;
+  EXPECT_TRUE(none->empty());
+  declare_dead("node-a");
+  Result<std::vector<Event>> by_b = std::vector<Event>{}, by_c = std::vector<Event>{};
+  std::thread tb([&] { by_b = adopt(*b, 1000); });
+  std::thread tc([&] { by_c = adopt(*c, 1000); });
+  tb.join();
+  tc.join();
+  ASSERT_TRUE(by_b.ok() && by_c.ok());
+  std::set<std::string> ids;
+  for (const auto& e : *by_b) ids.insert(e.id);
+  for (const auto& e : *by_c) EXPECT_TRUE(ids.insert(e.id).second) << e.id << " taken twice";
+  EXPECT_EQ(ids.size(), size_t{kEvents}) << "every event was taken over";
+  std::cout << "[ events   ] node-b took " << by_b->size() << ", node-c " << by_c->size() << "\n";
+  // node-a comes back: what it writes about an event taken over is refused, not applied.
+  Event late = queued(by_b->empty() ? by_c->front().id : by_b->front().id);
+  late.state = State::kSucceeded;
+  Status st = store_->save_now(late);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, Errc::kConflict);
+  EXPECT_EQ((*store_->get(late.id))->state, State::kQueued);
+  // A finished event may be queued again (redriven) by any node, which then holds it.
+  Event done = by_c->empty() ? by_b->back() : by_c->back();
+  Store& holder = by_c->empty() ? *b : *c;
+  done.state = State::kDead;
+  ASSERT_TRUE(holder.save_now(done).ok());
+  done.state = State::kQueued;
+  ASSERT_TRUE(store_->save_now(done).ok()) << "node-a redrives a dead letter";
+}
+
+TEST_P(SharedEventsTest, EachScheduleFireIsSentByOneNode) {
+  auto b = open_store("node-b");
+  Event one = queued("fire-a"), two = queued("fire-b");
+  for (Event* e : {&one, &two}) {
+    e->fire_expression = "rate(1 minute)";
+    e->fire_due_ms = 120'000;
+  }
+  Status first = store_->save_now(one), second = b->save_now(two);
+  EXPECT_TRUE(first.ok());
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, Errc::kConflict);
+  EXPECT_FALSE(b->get("fire-b")->has_value()) << "the losing node stored no event";
+  auto fires = b->fire_times();
+  ASSERT_TRUE(fires.ok());
+  EXPECT_EQ((*fires)[std::make_pair(std::string("f"), std::string("rate(1 minute)"))], 120'000);
+}
+
+TEST_P(SharedEventsTest, ADispatcherRunsTheEventsItTakesOver) {
+  deploy("f");
+  for (const char* id : {"x", "y", "z"}) {
+    Event e = queued(id);
+    if (std::string(id) == "y") e.state = State::kRunning;  // its attempt was cut short
+    ASSERT_TRUE(store_->save_now(e).ok());
+  }
+  auto node_a = std::move(store_);
+  store_ = open_store("node-b", milliseconds(60));  // says it is alive every 20 ms
+  start();
+  declare_dead("node-a");
+  ASSERT_TRUE(run_until([&] { return calls_.size() == 3 && running_ == 0; }));
+  for (const char* id : {"x", "y", "z"}) {
+    auto e = settled(id);
+    ASSERT_TRUE(e.has_value()) << id;
+    EXPECT_EQ(e->state, State::kSucceeded) << id;
+    EXPECT_EQ(e->attempts, 1) << id;
+  }
+  EXPECT_EQ(calls_.size(), 3u);
 }
 
 }  // namespace
