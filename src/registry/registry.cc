@@ -218,6 +218,7 @@ Status Registry::recover() {
   }
   if (ec) return Error::system("read directory", tmp_dir_.string(), ec.value());
 
+  if (options_.shared) return load_shared();
   std::map<std::string, RecordPtr, std::less<>> table;
   for (const auto& e : fs::directory_iterator(functions_dir_, ec)) {
     std::string file = e.path().filename().string();
@@ -285,6 +286,146 @@ void Registry::collect_garbage() {
   }
 }
 
+// ---- Shared store ----
+
+template <class Mutation>
+auto Registry::retrying(const std::string& name, Mutation once) -> decltype(once()) {
+  for (int attempt = 1;; ++attempt) {
+    auto result = once();
+    const bool raced = !result.ok() && result.error().code == Errc::kConflict &&
+                       result.error().field == "revision";
+    if (!raced || attempt == 5) return result;
+    // Another node changed the function first: read its change and apply ours on top.
+    refresh(name);
+  }
+}
+
+Status Registry::load_shared() {
+  auto stored = options_.shared->load_all();
+  if (!stored) return stored.error();
+  for (const auto& s : *stored) {
+    RecordPtr record = adopt(s);
+    if (!record) continue;
+    std::lock_guard lock(table_mu_);
+    table_[s.name] = record;
+    revisions_[s.name] = s.revision;
+  }
+  collect_garbage();
+  spdlog::info("registry: {} functions loaded from the shared store", size());
+  return {};
+}
+
+RecordPtr Registry::adopt(const StoredRecord& stored) {
+  auto parsed = parse_json(stored.json, "record of " + stored.name);
+  Result<FunctionRecord> record =
+      parsed ? FunctionRecord::from_json(*parsed) : Result<FunctionRecord>(parsed.error());
+  if (!record || record->name != stored.name) {
+    spdlog::error("registry: skipping the shared record of {}: {}", stored.name,
+                  record ? "its name does not match" : record.error().message);
+    keep_bundles_ = true;
+    return nullptr;
+  }
+  for (const auto& v : record->versions) {
+    if (auto st = materialize(v); !st) {
+      spdlog::error("registry: [fn={}] version {} cannot be unpacked here: {}", stored.name,
+                    v.number, st.error().message);
+    }
+  }
+  return std::make_shared<const FunctionRecord>(std::move(*record));
+}
+
+Status Registry::materialize(const Version& version) {
+  const fs::path final_dir = bundle_dir(version);
+  std::error_code ec;
+  if (fs::is_directory(final_dir, ec)) return {};
+  auto archive = options_.shared->get_bundle(version.bundle_sha256);
+  if (!archive) return archive.error();
+  if (sha256_hex(*archive) != version.bundle_sha256) {
+    return Error{Errc::kSystem,
+                 "the shared store holds a damaged archive for bundle " + version.bundle_sha256};
+  }
+  auto format = detect_format(*archive, "");
+  if (!format) return format.error();
+  auto staging = os::make_temp_dir(tmp_dir_, "fetch-");
+  if (!staging) return staging.error();
+  Status st;
+  if (auto stats = extract_bundle(*archive, *format, *staging, options_.limits); !stats) {
+    st = stats.error();
+  } else if (::chmod(staging->c_str(), 0755) != 0) {
+    st = Error::system("chmod", staging->string(), errno);
+  }
+  if (st) st = os::sync_filesystem(*staging);
+  if (st) st = os::durable_rename(*staging, final_dir);
+  if (!st) (void)os::remove_tree(*staging);
+  return st;
+}
+
+Status Registry::follow(Observer changed) {
+  if (!options_.shared) return {};
+  {
+    std::lock_guard lock(observer_mu_);
+    observer_ = std::move(changed);
+  }
+  return options_.shared->watch([this](const std::string& name) { refresh(name); });
+}
+
+void Registry::refresh(const std::string& name) {
+  if (!options_.shared) return;
+  std::vector<std::pair<std::string, RecordPtr>> changes;
+  {
+    std::lock_guard write_lock(write_mu_);
+    std::vector<StoredRecord> stored;
+    if (name.empty()) {
+      auto all = options_.shared->load_all();
+      if (!all) {
+        spdlog::warn("registry: cannot read the shared store: {}", all.error().message);
+        return;
+      }
+      stored = std::move(*all);
+    } else {
+      auto one = options_.shared->load(name);
+      if (!one) {
+        spdlog::warn("registry: [fn={}] cannot read the shared store: {}", name,
+                     one.error().message);
+        return;
+      }
+      if (*one) stored.push_back(std::move(**one));
+    }
+    std::set<std::string> present;
+    for (const auto& s : stored) {
+      present.insert(s.name);
+      if (revision_of(s.name) == s.revision) continue;  // this node's own write, or no news
+      RecordPtr record = adopt(s);
+      if (!record) continue;
+      std::lock_guard lock(table_mu_);
+      table_[s.name] = record;
+      revisions_[s.name] = s.revision;
+      changes.emplace_back(s.name, record);
+    }
+    {
+      std::lock_guard lock(table_mu_);
+      for (auto it = table_.begin(); it != table_.end();) {
+        const bool asked = name.empty() || it->first == name;
+        if (asked && !present.contains(it->first)) {
+          changes.emplace_back(it->first, nullptr);
+          revisions_.erase(it->first);
+          it = table_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (!changes.empty()) collect_garbage();
+  }
+  std::lock_guard lock(observer_mu_);
+  for (const auto& [fn, record] : changes) {
+    spdlog::info("registry: [fn={}] {} by another node", fn,
+                 record ? fmt::format("version {} made active", record->active_version)
+                        : std::string("deleted"));
+    if (observer_) observer_(fn, record);
+  }
+}
+
 fs::path Registry::bundle_dir(const Version& version) const {
   return bundles_dir_ / version.bundle_sha256;
 }
@@ -308,9 +449,25 @@ size_t Registry::size() const {
   return table_.size();
 }
 
+int64_t Registry::revision_of(const std::string& name) const {
+  std::lock_guard lock(table_mu_);
+  auto it = revisions_.find(name);
+  return it == revisions_.end() ? 0 : it->second;
+}
+
 Status Registry::write_record(const FunctionRecord& record) {
-  return os::atomic_write_file(functions_dir_ / (record.name + std::string(kRecordSuffix)),
-                               record.to_json().dump(2) + "\n", 0600);
+  const std::string text = record.to_json().dump(2) + "\n";
+  if (!options_.shared) {
+    return os::atomic_write_file(functions_dir_ / (record.name + std::string(kRecordSuffix)), text,
+                                 0600);
+  }
+  std::vector<std::string> bundles;
+  for (const auto& v : record.versions) bundles.push_back(v.bundle_sha256);
+  auto revision = options_.shared->write(record.name, text, bundles, revision_of(record.name));
+  if (!revision) return revision.error();
+  std::lock_guard lock(table_mu_);
+  revisions_[record.name] = *revision;
+  return {};
 }
 
 Result<Change> Registry::commit(const std::string& name, RecordPtr previous, FunctionRecord next) {
@@ -335,6 +492,11 @@ Result<Change> Registry::commit(const std::string& name, RecordPtr previous, Fun
     table_[name] = record;
   }
   collect_garbage();
+  if (options_.shared) {
+    if (auto st = options_.shared->collect_bundles(); !st) {
+      spdlog::warn("registry: cannot collect unused bundles: {}", st.error().message);
+    }
+  }
   return Change{record, previous == nullptr, true};
 }
 
@@ -348,66 +510,75 @@ Result<Change> Registry::deploy(const DeployRequest& req) {
   }
   const std::string sha = sha256_hex(req.bundle);
 
-  std::lock_guard write_lock(write_mu_);
-  RecordPtr previous = get(req.name);
-  fs::path final_dir = bundles_dir_ / sha;
-  std::error_code ec;
-  const bool have_bundle = fs::is_directory(final_dir, ec);
+  return retrying(req.name, [&]() -> Result<Change> {
+    std::lock_guard write_lock(write_mu_);
+    RecordPtr previous = get(req.name);
+    fs::path final_dir = bundles_dir_ / sha;
+    std::error_code ec;
+    const bool have_bundle = fs::is_directory(final_dir, ec);
 
-  fs::path root = final_dir;
-  fs::path staging;
-  if (!have_bundle) {
-    auto dir = os::make_temp_dir(tmp_dir_, "stage-");
-    if (!dir) return std::move(dir).error();
-    staging = *dir;
-    root = staging;
-    if (auto stats = extract_bundle(req.bundle, *format, staging, options_.limits); !stats) {
-      (void)os::remove_tree(staging);
-      return std::move(stats).error();
+    fs::path root = final_dir;
+    fs::path staging;
+    if (!have_bundle) {
+      auto dir = os::make_temp_dir(tmp_dir_, "stage-");
+      if (!dir) return std::move(dir).error();
+      staging = *dir;
+      root = staging;
+      if (auto stats = extract_bundle(req.bundle, *format, staging, options_.limits); !stats) {
+        (void)os::remove_tree(staging);
+        return std::move(stats).error();
+      }
+      // The sandbox shows the bundle to the function's own user: its root must be readable
+      // like every entry in it (bundles/ itself stays private to the daemon).
+      if (::chmod(staging.c_str(), 0755) != 0) {
+        int err = errno;
+        (void)os::remove_tree(staging);
+        return Error::system("chmod", staging.string(), err);
+      }
     }
-    // The sandbox shows the bundle to the function's own user: its root must be readable
-    // like every entry in it (bundles/ itself stays private to the daemon).
-    if (::chmod(staging.c_str(), 0755) != 0) {
-      int err = errno;
-      (void)os::remove_tree(staging);
-      return Error::system("chmod", staging.string(), err);
-    }
-  }
-  auto drop_staging = [&] {
-    if (!staging.empty()) (void)os::remove_tree(staging);
-  };
-  auto config = load_manifest(root, req.overrides);
-  if (!config) {
-    drop_staging();
-    return std::move(config).error();
-  }
-  if (previous && previous->active().bundle_sha256 == sha && previous->active().config == *config) {
-    drop_staging();
-    return Change{previous, false, false};
-  }
-  if (!staging.empty()) {
-    // Every unpacked file must be on disk before the rename publishes the tree: after a crash
-    // a bundle directory under bundles/ is always complete.
-    if (auto st = os::sync_filesystem(staging); !st) {
+    auto drop_staging = [&] {
+      if (!staging.empty()) (void)os::remove_tree(staging);
+    };
+    auto config = load_manifest(root, req.overrides);
+    if (!config) {
       drop_staging();
-      return std::move(st).error();
+      return std::move(config).error();
     }
-    if (auto st = os::durable_rename(staging, final_dir); !st) {
+    if (previous && previous->active().bundle_sha256 == sha &&
+        previous->active().config == *config) {
       drop_staging();
-      return std::move(st).error();
+      return Change{previous, false, false};
     }
-  }
+    if (!staging.empty()) {
+      // Every unpacked file must be on disk before the rename publishes the tree: after a crash
+      // a bundle directory under bundles/ is always complete.
+      if (auto st = os::sync_filesystem(staging); !st) {
+        drop_staging();
+        return std::move(st).error();
+      }
+      if (auto st = os::durable_rename(staging, final_dir); !st) {
+        drop_staging();
+        return std::move(st).error();
+      }
+    }
 
-  FunctionRecord next = previous ? *previous : FunctionRecord{};
-  const int64_t now = options_.clock->wall_ms();
-  if (!previous) {
-    next.name = req.name;
-    next.created_ms = now;
-  }
-  int number = next.versions.empty() ? 1 : next.versions.back().number + 1;
-  next.versions.push_back(Version{number, sha, req.bundle.size(), std::move(*config), now});
-  next.active_version = number;
-  return commit(req.name, previous, std::move(next));
+    // Other nodes fetch the archive by its sha256 when the record reaches them.
+    if (options_.shared) {
+      if (auto st = options_.shared->put_bundle(sha, req.bundle); !st) {
+        return std::move(st).error();
+      }
+    }
+    FunctionRecord next = previous ? *previous : FunctionRecord{};
+    const int64_t now = options_.clock->wall_ms();
+    if (!previous) {
+      next.name = req.name;
+      next.created_ms = now;
+    }
+    int number = next.versions.empty() ? 1 : next.versions.back().number + 1;
+    next.versions.push_back(Version{number, sha, req.bundle.size(), std::move(*config), now});
+    next.active_version = number;
+    return commit(req.name, previous, std::move(next));
+  });
 }
 
 Result<Change> Registry::deploy_directory(const std::string& name, const fs::path& dir) {
@@ -418,34 +589,38 @@ Result<Change> Registry::deploy_directory(const std::string& name, const fs::pat
 
 Result<Change> Registry::patch(const std::string& name, const json& patch) {
   if (auto st = validate_name(name); !st) return std::move(st).error();
-  std::lock_guard write_lock(write_mu_);
-  RecordPtr previous = get(name);
-  if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
-  const Version& active = previous->active();
-  auto config = patch_config(active.config, patch);
-  if (!config) return std::move(config).error();
-  if (auto st = check_handler(*config, bundle_dir(active)); !st) return std::move(st).error();
-  if (*config == active.config) return Change{previous, false, false};
-  FunctionRecord next = *previous;
-  int number = next.versions.back().number + 1;
-  next.versions.push_back(Version{number, active.bundle_sha256, active.bundle_bytes,
-                                  std::move(*config), options_.clock->wall_ms()});
-  next.active_version = number;
-  return commit(name, previous, std::move(next));
+  return retrying(name, [&]() -> Result<Change> {
+    std::lock_guard write_lock(write_mu_);
+    RecordPtr previous = get(name);
+    if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
+    const Version& active = previous->active();
+    auto config = patch_config(active.config, patch);
+    if (!config) return std::move(config).error();
+    if (auto st = check_handler(*config, bundle_dir(active)); !st) return std::move(st).error();
+    if (*config == active.config) return Change{previous, false, false};
+    FunctionRecord next = *previous;
+    int number = next.versions.back().number + 1;
+    next.versions.push_back(Version{number, active.bundle_sha256, active.bundle_bytes,
+                                    std::move(*config), options_.clock->wall_ms()});
+    next.active_version = number;
+    return commit(name, previous, std::move(next));
+  });
 }
 
 Result<Change> Registry::rollback(const std::string& name, int version) {
   if (auto st = validate_name(name); !st) return std::move(st).error();
-  std::lock_guard write_lock(write_mu_);
-  RecordPtr previous = get(name);
-  if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
-  if (!previous->find(version)) {
-    return Error::not_found(fmt::format("function {} has no version {}", name, version));
-  }
-  if (previous->active_version == version) return Change{previous, false, false};
-  FunctionRecord next = *previous;
-  next.active_version = version;
-  return commit(name, previous, std::move(next));
+  return retrying(name, [&]() -> Result<Change> {
+    std::lock_guard write_lock(write_mu_);
+    RecordPtr previous = get(name);
+    if (!previous) return Error::not_found(fmt::format("function {} does not exist", name));
+    if (!previous->find(version)) {
+      return Error::not_found(fmt::format("function {} has no version {}", name, version));
+    }
+    if (previous->active_version == version) return Change{previous, false, false};
+    FunctionRecord next = *previous;
+    next.active_version = version;
+    return commit(name, previous, std::move(next));
+  });
 }
 
 Result<Change> Registry::put_alias(const std::string& function, Alias alias, bool create_only) {
@@ -466,62 +641,72 @@ Result<Change> Registry::put_alias(const std::string& function, Alias alias, boo
   } else {
     alias.canary_weight = 0;
   }
-  std::lock_guard write_lock(write_mu_);
-  RecordPtr previous = get(function);
-  if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
-  for (int v : {alias.version, alias.canary_version}) {
-    if (v > 0 && !previous->find(v)) {
-      return Error::not_found(fmt::format("function {} has no version {}", function, v));
+  return retrying(function, [&]() -> Result<Change> {
+    std::lock_guard write_lock(write_mu_);
+    RecordPtr previous = get(function);
+    if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
+    for (int v : {alias.version, alias.canary_version}) {
+      if (v > 0 && !previous->find(v)) {
+        return Error::not_found(fmt::format("function {} has no version {}", function, v));
+      }
     }
-  }
-  auto it = previous->aliases.find(alias.name);
-  const bool created = it == previous->aliases.end();
-  if (!created && create_only) {
-    return Error::conflict(
-        fmt::format("function {} already has an alias {}", function, alias.name));
-  }
-  alias.updated_ms = options_.clock->wall_ms();
-  if (!created) {
-    Alias same = alias;
-    same.updated_ms = it->second.updated_ms;
-    if (same == it->second) return Change{previous, false, false};
-  }
-  FunctionRecord next = *previous;
-  std::string alias_name = alias.name;
-  next.aliases[alias_name] = std::move(alias);
-  auto change = commit(function, previous, std::move(next));
-  if (change) change->created = created;
-  return change;
+    auto it = previous->aliases.find(alias.name);
+    const bool created = it == previous->aliases.end();
+    if (!created && create_only) {
+      return Error::conflict(
+          fmt::format("function {} already has an alias {}", function, alias.name));
+    }
+    alias.updated_ms = options_.clock->wall_ms();
+    if (!created) {
+      Alias same = alias;
+      same.updated_ms = it->second.updated_ms;
+      if (same == it->second) return Change{previous, false, false};
+    }
+    FunctionRecord next = *previous;
+    std::string alias_name = alias.name;
+    next.aliases[alias_name] = alias;  // copied: a retry starts again from `alias`
+    auto change = commit(function, previous, std::move(next));
+    if (change) change->created = created;
+    return change;
+  });
 }
 
 Result<Change> Registry::remove_alias(const std::string& function, std::string_view alias) {
   if (auto st = validate_name(function); !st) return std::move(st).error();
-  std::lock_guard write_lock(write_mu_);
-  RecordPtr previous = get(function);
-  if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
-  if (previous->aliases.find(alias) == previous->aliases.end()) {
-    return Error::not_found(fmt::format("function {} has no alias {}", function, alias));
-  }
-  FunctionRecord next = *previous;
-  next.aliases.erase(next.aliases.find(alias));
-  auto change = commit(function, previous, std::move(next));
-  if (change) change->created = false;
-  return change;
+  return retrying(function, [&]() -> Result<Change> {
+    std::lock_guard write_lock(write_mu_);
+    RecordPtr previous = get(function);
+    if (!previous) return Error::not_found(fmt::format("function {} does not exist", function));
+    if (previous->aliases.find(alias) == previous->aliases.end()) {
+      return Error::not_found(fmt::format("function {} has no alias {}", function, alias));
+    }
+    FunctionRecord next = *previous;
+    next.aliases.erase(next.aliases.find(alias));
+    auto change = commit(function, previous, std::move(next));
+    if (change) change->created = false;
+    return change;
+  });
 }
 
 Status Registry::remove(const std::string& name) {
   if (auto st = validate_name(name); !st) return st;
-  std::lock_guard write_lock(write_mu_);
-  if (!get(name)) return Error::not_found(fmt::format("function {} does not exist", name));
-  if (auto st = os::durable_remove(functions_dir_ / (name + std::string(kRecordSuffix))); !st) {
-    return st;
-  }
-  {
-    std::lock_guard lock(table_mu_);
-    table_.erase(name);
-  }
-  collect_garbage();
-  return {};
+  return retrying(name, [&]() -> Status {
+    std::lock_guard write_lock(write_mu_);
+    if (!get(name)) return Error::not_found(fmt::format("function {} does not exist", name));
+    if (options_.shared) {
+      if (auto st = options_.shared->remove(name, revision_of(name)); !st) return st;
+    } else if (auto st = os::durable_remove(functions_dir_ / (name + std::string(kRecordSuffix)));
+               !st) {
+      return st;
+    }
+    {
+      std::lock_guard lock(table_mu_);
+      table_.erase(name);
+      revisions_.erase(name);
+    }
+    collect_garbage();
+    return {};
+  });
 }
 
 }  // namespace ember::registry

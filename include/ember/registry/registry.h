@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "ember/common/result.h"
 #include "ember/registry/bundle.h"
 #include "ember/registry/manifest.h"
+#include "ember/registry/shared_store.h"
 
 namespace ember::registry {
 
@@ -77,6 +79,9 @@ struct RegistryOptions {
   BundleLimits limits;
   int max_versions = 10;  // versions kept per function; the active one is always kept
   const Clock* clock = &system_clock();
+  // Several nodes: records and archives live in this store, and the state directory holds
+  // only this node's unpacked copies of the bundles. nullptr: the state directory holds all.
+  std::shared_ptr<SharedStore> shared;
 };
 
 struct DeployRequest {
@@ -94,7 +99,9 @@ struct Change {
 
 // Owns the state directory's `functions/`, `bundles/` and `tmp/`. Thread-safe: mutations are
 // serialized among themselves and block on disk I/O, so callers run them off the event loop;
-// get() and list() take a short lock and never touch the disk.
+// get() and list() take a short lock and never touch the disk. With a shared store, a record
+// is published here only once every bundle it names is unpacked on this node, and a mutation
+// that races one on another node is applied again on top of the other's.
 class Registry {
  public:
   // Opens the registry, recovering from any crash: temporary files and staging directories are
@@ -115,6 +122,13 @@ class Registry {
   Result<Change> put_alias(const std::string& function, Alias alias, bool create_only = false);
   Result<Change> remove_alias(const std::string& function, std::string_view alias);
 
+  // Shared store: follows what other nodes change. `changed` runs on the store's thread after
+  // a function changed: its record now, or nullptr when it was removed.
+  using Observer = std::function<void(const std::string& name, RecordPtr now)>;
+  Status follow(Observer changed);
+  // Reads the record of `name` (all of them, for "") from the shared store again.
+  void refresh(const std::string& name);
+
   RecordPtr get(const std::string& name) const;
   std::vector<RecordPtr> list() const;
   size_t size() const;
@@ -128,7 +142,16 @@ class Registry {
   Status recover();
   Result<Change> commit(const std::string& name, RecordPtr previous, FunctionRecord next);
   Status write_record(const FunctionRecord& record);
+  int64_t revision_of(const std::string& name) const;
   void collect_garbage();
+  Status load_shared();
+  // Unpacks the bundle of `version` from the shared store unless this node has it.
+  Status materialize(const Version& version);
+  // Runs a mutation again, on top of the other node's, when one raced it.
+  template <class Mutation>
+  auto retrying(const std::string& name, Mutation once) -> decltype(once());
+  // A record from the shared store, checked and with its bundles here; nullptr when damaged.
+  RecordPtr adopt(const StoredRecord& stored);
 
   RegistryOptions options_;
   std::filesystem::path functions_dir_;
@@ -139,6 +162,9 @@ class Registry {
   std::mutex write_mu_;          // serializes mutations; held across their disk I/O
   mutable std::mutex table_mu_;  // guards table_; held only to copy or swap pointers
   std::map<std::string, RecordPtr, std::less<>> table_;
+  std::map<std::string, int64_t, std::less<>> revisions_;  // shared store; under table_mu_
+  std::mutex observer_mu_;
+  Observer observer_;
 };
 
 }  // namespace ember::registry

@@ -2,7 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
+
 #include "archive_builder.h"
+#include "postgres_server.h"
 #include "temp_dir.h"
 
 namespace ember::registry {
@@ -344,6 +348,90 @@ TEST_F(RegistryTest, VersionsAnAliasNamesAreNeverPruned) {
   kept.clear();
   for (const auto& v : v5->record->versions) kept.push_back(v.number);
   EXPECT_EQ(kept, (std::vector<int>{4, 5}));
+}
+
+
+// Several nodes on one PostgreSQL store, each with a state directory of its own.
+class SharedRegistryTest : public RegistryTest {
+ protected:
+  void SetUp() override {
+    std::string why;
+    auto* server = testing::PostgresServer::shared(&why);
+    if (!server) GTEST_SKIP() << why;
+    conninfo_ = server->create_database();
+  }
+  std::unique_ptr<Registry> node(const std::string& name) {
+    auto store = open_postgres_store(conninfo_);
+    EXPECT_TRUE(store.ok()) << store.error().message;
+    if (!store.ok()) return nullptr;
+    RegistryOptions o;
+    o.state_dir = tmp_ / name;
+    o.clock = &clock_;
+    o.shared = std::move(*store);
+    auto r = Registry::open(o);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? std::move(*r) : nullptr;
+  }
+  // Follows `r`'s changes; each lands in `seen` (name, active version or 0 when removed).
+  void follow(Registry& r) {
+    ASSERT_TRUE(r.follow([this](const std::string& name, RecordPtr now) {
+                   std::lock_guard lock(mu_);
+                   seen_.emplace_back(name, now ? now->active_version : 0);
+                   cv_.notify_all();
+                 }).ok());
+  }
+  bool saw(const std::string& name, int version) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] {
+      return std::find(seen_.begin(), seen_.end(), std::make_pair(name, version)) != seen_.end();
+    });
+  }
+
+  std::string conninfo_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::string, int>> seen_;
+};
+
+TEST_F(SharedRegistryTest, ADeployOnOneNodeReachesTheOthersWithItsBundle) {
+  auto a = node("a"), b = node("b");
+  follow(*b);
+  auto c = deploy(*a, "hello", bundle_with("exports.handler = () => 'from a';"));
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  ASSERT_TRUE(saw("hello", 1));
+  auto record = b->get("hello");
+  ASSERT_TRUE(record);
+  EXPECT_EQ(record->active().bundle_sha256, c->record->active().bundle_sha256);
+  EXPECT_EQ(testing::read_text(b->bundle_dir(record->active()) / "index.js"),
+            "exports.handler = () => 'from a';")
+      << "node b unpacked the bundle it fetched by hash";
+  // A node started later loads every function and its bundles.
+  auto late = node("late");
+  ASSERT_TRUE(late->get("hello"));
+  EXPECT_TRUE(fs::exists(late->bundle_dir(late->get("hello")->active()) / "index.js"));
+  // Removed on b: gone on a.
+  follow(*a);
+  ASSERT_TRUE(b->remove("hello").ok());
+  ASSERT_TRUE(saw("hello", 0));
+  EXPECT_FALSE(a->get("hello"));
+}
+
+TEST_F(SharedRegistryTest, RacingChangesOnTwoNodesBothLand) {
+  auto a = node("a"), b = node("b");
+  ASSERT_TRUE(deploy(*a, "f", bundle_with("exports.handler = () => 1;")).ok());
+  b->refresh("f");
+  ASSERT_TRUE(b->get("f"));
+  // a changes f; b, which has not heard of it yet, changes f too: b's change is applied on top
+  // of a's instead of overwriting it.
+  auto on_a = a->patch("f", json{{"memory_mb", 256}});
+  ASSERT_TRUE(on_a.ok()) << on_a.error().message;
+  auto on_b = b->patch("f", json{{"timeout_ms", 5000}});
+  ASSERT_TRUE(on_b.ok()) << on_b.error().message;
+  EXPECT_EQ(on_b->record->active_version, 3);
+  EXPECT_EQ(on_b->record->active().config.memory_mb, 256) << "a's change is kept";
+  EXPECT_EQ(on_b->record->active().config.timeout_ms, 5000);
+  a->refresh("f");
+  EXPECT_EQ(a->get("f")->active_version, 3);
 }
 
 }  // namespace
