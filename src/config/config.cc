@@ -134,10 +134,34 @@ Status apply_config_json(std::string_view text, Config& c) {
     if (auto st = h.finish(); !st) return st;
     o.flush_interval = std::chrono::milliseconds(flush);
   }
+  if (const json* st = f.object("storage")) {
+    JsonFields h(*st, "storage");
+    auto& o = c.storage;
+    int64_t lease = o.lease.count();
+    h.one_of("backend", o.backend, {"sqlite", "postgres"});
+    h.string("postgres", o.postgres, 4096);
+    h.string("node", o.node, 128);
+    h.integer("lease_ms", lease, 300, 3'600'000);
+    if (auto s = h.finish(); !s) return s;
+    o.lease = std::chrono::milliseconds(lease);
+    if (o.backend == "postgres" && o.postgres.empty()) {
+      return Error::invalid(
+          "storage.postgres: the \"postgres\" backend needs a connection string, as in "
+          "\"host=db.internal dbname=ember user=ember\"",
+          "storage.postgres");
+    }
+    if (!o.node.empty() &&
+        o.node.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU"
+                                 "VWXYZ0123456789._:-") != std::string::npos) {
+      return Error::invalid("storage.node: letters, digits, '.', '_', ':' and '-' only",
+                            "storage.node");
+    }
+    c.kv.backend = o.backend;
+  }
   if (const json* kv = f.object("kv")) {
     JsonFields h(*kv, "kv");
     auto& o = c.kv;
-    h.one_of("backend", o.backend, {"sqlite"});
+    h.one_of("backend", o.backend, {"sqlite", "postgres"});
     int64_t quota_mb = static_cast<int64_t>(o.limits.namespace_quota_bytes >> 20);
     h.integer("namespace_quota_mb", quota_mb, 1, int64_t{1} << 20);
     int64_t ops = o.service.max_ops_per_call;
@@ -145,6 +169,12 @@ Status apply_config_json(std::string_view text, Config& c) {
     if (auto st = h.finish(); !st) return st;
     o.limits.namespace_quota_bytes = static_cast<uint64_t>(quota_mb) << 20;
     o.service.max_ops_per_call = static_cast<uint32_t>(ops);
+  }
+  if (c.kv.backend != c.storage.backend) {
+    return Error::invalid(fmt::format("kv.backend: the KV store lives where the rest does, in "
+                                      "storage.backend \"{}\"",
+                                      c.storage.backend),
+                          "kv.backend");
   }
   if (const json* ev = f.object("events")) {
     JsonFields h(*ev, "events");
@@ -280,6 +310,9 @@ std::vector<std::string> restart_needed(const Config& a, const Config& b) {
   check(a.metering.flush_interval == b.metering.flush_interval &&
             a.metering.retention_days == b.metering.retention_days,
         "metering.flush_interval_ms/retention_days");
+  check(a.storage.backend == b.storage.backend && a.storage.postgres == b.storage.postgres &&
+            a.storage.node == b.storage.node && a.storage.lease == b.storage.lease,
+        "storage");
   check(a.kv.backend == b.kv.backend &&
             a.kv.limits.namespace_quota_bytes == b.kv.limits.namespace_quota_bytes &&
             a.kv.service.max_ops_per_call == b.kv.service.max_ops_per_call,

@@ -11,6 +11,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -51,6 +52,16 @@ namespace {
 
 // Deploys each folder of `dir` that holds a function.json; a folder whose packed content and
 // manifest are unchanged keeps its current version.
+// This node's name among the nodes sharing a store: the configured one, else the host's name
+// with a random suffix (a restart is a new node, whose predecessor's events are taken over
+// once its lease runs out).
+std::string node_name(const config::StorageConfig& storage) {
+  if (!storage.node.empty()) return storage.node;
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "node");
+  return std::string(host) + "-" + random_uuid().substr(0, 8);
+}
+
 void deploy_folders(registry::Registry& registry, const fs::path& dir) {
   std::error_code ec;
   std::vector<fs::path> folders;
@@ -227,8 +238,22 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   ::umask(022);
   std::signal(SIGPIPE, SIG_IGN);
 
-  auto registry = registry::Registry::open(
-      registry::RegistryOptions{cfg.state_dir, cfg.bundles, cfg.max_versions, &system_clock()});
+  // Several nodes (docs/scale-out.md): the registry, the KV store and the event queue live in
+  // PostgreSQL; the state directory keeps this node's copies of bundles, logs and usage.
+  const bool shared = cfg.storage.backend == "postgres";
+  const std::string node = shared ? node_name(cfg.storage) : std::string();
+  registry::RegistryOptions registry_options{cfg.state_dir, cfg.bundles, cfg.max_versions,
+                                             &system_clock()};
+  if (shared) {
+    auto store = registry::open_postgres_store(cfg.storage.postgres);
+    if (!store) {
+      spdlog::critical("storage: {}", store.error().message);
+      return 1;
+    }
+    registry_options.shared = std::move(*store);
+    spdlog::info("storage: PostgreSQL, shared with the other nodes; this node is {}", node);
+  }
+  auto registry = registry::Registry::open(std::move(registry_options));
   if (!registry) {
     spdlog::critical("cannot open state directory {}: {}", cfg.state_dir.string(),
                      registry.error().message);
@@ -272,7 +297,9 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
 
   // After the event loop, so that it is gone (its threads joined) before the loop its replies
   // are posted to.
-  auto kv_store = kv::open_sqlite(kv::SqliteOptions{reg.state_dir() / "kv.db", cfg.kv.limits});
+  auto kv_store =
+      shared ? kv::open_postgres(kv::PostgresOptions{cfg.storage.postgres, cfg.kv.limits})
+             : kv::open_sqlite(kv::SqliteOptions{reg.state_dir() / "kv.db", cfg.kv.limits});
   if (!kv_store) {
     spdlog::critical("kv: {}", kv_store.error().message);
     return 1;
@@ -315,7 +342,9 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   api.set_keys(keys->get());
 
   // Asynchronous invocations: resumed before the listeners open, so none waits on a request.
-  auto event_store = events::open_sqlite(reg.state_dir() / "events.db");
+  auto event_store = shared ? events::open_postgres(events::PostgresOptions{
+                                  cfg.storage.postgres, node, cfg.storage.lease})
+                            : events::open_sqlite(reg.state_dir() / "events.db");
   if (!event_store) {
     spdlog::critical("events: {}", event_store.error().message);
     return 1;
@@ -337,6 +366,14 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   }
   api.set_events(&dispatcher, event_store->get(), &timetable);
   factory.set_invoke_handler(api.function_calls(io.get_executor()));
+  // What the other nodes deploy, change and delete reaches this one's scheduler and timetable.
+  if (auto st = reg.follow([&io, &api](const std::string& name, registry::RecordPtr now) {
+        asio::post(io, [&api, name, now] { api.changed_elsewhere(name, now); });
+      });
+      !st) {
+    spdlog::critical("storage: {}", st.error().message);
+    return 1;
+  }
   pool.fill();
 
   auto endpoint = server.listen_tcp(cfg.listen.host, cfg.listen.port);
@@ -410,6 +447,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   });
 
   io.run();
+  (void)reg.follow(nullptr);  // no more posts to the loop, which goes first
   blocking.join();
   return exit_code;
 }

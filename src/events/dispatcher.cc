@@ -111,8 +111,10 @@ void Dispatcher::keep_alive() {
     auto a = alive.lock();
     if (ec || !a || !*a || stopping_) return;
     const size_t room = options_.max_events > held_.size() ? options_.max_events - held_.size() : 0;
-    store_.keep_alive(room, [this, alive](Result<std::vector<Event>> taken) {
-      asio::post(io_, [this, alive, taken = std::move(taken)]() mutable {
+    // On the store's thread, maybe after the dispatcher is gone: only `io` and `alive` are
+    // touched before the check.
+    store_.keep_alive(room, [this, alive, &io = io_](Result<std::vector<Event>> taken) {
+      asio::post(io, [this, alive, taken = std::move(taken)]() mutable {
         auto a = alive.lock();
         if (!a || !*a || stopping_) return;
         if (taken) {

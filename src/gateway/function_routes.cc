@@ -2,6 +2,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
 
@@ -83,6 +85,30 @@ void Api::deployed(const registry::RecordPtr& record) {
   if (scheduler_) scheduler_->on_deployed(record);
   // Its schedules, as the new version has them, from now on.
   if (timetable_) timetable_->poke();
+}
+
+void Api::changed_elsewhere(const std::string& name, registry::RecordPtr now) {
+  if (now) {
+    deployed(now);
+    return;
+  }
+  // As a delete here: calls in flight finish, queued events go, its series go.
+  auto forget = [this, name] {
+    if (events_) events_->forget(name);
+    if (timetable_) timetable_->poke();
+    if (metrics_) metrics_->forget(name);
+  };
+  if (!scheduler_) {
+    forget();
+    return;
+  }
+  asio::co_spawn(
+      scheduler_->executor(),
+      [this, name, forget]() -> asio::awaitable<void> {
+        co_await scheduler_->remove(name, options_.delete_drain);
+        forget();
+      },
+      asio::detached);
 }
 
 asio::awaitable<Response> Api::deploy(const Plan& plan, Request request) {

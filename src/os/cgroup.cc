@@ -98,6 +98,9 @@ struct Graveyard {
     std::erase_if(dirs,
                   [](const fs::path& d) { return ::rmdir(d.c_str()) == 0 || errno == ENOENT; });
   }
+  // The last chance, at a stop: each waits up to a second for the kernel to release it (a
+  // loaded machine takes a while to reap the last killed workers).
+  void drain();
 };
 
 // Removes a cgroup directory, waiting up to a second for processes killed in it to leave.
@@ -109,6 +112,11 @@ bool remove_when_empty(const fs::path& dir) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+void Graveyard::drain() {
+  std::lock_guard lock(mu);
+  std::erase_if(dirs, [](const fs::path& d) { return remove_when_empty(d); });
 }
 
 // ---- v2 ----
@@ -309,8 +317,8 @@ class V1Tree final : public CgroupTree {
       : memory_(std::move(memory)), pids_(std::move(pids)), cpu_(std::move(cpu)) {}
   // The workers are gone by now; their parents go too, so a stopped daemon leaves nothing.
   ~V1Tree() override {
-    graves_->retry();
-    for (const auto& base : bases()) ::rmdir(base.c_str());
+    graves_->drain();
+    for (const auto& base : bases()) (void)remove_when_empty(base);
   }
   std::vector<fs::path> bases() const {
     std::vector<fs::path> b = {memory_, pids_};

@@ -362,10 +362,13 @@ Status Registry::materialize(const Version& version) {
 
 Status Registry::follow(Observer changed) {
   if (!options_.shared) return {};
+  const bool start = changed && !following_;
   {
     std::lock_guard lock(observer_mu_);
     observer_ = std::move(changed);
   }
+  if (!start) return {};
+  following_ = true;
   return options_.shared->watch([this](const std::string& name) { refresh(name); });
 }
 

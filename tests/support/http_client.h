@@ -35,4 +35,8 @@ HttpResponse unix_request(const std::filesystem::path& socket, const std::string
 std::string raw_exchange(uint16_t port, const std::string& bytes, int timeout_ms = 5000,
                          bool* closed = nullptr);
 
+// A loopback TCP port nothing listens on now (the kernel's pick for a socket bound to port 0),
+// for a server the test starts itself.
+int free_port();
+
 }  // namespace ember::testing

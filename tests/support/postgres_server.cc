@@ -12,6 +12,8 @@
 #include <mutex>
 #include <sstream>
 
+#include "http_client.h"
+
 namespace ember::testing {
 
 namespace fs = std::filesystem;
@@ -19,22 +21,6 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kBin = "/usr/lib/postgresql/15/bin";
-
-// A port nothing listens on now (the kernel's pick for a socket bound to port 0).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
 
 // PostgreSQL refuses to run as root: as root its tools run as the postgres user.
 std::string as_owner(const std::string& command) {

@@ -35,7 +35,19 @@ struct MeteringConfig {
   metering::Prices prices;
 };
 
-// The key-value store (docs/kv.md). "sqlite" is the embedded backend, in <state_dir>/kv.db.
+// Where the registry, the KV store and the event queue keep their state (docs/scale-out.md):
+// "sqlite", the state directory of this node alone; or "postgres", a PostgreSQL database
+// several nodes share.
+struct StorageConfig {
+  std::string backend = "sqlite";
+  std::string postgres;  // libpq connection string; required for "postgres"
+  std::string node;      // this node's name among the nodes; empty: <hostname>-<random>
+  // A node silent this long is taken for dead and its queued events go to the others.
+  std::chrono::milliseconds lease{10'000};
+};
+
+// The key-value store (docs/kv.md). "sqlite" is the embedded backend, in <state_dir>/kv.db;
+// "postgres" follows the storage section.
 struct KvConfig {
   std::string backend = "sqlite";
   kv::Limits limits;
@@ -62,6 +74,7 @@ struct Config {
   // The "sandbox" section and --insecure; runtimes and interpreters are filled in at start.
   sandbox::SandboxOptions sandbox;
   MeteringConfig metering;
+  StorageConfig storage;
   KvConfig kv;
   // Asynchronous invocations (docs/events.md): queue limits, attempts at once, retry timing.
   events::DispatcherOptions events;

@@ -68,6 +68,9 @@ class Api final : public Application {
                                                              scheduler::InvokeRequest request);
   // Serves workers' calls of other functions (context.invoke) on `executor`, the event loop's.
   worker::InvokeHandler function_calls(boost::asio::any_io_executor executor);
+  // Another node deployed, changed or deleted `name` (shared storage): `now` is its record, or
+  // nullptr when it was deleted. On the event loop's thread.
+  void changed_elsewhere(const std::string& name, registry::RecordPtr now);
   // A reloaded configuration.
   void set_admin_token(std::string token) { options_.admin_token = std::move(token); }
   void set_prices(metering::Prices prices) { prices_ = prices; }

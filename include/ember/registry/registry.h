@@ -123,7 +123,8 @@ class Registry {
   Result<Change> remove_alias(const std::string& function, std::string_view alias);
 
   // Shared store: follows what other nodes change. `changed` runs on the store's thread after
-  // a function changed: its record now, or nullptr when it was removed.
+  // a function changed: its record now, or nullptr when it was removed. follow(nullptr) stops
+  // the calls: none runs once it returns.
   using Observer = std::function<void(const std::string& name, RecordPtr now)>;
   Status follow(Observer changed);
   // Reads the record of `name` (all of them, for "") from the shared store again.
@@ -165,6 +166,7 @@ class Registry {
   std::map<std::string, int64_t, std::less<>> revisions_;  // shared store; under table_mu_
   std::mutex observer_mu_;
   Observer observer_;
+  bool following_ = false;
 };
 
 }  // namespace ember::registry

@@ -4,6 +4,7 @@
 // functions. Owned by the event loop's thread: no locks; every method runs on that thread.
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -105,6 +106,8 @@ class Scheduler {
 
   // Starts the reaper (idle timeouts, min_instances).
   void start();
+  // The event loop's executor, which every scheduler call runs on.
+  boost::asio::any_io_executor executor() const { return io_.get_executor(); }
 
   boost::asio::awaitable<InvokeOutcome> invoke(const std::string& function, InvokeRequest request);
 

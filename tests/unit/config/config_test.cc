@@ -164,6 +164,35 @@ TEST(ConfigFile, ReadsTheKvSection) {
   }
 }
 
+TEST(ConfigFile, ReadsTheStorageSection) {
+  Config c;
+  EXPECT_EQ(c.storage.backend, "sqlite");
+  auto st = apply_config_json(R"({"storage": {"backend": "postgres",
+      "postgres": "host=db dbname=ember", "node": "node-1.a:b_c", "lease_ms": 3000}})",
+                              c);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  EXPECT_EQ(c.storage.postgres, "host=db dbname=ember");
+  EXPECT_EQ(c.storage.node, "node-1.a:b_c");
+  EXPECT_EQ(c.storage.lease, std::chrono::milliseconds(3000));
+  EXPECT_EQ(c.kv.backend, "postgres") << "the KV store follows";
+  Config before;
+  EXPECT_EQ(restart_needed(before, c), std::vector<std::string>({"storage", "kv"}));
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"storage": {"backend": "postgres"}})", "storage.postgres"},
+      {R"({"storage": {"backend": "mysql"}})", "storage.backend"},
+      {R"({"storage": {"backend": "postgres", "postgres": "x", "node": "a b"}})", "storage.node"},
+      {R"({"storage": {"lease_ms": 10}})", "storage.lease_ms"},
+      {R"({"kv": {"backend": "postgres"}})", "kv.backend"},
+      {R"({"storage": {"backend": "postgres", "postgres": "x"}, "kv": {"backend": "sqlite"}})",
+       "kv.backend"}};
+  for (const auto& [text, field] : bad) {
+    Config d;
+    auto refused = apply_config_json(text, d);
+    ASSERT_FALSE(refused.ok()) << text;
+    EXPECT_EQ(refused.error().field, field) << text << ": " << refused.error().message;
+  }
+}
+
 TEST(ConfigFile, ReadsTheSchedulerSection) {
   Config c;
   auto st = apply_config_json(R"({"scheduler": {"max_concurrent_starts": 3, "eager_instances": 4,
