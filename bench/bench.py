@@ -962,9 +962,134 @@ class Report:
         return text
 
 
+# ---------------------------------------------------------------- scale-out
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+HAPROXY_CFG = os.path.join(ROOT, "packaging", "haproxy", "ember.cfg")
+
+
+class Postgres:
+    """A throwaway PostgreSQL 15 cluster on 127.0.0.1, run as the postgres user when root."""
+
+    def __init__(self, workdir):
+        self.dir = tempfile.mkdtemp(prefix="ember-bench-pg-")
+        self.port = free_port()
+        as_owner = []
+        if os.geteuid() == 0:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            as_owner = ["runuser", "-u", "postgres", "--"]
+        self.as_owner = as_owner
+        run(as_owner + [f"{PG_BIN}/initdb", "-D", f"{self.dir}/data", "-U", "ember",
+                        "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+        run(as_owner + [f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-l",
+                        f"{self.dir}/server.log", "-w", "-o",
+                        f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                        "-c max_connections=200", "start"])
+        run(as_owner + [f"{PG_BIN}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+                        "ember", "ember"])
+        self.conninfo = f"host=127.0.0.1 port={self.port} dbname=ember user=ember"
+
+    def stop(self):
+        subprocess.run(self.as_owner + [f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-m",
+                                        "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def haproxy_config(port, node_ports):
+    """The shipped configuration, on `port`, with the nodes of `node_ports` as its servers."""
+    with open(HAPROXY_CFG) as f:
+        cfg = f.read()
+    cfg = cfg.replace("bind 127.0.0.1:8080", f"bind 127.0.0.1:{port}")
+    cfg = cfg.replace("maxconn 20000", "maxconn 2000")
+    cfg = cfg.replace("log stdout format raw local0 notice\n", "")
+    servers = "".join(f"    server node{i} 127.0.0.1:{p} check\n" for i, p in enumerate(node_ports))
+    return re.sub(r"(    server node\d 10\.0\.0\.\d+:8080 check\n)+", servers, cfg)
+
+
+WRK_FUNCTIONS = """wrk.method = "POST"
+wrk.body = '{"name":"bench"}'
+wrk.headers["Content-Type"] = "application/json"
+local i = 0
+request = function()
+  i = (i + 1) %% %d
+  return wrk.format(nil, "/v1/functions/f" .. i .. "/invoke")
+end
+"""
+
+
+def scenario_cluster(opts, workdir, report):
+    """9. Scale-out: throughput through HAProxy with 1, 2 and 3 nodes on one PostgreSQL."""
+    if not (os.path.exists(f"{PG_BIN}/initdb") and shutil.which("haproxy")):
+        log("cluster: PostgreSQL 15 or HAProxy missing (bench/setup installs them); skipped")
+        return
+    secs, conns, functions = (3, 24, 12) if opts.quick else (10, 48, 12)
+    pg = Postgres(workdir)
+    nodes, rows = [], []
+    haproxy = None
+    try:
+        for n in (1, 2, 3):
+            node = Ember(os.path.join(workdir, f"node{n}"),
+                         {"storage": {"backend": "postgres", "postgres": pg.conninfo,
+                                      "node": f"node{n}"}})
+            nodes.append(node)
+            if n == 1:
+                for i in range(functions):
+                    node.deploy(f"f{i}", "node")
+            for i in range(functions):  # every node knows every function, and each is warm
+                for _ in range(20):
+                    status = node.invoke(f"f{i}")[0]
+                    if status == 200:
+                        break
+                    time.sleep(0.05)
+                assert status == 200, f"node{n} cannot call f{i}: {status}"
+            if haproxy:
+                haproxy.stop()
+            port = free_port()
+            cfg = os.path.join(workdir, f"haproxy-{n}.cfg")
+            with open(cfg, "w") as f:
+                f.write(haproxy_config(port, [x.port for x in nodes]))
+            haproxy = Service(f"haproxy-{n}", ["haproxy", "-db", "-f", cfg], workdir)
+            wait_port(port)
+            time.sleep(1.5)  # health checks pass (rise 2, every second)
+            url = f"http://127.0.0.1:{port}/"
+            for i in range(functions):  # warm the instances each node is routed
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("POST", f"/v1/functions/f{i}/invoke", EVENT)
+                c.getresponse().read()
+                c.close()
+            log(f"cluster: {n} node(s) behind HAProxy, {functions} functions, c{conns}")
+            through = wrk(url, conns, secs, workdir, script=WRK_FUNCTIONS % functions)
+            direct = None
+            if n == 1:
+                direct = wrk(f"http://127.0.0.1:{node.port}/", conns, secs, workdir,
+                             script=WRK_FUNCTIONS % functions)
+            rows.append((n, through, direct))
+    finally:
+        if haproxy:
+            haproxy.stop()
+        for node in nodes:
+            node.stop()
+        pg.stop()
+    lines = ["| nodes | path | req/s | p50 µs | p99 µs | errors |", "|---:|---|---:|---:|---:|---:|"]
+    for n, through, direct in rows:
+        if direct:
+            lines.append(f"| 1 | direct to the node | {direct['rps']:.0f} | {direct['p50']:.0f} | "
+                         f"{direct['p99']:.0f} | {direct['errors']} |")
+        lines.append(f"| {n} | through HAProxy | {through['rps']:.0f} | {through['p50']:.0f} | "
+                     f"{through['p99']:.0f} | {through['errors']} |")
+    report.section(
+        "9. Scale-out", f"{functions} warm Node functions, {conns} connections cycling over them "
+        "(`/v1/functions/fN/invoke`), through HAProxy with `packaging/haproxy/ember.cfg` in front "
+        "of 1, 2 and 3 nodes sharing one PostgreSQL 15. Every node runs on this one machine, so "
+        "they share its CPUs: the rows show what routing costs and that calls spread, not the "
+        "throughput of separate machines.", "\n".join(lines))
+
+
 SCENARIOS = {"warm": scenario_warm, "cold": scenario_cold, "burst": scenario_burst,
              "cgi": scenario_cgi, "scale": scenario_scale, "soak": scenario_soak,
-             "kv": scenario_kv, "events": scenario_events}
+             "kv": scenario_kv, "events": scenario_events, "cluster": scenario_cluster}
 
 
 def main():

@@ -30,6 +30,9 @@ install(CODE "
 ")
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# The HAProxy front of several nodes (docs/scale-out.md), to copy and edit.
+install(FILES ${PROJECT_SOURCE_DIR}/packaging/haproxy/ember.cfg
+        DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples RENAME haproxy.cfg)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME ember)

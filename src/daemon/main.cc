@@ -334,7 +334,14 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   api.set_metering(&metrics, usage->get(), cfg.metering.prices);
   api.set_kv(&kv_service);
   api.set_pool(&pool);
-  auto keys = gateway::InvokeKeys::open(reg.state_dir());
+  auto key_store =
+      shared ? gateway::postgres_key_store(cfg.storage.postgres)
+             : Result<std::unique_ptr<gateway::KeyStore>>(gateway::file_key_store(reg.state_dir()));
+  if (!key_store) {
+    spdlog::critical("invoke keys: {}", key_store.error().message);
+    return 1;
+  }
+  auto keys = gateway::InvokeKeys::open(std::move(*key_store));
   if (!keys) {
     spdlog::critical("invoke keys: {}", keys.error().message);
     return 1;

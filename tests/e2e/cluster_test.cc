@@ -164,6 +164,37 @@ TEST_F(ClusterE2E, ADeployOnOneNodeIsServedByAllAndCallsStayOnOneNode) {
   EXPECT_EQ(kv.json()["value"], 20);
 }
 
+TEST_F(ClusterE2E, AnInvokeKeyMadeOnOneNodeOpensEveryNodeUntilRevokedOnAnother) {
+  auto deployed = nodes_[0]->deploy_code("locked", "node", kCounter, json{{"auth", "token"}});
+  ASSERT_EQ(deployed.status, 201) << deployed.body;
+  auto made = nodes_[1]->admin("POST", "/v1/functions/locked/keys");
+  ASSERT_EQ(made.status, 201) << made.body;
+  const std::string token = made.json()["token"];
+  const std::string id = made.json()["id"];
+  auto call = [&](const Daemon& n) {
+    return http_request(n.port(), "POST", "/v1/functions/locked/invoke", "{}",
+                        {{"Authorization", "Bearer " + token}})
+        .status;
+  };
+  for (auto& n : nodes_) {
+    EXPECT_TRUE(eventually([&] { return call(*n) == 200; })) << "node on port " << n->port();
+    EXPECT_EQ(http_request(n->port(), "POST", "/v1/functions/locked/invoke", "{}").status, 401);
+  }
+  ASSERT_EQ(nodes_[2]->admin("DELETE", "/v1/functions/locked/keys/" + id).status, 200);
+  for (auto& n : nodes_) {
+    EXPECT_TRUE(eventually([&] { return call(*n) == 401; })) << "revoked everywhere";
+  }
+  // Deleted on one node: gone from all, with its keys.
+  auto key = nodes_[0]->admin("POST", "/v1/functions/locked/keys");
+  ASSERT_EQ(key.status, 201);
+  ASSERT_EQ(nodes_[1]->admin("DELETE", "/v1/functions/locked").status, 204);
+  for (auto& n : nodes_) {
+    EXPECT_TRUE(eventually([&] { return n->admin("GET", "/v1/functions/locked").status == 404; }));
+  }
+  EXPECT_TRUE(nodes_[2]->admin("GET", "/v1/functions/locked/keys").status == 404 ||
+              nodes_[2]->admin("GET", "/v1/functions/locked/keys").json()["keys"].empty());
+}
+
 TEST_F(ClusterE2E, KillingTheNodeOfAFunctionMidBurstLosesNoEventAndKeepsTheCountExact) {
   auto deployed = nodes_[1]->deploy_code("counter", "node", kCounter);
   ASSERT_EQ(deployed.status, 201) << deployed.body;

@@ -350,7 +350,6 @@ TEST_F(RegistryTest, VersionsAnAliasNamesAreNeverPruned) {
   EXPECT_EQ(kept, (std::vector<int>{4, 5}));
 }
 
-
 // Several nodes on one PostgreSQL store, each with a state directory of its own.
 class SharedRegistryTest : public RegistryTest {
  protected:
