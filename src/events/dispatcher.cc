@@ -120,6 +120,11 @@ void Dispatcher::keep_alive() {
         if (taken) {
           const int64_t now = clock_.wall_ms();
           for (Event& e : *taken) {
+            // Taken back after this node had lost it: the old entry goes first.
+            if (auto it = held_.find(e.id);
+                it != held_.end() && it->second.lost && !it->second.running) {
+              release(e.id);
+            }
             // As at a restart: an attempt its node did not see end runs again at once.
             if (e.state == State::kRunning) e.next_ms = now;
             e.state = State::kQueued;
@@ -390,7 +395,7 @@ void Dispatcher::save(const Event& event, bool release_after) {
   }
   auto done = [this, alive = std::weak_ptr<bool>(alive_), id = event.id, release_after,
                &io = io_](Status st) {
-    const bool lost = !st && st.error().code == Errc::kConflict;
+    const bool lost = !st && st.error().code == Errc::kConflict && st.error().field == "node";
     if (lost) {
       spdlog::warn("events: [id={}] another node took it over: {}", id, st.error().message);
     } else if (!st) {
@@ -414,7 +419,7 @@ void Dispatcher::lose(const std::string& id) {
   auto it = held_.find(id);
   if (it == held_.end()) return;
   it->second.lost = true;
-  if (!it->second.running) release(id);
+  if (!it->second.running && !it->second.finishing) release(id);
 }
 
 asio::awaitable<void> Dispatcher::attempt(std::string id) {
@@ -454,7 +459,27 @@ asio::awaitable<void> Dispatcher::attempt(std::string id) {
   e.updated_ms = started;
   ++counters_.attempts;
   if (e.attempts > 1) ++counters_.retries;
-  save(e, false);
+  if (store_.keep_alive_every().count() == 0) {
+    save(e, false);
+  } else {
+    // Several nodes: the attempt runs only once this node's hold on the event is confirmed,
+    // so an event another node took over is never run here again.
+    Status held = co_await committed(store_, e);
+    if (!held) {
+      end_attempt();
+      if (held.error().code == Errc::kConflict && held.error().field == "node") {
+        spdlog::warn("events: [id={}] another node took it over: {}", id, held.error().message);
+        lose(id);
+      } else {
+        spdlog::warn("events: [fn={} id={}] attempt not started: {}", e.function, e.id,
+                     held.error().message);
+        --e.attempts;
+        queue(entry, clock_.wall_ms() + options_.throttled_delay.count());
+      }
+      pump();
+      co_return;
+    }
+  }
   scheduler::InvokeRequest call{e.request_id, *e.payload,
                                 "invoke",     e.qualifier.empty() ? 0 : target->version,
                                 e.qualifier,  e.depth};
@@ -509,6 +534,8 @@ asio::awaitable<void> Dispatcher::attempt(std::string id) {
 
 asio::awaitable<void> Dispatcher::give_up(Entry& entry, std::string condition, std::string error) {
   Event& e = entry.event;
+  // Held until its last save below, even if another node takes it over meanwhile.
+  entry.finishing = true;
   e.result = std::move(error);
   e.updated_ms = clock_.wall_ms();
   const std::string prefix = "function:";
@@ -529,6 +556,7 @@ asio::awaitable<void> Dispatcher::give_up(Entry& entry, std::string condition, s
                        record.dump(-1, ' ', false, json::error_handler_t::replace),
                        "function:" + e.function, e.depth + 1};
     auto sent = co_await send(std::move(onward));
+    entry.finishing = false;
     if (sent) {
       e.state = State::kFailed;
       ++counters_.failed;
@@ -538,6 +566,7 @@ asio::awaitable<void> Dispatcher::give_up(Entry& entry, std::string condition, s
     spdlog::warn("events: [fn={} id={}] cannot go to {}: {}; it is a dead letter", e.function, e.id,
                  e.on_failure, sent.error().message);
   }
+  entry.finishing = false;
   spdlog::info("events: [fn={} id={}] dead after {} attempts ({})", e.function, e.id, e.attempts,
                condition);
   e.state = State::kDead;

@@ -95,11 +95,20 @@ std::vector<Event> read_events(const Rows& rows) {
 class PostgresStore final : public Store {
  public:
   PostgresStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
-                PostgresOptions options)
-      : w_(std::move(writer)), r_(std::move(reader)), options_(std::move(options)) {
+                std::unique_ptr<Connection> alive, PostgresOptions options)
+      : w_(std::move(writer)),
+        a_(std::move(alive)),
+        r_(std::move(reader)),
+        options_(std::move(options)) {
     writes_.start([this](std::vector<Pending>& batch) { serve(batch); });
+    alive_.start([this](std::vector<Pending>& batch) {
+      for (Pending& p : batch) serve_keep_alive(p);
+    });
   }
-  ~PostgresStore() override { writes_.stop(); }
+  ~PostgresStore() override {
+    writes_.stop();
+    alive_.stop();
+  }
 
   void save(Event event, Done done) override {
     Pending p;
@@ -185,7 +194,9 @@ class PostgresStore final : public Store {
     p.kind = Kind::kKeepAlive;
     p.at_ms = static_cast<int64_t>(limit);
     p.adopted = std::move(done);
-    writes_.push(std::move(p));
+    // On a thread and connection of their own: a write stuck on a lock never makes a live
+    // node look dead.
+    alive_.push(std::move(p));
   }
 
   // Says this node is alive.
@@ -236,28 +247,23 @@ class PostgresStore final : public Store {
   void serve(std::vector<Pending>& batch) {
     const Status st = w_->transaction([&]() -> Status {
       for (Pending& p : batch) {
-        if (p.kind == Kind::kKeepAlive) continue;
         p.status = {};
         if (auto failed = write(p); !failed) return failed;
       }
       return {};
     });
     for (Pending& p : batch) {
-      if (p.kind == Kind::kKeepAlive) {
-        serve_keep_alive(p);
-      } else if (p.done) {
-        p.done(st ? p.status : st);
-      }
+      if (p.done) p.done(st ? p.status : st);
     }
   }
 
   void serve_keep_alive(Pending& p) {
     Result<std::vector<Event>> taken = std::vector<Event>{};
-    Status st = w_->transaction([&]() -> Status {
-      if (auto beat = heartbeat(*w_); !beat) return beat;
-      (void)w_->exec("DELETE FROM ember_nodes WHERE alive_ms < " EMBER_NOW_MS " - $1",
+    Status st = a_->transaction([&]() -> Status {
+      if (auto beat = heartbeat(*a_); !beat) return beat;
+      (void)a_->exec("DELETE FROM ember_nodes WHERE alive_ms < " EMBER_NOW_MS " - $1",
                      {kForgetNodeMs});
-      taken = adopt(*w_, static_cast<size_t>(p.at_ms), false);
+      taken = adopt(*a_, static_cast<size_t>(p.at_ms), false);
       if (!taken) return taken.error();
       return {};
     });
@@ -293,13 +299,15 @@ class PostgresStore final : public Store {
       auto won = record_fire(e.function, e.fire_expression, e.fire_due_ms);
       if (!won) return won.error();
       if (!*won) {
-        p.status = Error::conflict(fmt::format("schedule {} of {} fired already for this time",
-                                               e.fire_expression, e.function));
+        Error fired = Error::conflict(fmt::format("schedule {} of {} fired already for this time",
+                                                  e.fire_expression, e.function));
+        fired.field = "fire";
+        p.status = std::move(fired);
         return {};
       }
     }
-    // An event is written by the node that holds it; a finished one may be queued again
-    // (redriven) by any node, which then holds it.
+    // An event is written by the node that holds it; a dead one may be queued again from
+    // scratch (redriven) by any node, which then holds it.
     auto r = w_->exec(
         "INSERT INTO events (" EMBER_EVENT_COLUMNS
         ", node) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
@@ -307,14 +315,16 @@ class PostgresStore final : public Store {
         "excluded.attempts, next_ms = excluded.next_ms, updated_ms = excluded.updated_ms, "
         "request_id = excluded.request_id, result = excluded.result, created_ms = "
         "excluded.created_ms, node = excluded.node WHERE events.node = excluded.node OR "
-        "events.state IN ('succeeded', 'failed', 'dead')",
+        "(events.state = 'dead' AND excluded.state = 'queued' AND excluded.attempts = 0)",
         {e.id, e.function, e.qualifier,
          e.payload ? std::string_view(*e.payload) : std::string_view("{}"), e.source,
          state_name(e.state), e.attempts, e.max_retries, e.max_age_ms, e.on_failure, e.depth,
          e.created_ms, e.next_ms, e.updated_ms, e.request_id, e.result, options_.node});
     if (!r) return r.error();
     if (r->affected() == 0) {
-      p.status = Error::conflict(fmt::format("event {} is held by another node", e.id));
+      Error held = Error::conflict(fmt::format("event {} is held by another node", e.id));
+      held.field = "node";
+      p.status = std::move(held);
     }
     return {};
   }
@@ -332,10 +342,12 @@ class PostgresStore final : public Store {
   }
 
   std::unique_ptr<Connection> w_;  // the committing thread's
+  std::unique_ptr<Connection> a_;  // the keep-alive thread's
   std::unique_ptr<Connection> r_;  // readers', under read_mu_
   std::mutex read_mu_;
   PostgresOptions options_;
-  BatchQueue<Pending> writes_;  // last: its thread stops before the connections close
+  BatchQueue<Pending> writes_;  // last: their threads stop before the connections close
+  BatchQueue<Pending> alive_;
 };
 
 }  // namespace
@@ -349,7 +361,10 @@ Result<std::unique_ptr<Store>> open_postgres(const PostgresOptions& options) {
   }
   auto reader = Connection::open(options.conninfo, "event queue");
   if (!reader) return reader.error();
-  auto store = std::make_unique<PostgresStore>(std::move(*writer), std::move(*reader), options);
+  auto alive = Connection::open(options.conninfo, "event queue");
+  if (!alive) return alive.error();
+  auto store = std::make_unique<PostgresStore>(std::move(*writer), std::move(*reader),
+                                               std::move(*alive), options);
   // Alive from the start: what it stores is its own before its first keep_alive().
   if (auto st = store->heartbeat(); !st) return st.error();
   return std::unique_ptr<Store>(std::move(store));

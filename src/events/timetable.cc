@@ -137,7 +137,7 @@ asio::awaitable<void> Timetable::fire(std::string function, std::string expressi
   request.fire_expression = expression;
   request.fire_due_ms = due_ms;
   auto sent = co_await dispatcher_.send(std::move(request));
-  if (!sent && sent.error().code == Errc::kConflict) {
+  if (!sent && sent.error().code == Errc::kConflict && sent.error().field == "fire") {
     spdlog::debug("events: [fn={}] schedule {}: another node sent this fire", function, expression);
   } else if (!sent) {
     spdlog::warn("events: [fn={}] schedule {} could not send its event: {}", function, expression,

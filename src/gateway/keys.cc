@@ -107,12 +107,13 @@ Result<std::unique_ptr<InvokeKeys>> InvokeKeys::open(std::unique_ptr<KeyStore> s
 }
 
 void InvokeKeys::reload() {
-  std::lock_guard lock(mu_);
+  // Read without the lock: checks on the event loop never wait for the database.
   auto keys = store_->load();
   if (!keys) {
     spdlog::warn("keys: cannot read the invoke keys again: {}", keys.error().message);
     return;
   }
+  std::lock_guard lock(mu_);
   keys_ = std::move(*keys);
 }
 

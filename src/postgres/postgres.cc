@@ -20,9 +20,16 @@ std::string trimmed(const char* message) {
   return s;
 }
 
-// Opens a connection and says what went wrong when it could not.
+// Opens a connection and says what went wrong when it could not. Unless the connection string
+// says otherwise, a connection attempt gives up after 10 s, and TCP keepalives find a server
+// that vanished without closing the connection within about a minute.
 Result<PGconn*> connect(const std::string& conninfo, const std::string& name) {
-  PGconn* conn = PQconnectdb(conninfo.c_str());
+  // Earlier keywords are defaults: the expanded connection string (dbname) overrides them.
+  const char* keywords[] = {
+      "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+      "dbname",          nullptr};
+  const char* values[] = {"10", "1", "30", "10", "3", conninfo.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, 1);
   if (conn == nullptr) return Error{Errc::kUnavailable, "connect to " + name + ": out of memory"};
   if (PQstatus(conn) != CONNECTION_OK) {
     Error e{Errc::kUnavailable,
@@ -134,7 +141,13 @@ bool Connection::ready() {
 Result<Rows> Connection::send(const char* sql, int n, const char* const* values, const int* lengths,
                               const int* formats) {
   if (!ready()) return Error{Errc::kUnavailable, fmt::format("{}: cannot reach the server", name_)};
-  return finish(PQexecParams(conn_, sql, n, nullptr, values, lengths, formats, 0), sql);
+  auto rows = finish(PQexecParams(conn_, sql, n, nullptr, values, lengths, formats, 0), sql);
+  // An idle connection learns that the server restarted only when it is used: outside a
+  // transaction, the statement goes again on a new connection.
+  if (!rows && PQstatus(conn_) != CONNECTION_OK && !in_transaction_ && ensure()) {
+    rows = finish(PQexecParams(conn_, sql, n, nullptr, values, lengths, formats, 0), sql);
+  }
+  return rows;
 }
 
 Result<Rows> Connection::exec(const char* sql, const std::vector<Param>& params) {
@@ -166,6 +179,10 @@ Result<Rows> Connection::exec(const char* sql, std::initializer_list<Param> para
 Status Connection::run(const char* sql) {
   if (!ready()) return Error{Errc::kUnavailable, fmt::format("{}: cannot reach the server", name_)};
   auto r = finish(PQexec(conn_, sql), sql);
+  // As in send(); "BEGIN" is sent outside a transaction too.
+  if (!r && PQstatus(conn_) != CONNECTION_OK && !in_transaction_ && ensure()) {
+    r = finish(PQexec(conn_, sql), sql);
+  }
   if (!r) return r.error();
   return {};
 }
@@ -180,7 +197,8 @@ Status Connection::transaction(const std::function<Status()>& body, int attempts
     if (!st && in_transaction_) (void)run("ROLLBACK");  // fails when nothing is left to undo
     in_transaction_ = false;
     if (st) return st;
-    if (st.error().code != Errc::kConflict) return st;
+    // Again only when the server asked for it; a conflict of the body's own is its answer.
+    if (sqlstate_ != kSerializationFailure && sqlstate_ != kDeadlockDetected) return st;
   }
   return st;
 }
@@ -244,6 +262,10 @@ Status Listener::start() {
   return {};
 }
 
+namespace {
+constexpr int64_t kResyncMs = 30'000;
+}  // namespace
+
 void Listener::loop() {
   int backoff_ms = 100;
   while (true) {
@@ -260,8 +282,23 @@ void Listener::loop() {
       if (on_connect_) on_connect_();
     }
     pollfd fds[2] = {{wake_[0], POLLIN, 0}, {PQsocket(conn_), POLLIN, 0}};
-    if (::poll(fds, 2, 10'000) < 0 && errno != EINTR) return;
+    const int ready = ::poll(fds, 2, static_cast<int>(kResyncMs));
+    if (ready < 0 && errno != EINTR) return;
     if (fds[0].revents) return;
+    if (ready == 0) {
+      // Quiet for a while: check that the connection is alive, and reread what is followed,
+      // in case a notification was lost with a connection that died silently.
+      PGresult* r = PQexec(conn_, "SELECT 1");
+      const bool alive = PQresultStatus(r) == PGRES_TUPLES_OK;
+      PQclear(r);
+      if (!alive) {
+        PQfinish(conn_);
+        conn_ = nullptr;
+        continue;
+      }
+      if (on_connect_) on_connect_();
+      continue;
+    }
     if (PQconsumeInput(conn_) == 0) {
       spdlog::warn("postgres: the notification listener lost its connection: {}",
                    trimmed(PQerrorMessage(conn_)));

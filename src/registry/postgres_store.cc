@@ -14,6 +14,7 @@ using postgres::Param;
 
 constexpr const char* kSchema = R"sql(
 SELECT pg_advisory_xact_lock(7203);
+CREATE SEQUENCE IF NOT EXISTS ember_revisions;
 CREATE TABLE IF NOT EXISTS ember_functions (
   name TEXT PRIMARY KEY,
   record TEXT NOT NULL,
@@ -70,17 +71,19 @@ class PostgresStore final : public SharedStore {
     std::lock_guard lock(mu_);
     int64_t revision = 0;
     Status st = c_->transaction([&]() -> Status {
-      auto rows =
-          expected == 0
-              ? c_->exec(
-                    "INSERT INTO ember_functions (name, record, revision, bundles) VALUES "
-                    "($1, $2, 1, $3::text[]) ON CONFLICT (name) DO NOTHING RETURNING revision",
-                    {name, json, text_array(bundles)})
-              : c_->exec(
-                    "UPDATE ember_functions SET record = $2, revision = revision + 1, "
-                    "bundles = $3::text[] WHERE name = $1 AND revision = $4 "
-                    "RETURNING revision",
-                    {name, json, text_array(bundles), expected});
+      auto rows = expected == 0
+                      ? c_->exec(
+                            "INSERT INTO ember_functions (name, record, revision, bundles) VALUES "
+                            "($1, $2, nextval('ember_revisions'), $3::text[]) ON CONFLICT (name) "
+                            "DO NOTHING "
+                            "RETURNING revision",
+                            {name, json, text_array(bundles)})
+                      : c_->exec(
+                            "UPDATE ember_functions SET record = $2, revision = "
+                            "nextval('ember_revisions'), "
+                            "bundles = $3::text[] WHERE name = $1 AND revision = $4 "
+                            "RETURNING revision",
+                            {name, json, text_array(bundles), expected});
       if (!rows) return rows.error();
       if (rows->empty()) return changed_elsewhere(name);
       revision = rows->integer(0, 0);
@@ -129,6 +132,8 @@ class PostgresStore final : public SharedStore {
     if (!r) return r.error();
     return {};
   }
+
+  void unwatch() override { listener_.reset(); }
 
   Status watch(std::function<void(const std::string& name)> changed) override {
     listener_ = std::make_unique<postgres::Listener>(

@@ -195,6 +195,11 @@ Registry::Registry(RegistryOptions options)
       bundles_dir_(options_.state_dir / "bundles"),
       tmp_dir_(options_.state_dir / "tmp") {}
 
+Registry::~Registry() {
+  // The watching thread calls refresh(), which uses every member: it stops first.
+  if (options_.shared) options_.shared->unwatch();
+}
+
 Result<std::unique_ptr<Registry>> Registry::open(RegistryOptions options) {
   if (auto st = os::ensure_dir(options.state_dir, 0700); !st) return std::move(st).error();
   // Bundles are unpacked with "never through a symlink" checks on the whole path, so the
@@ -329,6 +334,14 @@ RecordPtr Registry::adopt(const StoredRecord& stored) {
     if (auto st = materialize(v); !st) {
       spdlog::error("registry: [fn={}] version {} cannot be unpacked here: {}", stored.name,
                     v.number, st.error().message);
+      // A version calls may reach: the record waits until it can run (the next notification,
+      // or the next full reread, tries again).
+      const bool reachable =
+          v.number == record->active_version ||
+          std::any_of(record->aliases.begin(), record->aliases.end(), [&](const auto& a) {
+            return a.second.version == v.number || a.second.canary_version == v.number;
+          });
+      if (reachable) return nullptr;
     }
   }
   return std::make_shared<const FunctionRecord>(std::move(*record));

@@ -101,7 +101,8 @@ class Dispatcher {
   struct Entry {
     Event event;
     bool running = false;
-    bool lost = false;  // another node took it over: it is released, never written again
+    bool lost = false;       // another node took it over: it is released, never written again
+    bool finishing = false;  // give_up() is sending it on: released only by its last save
   };
   using Due = std::pair<int64_t, std::string>;  // (next attempt, id or function)
   struct FunctionCounts {

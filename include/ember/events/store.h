@@ -51,7 +51,8 @@ struct Event {
   std::string result;
   // A scheduled event: the fire of its schedule (expression, due time) it is. The commit that
   // first stores the event records the fire too, and a fire recorded already (by another node)
-  // fails the save with Errc::kConflict: each fire is sent once, whichever nodes fire it.
+  // fails the save with Errc::kConflict on the field "fire": each fire is sent once, whichever
+  // nodes fire it.
   std::string fire_expression;
   int64_t fire_due_ms = 0;
 
@@ -102,7 +103,7 @@ class Store {
   using Adopted = std::function<void(Result<std::vector<Event>>)>;
   // Says this node is alive and takes up to `limit` queued or running events of nodes that are
   // not (each taken by exactly one node); `done` gets them, on the store's thread. A save() of
-  // an event another node took over since fails with Errc::kConflict.
+  // an event another node took over since fails with Errc::kConflict on the field "node".
   virtual void keep_alive(size_t /*limit*/, Adopted done) { done(std::vector<Event>{}); }
 };
 

@@ -102,8 +102,8 @@ class Connection {
   // Runs statements without parameters ("BEGIN", a schema of several statements).
   Status run(const char* sql);
   // Runs `body` in a transaction (BEGIN ... COMMIT), again from the start when the server says
-  // it may (a serialization failure, a deadlock), up to `attempts` times. A body that fails
-  // rolls back.
+  // it may (a serialization failure, a deadlock: SQLSTATE 40001, 40P01), up to `attempts`
+  // times. A body that fails rolls back; its own errors are returned as they are.
   Status transaction(const std::function<Status()>& body, int attempts = 5);
   // The SQLSTATE of the last failure, empty when the last statement succeeded.
   const std::string& sqlstate() const { return sqlstate_; }
@@ -131,7 +131,8 @@ class Connection {
 // Waits for NOTIFY on channels, on a connection of its own and a thread of its own; calls
 // `on_notify(channel, payload)` on that thread for each, and `on_connect()` after every
 // (re)connection, when notifications sent while it was away are lost and the listener must
-// reread what it follows. Reconnects with a backoff while the server is away.
+// reread what it follows, and after every 30 s without one (once the connection proved alive),
+// in case one was lost unseen. Reconnects with a backoff while the server is away.
 class Listener {
  public:
   using OnNotify = std::function<void(const std::string& channel, const std::string& payload)>;

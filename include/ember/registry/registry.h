@@ -107,6 +107,7 @@ class Registry {
   // Opens the registry, recovering from any crash: temporary files and staging directories are
   // removed, bundles no version refers to are deleted, every record is loaded.
   static Result<std::unique_ptr<Registry>> open(RegistryOptions options);
+  ~Registry();
 
   // Unpacks the bundle, validates manifest and overrides, and activates a new version. When
   // bundle and configuration equal the active version nothing changes (idempotent deploys).

@@ -15,7 +15,8 @@
 
 namespace ember::registry {
 
-// A function record as stored: its JSON and a revision that grows with every write.
+// A function record as stored: its JSON and a revision, drawn from one sequence for every
+// write of every function (so a function deleted and made again never repeats one).
 struct StoredRecord {
   std::string name;
   std::string json;
@@ -45,6 +46,8 @@ class SharedStore {
   // node, this one too), and `changed("")` when anything may have changed (after the
   // connection was lost and found again). Returns once it listens.
   virtual Status watch(std::function<void(const std::string& name)> changed) = 0;
+  // Stops watching: no call of `changed` runs once it returns.
+  virtual void unwatch() = 0;
 };
 
 // The store on PostgreSQL: tables ember_functions and ember_bundles, notifications on the

@@ -494,12 +494,26 @@ TEST_P(SharedEventsTest, TheEventsOfAStoppedNodeAreTakenOverEachByOneNode) {
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error().code, Errc::kConflict);
   EXPECT_EQ((*store_->get(late.id))->state, State::kQueued);
-  // A finished event may be queued again (redriven) by any node, which then holds it.
+  // Nor about one finished since by the node that took it over.
   Event done = by_c->empty() ? by_b->back() : by_c->back();
   Store& holder = by_c->empty() ? *b : *c;
+  done.state = State::kSucceeded;
+  ASSERT_TRUE(holder.save_now(done).ok());
+  Event stale = done;
+  stale.state = State::kRunning;
+  stale.attempts = 1;
+  EXPECT_EQ(store_->save_now(stale).error().field, "node") << "a slow node's stale write";
+  EXPECT_EQ((*store_->get(done.id))->state, State::kSucceeded);
+  // A dead letter may be queued again from scratch (redriven) by any node, which then holds it;
+  // a stale retry of it may not.
   done.state = State::kDead;
   ASSERT_TRUE(holder.save_now(done).ok());
+  Event retry = done;
+  retry.state = State::kQueued;
+  retry.attempts = 2;
+  EXPECT_FALSE(store_->save_now(retry).ok());
   done.state = State::kQueued;
+  done.attempts = 0;
   ASSERT_TRUE(store_->save_now(done).ok()) << "node-a redrives a dead letter";
 }
 

@@ -415,6 +415,23 @@ TEST_F(SharedRegistryTest, ADeployOnOneNodeReachesTheOthersWithItsBundle) {
   EXPECT_FALSE(a->get("hello"));
 }
 
+TEST_F(SharedRegistryTest, AFunctionDeletedAndMadeAgainElsewhereIsNotMistakenForTheOld) {
+  auto a = node("a"), b = node("b");
+  ASSERT_TRUE(deploy(*a, "f", bundle_with("exports.handler = () => 'old';")).ok());
+  b->refresh("f");
+  ASSERT_TRUE(b->remove("f").ok());
+  auto again = deploy(*b, "f", bundle_with("exports.handler = () => 'new';"));
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  // a missed both notifications: its next read finds a record it has never seen.
+  a->refresh("f");
+  ASSERT_TRUE(a->get("f"));
+  EXPECT_EQ(a->get("f")->active().bundle_sha256, again->record->active().bundle_sha256);
+  auto patched = a->patch("f", json{{"memory_mb", 256}});
+  ASSERT_TRUE(patched.ok()) << patched.error().message;
+  EXPECT_EQ(testing::read_text(a->bundle_dir(patched->record->active()) / "index.js"),
+            "exports.handler = () => 'new';");
+}
+
 TEST_F(SharedRegistryTest, RacingChangesOnTwoNodesBothLand) {
   auto a = node("a"), b = node("b");
   ASSERT_TRUE(deploy(*a, "f", bundle_with("exports.handler = () => 1;")).ok());
