@@ -36,7 +36,19 @@ PostgresServer* PostgresServer::shared(std::string* why_not) {
   static std::once_flag once;
   static std::unique_ptr<PostgresServer> server;
   static std::string reason;
-  std::call_once(once, [] { server = start(&reason); });
+  std::call_once(once, [] {
+    // Under ctest, the run's one server (tests/support/postgres-fixture), when it is up.
+    if (const char* dir = std::getenv("EMBER_TEST_POSTGRES_DIR")) {
+      std::ifstream port_file(fs::path(dir) / "port");
+      int port = 0;
+      if (port_file >> port && port > 0) {
+        server.reset(new PostgresServer());
+        server->port_ = port;  // dir_ stays empty: not this process's to stop
+        return;
+      }
+    }
+    server = start(&reason);
+  });
   if (!server && why_not) *why_not = reason;
   return server.get();
 }
