@@ -356,7 +356,7 @@ Result<std::unique_ptr<Store>> open_postgres(const PostgresOptions& options) {
   if (options.node.empty()) return Error::invalid("a node of a shared store needs a name", "node");
   auto writer = Connection::open(options.conninfo, "event queue");
   if (!writer) return writer.error();
-  if (auto st = (*writer)->transaction([&] { return (*writer)->run(kSchema); }); !st) {
+  if (auto st = (*writer)->create_schema(kSchema); !st) {
     return st.error();
   }
   auto reader = Connection::open(options.conninfo, "event queue");

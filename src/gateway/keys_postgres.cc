@@ -100,11 +100,7 @@ class PostgresKeyStore final : public KeyStore {
   }
 
  private:
-  Status notify() {
-    auto r = c_->exec("SELECT pg_notify($1, '')", {kChannel});
-    if (!r) return r.error();
-    return {};
-  }
+  Status notify() { return c_->notify(kChannel, ""); }
 
   std::mutex mu_;
   std::unique_ptr<Connection> c_;
@@ -117,7 +113,7 @@ class PostgresKeyStore final : public KeyStore {
 Result<std::unique_ptr<KeyStore>> postgres_key_store(const std::string& conninfo) {
   auto c = Connection::open(conninfo, "invoke keys");
   if (!c) return c.error();
-  if (auto st = (*c)->transaction([&] { return (*c)->run(kSchema); }); !st) return st.error();
+  if (auto st = (*c)->create_schema(kSchema); !st) return st.error();
   return std::unique_ptr<KeyStore>(new PostgresKeyStore(std::move(*c), conninfo));
 }
 

@@ -272,7 +272,7 @@ Result<std::unique_ptr<Store>> open_postgres(const PostgresOptions& options) {
   constexpr const char* kName = "kv store";
   auto writer = Connection::open(options.conninfo, kName);
   if (!writer) return writer.error();
-  if (auto st = (*writer)->transaction([&] { return (*writer)->run(kSchema); }); !st) {
+  if (auto st = (*writer)->create_schema(kSchema); !st) {
     return st.error();
   }
   auto reader = Connection::open(options.conninfo, kName);

@@ -187,6 +187,12 @@ Status Connection::run(const char* sql) {
   return {};
 }
 
+Status Connection::notify(std::string_view channel, std::string_view payload) {
+  auto r = exec("SELECT pg_notify($1, $2)", {channel, payload});
+  if (!r) return r.error();
+  return {};
+}
+
 Status Connection::transaction(const std::function<Status()>& body, int attempts) {
   Status st;
   for (int attempt = 1; attempt <= attempts; ++attempt) {

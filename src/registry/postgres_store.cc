@@ -150,11 +150,7 @@ class PostgresStore final : public SharedStore {
     e.field = "revision";
     return e;
   }
-  Status notify(const std::string& name) {
-    auto r = c_->exec("SELECT pg_notify($1, $2)", {kChannel, name});
-    if (!r) return r.error();
-    return {};
-  }
+  Status notify(const std::string& name) { return c_->notify(kChannel, name); }
 
   std::mutex mu_;
   std::unique_ptr<Connection> c_;
@@ -167,7 +163,7 @@ class PostgresStore final : public SharedStore {
 Result<std::unique_ptr<SharedStore>> open_postgres_store(const std::string& conninfo) {
   auto c = Connection::open(conninfo, "function registry");
   if (!c) return c.error();
-  if (auto st = (*c)->transaction([&] { return (*c)->run(kSchema); }); !st) return st.error();
+  if (auto st = (*c)->create_schema(kSchema); !st) return st.error();
   return std::unique_ptr<SharedStore>(new PostgresStore(std::move(*c), conninfo));
 }
 

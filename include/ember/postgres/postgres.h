@@ -101,6 +101,13 @@ class Connection {
   Result<Rows> exec(const char* sql, const std::vector<Param>& params);
   // Runs statements without parameters ("BEGIN", a schema of several statements).
   Status run(const char* sql);
+  // Creates what a store needs: `schema` in one transaction (it takes an advisory lock, so
+  // nodes starting together do not race).
+  Status create_schema(const char* schema) {
+    return transaction([&] { return run(schema); });
+  }
+  // NOTIFY `channel` with `payload`, delivered when the current transaction commits.
+  Status notify(std::string_view channel, std::string_view payload);
   // Runs `body` in a transaction (BEGIN ... COMMIT), again from the start when the server says
   // it may (a serialization failure, a deadlock: SQLSTATE 40001, 40P01), up to `attempts`
   // times. A body that fails rolls back; its own errors are returned as they are.
