@@ -62,39 +62,18 @@ bool storable(std::string_view s) {
 // it writes (in name order, so two commits never wait on each other in a cycle), which keeps
 // versions, counters and quotas exact across nodes. Writes queued while a commit is in
 // progress share the next one, as in the embedded store.
-class PostgresStore final : public Store {
+class PostgresStore final : public QueuedStore {
  public:
   PostgresStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
                 std::unique_ptr<Connection> other, Limits limits, const Clock& clock)
-      : w_(std::move(writer)),
+      : QueuedStore(limits),
+        w_(std::move(writer)),
         r_(std::move(reader)),
         used_(std::move(other)),
-        limits_(limits),
         clock_(clock) {
-    writer_.start([this](std::vector<Pending>& batch) {
-      commit(batch);
-      reply_all(batch);
-    });
-    reader_.start([this](std::vector<Pending>& batch) {
-      for (Pending& p : batch) p.reply = read(p.request);
-      reply_all(batch);
-    });
+    start_threads();
   }
-  ~PostgresStore() override {
-    writer_.stop();
-    reader_.stop();
-  }
-
-  void execute(Request request, Done done) override {
-    if (auto st = check_request(request, limits_); !st) {
-      Reply reply;
-      reply.status = st;
-      done(std::move(reply));
-      return;
-    }
-    BatchQueue<Pending>& to = is_write(request.op) ? writer_ : reader_;
-    to.push(Pending{std::move(request), std::move(done), {}});
-  }
+  ~PostgresStore() override { stop_threads(); }
 
   Result<uint64_t> used_bytes(std::string_view ns) override {
     if (auto st = check_namespace(ns); !st) return st.error();
@@ -104,15 +83,8 @@ class PostgresStore final : public Store {
     return rows->empty() ? uint64_t{0} : static_cast<uint64_t>(rows->integer(0, 0));
   }
 
-  const Limits& limits() const override { return limits_; }
-
-  Stats stats() const override {
-    std::lock_guard lock(stats_mu_);
-    return stats_;
-  }
-
  private:
-  Reply read(const Request& req) {
+  Reply read(const Request& req) override {
     Reply reply;
     if (req.op == Op::kGet) {
       auto found = read_row(*r_, req.ns, req.key);
@@ -166,7 +138,7 @@ class PostgresStore final : public Store {
   // Commits every write of `batch` as one transaction, tried again from the start when the
   // server asks for it. A write that fails its own checks leaves the others; an error of the
   // storage fails them all.
-  void commit(std::vector<Pending>& batch) {
+  void commit(std::vector<Pending>& batch) override {
     std::set<std::string> namespaces;
     for (const Pending& p : batch) namespaces.insert(p.request.ns);
     Status committed = w_->transaction([&]() -> Status {
@@ -199,9 +171,7 @@ class PostgresStore final : public Store {
     if (!committed) {
       for (Pending& p : batch) p.reply = Reply{committed};  // nothing of the batch is durable
     }
-    std::lock_guard lock(stats_mu_);
-    stats_.writes += batch.size();
-    stats_.commits += committed ? 1 : 0;
+    counted(batch.size(), committed.ok());
   }
 
   // The namespace's row, created when missing, locked until the commit.
@@ -258,12 +228,7 @@ class PostgresStore final : public Store {
   std::unique_ptr<Connection> r_;  // the reading thread's
   std::mutex used_mu_;
   std::unique_ptr<Connection> used_;  // used_bytes() callers', under used_mu_
-  Limits limits_;
   const Clock& clock_;
-  mutable std::mutex stats_mu_;
-  Stats stats_;
-  BatchQueue<Pending> writer_;
-  BatchQueue<Pending> reader_;
 };
 
 }  // namespace

@@ -58,39 +58,18 @@ Result<std::optional<Row>> read_row(Connection& c, std::string_view ns, std::str
   return std::optional<Row>(std::move(r));
 }
 
-class SqliteStore final : public Store {
+class SqliteStore final : public QueuedStore {
  public:
   SqliteStore(std::unique_ptr<Connection> writer, std::unique_ptr<Connection> reader,
               std::unique_ptr<Connection> other, Limits limits, const Clock& clock)
-      : w_(std::move(writer)),
+      : QueuedStore(limits),
+        w_(std::move(writer)),
         r_(std::move(reader)),
         used_(std::move(other)),
-        limits_(limits),
         clock_(clock) {
-    writer_.start([this](std::vector<Pending>& batch) {
-      commit(batch);
-      reply_all(batch);
-    });
-    reader_.start([this](std::vector<Pending>& batch) {
-      for (Pending& p : batch) p.reply = read(p.request);
-      reply_all(batch);
-    });
+    start_threads();
   }
-  ~SqliteStore() override {
-    writer_.stop();
-    reader_.stop();
-  }
-
-  void execute(Request request, Done done) override {
-    if (auto st = check_request(request, limits_); !st) {
-      Reply reply;
-      reply.status = st;
-      done(std::move(reply));
-      return;
-    }
-    BatchQueue<Pending>& to = is_write(request.op) ? writer_ : reader_;
-    to.push(Pending{std::move(request), std::move(done), {}});
-  }
+  ~SqliteStore() override { stop_threads(); }
 
   Result<uint64_t> used_bytes(std::string_view ns) override {
     if (auto st = check_namespace(ns); !st) return st.error();
@@ -104,15 +83,8 @@ class SqliteStore final : public Store {
     return static_cast<uint64_t>(q.column_int(0));
   }
 
-  const Limits& limits() const override { return limits_; }
-
-  Stats stats() const override {
-    std::lock_guard lock(stats_mu_);
-    return stats_;
-  }
-
  private:
-  Reply read(const Request& req) {
+  Reply read(const Request& req) override {
     Reply reply;
     if (req.op == Op::kGet) {
       auto item = get_item(req.ns, req.key);
@@ -185,7 +157,7 @@ class SqliteStore final : public Store {
 
   // Commits every write of `batch` as one transaction. Each write is checked before it changes
   // anything, so one that fails leaves the others; an error of the storage itself fails them all.
-  void commit(std::vector<Pending>& batch) {
+  void commit(std::vector<Pending>& batch) override {
     const int64_t now_ms = clock_.wall_ms();
     WriteBatch view(
         [this](std::string_view ns, std::string_view key) { return read_row(*w_, ns, key); },
@@ -205,9 +177,7 @@ class SqliteStore final : public Store {
       (void)w_->exec("ROLLBACK");  // fails only when there is no transaction left to undo
       for (Pending& p : batch) p.reply = Reply{committed};  // nothing of the batch is durable
     }
-    std::lock_guard lock(stats_mu_);
-    stats_.writes += batch.size();
-    stats_.commits += committed ? 1 : 0;
+    counted(batch.size(), committed.ok());
   }
 
   Result<Usage> read_usage(std::string_view ns) {
@@ -326,12 +296,7 @@ class SqliteStore final : public Store {
   std::unique_ptr<Connection> r_;  // the reading thread's (WAL: reads never wait for a commit)
   std::mutex used_mu_;
   std::unique_ptr<Connection> used_;  // used_bytes() callers', under used_mu_
-  Limits limits_;
   const Clock& clock_;
-  mutable std::mutex stats_mu_;
-  Stats stats_;
-  BatchQueue<Pending> writer_;
-  BatchQueue<Pending> reader_;
 };
 
 }  // namespace

@@ -118,6 +118,44 @@ void reply_all(std::vector<Pending>& batch) {
   for (Pending& p : batch) p.done(std::move(p.reply));
 }
 
+void QueuedStore::execute(Request request, Done done) {
+  if (auto st = check_request(request, limits_); !st) {
+    Reply reply;
+    reply.status = st;
+    done(std::move(reply));
+    return;
+  }
+  BatchQueue<Pending>& to = is_write(request.op) ? writer_ : reader_;
+  to.push(Pending{std::move(request), std::move(done), {}});
+}
+
+Stats QueuedStore::stats() const {
+  std::lock_guard lock(stats_mu_);
+  return stats_;
+}
+
+void QueuedStore::start_threads() {
+  writer_.start([this](std::vector<Pending>& batch) {
+    commit(batch);
+    reply_all(batch);
+  });
+  reader_.start([this](std::vector<Pending>& batch) {
+    for (Pending& p : batch) p.reply = read(p.request);
+    reply_all(batch);
+  });
+}
+
+void QueuedStore::stop_threads() {
+  writer_.stop();
+  reader_.stop();
+}
+
+void QueuedStore::counted(size_t writes, bool committed) {
+  std::lock_guard lock(stats_mu_);
+  stats_.writes += writes;
+  stats_.commits += committed ? 1 : 0;
+}
+
 std::string past_prefix(std::string_view prefix) {
   std::string past(prefix);
   while (!past.empty() && static_cast<unsigned char>(past.back()) == 0xff) past.pop_back();

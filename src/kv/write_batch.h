@@ -8,12 +8,15 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
+#include "ember/common/batch_queue.h"
 #include "ember/kv/store.h"
 
 namespace ember::kv {
@@ -78,6 +81,36 @@ struct Pending {
 
 // Hands every request of a served batch its reply.
 void reply_all(std::vector<Pending>& batch);
+
+// What every backend does around its storage: a request is checked, then queued to the
+// committing thread (the writes queued during one commit share the next: group commit) or to
+// the reading thread; writes and commits are counted.
+class QueuedStore : public Store {
+ public:
+  explicit QueuedStore(Limits limits) : limits_(limits) {}
+  void execute(Request request, Done done) final;
+  Stats stats() const final;
+  const Limits& limits() const final { return limits_; }
+
+ protected:
+  // On the committing thread: commits the batch's writes and sets each reply.
+  virtual void commit(std::vector<Pending>& batch) = 0;
+  // On the reading thread.
+  virtual Reply read(const Request& request) = 0;
+  // From the backend's constructor, once it can serve; from its destructor, before its
+  // connections close.
+  void start_threads();
+  void stop_threads();
+  void counted(size_t writes, bool committed);
+
+  const Limits limits_;
+
+ private:
+  mutable std::mutex stats_mu_;
+  Stats stats_;
+  BatchQueue<Pending> writer_;
+  BatchQueue<Pending> reader_;
+};
 
 // The first string past every string that starts with `prefix` in byte order (its last byte
 // below 0xff, plus one): where a range scan for the prefix may stop. Empty when there is none.
