@@ -206,6 +206,20 @@ class Ember:
         self.service.stop()
 
 
+def start_nginx(workdir, name, http):
+    """nginx in the foreground, one worker, no access log, with `http` as its http block's
+    body (upstreams and servers)."""
+    conf = os.path.join(workdir, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(f"""{NGINX_USER}worker_processes 1; daemon off; pid {workdir}/{name}.pid;
+error_log {workdir}/{name}.err warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off;
+{http}}}
+""")
+    return Service(name, ["nginx", "-p", workdir, "-c", conf], workdir)
+
+
 # ---------------------------------------------------------------- wrk
 
 WRK_POST = """wrk.method = "POST"
@@ -230,9 +244,17 @@ def parse_wrk(text):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     out["errors"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    # wrk gives up on a response after 2 s and counts a "timeout": kept apart, since it is a
+    # slow answer, not a failed one.
+    out["timeouts"] = int(m.group(4)) if m else 0
     if m:
         out["errors"] += sum(int(x) for x in m.groups())
     return out
+
+
+def errors_cell(r):
+    """The errors of a wrk run for a table: how many, and how many were wrk's 2 s timeouts."""
+    return f"{r['errors']} ({r['timeouts']} over 2 s)" if r.get("timeouts") else str(r["errors"])
 
 
 def wrk(url, connections, seconds, workdir, script=WRK_POST, env=None):
@@ -265,18 +287,12 @@ def scenario_warm(opts, workdir, report):
                                        str(node_port)], workdir, env=CLEAN_ENV)
         py = Service("direct-python", [PYTHON, os.path.join(BENCH, "servers", "direct.py"),
                                        str(py_port)], workdir, env=CLEAN_ENV)
-        conf = os.path.join(workdir, "nginx-proxy.conf")
-        with open(conf, "w") as f:
-            f.write(f"""{NGINX_USER}worker_processes 1; daemon off; pid {workdir}/nginx-proxy.pid;
-error_log {workdir}/nginx-proxy.err warn;
-events {{ worker_connections 1024; }}
-http {{ access_log off;
+        nginx = start_nginx(workdir, "nginx-proxy", f"""
   upstream node {{ server 127.0.0.1:{node_port}; keepalive 64; }}
   server {{ listen 127.0.0.1:{nginx_port};
     location / {{ proxy_pass http://node; proxy_http_version 1.1;
-                  proxy_set_header Connection ""; }} }} }}
+                  proxy_set_header Connection ""; }} }}
 """)
-        nginx = Service("nginx-proxy", ["nginx", "-p", workdir, "-c", conf], workdir)
         try:
             node.wait_for(r"listening")
             py.wait_for(r"listening")
@@ -567,18 +583,12 @@ def scenario_cgi(opts, workdir, report):
     port = free_port()
     sock = os.path.join(workdir, "fcgiwrap.sock")
     fcgi = Service("fcgiwrap", ["fcgiwrap", "-c", "4", "-s", f"unix:{sock}"], workdir)
-    conf = os.path.join(workdir, "nginx-cgi.conf")
-    with open(conf, "w") as f:
-        f.write(f"""{NGINX_USER}worker_processes 1; daemon off; pid {workdir}/nginx-cgi.pid;
-error_log {workdir}/nginx-cgi.err warn;
-events {{ worker_connections 1024; }}
-http {{ access_log off;
+    nginx = start_nginx(workdir, "nginx-cgi", f"""
   server {{ listen 127.0.0.1:{port};
     location / {{ include /etc/nginx/fastcgi_params;
       fastcgi_param SCRIPT_FILENAME {BENCH}/servers/cgi.py;
-      fastcgi_pass unix:{sock}; }} }} }}
+      fastcgi_pass unix:{sock}; }} }}
 """)
-    nginx = Service("nginx-cgi", ["nginx", "-p", workdir, "-c", conf], workdir)
     rows = []
     try:
         wait_port(port)
@@ -1019,6 +1029,38 @@ end
 """
 
 
+def nginx_per_function(workdir, functions, conns, secs):
+    """The reference of scenario 9: one Node HTTP server per function (each takes any number of
+    calls at once) behind nginx, routed by path, under the load the nodes get."""
+    ports = [free_port() for _ in range(functions)]
+    servers = [Service(f"direct-node-f{i}", [NODE, os.path.join(BENCH, "servers", "direct.js"),
+                                             str(p)], workdir, env=CLEAN_ENV)
+               for i, p in enumerate(ports)]
+    nginx = None
+    try:
+        for s in servers:
+            s.wait_for(r"listening")
+        port = free_port()
+        upstreams = "".join(f"  upstream f{i} {{ server 127.0.0.1:{p}; keepalive 64; }}\n"
+                            for i, p in enumerate(ports))
+        locations = "".join(f"    location /v1/functions/f{i}/ {{ proxy_pass http://f{i}; "
+                            "proxy_http_version 1.1; proxy_set_header Connection \"\"; }\n"
+                            for i in range(functions))
+        nginx = start_nginx(workdir, "nginx-functions", f"""
+{upstreams}  server {{ listen 127.0.0.1:{port};
+{locations}  }}
+""")
+        wait_port(port)
+        url = f"http://127.0.0.1:{port}/"
+        wrk(url, conns, 2, workdir, script=WRK_FUNCTIONS % functions)
+        return wrk(url, conns, secs, workdir, script=WRK_FUNCTIONS % functions)
+    finally:
+        if nginx:
+            nginx.stop()
+        for s in servers:
+            s.stop()
+
+
 def scenario_cluster(opts, workdir, report):
     """9. Scale-out: throughput through HAProxy with 1, 2 and 3 nodes on one PostgreSQL."""
     if not (os.path.exists(f"{PG_BIN}/initdb") and shutil.which("haproxy")):
@@ -1069,6 +1111,8 @@ def scenario_cluster(opts, workdir, report):
                 direct = wrk(f"http://127.0.0.1:{node.port}/", conns, secs, workdir,
                              script=WRK_FUNCTIONS % functions)
             rows.append((n, through, direct))
+        log(f"cluster: reference, {functions} Node servers behind nginx, c{conns}")
+        reference = nginx_per_function(workdir, functions, conns, secs)
     finally:
         if haproxy:
             haproxy.stop()
@@ -1079,15 +1123,22 @@ def scenario_cluster(opts, workdir, report):
     for n, through, direct in rows:
         if direct:
             lines.append(f"| 1 | direct to the node | {direct['rps']:.0f} | {direct['p50']:.0f} | "
-                         f"{direct['p99']:.0f} | {direct['errors']} |")
+                         f"{direct['p99']:.0f} | {errors_cell(direct)} |")
         lines.append(f"| {n} | through HAProxy | {through['rps']:.0f} | {through['p50']:.0f} | "
-                     f"{through['p99']:.0f} | {through['errors']} |")
+                     f"{through['p99']:.0f} | {errors_cell(through)} |")
+    lines.append(f"| – | reference: {functions} Node servers behind nginx | "
+                 f"{reference['rps']:.0f} | {reference['p50']:.0f} | {reference['p99']:.0f} | "
+                 f"{errors_cell(reference)} |")
     report.section(
         "9. Scale-out", f"{functions} warm Node functions, {conns} connections cycling over them "
         "(`/v1/functions/fN/invoke`), through HAProxy with `packaging/haproxy/ember.cfg` in front "
         "of 1, 2 and 3 nodes sharing one PostgreSQL 15. Every node runs on this one machine, so "
         "they share its CPUs: the rows show what routing costs and that calls spread, not the "
-        "throughput of separate machines.", "\n".join(lines))
+        "throughput of separate machines. The reference runs one Node HTTP server per function "
+        "behind nginx: a process that takes any number of calls at once, where an Ember "
+        "instance takes one (concurrency 1, as on Lambda), so the node runs three to four "
+        "instances per function here and this machine pays for every switch between "
+        "processes.", "\n".join(lines))
 
 
 SCENARIOS = {"warm": scenario_warm, "cold": scenario_cold, "burst": scenario_burst,
