@@ -10,6 +10,7 @@
 
 #include "console.h"
 #include "ember/gateway/auth.h"
+#include "ember/gateway/blocking.h"
 #include "ember/gateway/sigv4.h"
 #include "invocation.h"
 #include "routes.h"
@@ -132,6 +133,34 @@ Plan accept(Route route, uint64_t body_limit, std::string name = {}) {
   return p;
 }
 
+// Routes whose Plan::name is a function that must exist (a deploy makes it; the console's and
+// the KV store's names are other things).
+bool names_a_function(Route route) {
+  switch (route) {
+    case kGetFunction:
+    case kPatch:
+    case kDelete:
+    case kRollback:
+    case kLogs:
+    case kKeys:
+    case kKey:
+    case kFunctionUsage:
+    case kAliases:
+    case kAlias:
+    case kDeadLetters:
+    case kRedrive:
+    case kLambdaGet:
+    case kLambdaDelete:
+    case kLambdaUpdateCode:
+    case kLambdaAliases:
+    case kLambdaAlias:
+    case kLambdaVersions:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 bool needs_token(const registry::FunctionRecord& record, std::string_view qualifier) {
@@ -243,7 +272,8 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     if (is_invoke && method != http::verb::post) return reject(method_not_allowed(method, "POST"));
     auto record = registry_.get(name);
     if (!record) {
-      return reject(error_response(Error::not_found("function " + name + " does not exist")));
+      return unknown_function(
+          name, error_response(Error::not_found("function " + name + " does not exist")));
     }
     auto target = record->resolve(qualifier, canary_draw());
     if (!target) return reject(error_response(target.error()));
@@ -281,8 +311,9 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
     }
     auto record = registry_.get(target->name);
     if (!record) {
-      return reject(lambda_error(http::status::not_found, "ResourceNotFoundException",
-                                 "Function not found: " + target->name));
+      return unknown_function(target->name,
+                              lambda_error(http::status::not_found, "ResourceNotFoundException",
+                                           "Function not found: " + target->name));
     }
     for (auto& [key, value] : query_params(header.target())) {
       if (key != "Qualifier") continue;
@@ -506,7 +537,25 @@ Plan Api::plan(const RequestHeader& header, Transport transport) {
                                            std::string_view(url->encoded_path()))));
 }
 
+Plan Api::unknown_function(const std::string& name, Response not_found) const {
+  Plan p = reject(std::move(not_found));
+  if (registry_.shared()) p.catch_up = name;
+  return p;
+}
+
+asio::awaitable<void> Api::catch_up(const std::string& name) {
+  // What another node changed reaches this one as a notification, a few milliseconds later:
+  // until then a name made there is read again here (Registry::catch_up limits how often).
+  // A named lambda: GCC 12 frees a temporary with captures in a co_await expression twice.
+  auto work = [this, name] { return registry_.catch_up(name) != nullptr; };
+  (void)co_await run_blocking(blocking_, std::move(work));
+}
+
 asio::awaitable<Reply> Api::handle(const Plan& plan, Request request) {
+  if (names_a_function(static_cast<Route>(plan.route)) && registry_.shared() &&
+      !registry_.get(plan.name)) {
+    co_await catch_up(plan.name);
+  }
   switch (static_cast<Route>(plan.route)) {
     case kNone:
       break;

@@ -103,6 +103,7 @@ asio::awaitable<std::pair<std::string, std::string>> Api::function_call(Function
         {}};
   }
   const std::string source = "function:" + call.caller;
+  if (registry_.shared() && !registry_.get(name)) co_await catch_up(name);
 
   if (call.async) {
     if (!events_) {

@@ -381,6 +381,10 @@ asio::awaitable<void> HttpServer::session(Stream stream, Transport transport) {
     // connection cannot carry another request.
     const bool body_pending = !header_parser.is_done();
     Plan plan = app_.plan(header, transport);
+    if (!plan.catch_up.empty()) {
+      co_await app_.catch_up(plan.catch_up);
+      plan = app_.plan(header, transport);
+    }
     plan.peer = peer;
     first_request = false;
     if (late && !plan.reject && !is_health_check(header.target())) {

@@ -442,6 +442,29 @@ void Registry::refresh(const std::string& name) {
   }
 }
 
+RecordPtr Registry::catch_up(const std::string& name) {
+  if (RecordPtr known = get(name); known || !options_.shared) return known;
+  {
+    std::lock_guard lock(catch_up_mu_);
+    const auto now = options_.clock->now();
+    if (now - catch_up_window_ >= std::chrono::seconds(1)) {
+      catch_up_window_ = now;
+      catch_ups_in_window_ = 0;
+      // Names read over a period ago are no longer limited: forget them.
+      std::erase_if(caught_up_, [&](const auto& e) { return now - e.second >= kCatchUpEvery; });
+    }
+    if (catch_ups_in_window_ >= kCatchUpsPerSecond) return nullptr;
+    auto [it, fresh] = caught_up_.try_emplace(name, now);
+    if (!fresh) {
+      if (now - it->second < kCatchUpEvery) return nullptr;
+      it->second = now;
+    }
+    ++catch_ups_in_window_;
+  }
+  refresh(name);
+  return get(name);
+}
+
 fs::path Registry::bundle_dir(const Version& version) const {
   return bundles_dir_ / version.bundle_sha256;
 }

@@ -597,7 +597,7 @@ TEST_F(InvokeE2E, AFunctionPrinting100MBDoesNotGrowTheDaemon) {
   auto r = invoke("loud");
   ASSERT_EQ(r.status, 200) << r.body;
   const long after = rss_kib(daemon_.pid());
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(EMBER_SANITIZED_BUILD)
   // AddressSanitizer keeps freed memory in a quarantine of up to 256 MiB, so RSS says nothing
   // about the daemon here; the Release suite checks it.
   (void)before;

@@ -77,6 +77,8 @@ class Api final : public Application {
 
   Plan plan(const RequestHeader& header, Transport transport) override;
   boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) override;
+  // Reads a function this node does not know from the shared store (Registry::catch_up).
+  boost::asio::awaitable<void> catch_up(const std::string& name) override;
   // Counts the answer; a 4xx of Ember's own (not a function's) is logged, rate-limited.
   void answered(const Plan& plan, const Response& response) override;
   Response too_large(const Plan& plan, std::string message) override;
@@ -92,6 +94,9 @@ class Api final : public Application {
     bool async = false;
     std::string event;
   };
+  // The rejection of a call naming a function this node does not know; with a shared store it
+  // asks to read the name again first (Plan::catch_up).
+  Plan unknown_function(const std::string& name, Response not_found) const;
   // Runs `call`; completes with the INVOKE_REPLY's meta and body.
   boost::asio::awaitable<std::pair<std::string, std::string>> function_call(FunctionCall call);
   boost::asio::awaitable<Response> deploy(const Plan& plan, Request request);

@@ -45,6 +45,10 @@ struct Plan {
   int version = 0;                 // opaque to the server, handed back to handle()
   std::string qualifier;           // opaque to the server, handed back to handle()
   std::string peer;                // set by the server: the client's address
+  // A name the application would read again before deciding (a function it does not know,
+  // which another node may have made a moment ago): the server awaits catch_up() with it and
+  // asks plan() once more, whose answer then stands.
+  std::string catch_up;
 };
 
 // A body produced over time and sent with chunked transfer encoding (a followed log).
@@ -69,6 +73,11 @@ class Application {
   virtual ~Application() = default;
   virtual Plan plan(const RequestHeader& header, Transport transport) = 0;
   virtual boost::asio::awaitable<Reply> handle(const Plan& plan, Request request) = 0;
+  // See Plan::catch_up. Nothing to read again by default.
+  virtual boost::asio::awaitable<void> catch_up(const std::string& name) {
+    (void)name;
+    co_return;
+  }
   // Told of every response sent (its head and whole body; a streamed one's head), rejections
   // included: for metrics, and to log what clients got wrong.
   virtual void answered(const Plan& plan, const Response& response) { (void)plan, (void)response; }

@@ -130,6 +130,15 @@ class Registry {
   Status follow(Observer changed);
   // Reads the record of `name` (all of them, for "") from the shared store again.
   void refresh(const std::string& name);
+  // Shared store: a function this node does not know may have been made on another node a
+  // moment ago, its notification still on the way. Reads `name` again and returns its record
+  // (nullptr: it does not exist). Names nobody made must not become a flood of reads: a name
+  // is read again at most once per kCatchUpEvery, and all names at most kCatchUpsPerSecond
+  // times a second; past either, the answer is the table's. Blocks: off the event loop.
+  RecordPtr catch_up(const std::string& name);
+  static constexpr std::chrono::milliseconds kCatchUpEvery{1000};
+  static constexpr int kCatchUpsPerSecond = 50;
+  bool shared() const { return options_.shared != nullptr; }
 
   RecordPtr get(const std::string& name) const;
   std::vector<RecordPtr> list() const;
@@ -168,6 +177,10 @@ class Registry {
   std::mutex observer_mu_;
   Observer observer_;
   bool following_ = false;
+  std::mutex catch_up_mu_;                                           // guards the three below
+  std::map<std::string, Clock::time_point, std::less<>> caught_up_;  // name → its last read
+  Clock::time_point catch_up_window_{};
+  int catch_ups_in_window_ = 0;
 };
 
 }  // namespace ember::registry

@@ -415,6 +415,37 @@ TEST_F(SharedRegistryTest, ADeployOnOneNodeReachesTheOthersWithItsBundle) {
   EXPECT_FALSE(a->get("hello"));
 }
 
+TEST_F(SharedRegistryTest, AMissReadsTheNameAgainAtMostOncePerPeriodAndFiftyNamesASecond) {
+  auto a = node("a"), b = node("b");  // b does not follow: it learns only by catch_up()
+  EXPECT_EQ(b->catch_up("hello"), nullptr) << "made nowhere yet";
+  ASSERT_TRUE(deploy(*a, "hello", bundle_with("exports.handler = () => 1;")).ok());
+  EXPECT_EQ(b->get("hello"), nullptr);
+  EXPECT_EQ(b->catch_up("hello"), nullptr) << "read a moment ago: not again within the period";
+  clock_.advance(Registry::kCatchUpEvery);
+  auto record = b->catch_up("hello");
+  ASSERT_TRUE(record) << "a period later it is read, with its bundle";
+  EXPECT_TRUE(fs::exists(b->bundle_dir(record->active()) / "index.js"));
+  EXPECT_EQ(b->get("hello"), record);
+
+  // Names nobody made: fifty reads a second in all, then the table answers alone.
+  clock_.advance(std::chrono::seconds(1));
+  for (int i = 0; i < Registry::kCatchUpsPerSecond; ++i) {
+    EXPECT_EQ(b->catch_up("nobody-" + std::to_string(i)), nullptr);
+  }
+  ASSERT_TRUE(deploy(*a, "late", bundle_with("exports.handler = () => 2;")).ok());
+  EXPECT_EQ(b->catch_up("late"), nullptr) << "over the limit: not read";
+  clock_.advance(std::chrono::seconds(1));
+  EXPECT_TRUE(b->catch_up("late")) << "the next second it is";
+  // A node without a shared store reads nothing: its table is the whole truth.
+  RegistryOptions o;
+  o.state_dir = tmp_ / "alone";
+  o.clock = &clock_;
+  auto alone = Registry::open(o);
+  ASSERT_TRUE(alone.ok());
+  EXPECT_EQ((*alone)->catch_up("hello"), nullptr);
+  EXPECT_FALSE((*alone)->shared());
+}
+
 TEST_F(SharedRegistryTest, AFunctionDeletedAndMadeAgainElsewhereIsNotMistakenForTheOld) {
   auto a = node("a"), b = node("b");
   ASSERT_TRUE(deploy(*a, "f", bundle_with("exports.handler = () => 'old';")).ok());
