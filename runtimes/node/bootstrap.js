@@ -22,6 +22,7 @@ const SHUTDOWN = 8;
 const INVOKE_REQUEST = 10;
 const INVOKE_REPLY = 11;
 const LOAD = 12;
+const MOUNTED = 13;
 const HEADER_BYTES = 16;
 const MAX_META = 64 * 1024;
 const MAX_BODY = 64 * 1024 * 1024;
@@ -64,6 +65,8 @@ const stderr = process.stderr;
 const channel = new net.Socket({ fd: 3, readable: true, writable: true });
 // Started ahead of demand for no function yet: it waits for LOAD (docs/worker-protocol.md).
 let awaitingLoad = env.EMBER_POOLED === '1';
+// After LOAD, until MOUNTED says the bundle is on LAMBDA_TASK_ROOT.
+let awaitingMount = false;
 let inFlight = 0;
 let shuttingDown = false;
 const waiting = [];  // [id, meta, body] of INVOKEs past `concurrency`, or sent before READY
@@ -704,7 +707,11 @@ function handleFrame(type, id, meta, body) {
     if (inFlight === 0) exitWhenSent(0);
   } else if (type === LOAD && awaitingLoad) {
     awaitingLoad = false;
-    start(meta);
+    awaitingMount = true;
+    applyLoad(meta);
+  } else if (type === MOUNTED && awaitingMount) {
+    awaitingMount = false;
+    start(true);
   }
 }
 
@@ -716,23 +723,22 @@ channel.on('end', () => process.exit(0));
 channel.on('error', () => process.exit(0));
 
 // A pooled worker's function: its environment from LOAD's meta, as a worker started for it would
-// have had it, and its bundle as working directory. The bundle is mounted on LAMBDA_TASK_ROOT just
-// before LOAD is sent, so only a directory entered now is the bundle's and not the one beneath.
+// have had it. Its bundle is mounted while the worker takes this in; MOUNTED says it is there.
 function applyLoad(meta) {
   const vars = meta.env;
   if (vars !== null && typeof vars === 'object') {
     for (const name of Object.keys(vars)) env[name] = vars[name];
   }
   delete env.EMBER_POOLED;
-  process.chdir(env.LAMBDA_TASK_ROOT);
 }
 
-// Loads the handler and sends READY; or, when that fails, INIT_ERROR, and exits. `load` is the
-// meta of the LOAD frame a pooled worker waited for; undefined in a worker started for a function.
-async function start(load) {
+// Loads the handler and sends READY; or, when that fails, INIT_ERROR, and exits. `pooled`: a
+// pooled worker, given its function by LOAD, whose bundle MOUNTED has said is mounted. It enters
+// the bundle only now: a directory entered before would be the empty one beneath.
+async function start(pooled) {
   let loaded;
   try {
-    if (load !== undefined) applyLoad(load);
+    if (pooled) process.chdir(env.LAMBDA_TASK_ROOT);
     configure();
     loaded = await loadHandler(env._HANDLER || 'index.handler');
   } catch (err) {

@@ -23,7 +23,7 @@ import sys
 import time
 
 READY, INIT_ERROR, INVOKE, RESULT, ERROR, KV_REQUEST, KV_REPLY, SHUTDOWN = 1, 2, 3, 4, 5, 6, 7, 8
-INVOKE_REQUEST, INVOKE_REPLY, LOAD = 10, 11, 12
+INVOKE_REQUEST, INVOKE_REPLY, LOAD, MOUNTED = 10, 11, 12, 13
 REPLIES = (KV_REPLY, INVOKE_REPLY)
 HEADER = struct.Struct("<IIII")
 MAX_META = 64 * 1024
@@ -449,7 +449,12 @@ class Channel:
 
     def __init__(self, fd):
         self.fd = fd
-        self.buf = bytearray()
+        # Frames are read into one buffer, allocated (and its pages touched) once: a read of its
+        # own for each frame would allocate, and give back, memory the next read faults in again.
+        # Bytes [pos, end) are read and not yet taken.
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        self.pos = self.end = 0
         self.header = bytearray(HEADER.size)
         # Handler threads share the channel: one of them (or the main loop) reads at a time and
         # hands each reply to the thread that waits for it; INVOKE and SHUTDOWN frames read by a
@@ -567,27 +572,47 @@ class Channel:
                     view = view[os.write(self.fd, view):]
 
     def _fill(self, n):
-        """Reads until the buffer holds n bytes; False at the end of the stream."""
-        while len(self.buf) < n:
-            chunk = os.read(self.fd, max(READ_SIZE, n - len(self.buf)))
-            if not chunk:
+        """Reads until n bytes wait in the buffer; False at the end of the stream."""
+        while self.end - self.pos < n:
+            if self.pos + n > len(self.buf):
+                self._make_room(n)
+            got = os.readv(self.fd, [self.view[self.end:]])
+            if not got:
                 return False
-            self.buf += chunk
+            self.end += got
         return True
+
+    def _make_room(self, n):
+        """Moves the bytes that wait to the front of the buffer, or into a larger one for a frame
+        of n bytes that would not fit."""
+        waiting = self.buf[self.pos:self.end]
+        if n > len(self.buf):
+            self.view.release()
+            self.buf = bytearray(n)
+            self.view = memoryview(self.buf)
+        self.buf[:len(waiting)] = waiting
+        self.pos, self.end = 0, len(waiting)
 
     def _read_frame(self):
         if not self._fill(HEADER.size):
             return None
-        kind, ident, meta_len, body_len = HEADER.unpack_from(self.buf)
+        kind, ident, meta_len, body_len = HEADER.unpack_from(self.buf, self.pos)
         if meta_len > MAX_META or body_len > MAX_BODY:
             sys.exit(70)
-        end = HEADER.size + meta_len + body_len
-        if not self._fill(end):
+        if not self._fill(HEADER.size + meta_len + body_len):
             return None
-        meta_end = HEADER.size + meta_len
-        meta = json.loads(self.buf[HEADER.size:meta_end]) if meta_len else {}
-        body = bytes(self.buf[meta_end:end])
-        del self.buf[:end]
+        meta_start = self.pos + HEADER.size
+        meta_end = meta_start + meta_len
+        end = meta_end + body_len
+        meta = json.loads(self.buf[meta_start:meta_end]) if meta_len else {}
+        body = bytes(self.view[meta_end:end])
+        self.pos = end
+        if self.pos == self.end:
+            self.pos = self.end = 0
+            if len(self.buf) > READ_SIZE:  # a large frame's buffer goes
+                self.view.release()
+                self.buf = bytearray(READ_SIZE)
+                self.view = memoryview(self.buf)
         return kind, ident, meta, body
 
 
@@ -714,10 +739,23 @@ def warm_imports(directory=None):
                 pass
 
 
+def warm_load():
+    """A pooled worker runs what LOAD runs once, on a made-up environment, before it waits: the
+    first run of the frame decoder, of os.environ's setters and of configure() costs more than
+    all of LOAD does once they have run. What it sets goes again."""
+    meta = json.loads(json.dumps({"env": {f"EMBER_WARM_{i}": "-" * 32 for i in range(16)}}))
+    for name, value in meta["env"].items():
+        os.environ[name] = value
+    for name in meta["env"]:
+        del os.environ[name]
+    configure()
+
+
 def wait_for_load(channel):
     """In a pooled worker (EMBER_POOLED=1), started ahead of demand for no function yet: READY,
     then the meta of the LOAD that names the function; None when told to stop first."""
     warm_imports()
+    warm_load()
     channel.send(READY, 0, {"pooled": True})
     while True:
         frame = channel.receive()
@@ -728,9 +766,7 @@ def wait_for_load(channel):
 
 
 def apply_load(meta):
-    """The function's environment from LOAD, as a worker started for it would have had it, and its
-    bundle as working directory. The bundle is mounted on LAMBDA_TASK_ROOT just before LOAD is
-    sent, so only a directory entered now is the bundle's and not the one beneath."""
+    """The function's environment from LOAD, as a worker started for it would have had it."""
     env = meta.get("env")
     env = env if isinstance(env, dict) else {}
     for name, value in env.items():
@@ -738,7 +774,19 @@ def apply_load(meta):
     os.environ.pop("EMBER_POOLED", None)
     if "TZ" in env:
         time.tzset()  # read once at start otherwise; the function's env may name another zone
-    os.chdir(os.environ["LAMBDA_TASK_ROOT"])
+
+
+def wait_for_mount(channel):
+    """After LOAD: until MOUNTED says the bundle is on LAMBDA_TASK_ROOT (the daemon mounts it while
+    the worker takes LOAD in; a directory entered before would be the empty one beneath). False
+    when told to stop first. Any other frame is kept for the main loop."""
+    while True:
+        frame = channel._read_frame()  # noqa: SLF001 - no thread runs yet: nothing else reads
+        if frame is None or frame[0] == SHUTDOWN:
+            return False
+        if frame[0] == MOUNTED:
+            return True
+        channel.held.append(frame)
 
 
 def zygote_prepare():
@@ -798,6 +846,10 @@ def main():
             _install_logging(sys.modules["logging"])
         else:
             sys.meta_path.insert(0, _LoggingHook)
+        if pooled:
+            if not wait_for_mount(channel):
+                return 0
+            os.chdir(os.environ["LAMBDA_TASK_ROOT"])
         handler = load_handler(os.environ.get("_HANDLER", "main.handler"))
     except Fault as fault:
         log_error(fault.error)

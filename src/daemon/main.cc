@@ -334,6 +334,7 @@ int run(const config::CommandLine& cl, const config::Config& cfg, sandbox::Sandb
   api.set_metering(&metrics, usage->get(), cfg.metering.prices);
   api.set_kv(&kv_service);
   api.set_pool(&pool);
+  api.set_bytecode(&factory.bytecode());
   auto key_store =
       shared ? gateway::postgres_key_store(cfg.storage.postgres)
              : Result<std::unique_ptr<gateway::KeyStore>>(gateway::file_key_store(reg.state_dir()));

@@ -780,6 +780,10 @@ Response Api::metrics() const {
     state.pool_hits = p.hits;
     state.pool_misses = p.misses;
   }
+  if (bytecode_) {
+    state.bytecode_running = static_cast<uint64_t>(bytecode_->running());
+    state.bytecode_modules = bytecode_->stored();
+  }
   if (server_) {
     state.open_connections = server_->connection_count();
     state.connections = server_->connections_accepted();

@@ -206,6 +206,11 @@ std::string Metrics::render(const DaemonState& state) const {
                           .Register(now);
   pool_starts.Add({{"result", "hit"}}).Increment(static_cast<double>(state.pool_hits));
   pool_starts.Add({{"result", "miss"}}).Increment(static_cast<double>(state.pool_misses));
+  gauge("ember_bytecode_compiles_running",
+        "Python bundles being compiled to bytecode (after a deploy, or a first start).",
+        static_cast<double>(state.bytecode_running));
+  counter("ember_bytecode_modules_total", "Python modules compiled to bytecode and stored.",
+          static_cast<double>(state.bytecode_modules));
   auto& events = pm::BuildGauge()
                      .Name("ember_events")
                      .Help("Asynchronous events held, by state.")

@@ -123,7 +123,12 @@ worker::LaunchSpec pooled_spec(registry::Runtime runtime, int memory_mb, const W
 ColdStartFactory::ColdStartFactory(asio::io_context& io, sandbox::Sandbox& sandbox,
                                    const registry::Registry& registry, RuntimeOptions options,
                                    kv::Service* kv)
-    : io_(io), sandbox_(sandbox), registry_(registry), options_(std::move(options)), kv_(kv) {}
+    : io_(io),
+      sandbox_(sandbox),
+      registry_(registry),
+      options_(std::move(options)),
+      kv_(kv),
+      bytecode_(io, sandbox) {}
 
 Result<worker::LaunchSpec> ColdStartFactory::function_spec(
     const registry::FunctionRecord& record) const {
@@ -146,6 +151,7 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
                                                           worker::LogSink log) {
   auto spec = function_spec(record);
   if (!spec) return spec.error();
+  if (record.active().config.runtime == registry::Runtime::kPython) compile_bytecode(*spec);
   auto worker = worker::Instance::launch(io_, sandbox_, std::move(*spec), std::move(log));
   if (!worker) return worker.error();
   // A `provided` worker is the bundle's own bootstrap behind ember-runtime-api: it is given
@@ -155,5 +161,16 @@ Result<std::shared_ptr<Instance>> ColdStartFactory::start(const registry::Functi
 }
 
 void ColdStartFactory::forget(const std::string& function) { sandbox_.forget(function); }
+
+void ColdStartFactory::prepare(const registry::FunctionRecord& record) {
+  if (record.active().config.runtime != registry::Runtime::kPython) return;
+  if (auto spec = function_spec(record)) compile_bytecode(*spec);
+}
+
+void ColdStartFactory::compile_bytecode(const worker::LaunchSpec& spec) {
+  // The shim's own interpreter, so that the .pyc files carry the tag and magic it reads.
+  bytecode_.compile(spec, {options_.python_path, "-I", "-S",
+                           sandbox_.runtime_root() + "/python/compile.py", spec.cwd});
+}
 
 }  // namespace ember::runtime

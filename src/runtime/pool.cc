@@ -240,9 +240,8 @@ Result<std::shared_ptr<Instance>> PooledFactory::start(const registry::FunctionR
     pooled->kill("not used");
     return spec.error();
   }
-  Status bound = cold_.sandbox().bind(pooled->process(), pooled->cgroup(), pooled->spec().worker,
-                                      spec->worker);
-  if (bound) bound = pooled->load(std::move(*spec), log);
+  if (config.runtime == registry::Runtime::kPython) cold_.compile_bytecode(*spec);
+  Status bound = pooled->load(std::move(*spec), log, cold_.sandbox());
   if (!bound) {
     spdlog::warn("pool: [fn={}] a waiting worker could not take the function ({}); cold start",
                  record.name, bound.error().message);

@@ -346,18 +346,20 @@ Status Sandbox::bind(const os::ChildProcess& process, os::Cgroup* cgroup, const 
   if (!pooled.pooled || !layers_.namespaces) {
     return Error::invalid("sandbox: only a pooled worker can be bound to a function");
   }
+  // The limits first: the worker may already be running (it was sent LOAD). They follow
+  // memory_mb; a function of the pool's size keeps them but the CPU weight, which was the lowest
+  // while the worker waited (spawn()).
+  if (cgroup) {
+    const os::CgroupLimits limits = limits_for(spec.memory_mb);
+    if (spec.memory_mb != pooled.memory_mb) {
+      if (auto st = cgroup->set_limits(limits); !st) return st;
+    } else {
+      cgroup->set_cpu_weight(limits.cpu_weight);
+    }
+  }
   const uint64_t tmp_bytes =
       spec.tmp_mb != pooled.tmp_mb ? static_cast<uint64_t>(spec.tmp_mb) << 20 : 0;
-  if (auto st = spawner_->mount_into(process.pidfd(), spec.bundle_dir, kTaskRoot, tmp_bytes); !st) {
-    return st;
-  }
-  if (!cgroup) return {};
-  // The limits follow memory_mb; a function of the pool's size keeps them but the CPU weight,
-  // which was the lowest while the worker waited (spawn()).
-  const os::CgroupLimits limits = limits_for(spec.memory_mb);
-  if (spec.memory_mb != pooled.memory_mb) return cgroup->set_limits(limits);
-  cgroup->set_cpu_weight(limits.cpu_weight);
-  return {};
+  return spawner_->mount_into(process.pidfd(), spec.bundle_dir, kTaskRoot, tmp_bytes);
 }
 
 void Sandbox::forget(const std::string& function) {

@@ -609,6 +609,7 @@ void Scheduler::log_report(const std::string& function, const std::string& reque
 }
 
 void Scheduler::on_deployed(const registry::RecordPtr& record) {
+  factory_.prepare(*record);
   auto it = pools_.find(record->name);
   if (it == pools_.end()) return;
   Pool& pool = *it->second;

@@ -384,7 +384,9 @@ asio::awaitable<void> Instance::write_frames(
     std::vector<asio::const_buffer> buffers;
     buffers.reserve(sending.size());
     for (const auto& frame : sending) buffers.emplace_back(asio::buffer(frame));
+    writing_ = true;
     auto [ec, n] = co_await asio::async_write(channel_, buffers, kAwait);
+    writing_ = false;
     if (ec) break;
   }
 }
@@ -394,6 +396,17 @@ void Instance::send(Frame frame) { send(encode(frame)); }
 void Instance::send(std::string wire) {
   outbox_.push_back(std::move(wire));
   write_signal_.cancel();
+}
+
+void Instance::send_now(std::string wire) {
+  if (!writing_ && outbox_.empty()) {
+    const ssize_t n =
+        ::send(channel_.native_handle(), wire.data(), wire.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n == static_cast<ssize_t>(wire.size())) return;
+    // Full, or the worker is gone (its exit is reported apart): the writer takes what is left.
+    if (n > 0) wire.erase(0, static_cast<size_t>(n));
+  }
+  send(std::move(wire));
 }
 
 asio::awaitable<void> Instance::watch_exit(
@@ -517,7 +530,7 @@ std::optional<os::SchedTimes> Instance::sched_times() const {
   return sum;
 }
 
-Status Instance::load(LaunchSpec spec, LogSink log) {
+Status Instance::load(LaunchSpec spec, LogSink log, sandbox::Sandbox& sandbox) {
   if (state_ != State::kPooled || !exit_reason_.empty()) {
     return Error::invalid(
         "worker: only a pre-started worker waiting for its function can load one");
@@ -527,16 +540,23 @@ Status Instance::load(LaunchSpec spec, LogSink log) {
     const size_t eq = entry.find('=');
     if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
   }
+  const sandbox::WorkerSpec waiting = spec_.worker;
   spec.worker.pooled = false;  // from here it is the function's worker, and READY means ready
   spec_ = std::move(spec);
   log_ = std::move(log);
   state_ = State::kStarting;
   ready_result_.reset();
   started_ = steady_clock::now();
-  send(encode(FrameType::kLoad, 0,
-              nlohmann::json{{"env", std::move(env)}}.dump(
-                  -1, ' ', false, nlohmann::json::error_handler_t::replace),
-              {}));
+  // LOAD first: the worker wakes and takes its environment in on another CPU while the sandbox
+  // mounts the bundle, which takes a round trip to the spawner.
+  send_now(encode(FrameType::kLoad, 0,
+                  nlohmann::json{{"env", std::move(env)}}.dump(
+                      -1, ' ', false, nlohmann::json::error_handler_t::replace),
+                  {}));
+  if (auto bound = sandbox.bind(child_, cgroup_.get(), waiting, spec_.worker); !bound) {
+    return bound;
+  }
+  send_now(encode(FrameType::kMounted, 0, "{}", {}));
   return {};
 }
 

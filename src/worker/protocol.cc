@@ -20,7 +20,7 @@ uint32_t get_u32(const char* p) {
   return u(0) | (u(1) << 8) | (u(2) << 16) | (u(3) << 24);
 }
 
-bool known_type(uint32_t t) { return t >= 1 && t <= 12; }
+bool known_type(uint32_t t) { return t >= 1 && t <= 13; }
 
 void encode_into(std::string& out, FrameType type, uint32_t id, std::string_view meta,
                  std::string_view body) {

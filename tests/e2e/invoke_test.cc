@@ -664,6 +664,52 @@ TEST_F(InvokeE2E, PythonFunctionsRun) {
   EXPECT_EQ(logs["lines"][1]["request_id"], first.header("x-ember-request-id"));
 }
 
+// A python bundle is compiled to bytecode once, after its deploy, by a compiler sandboxed as the
+// function (docs/functions.md#python): its workers load each module's .pyc instead of compiling
+// the module at every cold start.
+TEST_F(InvokeE2E, APythonBundleIsCompiledToBytecodeOnceAfterItsDeploy) {
+  if (::access("/usr/bin/python3", X_OK) != 0) GTEST_SKIP() << "python3 is not installed";
+  auto r = daemon_.admin(
+      "PUT", "/v1/functions/compiled?runtime=python&handler=main.handler",
+      ArchiveBuilder(ArchiveKind::kZip)
+          .file("main.py", "from pkg import util\ndef handler(e, c):\n    return util.VALUE\n")
+          .file("pkg/__init__.py", "")
+          .file("pkg/util.py", "VALUE = 5\n")
+          .file("broken.py", "def (:\n")
+          .build());
+  ASSERT_EQ(r.status, 201) << r.body;
+  ASSERT_TRUE(eventually([&] {
+    return daemon_.metric("ember_bytecode_modules_total") >= 3 &&
+           daemon_.metric("ember_bytecode_compiles_running") == 0;
+  })) << daemon_.log();
+  EXPECT_EQ(daemon_.metric("ember_bytecode_modules_total"), 3) << "broken.py does not compile";
+  // Beside each module, under the name the import system looks for.
+  std::vector<fs::path> bundles;
+  for (const auto& e : fs::directory_iterator(daemon_.state_dir() / "bundles")) {
+    bundles.push_back(e.path());
+  }
+  ASSERT_EQ(bundles.size(), 1u);
+  const fs::path bundle = bundles[0];
+  std::set<std::string> cached;
+  for (const auto& e : fs::recursive_directory_iterator(bundle)) {
+    if (e.path().extension() == ".pyc") cached.insert(fs::relative(e.path(), bundle).string());
+  }
+  ASSERT_EQ(cached.size(), 3u);
+  for (const auto& name : cached) {
+    EXPECT_NE(name.find("__pycache__/"), std::string::npos) << name;
+  }
+  // The source changes, keeping its size and time, which is all a .pyc is checked against: a
+  // worker that compiled the source would answer 9.
+  const fs::path util = bundle / "pkg" / "util.py";
+  const auto when = fs::last_write_time(util);
+  write_text(util, "VALUE = 9\n");
+  fs::last_write_time(util, when);
+  auto res = invoke("compiled");
+  ASSERT_EQ(res.status, 200) << res.body;
+  EXPECT_EQ(res.body, "5");
+  EXPECT_EQ(daemon_.log().find("bytecode: ["), std::string::npos) << daemon_.log();
+}
+
 // The first call is sent as the instance starts, before its code has loaded; its time runs
 // from its own start, after the init, as on Lambda: a slow init takes nothing from it.
 TEST_F(InvokeE2E, ASlowInitTakesNothingFromTheFirstCallsTime) {

@@ -9,9 +9,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "ember/runtime/bytecode.h"
 #include "ember/worker/protocol.h"
 #include "temp_dir.h"
 
@@ -166,6 +168,18 @@ void expect_ready(Worker& w) {
   ASSERT_EQ(f->type, FrameType::kReady) << f->meta;
 }
 
+// Sends INVOKE `id` and returns the body of its RESULT; any other answer fails the test.
+std::string result_of(Worker& w, uint32_t id, const std::string& event = "{}") {
+  w.invoke(id, event);
+  auto f = w.receive();
+  if (!f.has_value()) {
+    ADD_FAILURE() << "no answer to call " << id;
+    return {};
+  }
+  EXPECT_EQ(f->type, FrameType::kResult) << f->meta;
+  return f->body;
+}
+
 TEST_F(RuntimeTest, NodeAsyncHandlerGetsEventAndContext) {
   file("index.js", R"(exports.handler = async (event, context) => ({
     got: event, id: context.requestId, fn: context.functionName,
@@ -191,11 +205,7 @@ TEST_F(RuntimeTest, NodeTopLevelFunctionDeclarationWorks) {
   file("index.js", "function handler(event) {\n  return ['a', 'b', 'c'];\n}\n// no newline at end");
   Worker w(kNode, dir_.path(), "index.handler");
   expect_ready(w);
-  w.invoke(7, "null");
-  auto f = w.receive();
-  ASSERT_TRUE(f.has_value());
-  ASSERT_EQ(f->type, FrameType::kResult) << f->meta;
-  EXPECT_EQ(json::parse(f->body), json::parse(R"(["a","b","c"])"));
+  EXPECT_EQ(json::parse(result_of(w, 7, "null")), json::parse(R"(["a","b","c"])"));
 }
 
 TEST_F(RuntimeTest, NodeCallbackStyleAndUndefinedResult) {
@@ -661,6 +671,120 @@ TEST_P(BothRuntimes, ShutdownAndEndOfChannelExitCleanly) {
     w->close_channel();
     EXPECT_EQ(w->wait_exit(), 0);
   }
+}
+
+// A pooled worker (docs/worker-protocol.md#pre-initialised-workers) takes its function's
+// environment from LOAD while the daemon is still mounting the bundle; only MOUNTED sends it into
+// the bundle to load the handler.
+class PooledWorker : public BothRuntimes {
+ protected:
+  std::unique_ptr<Worker> start_pooled() {
+    auto w = std::make_unique<Worker>(GetParam() == "node" ? kNode : kPython, dir_.path() / "none",
+                                      "none.handler", std::vector<std::string>{"EMBER_POOLED=1"});
+    auto f = w->receive();
+    EXPECT_TRUE(f.has_value() && f->type == FrameType::kReady && meta(*f)["pooled"] == true);
+    return w;
+  }
+  void load(Worker& w, const fs::path& task) {
+    w.send(FrameType::kLoad, 0,
+           json{{"env",
+                 {{"_HANDLER", GetParam() == "node" ? "index.handler" : "main.handler"},
+                  {"LAMBDA_TASK_ROOT", task.string()},
+                  {"EMBER_FUNCTION_NAME", "bound"}}}});
+  }
+};
+
+TEST_P(PooledWorker, EntersItsBundleOnlyWhenToldItIsMounted) {
+  auto w = start_pooled();
+  const fs::path task = dir_.path() / "task";  // not there until "mounted" below
+  load(*w, task);
+  // Nothing comes before MOUNTED: a shim that entered the bundle at LOAD would fail its init now.
+  pollfd p{w->fd(), POLLIN, 0};
+  EXPECT_EQ(::poll(&p, 1, 300), 0) << "the worker answered LOAD before MOUNTED";
+  file("task/index.js", "exports.handler = async (e, c) => [process.cwd(), c.functionName];\n");
+  file("task/main.py",
+       "import os\ndef handler(e, c):\n    return [os.getcwd(), c.function_name]\n");
+  w->send(FrameType::kMounted, 0, json::object());
+  w->invoke(1, "{}");  // behind MOUNTED, before READY, as the daemon sends the first call
+  auto ready = w->receive();
+  ASSERT_TRUE(ready.has_value());
+  ASSERT_EQ(ready->type, FrameType::kReady) << ready->meta;
+  EXPECT_EQ(meta(*ready), json::object());
+  auto f = w->receive();
+  ASSERT_TRUE(f.has_value());
+  ASSERT_EQ(f->type, FrameType::kResult) << f->meta;
+  EXPECT_EQ(json::parse(f->body), (json{task.string(), "bound"}));
+}
+
+TEST_P(PooledWorker, ExitsCleanlyWhenStoppedBetweenLoadAndMounted) {
+  auto w = start_pooled();
+  load(*w, dir_.path() / "task");
+  w->send(FrameType::kShutdown, 0, json::object());
+  EXPECT_EQ(w->wait_exit(), 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Runtimes, PooledWorker, ::testing::Values("node", "python"),
+                         [](const auto& info) { return info.param; });
+
+// What a command writes to its standard output, and its exit code.
+std::pair<std::string, int> run_capture(std::vector<std::string> argv) {
+  int out[2];
+  EXPECT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  char* env[] = {nullptr};
+  pid_t pid = -1;
+  EXPECT_EQ(::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), env), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ::close(out[1]);
+  std::string text;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(out[0], buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return {text, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status)};
+}
+
+// The bytecode compiler emberd runs after a deploy (runtimes/python/compile.py), its output
+// stored as emberd stores it: the worker then runs each module's stored bytecode, not its source.
+TEST_F(RuntimeTest, PythonModulesRunFromTheBytecodeTheCompilerStored) {
+  file("main.py",
+       "import helper\nfrom pkg import deep\ndef handler(e, c):\n    return helper.V + deep.W\n");
+  file("helper.py", "V = 1\n");
+  file("pkg/__init__.py", "");
+  file("pkg/deep.py", "W = 2\n");
+  file("broken.py", "def (:\n");
+  auto [out, code] = run_capture({"/usr/bin/python3", "-I", "-S",
+                                  EMBER_RUNTIMES_DIR "/python/compile.py", dir_.path().string()});
+  ASSERT_EQ(code, 0);
+  runtime::BytecodeStream stream;
+  stream.feed(out);
+  std::vector<std::string> stored;
+  while (true) {
+    auto m = stream.next();
+    ASSERT_TRUE(m.ok()) << m.error().message;
+    if (!*m) break;
+    ASSERT_TRUE(runtime::store_pyc(dir_.path(), stream.tag(), **m).ok());
+    stored.push_back((*m)->source);
+  }
+  std::sort(stored.begin(), stored.end());
+  EXPECT_EQ(stored,
+            (std::vector<std::string>{"helper.py", "main.py", "pkg/__init__.py", "pkg/deep.py"}))
+      << "every module that compiles; broken.py is left to fail at import as before";
+  // The source changes, keeping its size and time, which is all a .pyc is checked against: a
+  // worker that ran the source would answer 7 + 2.
+  const auto when = fs::last_write_time(dir_.path() / "helper.py");
+  file("helper.py", "V = 7\n");
+  fs::last_write_time(dir_.path() / "helper.py", when);
+  Worker w(kPython, dir_.path(), "main.handler");
+  expect_ready(w);
+  EXPECT_EQ(result_of(w, 1), "3");
 }
 
 // The Python shim as Lambda's Python runtime (awslambdaric) behaves: what it can import, its

@@ -52,6 +52,7 @@ class Api final : public Application {
   void set_keys(InvokeKeys* keys) { keys_ = keys; }
   // Pre-initialised workers, counted in /metrics.
   void set_pool(const runtime::PooledFactory* pool) { pool_ = pool; }
+  void set_bytecode(const runtime::BytecodeCompiler* bytecode) { bytecode_ = bytecode; }
   // The key-value service behind /v1/kv; without it those routes answer 503.
   void set_kv(kv::Service* kv) { kv_ = kv; }
   // Asynchronous invocation (?mode=async, Lambda's Event type, /v1/invocations, dead letters);
@@ -145,6 +146,7 @@ class Api final : public Application {
   events::Timetable* timetable_ = nullptr;
   InvokeKeys* keys_ = nullptr;
   const runtime::PooledFactory* pool_ = nullptr;
+  const runtime::BytecodeCompiler* bytecode_ = nullptr;
 };
 
 // The access key id of the admin credential for SigV4 requests; its secret is the admin token.

@@ -58,6 +58,7 @@ struct DaemonState {
            events_succeeded = 0, events_failed = 0, events_dead = 0;
   // Pre-initialised workers: waiting and starting now, their memory, starts they served.
   uint64_t pool_waiting = 0, pool_starting = 0, pool_memory_mb = 0, pool_hits = 0, pool_misses = 0;
+  uint64_t bytecode_running = 0, bytecode_modules = 0;
 };
 
 class Metrics {

@@ -10,6 +10,7 @@
 
 #include "ember/kv/service.h"
 #include "ember/registry/registry.h"
+#include "ember/runtime/bytecode.h"
 #include "ember/runtime/instance_factory.h"
 #include "ember/sandbox/sandbox.h"
 #include "ember/worker/instance.h"
@@ -64,6 +65,12 @@ class ColdStartFactory final : public InstanceFactory {
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
   void forget(const std::string& function) override;
+  // Compiles a python function's bundle to bytecode (BytecodeCompiler); the first start of a
+  // version since the daemon started asks for it too.
+  void prepare(const registry::FunctionRecord& record) override;
+  // The same for the version `spec` (a python worker's recipe) launches, unless done already.
+  void compile_bytecode(const worker::LaunchSpec& spec);
+  const BytecodeCompiler& bytecode() const { return bytecode_; }
   // The launch recipe for `record`'s active version with its key-value and invoke handlers.
   Result<worker::LaunchSpec> function_spec(const registry::FunctionRecord& record) const;
   // The launch recipe of a pre-started worker, with this factory's paths and interpreters.
@@ -81,6 +88,7 @@ class ColdStartFactory final : public InstanceFactory {
   RuntimeOptions options_;
   kv::Service* kv_;
   worker::InvokeHandler invoke_;
+  BytecodeCompiler bytecode_;
 };
 
 }  // namespace ember::runtime

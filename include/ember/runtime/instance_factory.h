@@ -77,6 +77,9 @@ class InstanceFactory {
                                                   worker::LogSink log) = 0;
   // The function is gone: whatever was kept for it (network namespace, uid) is released.
   virtual void forget(const std::string& function) = 0;
+  // A version of `record` was deployed: what its starts will need is made ahead, in the
+  // background (python bytecode).
+  virtual void prepare(const registry::FunctionRecord& /*record*/) {}
   // Memory the factory holds for instances to come (pre-started workers), counted in the
   // scheduler's memory budget.
   virtual int64_t reserved_memory_mb() const { return 0; }

@@ -61,6 +61,7 @@ class PooledFactory final : public InstanceFactory {
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
   void forget(const std::string& function) override { cold_.forget(function); }
+  void prepare(const registry::FunctionRecord& record) override { cold_.prepare(record); }
   int64_t reserved_memory_mb() const override;
 
   // Starts the workers kept from the start (min_per_flavour); a no-op without a pool.

@@ -86,7 +86,7 @@ class Sandbox {
   // Starts `request` (argv, env, cwd and fds filled in) as the worker `spec` describes.
   Result<Worker> spawn(SpawnRequest request, const WorkerSpec& spec);
   // Gives the pooled worker `process` (started by spawn() with `pooled.pooled`) to the function
-  // `spec` describes: its bundle at /var/task, its /tmp size, and its cgroup's limits. What a
+  // `spec` describes: its cgroup's limits, then its bundle at /var/task and its /tmp size. What a
   // pooled worker keeps of its own (uid, network namespace) is described in docs/sandbox.md.
   Status bind(const os::ChildProcess& process, os::Cgroup* cgroup, const WorkerSpec& pooled,
               const WorkerSpec& spec);

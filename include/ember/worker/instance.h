@@ -58,10 +58,12 @@ class Instance : public std::enable_shared_from_this<Instance> {
   boost::asio::awaitable<Status> ready(std::chrono::milliseconds timeout);
 
   // Gives a kPooled worker its function: `spec` (its name, version, concurrency, handlers) from
-  // now on, its output to `log`, and a LOAD frame with `spec.env`. The worker is kStarting again
-  // until ready() completes; its init_duration() runs from here. The sandbox must have bound it
-  // first (Sandbox::bind).
-  Status load(LaunchSpec spec, LogSink log);
+  // now on, its output to `log`. A LOAD frame with `spec.env` goes to the worker at once; while
+  // the worker takes the environment in, `sandbox` binds it to the function (Sandbox::bind: its
+  // limits, its bundle on /var/task), and then MOUNTED tells it to load the handler. The worker
+  // is kStarting again until ready() completes; its init_duration() runs from LOAD. On an error
+  // the caller kills the worker: it holds the function's environment, and is bound to no function.
+  Status load(LaunchSpec spec, LogSink log, sandbox::Sandbox& sandbox);
   const os::ChildProcess& process() const { return child_; }
   os::Cgroup* cgroup() const { return cgroup_.get(); }
 
@@ -140,6 +142,9 @@ class Instance : public std::enable_shared_from_this<Instance> {
   boost::asio::awaitable<void> write_frames(std::shared_ptr<Instance> self);
   void send(Frame frame);
   void send(std::string wire);
+  // Writes the frame now when nothing is queued before it and the socket takes it, else queues
+  // it: for a frame the worker should start on while this thread goes on with something else.
+  void send_now(std::string wire);
   void handle(Frame frame);
   void handle_kv(Frame frame);
   void handle_invoke(Frame frame);
@@ -177,6 +182,7 @@ class Instance : public std::enable_shared_from_this<Instance> {
   std::string stdout_buffer_, stderr_buffer_;
   FrameDecoder decoder_;
   std::deque<std::string> outbox_;
+  bool writing_ = false;  // write_frames() has a write in flight
   boost::asio::steady_timer write_signal_;
   boost::asio::steady_timer ready_signal_;
   boost::asio::steady_timer kill_timer_;

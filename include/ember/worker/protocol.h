@@ -28,10 +28,12 @@ enum class FrameType : uint32_t {
   // id.
   kInvokeRequest = 10,
   kInvokeReply = 11,
-  // Daemon → a pre-started worker: the function it now serves ({"env": {...}}), after which it
-  // loads the handler and sends READY or INIT_ERROR
-  // (docs/worker-protocol.md#pre-initialised-workers).
+  // Daemon → a pre-started worker: the function it now serves ({"env": {...}}). The worker takes
+  // in the environment and waits for MOUNTED (docs/worker-protocol.md#pre-initialised-workers).
   kLoad = 12,
+  // Daemon → a worker after LOAD: its bundle is mounted on LAMBDA_TASK_ROOT; it enters it, loads
+  // the handler and sends READY or INIT_ERROR.
+  kMounted = 13,
 };
 
 inline constexpr size_t kHeaderBytes = 16;
