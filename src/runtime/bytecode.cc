@@ -146,18 +146,25 @@ Status store_pyc(const std::filesystem::path& bundle_dir, std::string_view tag,
 
 BytecodeCompiler::~BytecodeCompiler() { *alive_ = false; }
 
-void BytecodeCompiler::compile(const worker::LaunchSpec& spec, std::vector<std::string> compiler) {
+void BytecodeCompiler::compile(const worker::LaunchSpec& spec, std::vector<std::string> compiler,
+                               std::chrono::milliseconds delay) {
   if (!bundles_.insert(spec.worker.bundle_dir).second) return;
   sandbox::WorkerSpec worker = spec.worker;
   worker.pooled = false;
   worker.zygote = false;  // its own python3: the zygote's children run the shim
-  asio::co_spawn(io_, run(std::move(worker), std::move(compiler), spec.cwd, alive_),
+  asio::co_spawn(io_, run(std::move(worker), std::move(compiler), spec.cwd, delay, alive_),
                  log_escaped("bytecode compiler"));
 }
 
 asio::awaitable<void> BytecodeCompiler::run(sandbox::WorkerSpec worker,
                                             std::vector<std::string> argv, std::string cwd,
+                                            std::chrono::milliseconds delay,
                                             std::shared_ptr<bool> alive) {
+  if (delay.count() > 0) {
+    asio::steady_timer wait(io_, delay);
+    co_await wait.async_wait(kAwait);
+    if (!*alive) co_return;
+  }
   const auto began = std::chrono::steady_clock::now();
   int out[2];
   if (::pipe2(out, O_CLOEXEC) != 0) co_return;

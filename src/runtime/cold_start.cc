@@ -164,13 +164,17 @@ void ColdStartFactory::forget(const std::string& function) { sandbox_.forget(fun
 
 void ColdStartFactory::prepare(const registry::FunctionRecord& record) {
   if (record.active().config.runtime != registry::Runtime::kPython) return;
-  if (auto spec = function_spec(record)) compile_bytecode(*spec);
+  if (auto spec = function_spec(record)) compile_bytecode(*spec, std::chrono::milliseconds(0));
 }
 
-void ColdStartFactory::compile_bytecode(const worker::LaunchSpec& spec) {
+void ColdStartFactory::compile_bytecode(const worker::LaunchSpec& spec,
+                                        std::chrono::milliseconds delay) {
+  if (bytecode_.asked(spec.worker.bundle_dir)) return;
   // The shim's own interpreter, so that the .pyc files carry the tag and magic it reads.
-  bytecode_.compile(spec, {options_.python_path, "-I", "-S",
-                           sandbox_.runtime_root() + "/python/compile.py", spec.cwd});
+  bytecode_.compile(
+      spec,
+      {options_.python_path, "-I", "-S", sandbox_.runtime_root() + "/python/compile.py", spec.cwd},
+      delay);
 }
 
 }  // namespace ember::runtime

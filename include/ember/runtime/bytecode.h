@@ -7,6 +7,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -66,10 +67,13 @@ class BytecodeCompiler {
   BytecodeCompiler& operator=(const BytecodeCompiler&) = delete;
 
   // Compiles the bundle of the python worker `spec` describes (its function, bundle and limits),
-  // in the background, unless this daemon has already done it for that bundle or is doing it.
-  // `compiler`: the command line of compile.py, whose last argument is the bundle's root as the
-  // worker sees it.
-  void compile(const worker::LaunchSpec& spec, std::vector<std::string> compiler);
+  // in the background, after `delay`, unless this daemon has already done it for that bundle or
+  // is doing it. `compiler`: the command line of compile.py, whose last argument is the bundle's
+  // root as the worker sees it.
+  void compile(const worker::LaunchSpec& spec, std::vector<std::string> compiler,
+               std::chrono::milliseconds delay = std::chrono::milliseconds(0));
+  // Whether compile() was asked for this bundle since the daemon started.
+  bool asked(const std::string& bundle_dir) const { return bundles_.contains(bundle_dir); }
 
   // Bundles compiled, or being compiled, since the daemon started (for tests and metrics).
   size_t started() const { return bundles_.size(); }
@@ -79,7 +83,8 @@ class BytecodeCompiler {
 
  private:
   boost::asio::awaitable<void> run(sandbox::WorkerSpec worker, std::vector<std::string> argv,
-                                   std::string cwd, std::shared_ptr<bool> alive);
+                                   std::string cwd, std::chrono::milliseconds delay,
+                                   std::shared_ptr<bool> alive);
 
   boost::asio::io_context& io_;
   sandbox::Sandbox& sandbox_;

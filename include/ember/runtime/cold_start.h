@@ -65,11 +65,14 @@ class ColdStartFactory final : public InstanceFactory {
   Result<std::shared_ptr<Instance>> start(const registry::FunctionRecord& record,
                                           worker::LogSink log) override;
   void forget(const std::string& function) override;
-  // Compiles a python function's bundle to bytecode (BytecodeCompiler); the first start of a
-  // version since the daemon started asks for it too.
+  // Compiles a python function's bundle to bytecode (BytecodeCompiler).
   void prepare(const registry::FunctionRecord& record) override;
-  // The same for the version `spec` (a python worker's recipe) launches, unless done already.
-  void compile_bytecode(const worker::LaunchSpec& spec);
+  // The same for the version `spec` (a python worker's recipe) launches, unless asked already:
+  // for a bundle deployed before the daemon started, at its first start. Its spawn waits for
+  // kCompileAfterStart, so that it holds the event loop after that start, not during it.
+  void compile_bytecode(const worker::LaunchSpec& spec,
+                        std::chrono::milliseconds delay = kCompileAfterStart);
+  static constexpr std::chrono::milliseconds kCompileAfterStart{1000};
   const BytecodeCompiler& bytecode() const { return bytecode_; }
   // The launch recipe for `record`'s active version with its key-value and invoke handlers.
   Result<worker::LaunchSpec> function_spec(const registry::FunctionRecord& record) const;
