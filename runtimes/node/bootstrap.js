@@ -724,10 +724,14 @@ channel.on('error', () => process.exit(0));
 
 // A pooled worker's function: its environment from LOAD's meta, as a worker started for it would
 // have had it. Its bundle is mounted while the worker takes this in; MOUNTED says it is there.
+// A variable that already has its value is not set again: setting TZ, even to the zone it
+// names already, makes V8 reload its time zone data, which took most of LOAD's time.
 function applyLoad(meta) {
   const vars = meta.env;
   if (vars !== null && typeof vars === 'object') {
-    for (const name of Object.keys(vars)) env[name] = vars[name];
+    for (const name of Object.keys(vars)) {
+      if (env[name] !== vars[name]) env[name] = vars[name];
+    }
   }
   delete env.EMBER_POOLED;
 }

@@ -769,10 +769,12 @@ def apply_load(meta):
     """The function's environment from LOAD, as a worker started for it would have had it."""
     env = meta.get("env")
     env = env if isinstance(env, dict) else {}
+    zone = os.environ.get("TZ")
     for name, value in env.items():
-        os.environ[name] = value
+        if os.environ.get(name) != value:  # most of the base environment is there already
+            os.environ[name] = value
     os.environ.pop("EMBER_POOLED", None)
-    if "TZ" in env:
+    if os.environ.get("TZ") != zone:
         time.tzset()  # read once at start otherwise; the function's env may name another zone
 
 

@@ -716,6 +716,28 @@ TEST_P(PooledWorker, EntersItsBundleOnlyWhenToldItIsMounted) {
   EXPECT_EQ(json::parse(f->body), (json{task.string(), "bound"}));
 }
 
+// A pooled worker starts in UTC; a function whose environment names another zone gets its local
+// time in that zone, though LOAD sets the rest of the base environment only where it differs.
+TEST_P(PooledWorker, TakesTheTimeZoneLoadNames) {
+  auto w = std::make_unique<Worker>(GetParam() == "node" ? kNode : kPython, dir_.path() / "none",
+                                    "none.handler",
+                                    std::vector<std::string>{"EMBER_POOLED=1", "TZ=UTC"});
+  auto pooled = w->receive();
+  ASSERT_TRUE(pooled.has_value() && pooled->type == FrameType::kReady);
+  file("task/index.js",
+       "exports.handler = async () => -new Date(2026, 0, 1).getTimezoneOffset();\n");
+  file("task/main.py",
+       "import time\ndef handler(e, c):\n    return time.localtime(1767225600).tm_gmtoff // 60\n");
+  w->send(FrameType::kLoad, 0,
+          json{{"env",
+                {{"_HANDLER", GetParam() == "node" ? "index.handler" : "main.handler"},
+                 {"LAMBDA_TASK_ROOT", (dir_.path() / "task").string()},
+                 {"TZ", "Asia/Tokyo"}}}});
+  w->send(FrameType::kMounted, 0, json::object());
+  expect_ready(*w);
+  EXPECT_EQ(result_of(*w, 1), "540") << "minutes east of UTC";
+}
+
 TEST_P(PooledWorker, ExitsCleanlyWhenStoppedBetweenLoadAndMounted) {
   auto w = start_pooled();
   load(*w, dir_.path() / "task");
