@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <regex>
 
 #include "archive_builder.h"
@@ -199,12 +200,22 @@ std::vector<std::pair<pid_t, std::string>> live_children(pid_t parent) {
   return out;
 }
 
+// Whether `pid` runs the python bytecode compiler emberd starts after a deploy
+// (runtimes/python/compile.py): a python3 below the daemon, but no worker.
+bool compiles_bytecode(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return cmdline.find("/python/compile.py") != std::string::npos;
+}
+
 }  // namespace
 
 std::vector<pid_t> worker_pids(pid_t daemon) {
   std::vector<pid_t> out;
   for (auto& [pid, comm] : live_children(daemon)) {
-    if (comm != "ember-spawner" && comm != "ember-zygote") out.push_back(pid);
+    if (comm != "ember-spawner" && comm != "ember-zygote" && !compiles_bytecode(pid)) {
+      out.push_back(pid);
+    }
   }
   return out;
 }

@@ -80,7 +80,8 @@ struct RunResult {
 // -1 when it is not there.
 double metric_sample(const std::string& text, const std::string& series);
 
-// Worker processes of `daemon`: its live children, except the spawner helper and the zygote.
+// Worker processes of `daemon`: its live children, except the spawner helper, the zygote and the
+// python bytecode compiler a deploy starts.
 std::vector<pid_t> worker_pids(pid_t daemon);
 // The live child of `parent` whose command name is `comm` (ember-zygote, say); 0 when none.
 pid_t child_named(pid_t parent, const std::string& comm);
