@@ -207,7 +207,8 @@ std::string Metrics::render(const DaemonState& state) const {
   pool_starts.Add({{"result", "hit"}}).Increment(static_cast<double>(state.pool_hits));
   pool_starts.Add({{"result", "miss"}}).Increment(static_cast<double>(state.pool_misses));
   gauge("ember_bytecode_compiles_running",
-        "Python bundles being compiled to bytecode (after a deploy, or a first start).",
+        "Python bundles whose bytecode compile was asked for (after a deploy, or a second after "
+        "a first start) and has not finished.",
         static_cast<double>(state.bytecode_running));
   counter("ember_bytecode_modules_total", "Python modules compiled to bytecode and stored.",
           static_cast<double>(state.bytecode_modules));

@@ -8,10 +8,8 @@
 
 #include <array>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <cstdio>
 #include <vector>
 
 #include "ember/common/async.h"
@@ -152,6 +150,7 @@ void BytecodeCompiler::compile(const worker::LaunchSpec& spec, std::vector<std::
   sandbox::WorkerSpec worker = spec.worker;
   worker.pooled = false;
   worker.zygote = false;  // its own python3: the zygote's children run the shim
+  ++running_;             // until run() ends, whichever way
   asio::co_spawn(io_, run(std::move(worker), std::move(compiler), spec.cwd, delay, alive_),
                  log_escaped("bytecode compiler"));
 }
@@ -160,6 +159,13 @@ asio::awaitable<void> BytecodeCompiler::run(sandbox::WorkerSpec worker,
                                             std::vector<std::string> argv, std::string cwd,
                                             std::chrono::milliseconds delay,
                                             std::shared_ptr<bool> alive) {
+  struct Done {
+    BytecodeCompiler& self;
+    const std::shared_ptr<bool>& alive;
+    ~Done() {
+      if (*alive) --self.running_;
+    }
+  } done{*this, alive};
   if (delay.count() > 0) {
     asio::steady_timer wait(io_, delay);
     co_await wait.async_wait(kAwait);
@@ -182,7 +188,6 @@ asio::awaitable<void> BytecodeCompiler::run(sandbox::WorkerSpec worker,
                  child.error().message);
     co_return;
   }
-  ++running_;
   asio::posix::stream_descriptor output(io_, out[0]);
   asio::steady_timer deadline(io_);
   deadline.expires_after(kTimeout);
@@ -233,9 +238,7 @@ asio::awaitable<void> BytecodeCompiler::run(sandbox::WorkerSpec worker,
     spdlog::warn("bytecode: [fn={}] compiling stopped after {} modules: {}", worker.function,
                  stored, failure);
   }
-  if (!*alive) co_return;
-  --running_;
-  stored_ += stored;
+  if (*alive) stored_ += stored;
 }
 
 }  // namespace ember::runtime

@@ -169,6 +169,8 @@ void ColdStartFactory::prepare(const registry::FunctionRecord& record) {
 
 void ColdStartFactory::compile_bytecode(const worker::LaunchSpec& spec,
                                         std::chrono::milliseconds delay) {
+  // Asked first so that a start builds the command line only for a bundle not yet asked for
+  // (compile() would drop it then).
   if (bytecode_.asked(spec.worker.bundle_dir)) return;
   // The shim's own interpreter, so that the .pyc files carry the tag and magic it reads.
   bytecode_.compile(

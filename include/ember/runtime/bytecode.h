@@ -75,10 +75,10 @@ class BytecodeCompiler {
   // Whether compile() was asked for this bundle since the daemon started.
   bool asked(const std::string& bundle_dir) const { return bundles_.contains(bundle_dir); }
 
-  // Bundles compiled, or being compiled, since the daemon started (for tests and metrics).
-  size_t started() const { return bundles_.size(); }
   // Modules stored by the runs that have finished.
   uint64_t stored() const { return stored_; }
+  // Compiles asked for and not finished (waiting for their delay, or running): 0 once every
+  // bundle compile() was called for is done, so nothing asked for can be missed by a waiter.
   int running() const { return running_; }
 
  private:
